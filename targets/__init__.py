@@ -1,0 +1,1 @@
+"""edgepack conversion targets, one module each, found through the registry in base."""
