@@ -80,6 +80,15 @@ class Target(ABC):
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         """Write the artifact to ``out_path``; raise ``TargetError`` with a clear reason on failure."""
 
+    def compatibility(self, path: Path, declared_runtime: str | None) -> dict[str, Any] | None:
+        """Ops/bytecode of the artifact checked against a declared device runtime (see ``compat``)."""
+        try:  # DEVGUARD: compat is being written
+            from .compat import check_compatibility
+        except ModuleNotFoundError:
+            return None
+
+        return check_compatibility(self.runtime, path, declared_runtime)
+
     def load(self, path: Path, threads: int | None = None) -> Runner:
         """Load the artifact with the same runner the device uses."""
         return load_runner(self.runtime, path, threads=threads)

@@ -1,6 +1,7 @@
 """LiteRT (TFLite) runner: ai-edge-litert, or the legacy tflite-runtime as a fallback."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,23 +33,25 @@ class TFLiteRunner(Runner):
         interpreter_cls = _interpreter_class()
         self.interpreter = interpreter_cls(model_path=str(self.path), num_threads=threads or None)
         self.interpreter.allocate_tensors()
-        self._inputs = {d["name"]: d for d in self.interpreter.get_input_details()}
+        details = self.interpreter.get_input_details()
+        self._inputs = {d["name"]: d for d in details}
+        # litert-torch names positional inputs "serving_default_args_0", "..._args_1": keep that order
+        self._ordered = sorted(details, key=lambda d: (_arg_position(d["name"]), d["index"]))
         self._output = self.interpreter.get_output_details()[0]
 
-    def _input_detail(self, name: str) -> dict:
+    def _input_detail(self, position: int, name: str) -> dict:
         if name in self._inputs:
             return self._inputs[name]
-        # converters prefix/suffix names ("serving_default_input_ids:0", "args_0"…)
-        for key, detail in self._inputs.items():
+        for key, detail in self._inputs.items():  # "serving_default_input_ids:0" style
             if name in key:
                 return detail
-        if len(self._inputs) == 1:
-            return next(iter(self._inputs.values()))
+        if position < len(self._ordered):
+            return self._ordered[position]
         raise KeyError(f"artifact has no input named {name!r} (has {sorted(self._inputs)})")
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        for name, value in inputs.items():
-            detail = self._input_detail(name)
+        for position, (name, value) in enumerate(inputs.items()):
+            detail = self._input_detail(position, name)
             self.interpreter.set_tensor(detail["index"], _quantize_input(value, detail))
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self._output["index"])
@@ -66,6 +69,11 @@ class TFLiteRunner(Runner):
             except Exception:  # not every interpreter build exposes it
                 pass
         return info
+
+
+def _arg_position(name: str) -> int:
+    match = re.search(r"args_(\d+)", name)
+    return int(match.group(1)) if match else 1 << 30
 
 
 def _quantize_input(value: np.ndarray, detail: dict) -> np.ndarray:

@@ -1,0 +1,389 @@
+"""Benchmark every runnable artifact of a bundle, each in its own subprocess.
+
+For each target × thread count: wait for the SoC to cool, run the timing
+pass (``worker`` in a fresh process, pinned, with a timeout and an
+address-space limit) while the energy sampler runs here, read the
+temperatures again, then run the memory pass in another fresh process. A
+worker that crashes, hangs or runs out of memory fails that one row; the
+others go on. Targets whose runtime this device lacks are skipped, saying so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from .energy import EnergyConfig, EnergyError, EnergyMeter
+from .extra_runners import ExtraRunnerError, register_extra_runners
+from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
+from .manifest import Manifest, ManifestError, TargetEntry, verify_files
+from .report import RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, LatencyStats, TargetResult
+from .runners import RUNNERS, runner_class
+from .thermal import ThermalConfig, read_zones, wait_until_cool
+from .worker import WorkerArgs
+
+PROTOCOL_VERSION = 1
+#: progress(done, total, label): called before each measurement and once at the end
+Progress = Callable[[int, int, str], None]
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
+
+
+class BenchError(RuntimeError):
+    """The bundle or the options cannot be benchmarked; one-line message for the user."""
+
+
+class WorkerCrash(RuntimeError):
+    """A worker subprocess failed; the message is the one-line reason shown in the report."""
+
+
+def default_memory_limit_mb() -> int:
+    """Address-space cap per worker: the machine's RAM, so a runaway runner fails before swapping the device to death."""
+    return int(psutil.virtual_memory().total // 2**20)
+
+
+@dataclass
+class BenchOptions:
+    targets: list[str] | None = None
+    runs: int = 100
+    min_seconds: float = 1.0
+    warmup: int = 10
+    threads: list[int | None] = field(default_factory=lambda: [None])
+    timeout_s: float = 600.0
+    memory_limit_mb: int | None = field(default_factory=default_memory_limit_mb)
+    memory_runs: int = 10
+    pin: bool = True
+
+    def validate(self) -> None:
+        if self.runs < 1:
+            raise BenchError(f"--runs {self.runs}: must be at least 1")
+        if self.min_seconds < 0:
+            raise BenchError(f"--min-seconds {self.min_seconds}: must not be negative")
+        if self.warmup < 0:
+            raise BenchError(f"--warmup {self.warmup}: must not be negative")
+        if not self.threads:
+            raise BenchError("--threads: give at least one thread count")
+        for t in self.threads:
+            if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
+                raise BenchError(f"--threads {t!r}: must be a positive integer")
+        if len(set(self.threads)) != len(self.threads):
+            raise BenchError("--threads: a thread count is listed twice")
+        if self.timeout_s <= 0:
+            raise BenchError(f"--timeout {self.timeout_s}: must be positive")
+        if self.memory_limit_mb is not None and self.memory_limit_mb < 64:
+            raise BenchError(f"--memory-limit-mb {self.memory_limit_mb}: must be at least 64 (or unset)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- worker subprocesses ---------------------------------------------------------
+
+_ACTIVE: set[subprocess.Popen] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def kill_active_workers() -> None:
+    """Kill the worker subprocesses still running (agent shutdown)."""
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE)
+    for proc in procs:
+        _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal_reason(rc: int, stderr_tail: str) -> str:
+    sig = -rc
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    lowered = stderr_tail.lower()
+    if "bad_alloc" in lowered or "out of memory" in lowered or "memoryerror" in lowered:
+        return f"out of memory: worker died with {name}"
+    if sig == signal.SIGKILL:
+        return "killed by SIGKILL (likely the kernel's out-of-memory killer)"
+    return f"crashed: worker died with {name}" + (f" ({stderr_tail})" if stderr_tail else "")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def run_worker(args: WorkerArgs, timeout_s: float) -> dict[str, Any]:
+    """Run one worker process; its JSON result, or ``WorkerCrash`` with a one-line reason."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "device_bench.worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env, start_new_session=True,  # own process group: a timeout kills everything it spawned
+    )
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(proc)
+    try:
+        out, err = proc.communicate(json.dumps(dataclasses.asdict(args)), timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        proc.communicate()
+        raise WorkerCrash(f"timed out after {timeout_s:g} s (worker killed)") from None
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(proc)
+    result: dict[str, Any] | None = None
+    lines = out.strip().splitlines()
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            result = None
+    if proc.returncode < 0:
+        raise WorkerCrash(_signal_reason(proc.returncode, _last_line(err)))
+    if isinstance(result, dict) and result.get("error"):
+        raise WorkerCrash(str(result["error"]))
+    if proc.returncode != 0 or not isinstance(result, dict):
+        tail = _last_line(err)
+        raise WorkerCrash(f"worker exited with status {proc.returncode}" + (f": {tail}" if tail else " and no result"))
+    return result
+
+
+# -- planning ---------------------------------------------------------------------
+
+def choose_affinity(threads: int | None, allowed: list[int]) -> list[int] | None:
+    """Pin N threads to the N highest-numbered allowed CPUs (big cores on big.LITTLE boards, away from CPU0's interrupts)."""
+    if threads is None or not allowed:
+        return None
+    return sorted(allowed)[-threads:]
+
+
+def _allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
+def _select_targets(manifest: Manifest, names: list[str] | None) -> list[TargetEntry]:
+    if not names:
+        return list(manifest.targets)
+    known = {t.name for t in manifest.targets}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BenchError(f"--targets: {unknown[0]!r} is not in this bundle (it has: {', '.join(sorted(known)) or 'none'})")
+    return [manifest.target(n) for n in dict.fromkeys(names)]
+
+
+def _base_result(entry: TargetEntry, threads: int | None, bundle: Path) -> TargetResult:
+    size = None
+    if entry.file and (bundle / entry.file).is_file():
+        size = (bundle / entry.file).stat().st_size
+    return TargetResult(target=entry.name, runtime=entry.runtime, precision=entry.precision, threads=threads,
+                        status=RESULT_OK, file_size_bytes=size)
+
+
+def _skip_reason(entry: TargetEntry, runtimes: dict[str, str | None], problems: dict[str, str]) -> tuple[str, str] | None:
+    """(status, reason) for a target that will not be measured, else None."""
+    if not entry.file or entry.status == "failed":
+        return RESULT_SKIPPED, f"no artifact (export failed at pack time: {entry.error or 'unknown error'})"
+    if entry.runtime not in RUNNERS:
+        return RESULT_SKIPPED, f"unknown runtime {entry.runtime!r} (this agent knows: {', '.join(sorted(RUNNERS))})"
+    if runtimes.get(entry.runtime) is None:
+        try:
+            dists = ", ".join(runner_class(entry.runtime).distributions)
+        except (ImportError, AttributeError):
+            dists = f"a runner module for {entry.runtime!r}"
+        return RESULT_SKIPPED, f"runtime {entry.runtime!r} is not installed on this device (needs {dists})"
+    if entry.name in problems:
+        return RESULT_FAILED, problems[entry.name]
+    return None
+
+
+def _integrity_problems(bundle: Path, manifest: Manifest, entries: list[TargetEntry]) -> dict[str, str]:
+    out = {}
+    for entry in entries:
+        if entry.file and entry.status != "failed":
+            problems = verify_files(bundle, dataclasses.replace(manifest, targets=[entry]))
+            if problems:
+                out[entry.name] = problems[0].split(": ", 1)[-1]
+    return out
+
+
+# -- the bench ---------------------------------------------------------------------
+
+def _timing_fields(res: TargetResult, data: dict[str, Any]) -> None:
+    for key in ("load_cold_ms", "load_warm_ms", "first_inference_ms", "warmup_runs", "runs", "timed_s",
+                "throughput_ips", "cpu_time_s", "cpu_util", "output_shape", "raw_ms", "affinity"):
+        setattr(res, key, data.get(key))
+    res.latency_ms = LatencyStats(**data["latency_ms"])
+
+
+def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Manifest, opts: BenchOptions,
+             meter: EnergyMeter | None, thermal: ThermalConfig | None, allowed: list[int]) -> TargetResult:
+    res = _base_result(entry, threads, bundle)
+    affinity = choose_affinity(threads, allowed) if opts.pin else None
+    if threads is not None and allowed and threads > len(allowed):
+        res.notes.append(f"{threads} threads on {len(allowed)} CPUs: oversubscribed")
+    args = WorkerArgs(
+        mode="timing", runtime=entry.runtime, artifact=str(bundle / entry.file), samples=str(bundle / manifest.samples),
+        input_names=[t.name for t in manifest.input_spec.inputs], input_dtypes=[t.dtype for t in manifest.input_spec.inputs],
+        threads=threads, runs=opts.runs, min_seconds=opts.min_seconds, warmup=opts.warmup, affinity=affinity,
+        memory_limit_mb=opts.memory_limit_mb, memory_runs=opts.memory_runs,
+    )
+    if thermal is not None:
+        res.thermal = wait_until_cool(thermal)
+    try:
+        if meter is not None:
+            with meter.sampling() as sampler:
+                timing = run_worker(args, opts.timeout_s)
+        else:
+            sampler, timing = None, run_worker(args, opts.timeout_s)
+    except WorkerCrash as exc:
+        res.status, res.error = RESULT_FAILED, str(exc)
+        return res
+    finally:
+        if res.thermal is not None and thermal is not None:
+            res.thermal.after_c = read_zones(thermal.root)
+    _timing_fields(res, timing)
+    if meter is not None:
+        try:
+            res.energy = meter.result(sampler, tuple(timing["window_monotonic"]), timing["cpu_time_s"], timing["runs"])
+        except ValueError as exc:
+            res.notes.append(f"energy not computed: {exc}")
+    try:
+        memory = run_worker(dataclasses.replace(args, mode="memory"), opts.timeout_s)
+    except WorkerCrash as exc:
+        res.notes.append(f"memory pass failed: {exc}")
+    else:
+        res.rss_after_load_mb = memory["rss_after_load_mb"]
+        res.peak_rss_mb = memory["peak_rss_mb"]
+        res.runtime_details = {**memory.get("runtime_details", {}), "rss_before_load_mb": memory["rss_before_load_mb"]}
+    return res
+
+
+def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalConfig | None) -> dict[str, Any]:
+    """What was done, written into every report so figures can be compared honestly."""
+    return {
+        "version": PROTOCOL_VERSION,
+        "options": opts.to_dict(),
+        "inputs": "the bundle's samples.npz rows, batch 1, cycled in order",
+        "isolation": "one fresh subprocess per target x threads for timing, another for memory",
+        "load": "cold = first load in a fresh process (runtime import + file read; page cache not dropped); "
+                "warm = second load of the same file in that process",
+        "timing": "perf_counter_ns around each run after warm-up; runs until both `runs` and `min_seconds` are met; "
+                  "gc disabled inside the window; std is the sample std",
+        "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, ru_maxrss) over memory_runs inferences",
+        "cpu_util": "process CPU seconds (all threads) / wall seconds over the timed window",
+        "affinity": "threads=N pinned to the N highest-numbered allowed CPUs; threads=default not pinned" if opts.pin else "not pinned",
+        "limits": {"timeout_s": opts.timeout_s, "memory_limit_mb": opts.memory_limit_mb, "kind": "RLIMIT_AS set in the worker"},
+        "thermal": None if thermal is None else {"root": str(thermal.root), "threshold_c": thermal.threshold_c, "max_wait_s": thermal.max_wait_s},
+        "energy": None if energy is None else {
+            **energy.protocol(),
+            "integration": "samples on CLOCK_MONOTONIC, counters differenced / power trapezoid-integrated over the worker's timed window; "
+                           "above-idle = total - idle baseline power x window",
+        },
+    }
+
+
+def bench_bundle(
+    bundle_dir: Path | str,
+    targets: list[str] | None = None,
+    runs: int = 100,
+    min_seconds: float = 1.0,
+    warmup: int = 10,
+    threads: list[int | None] | None = None,
+    timeout_s: float = 600.0,
+    memory_limit_mb: int | None = None,
+    progress: Progress | None = None,
+    *,
+    energy: EnergyConfig | None = None,
+    thermal: ThermalConfig | None = None,
+    device: str | None = None,
+    pin: bool = True,
+    memory_runs: int = 10,
+) -> BenchReport:
+    """Benchmark the bundle's targets on this machine; see the module docstring for the protocol."""
+    opts = BenchOptions(targets=targets, runs=runs, min_seconds=min_seconds, warmup=warmup,
+                        threads=list(threads) if threads else [None], timeout_s=timeout_s, pin=pin, memory_runs=memory_runs,
+                        memory_limit_mb=default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None))
+    return run_bench(Path(bundle_dir), opts, progress=progress, energy=energy, thermal=thermal, device=device)
+
+
+def load_bundle(bundle: Path) -> Manifest:
+    if not bundle.is_dir():
+        raise BenchError(f"{bundle}: not a directory")
+    try:
+        manifest = Manifest.load(bundle)
+    except ManifestError as exc:
+        raise BenchError(str(exc)) from None
+    if not manifest.samples or not (bundle / manifest.samples).is_file():
+        raise BenchError(f"{bundle}: bundle has no {manifest.samples or 'samples.npz'} (needed as benchmark inputs)")
+    return manifest
+
+
+def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None, energy: EnergyConfig | None = None,
+              thermal: ThermalConfig | None = None, device: str | None = None) -> BenchReport:
+    opts.validate()
+    try:
+        register_extra_runners()
+    except ExtraRunnerError as exc:
+        raise BenchError(str(exc)) from None
+    manifest = load_bundle(bundle)
+    entries = _select_targets(manifest, opts.targets)
+    runtimes = device_runtimes()
+    problems = _integrity_problems(bundle, manifest, entries)
+    fp = fingerprint()
+    plan: list[tuple[TargetEntry, int | None]] = []
+    results: list[TargetResult] = []
+    for entry in entries:
+        reason = _skip_reason(entry, runtimes, problems)
+        for t in opts.threads:
+            if reason is None:
+                plan.append((entry, t))
+            else:
+                r = _base_result(entry, t, bundle)
+                r.status, r.error = reason
+                results.append(r)
+    energy = energy if energy is not None else EnergyConfig()
+    if energy.device_model is None and energy.cpu_model is None:
+        energy = dataclasses.replace(energy, device_model=device_model(), cpu_model=cpu_model())
+    try:
+        meter = EnergyMeter(energy)
+    except EnergyError as exc:
+        raise BenchError(str(exc)) from None
+    thermal = thermal if thermal is not None else ThermalConfig()
+    if plan:
+        meter.measure_idle()
+    allowed = _allowed_cpus()
+    measured: dict[tuple[str, int | None], TargetResult] = {}
+    for i, (entry, t) in enumerate(plan):
+        if progress:
+            progress(i, len(plan), f"{entry.name} threads={'default' if t is None else t}")
+        measured[(entry.name, t)] = _measure(entry, t, bundle, manifest, opts, meter, thermal, allowed)
+    if progress:
+        progress(len(plan), len(plan), "done")
+    order = {(r.target, r.threads): r for r in results} | measured
+    ordered = [order[(e.name, t)] for e in entries for t in opts.threads if (e.name, t) in order]
+    proto = protocol(opts, energy, thermal)
+    proto["energy"] = {**proto["energy"], **meter.detection.to_dict(), "idle_power_w": meter.idle_w}
+    return BenchReport(
+        device=device or fp["hostname"],
+        fingerprint=fp,
+        protocol=proto,
+        bundle={"name": bundle.name, "model": manifest.model.source, "task": manifest.task,
+                "seq_len": manifest.input_spec.seq_len, "edgepack_version": manifest.edgepack_version,
+                "created_at": manifest.created_at},
+        results=ordered,
+    )

@@ -1,0 +1,110 @@
+"""What machine produced a benchmark: CPU, cores, frequency policy, memory, OS, runtimes.
+
+Read from ``/proc`` and ``/sys`` (roots configurable so tests use fake trees)
+and ``importlib.metadata``; nothing heavy is imported.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .runners import RUNNERS, runner_class
+
+AGENT_DISTRIBUTION = "edgepack"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def cpu_model(proc_root: Path = Path("/proc")) -> str:
+    """'model name' on x86, 'Model'/'Hardware' on ARM boards, else what platform knows."""
+    text = _read(proc_root / "cpuinfo") or ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    for key in ("model name", "Model", "Hardware", "cpu model", "Processor"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def device_model(proc_root: Path = Path("/proc")) -> str | None:
+    """Board name from the device tree (Raspberry Pi, Jetson…); None on PCs."""
+    return _read(proc_root / "device-tree" / "model") or None
+
+
+def cpufreq(sys_root: Path = Path("/sys")) -> dict[str, Any]:
+    """Governor and frequencies per policy (cores sharing a clock), in MHz."""
+    base = sys_root / "devices" / "system" / "cpu" / "cpufreq"
+    policies = sorted(base.glob("policy*")) if base.is_dir() else []
+    if not policies:  # older kernels: per-cpu directories only
+        policies = sorted((sys_root / "devices" / "system" / "cpu").glob("cpu[0-9]*/cpufreq"))
+    out: dict[str, Any] = {}
+    for p in policies:
+        name = p.name if p.name.startswith("policy") else p.parent.name
+        entry: dict[str, Any] = {"governor": _read(p / "scaling_governor")}
+        for key, fname in (("cur_mhz", "scaling_cur_freq"), ("min_mhz", "scaling_min_freq"), ("max_mhz", "scaling_max_freq")):
+            raw = _read(p / fname)
+            entry[key] = int(raw) / 1000 if raw and raw.isdigit() else None
+        cpus = _read(p / "affected_cpus")
+        if cpus:
+            entry["cpus"] = [int(c) for c in cpus.split()]
+        out[name] = entry
+    return out
+
+
+def device_runtimes() -> dict[str, str | None]:
+    """Each known runtime key -> installed version, or None; a runner module that fails to import counts as missing."""
+    out: dict[str, str | None] = {}
+    for key in RUNNERS:
+        try:
+            out[key] = runner_class(key).installed_version()
+        except (ImportError, AttributeError):
+            out[key] = None
+    return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def fingerprint(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) -> dict[str, Any]:
+    vm = psutil.virtual_memory()
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    freq = cpufreq(sys_root)
+    governors = sorted({p["governor"] for p in freq.values() if p.get("governor")})
+    return {
+        "hostname": socket.gethostname(),
+        "device_model": device_model(proc_root),
+        "cpu_model": cpu_model(proc_root),
+        "machine": platform.machine(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "cores_logical": psutil.cpu_count(logical=True),
+        "cpu_affinity": affinity,
+        "cpufreq": freq,
+        "governor": governors[0] if len(governors) == 1 else (governors or None),
+        "memory_total_mb": round(vm.total / 2**20),
+        "memory_available_mb": round(vm.available / 2**20),
+        "os": platform.platform(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "edgepack": _version(AGENT_DISTRIBUTION),
+        "numpy": _version("numpy"),
+        "runtimes": device_runtimes(),
+    }

@@ -1,0 +1,130 @@
+"""Several devices at once: ``devices.yaml``, a fleet bench, and a reachability check.
+
+``devices.yaml``::
+
+    devices:
+      - name: pi5
+        url: http://pi5.local:8765
+        token_file: tokens/pi5      # relative to this file; or `token: ...`
+      - name: jetson
+        url: http://jetson.local:8765
+        token_file: ~/.edgepack/jetson.token
+
+Devices are benched concurrently (they are different machines); one that is
+unreachable or rejects the bundle is reported in the fleet report, not fatal.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .client import AgentClient, AgentError, read_token
+from .report import BenchReport, DeviceError, FleetReport
+
+
+class FleetError(ValueError):
+    """A malformed devices file; one line naming the entry."""
+
+
+@dataclass
+class DeviceSpec:
+    name: str
+    url: str
+    token: str | None = None
+
+    def client(self, timeout_s: float = 30.0) -> AgentClient:
+        return AgentClient(self.url, self.token, timeout_s=timeout_s)
+
+
+def load_devices(path: Path) -> list[DeviceSpec]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise FleetError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise FleetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    entries = data.get("devices") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise FleetError(f"{path}: expected a non-empty list under 'devices'")
+    out: list[DeviceSpec] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise FleetError(f"{path}: devices[{i}] must be a mapping with name and url")
+        unknown = set(entry) - {"name", "url", "token", "token_file"}
+        if unknown:
+            raise FleetError(f"{path}: devices[{i}] has unknown key(s) {sorted(unknown)}")
+        name, url = entry.get("name"), entry.get("url")
+        if not isinstance(name, str) or not name or not isinstance(url, str) or not url:
+            raise FleetError(f"{path}: devices[{i}] needs a name and a url")
+        token_file = entry.get("token_file")
+        if token_file is not None:
+            token_file = Path(str(token_file)).expanduser()
+            if not token_file.is_absolute():
+                token_file = Path(path).parent / token_file
+        try:
+            token = read_token(entry.get("token"), token_file)
+        except AgentError as exc:
+            raise FleetError(f"{path}: devices[{i}] ({name}): {exc}") from None
+        out.append(DeviceSpec(name=name, url=url, token=token))
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise FleetError(f"{path}: device names must be unique")
+    return out
+
+
+def bench_device(spec: DeviceSpec, bundle: Path, options: dict[str, Any],
+                 progress: Callable[[int, int, str], None] | None = None) -> BenchReport:
+    report = spec.client().bench(bundle, options, progress)
+    report.device = spec.name
+    return report
+
+
+def bench_fleet(bundle: Path, devices: list[DeviceSpec], options: dict[str, Any],
+                progress: Callable[[str, int, int, str], None] | None = None) -> FleetReport:
+    """Bench every device concurrently; progress(device, done, total, label)."""
+    fleet = FleetReport()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+        futures = {
+            pool.submit(bench_device, d, bundle, options,
+                        (lambda done, total, label, d=d: progress(d.name, done, total, label)) if progress else None): d
+            for d in devices
+        }
+        results: dict[str, BenchReport | DeviceError] = {}
+        for fut in concurrent.futures.as_completed(futures):
+            d = futures[fut]
+            try:
+                results[d.name] = fut.result()
+            except AgentError as exc:
+                results[d.name] = DeviceError(device=d.name, url=d.url, error=str(exc))
+    for d in devices:  # keep the file's order
+        r = results[d.name]
+        (fleet.errors if isinstance(r, DeviceError) else fleet.reports).append(r)  # type: ignore[arg-type]
+    return fleet
+
+
+def check_device(spec: DeviceSpec) -> dict[str, Any]:
+    """Reachability, versions, runtimes and sensors of one agent."""
+    try:
+        info = spec.client(timeout_s=10.0).info()
+    except AgentError as exc:
+        return {"name": spec.name, "url": spec.url, "reachable": False, "error": str(exc)}
+    fp = info.get("fingerprint", {})
+    return {
+        "name": spec.name, "url": spec.url, "reachable": True,
+        "api_version": info.get("api_version"),
+        "agent_version": info.get("agent", {}).get("version"),
+        "device": fp.get("device_model") or fp.get("cpu_model"),
+        "python": fp.get("python"),
+        "runtimes": {k: v for k, v in (info.get("runtimes") or {}).items() if v},
+        "energy": {k: info.get("energy", {}).get(k) for k in ("source", "kind")},
+        "thermal_zones": sorted((info.get("thermal") or {}).get("zones", {})),
+    }
+
+
+def check_devices(devices: list[DeviceSpec]) -> list[dict[str, Any]]:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+        return list(pool.map(check_device, devices))

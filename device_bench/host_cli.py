@@ -1,0 +1,205 @@
+"""`edgepack bench` and `edgepack devices`: bench a bundle here, on one agent, or on a fleet.
+
+The lead adds them to the `edgepack` group (``main.add_command(bench)``,
+``main.add_command(devices)``). Progress goes to stderr, the table (or JSON
+with ``--json``) to stdout. Exit status: 0 when every measurement ran, 1 when
+a target failed or a device was unreachable (the report still comes out),
+2 on bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from .bench import BenchError, BenchOptions, load_bundle, run_bench
+from .client import AgentClient, AgentError, read_token
+from .energy import EnergyConfig
+from .fleet import DeviceSpec, FleetError, bench_fleet, check_devices, load_devices
+from .report import BenchReport, FleetReport, render_table
+
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+
+class CliError(click.ClickException):
+    """One line on stderr, exit 2."""
+
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def parse_threads(value: str | None) -> list[int | None]:
+    if not value:
+        return [None]
+    out: list[int | None] = []
+    for part in value.split(","):
+        part = part.strip()
+        if part == "default":
+            out.append(None)
+        elif part.isdigit() and int(part) > 0:
+            out.append(int(part))
+        else:
+            raise CliError(f"--threads {value!r}: expected positive integers or 'default', comma-separated (e.g. 1,2,4)")
+    return out
+
+
+def _console(stderr: bool):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(160, shutil.get_terminal_size((160, 24)).columns)
+    return Console(stderr=stderr, width=width, soft_wrap=False)
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Any]:
+    """Yields update(key, done, total, label); a rich bar per key (device or 'local') on stderr."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.fields[key]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=_console(True), transient=False) as bar:
+        def update(key: str, done: int, total: int, label: str) -> None:
+            if key not in tasks:
+                tasks[key] = bar.add_task(label, total=total or None, key=key)
+            bar.update(tasks[key], completed=done, total=total or None, description=label)
+
+        yield update
+
+
+def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) -> None:
+    if out is not None:
+        try:
+            out.write_text(report.to_json() + "\n")
+        except OSError as exc:
+            raise CliError(f"--out {out}: {exc.strerror or exc}") from None
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        _console(False).print(render_table(report))
+
+
+def _remote_options(opts: BenchOptions, explicit_limits: dict[str, Any]) -> dict[str, Any]:
+    d = {k: v for k, v in opts.to_dict().items() if k in ("targets", "runs", "min_seconds", "warmup", "threads", "pin")}
+    d.update({k: v for k, v in explicit_limits.items() if v is not None})  # else the agent's own limits apply
+    return d
+
+
+@click.command("bench")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--targets", help="Comma-separated target names (default: every target in the bundle).")
+@click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
+@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Minimum timed duration.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--threads", help="Thread sweep, e.g. 1,2,4 ('default' = the runtime's choice).")
+@click.option("--timeout", "timeout_s", type=float, help="Per-worker time limit in seconds (default 600).")
+@click.option("--memory-limit-mb", type=int, help="Per-worker address-space limit; 0 = none (default: the device's RAM).")
+@click.option("--no-pin", is_flag=True, help="Do not pin threads to CPUs.")
+@click.option("--power-cmd", help="Local runs: a command printing the current power in watts (external meter).")
+@click.option("--power-profile", help="Local runs: power profile name or JSON file for the CPU-time estimate.")
+@click.option("--energy-backend", help="Local runs: force an energy backend (rapl, hwmon, iio, vcgencmd, battery, command, estimate).")
+@click.option("--idle-seconds", type=float, default=1.0, show_default=True, help="Local runs: idle power baseline duration.")
+@click.option("--device", "device_url", help="Bench on the agent at this URL instead of here.")
+@click.option("--token", help="Agent token (prefer --token-file).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the agent token.")
+@click.option("--devices", "devices_file", type=click.Path(path_type=Path), help="devices.yaml: bench on every device listed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--out", type=click.Path(path_type=Path), help="Also save the JSON report here.")
+def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warmup: int, threads: str | None,
+          timeout_s: float | None, memory_limit_mb: int | None, no_pin: bool, power_cmd: str | None,
+          power_profile: str | None, energy_backend: str | None, idle_seconds: float, device_url: str | None,
+          token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None) -> None:
+    """Benchmark BUNDLE's artifacts: latency, throughput, memory, energy, per target and thread count."""
+    opts = BenchOptions(targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
+                        runs=runs, min_seconds=min_seconds, warmup=warmup, threads=parse_threads(threads), pin=not no_pin)
+    if timeout_s is not None:
+        opts.timeout_s = timeout_s
+    if memory_limit_mb is not None:
+        opts.memory_limit_mb = memory_limit_mb or None
+    try:
+        opts.validate()
+    except BenchError as exc:
+        raise CliError(str(exc)) from None
+    if device_url and devices_file:
+        raise CliError("give --device or --devices, not both")
+    remote = bool(device_url or devices_file)
+    if remote and (power_cmd or power_profile or energy_backend):
+        raise CliError("--power-cmd/--power-profile/--energy-backend apply to local runs; configure them on the agent (edgepack-agent serve)")
+    if not remote and (token or token_file):
+        raise CliError("--token/--token-file need --device")
+    limits = {"timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb}
+    report: BenchReport | FleetReport
+    try:
+        _check_bundle_locally(bundle)
+        fleet = load_devices(devices_file) if devices_file else None
+        spec = DeviceSpec(name=device_url, url=device_url, token=read_token(token, token_file)) if device_url else None
+        with _progress_bar(True) as update:
+            if fleet is not None:
+                report = bench_fleet(bundle, fleet, _remote_options(opts, limits), progress=update)
+            elif spec is not None:
+                report = AgentClient(spec.url, spec.token).bench(
+                    bundle, _remote_options(opts, limits), progress=lambda d, n, label: update(spec.url, d, n, label))
+            else:
+                energy = EnergyConfig(power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
+                                      idle_seconds=idle_seconds)
+                report = run_bench(bundle, opts, progress=lambda d, n, label: update("local", d, n, label), energy=energy)
+    except (BenchError, AgentError, FleetError) as exc:
+        raise CliError(str(exc)) from None
+    _emit(report, as_json, out)
+    failed = report.failed or (isinstance(report, FleetReport) and report.errors)
+    if failed:
+        sys.exit(EXIT_FAILURES)
+
+
+def _check_bundle_locally(bundle: Path) -> None:
+    """Catch 'not a bundle' here rather than after an upload."""
+    if bundle.is_dir():
+        load_bundle(bundle)
+    elif not bundle.is_file():
+        raise BenchError(f"{bundle}: no such bundle folder or archive")
+
+
+@click.group("devices")
+def devices() -> None:
+    """Manage the devices of a fleet (devices.yaml)."""
+
+
+@devices.command("check")
+@click.argument("devices_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def check(devices_file: Path, as_json: bool) -> None:
+    """Reachability, agent and runtime versions, and energy/thermal sensors of every device."""
+    try:
+        specs = load_devices(devices_file)
+    except FleetError as exc:
+        raise CliError(str(exc)) from None
+    rows = check_devices(specs)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        from rich.table import Table
+
+        table = Table(title="edgepack devices")
+        for col in ("device", "url", "status", "agent", "runtimes", "energy", "thermal zones"):
+            table.add_column(col)
+        for r in rows:
+            if not r["reachable"]:
+                table.add_row(r["name"], r["url"], f"[red]unreachable[/red]: {r['error']}", "", "", "", "")
+                continue
+            table.add_row(r["name"], r["url"], "[green]ok[/green]", f"{r['agent_version']} (api {r['api_version']})",
+                          ", ".join(r["runtimes"]) or "none", f"{r['energy']['source']} ({r['energy']['kind']})",
+                          ", ".join(r["thermal_zones"]) or "none")
+        _console(False).print(table)
+    if not all(r["reachable"] for r in rows):
+        sys.exit(EXIT_FAILURES)

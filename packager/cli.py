@@ -1,0 +1,321 @@
+"""The `edgepack` command line.
+
+Every command turns bad input into one line on stderr and exit code 2; the
+packing commands import torch and the converters only when they run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from device_bench.manifest import Manifest, ManifestError, verify_files
+
+from . import __version__
+from .errors import EdgepackError, MissingExtraError
+
+EXIT_BAD_INPUT = 2
+EXIT_TARGET_FAILED = 1
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _stdout_console():
+    """Tables stay readable when piped: no wrapping at 80 columns."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _require_pack_extra() -> None:
+    import importlib.util
+
+    for module in ("torch", "transformers"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(module)
+
+
+def _quiet_libraries() -> None:
+    """Converters and transformers log at import; the CLI keeps stderr for its own progress."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore")
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo", "absl", "litert_torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepack")
+def cli() -> None:
+    """Compress a Hugging Face transformer, convert it for edge runtimes, verify it, benchmark it."""
+
+
+# ---------------------------------------------------------------- targets
+def _targets_table() -> list[dict[str, Any]]:
+    from targets import DEFAULT_TARGETS, TARGETS
+
+    rows = []
+    for name in sorted(TARGETS):
+        target = TARGETS[name]()
+        missing = target.missing_requirements()
+        rows.append({"name": name, "runtime": target.runtime, "file": target.suffix, "default": name in DEFAULT_TARGETS,
+                     "available": not missing, "missing": missing, "description": target.description})
+    return rows
+
+
+def _print_targets(as_json: bool) -> None:
+    rows = _targets_table()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="edgepack targets")
+    for col in ("target", "runtime", "file", "on this host", "description"):
+        table.add_column(col)
+    for r in rows:
+        status = "yes" if r["available"] else f"no (needs {', '.join(r['missing'])})"
+        table.add_row(r["name"] + (" *" if r["default"] else ""), r["runtime"], r["file"], status, r["description"])
+    _stdout_console().print(table)
+    click.echo("* default targets")
+
+
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def targets_cmd(as_json: bool) -> None:
+    """List the conversion targets."""
+    _print_targets(as_json)
+
+
+# ---------------------------------------------------------------- pack
+def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        target, sep, spec = value.partition("=")
+        if not sep or not target or not spec:
+            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
+        out[target.strip()] = spec.strip()
+    return out
+
+
+@cli.command("pack")
+@click.option("--model", "model", default=None, metavar="ID_OR_DIR",
+              help="Hugging Face model id or local folder [default: built-in all-MiniLM-L6-v2].")
+@click.option("--task", default="feature-extraction", show_default=True, metavar="TASK",
+              help="feature-extraction (mean-pooled, L2-normalised embedding) or sequence-classification (logits).")
+@click.option("--targets", "target_list", default=None, metavar="A,B",
+              help="Comma list of targets (see `edgepack targets`) [default: torchscript-mobile,tflite-int8].")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Static sequence length (pad/truncate).")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Texts for parity/calibration: .txt (one per line), .csv/.tsv, .json, .jsonl [default: built-in sample].")
+@click.option("--calib-column", default=None, help="Text column in a CSV/JSON calibration file.")
+@click.option("--calib-limit", type=int, default=200, show_default=True, help="Use at most this many calibration texts.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None, help="Bundle directory to write.")
+@click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
+@click.option("--archive", is_flag=True, help="Also write <out>.tar.gz.")
+@click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Parity gate for embeddings.")
+@click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Parity gate for logits (top-1).")
+@click.option("--allow-parity-failure", is_flag=True, help="Keep artifacts below the parity gate, marked.")
+@click.option("--runtime", "runtime_specs", multiple=True, metavar="TARGET=SPEC",
+              help="Declared device runtime for a target, checked at pack time (e.g. tflite-int8=tflite-runtime==2.14).")
+@click.option("--recipe", type=click.Path(path_type=Path), default=None,
+              help="A YAML compression recipe (see `edgepack recipe show`).")
+@click.option("--list-targets", is_flag=True, help="List the targets and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive, min_cosine,
+             min_agreement, allow_parity_failure, runtime_specs, recipe, list_targets, as_json) -> None:
+    """Convert a model for each target, verify every artifact, and write a bundle."""
+    if list_targets:
+        _print_targets(as_json)
+        return
+    if out_dir is None:
+        raise EdgepackError("-o/--out is required (the bundle directory to write)")
+    _require_pack_extra()
+    _quiet_libraries()
+    if recipe is not None:
+        from .recipe_cli import pack_from_recipe
+
+        sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, progress=not as_json))
+
+    from targets import DEFAULT_TARGETS
+
+    from .bundle import check_destination
+    from .calib import builtin_sample, read_texts
+    from .models import load_model
+    from .pack import pack_model, validate_request
+    from .tasks import TASKS
+
+    targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
+    if task not in TASKS:
+        raise EdgepackError(f"--task {task!r}: unknown task (known: {', '.join(TASKS)})")
+    validate_request(targets, seq_len)
+    runtimes = _parse_runtimes(runtime_specs)
+    check_destination(out_dir, force)
+    if calib_limit < 1:
+        raise EdgepackError("--calib-limit must be at least 1")
+    texts = (read_texts(calib, calib_column) if calib else builtin_sample())[:calib_limit]
+
+    console = _stderr_console()
+    with console.status("loading model") as status:
+        loaded = load_model(model, task)
+        if loaded.task.name == "sequence-classification" and getattr(loaded.config, "architectures", None) \
+                and not any("ForSequenceClassification" in a for a in loaded.config.architectures):
+            console.print("[yellow]warning:[/] the checkpoint has no classification head: it is randomly "
+                          "initialised (fine-tune it first, e.g. with a recipe)")
+    result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
+        loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
+        min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
+        progress=step))
+    if as_json:
+        click.echo(result.manifest.to_json())
+    else:
+        _print_manifest(result.manifest, result.bundle_dir)
+        if result.archive:
+            click.echo(f"archive: {result.archive}")
+    if result.failed:
+        for entry in result.manifest.targets:
+            if entry.name in result.failed:
+                click.echo(f"edgepack: target {entry.name} failed: {entry.error}", err=True)
+        sys.exit(EXIT_TARGET_FAILED)
+
+
+def _run_with_progress(console, total: int, work):
+    """Run ``work(step)`` under a progress bar whose steps are the pack stages."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task_id = progress.add_task("packing", total=total)
+        started = [False]
+
+        def step(description: str) -> None:
+            if started[0]:
+                progress.advance(task_id)
+            started[0] = True
+            progress.update(task_id, description=description)
+
+        result = work(step)
+        progress.update(task_id, completed=total, description="done")
+    return result
+
+
+# ---------------------------------------------------------------- inspect
+def _fmt_mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | None = None) -> None:
+    from rich.table import Table
+
+    m = manifest.model
+    console = _stdout_console()
+    console.print(f"[bold]{bundle_dir}[/]  (schema {manifest.schema_version}, edgepack {manifest.edgepack_version}, "
+                  f"{manifest.created_at})")
+    console.print(f"model: {m.source}  {m.architecture} ({m.model_type}), {m.num_parameters / 1e6:.1f}M params, "
+                  f"fp32 {m.fp32_size_bytes / 1e6:.1f} MB; task {manifest.task}; seq_len {manifest.input_spec.seq_len}")
+    if manifest.accuracy:
+        console.print(f"reference accuracy: {manifest.accuracy.get('reference', 0):.4f} "
+                      f"on {manifest.accuracy.get('n_samples')} labelled texts")
+    table = Table()
+    for col in ("target", "status", "precision", "runtime", "file", "size MB", "vs fp32", "mean cos", "min cos",
+                "top-1 agree", "max |err|", "accuracy"):
+        table.add_column(col, justify="left" if col in ("target", "status", "precision", "runtime", "file") else "right")
+    for t in manifest.targets:
+        p = t.parity
+        ratio = f"{t.size_bytes / m.fp32_size_bytes:.0%}" if t.size_bytes and m.fp32_size_bytes else "-"
+        style = {"ok": "green", "parity-failed": "yellow", "failed": "red"}[t.status]
+        table.add_row(t.name, f"[{style}]{t.status}[/]", t.precision or "-", t.runtime, t.file or "-",
+                      _fmt_mb(t.size_bytes), ratio, _fmt(p and p.mean_cosine), _fmt(p and p.min_cosine),
+                      _fmt(p and p.top1_agreement, 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
+    console.print(table)
+    for t in manifest.targets:
+        for note in ([t.error] if t.error else []) + t.notes:
+            console.print(f"  {t.name}: {note}", highlight=False)
+        compat = t.details.get("compatibility") if t.details else None
+        if compat and compat.get("declared"):
+            verdict = {True: "compatible", False: "INCOMPATIBLE", None: "unchecked"}[compat.get("compatible")]
+            console.print(f"  {t.name}: runtime {compat['declared']}: {verdict}", highlight=False)
+    for problem in problems or []:
+        console.print(f"[red]integrity:[/] {problem}")
+
+
+@cli.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest (and integrity check) as JSON.")
+def inspect_cmd(bundle: Path, as_json: bool) -> None:
+    """Show what is in a bundle and check its files against the manifest."""
+    manifest = Manifest.load(bundle)
+    problems = verify_files(bundle, manifest)
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle), "intact": not problems, "problems": problems,
+                               "manifest": manifest.to_dict()}, indent=2))
+    else:
+        _print_manifest(manifest, bundle, problems)
+        if not problems:
+            click.echo("integrity: all files match their sha256")
+    if problems:
+        sys.exit(EXIT_TARGET_FAILED)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live beside their subsystem (bench and agent in device_bench, recipes in packager)."""
+    import importlib
+
+    for module, names in (("device_bench.host_cli", {"bench": "bench", "devices": "devices"}),
+                          ("device_bench.cli", {"cli": "agent"}),
+                          ("packager.recipe_cli", {"recipe": "recipe"}),
+                          ("packager.report_cli", {"report": "report"})):
+        try:  # DEVGUARD: helpers are still writing these modules
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        for attr, name in names.items():
+            if hasattr(mod, attr) and name not in cli.commands:
+                cli.add_command(getattr(mod, attr), name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2 instead of tracebacks."""
+    _register_optional_commands()
+    try:
+        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgepack: aborted", err=True)
+        sys.exit(130)
+    except (EdgepackError, ManifestError) as exc:
+        click.echo(f"edgepack: error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        click.echo("edgepack: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

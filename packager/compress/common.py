@@ -1,0 +1,133 @@
+"""Shared plumbing of the training stages: encoded datasets, a padding collator, Trainer arguments.
+
+Training pads each batch only to its longest row (intent-style utterances are far
+shorter than ``seq_len``), which is what makes CPU training affordable.
+"""
+from __future__ import annotations
+
+import math
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..labelled_data import LabelledSplit
+
+#: whether the Trainer shows its progress bars (the CLI turns them off for --json)
+PROGRESS_BARS: ContextVar[bool] = ContextVar("edgepack_progress_bars", default=True)
+
+
+def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.ndarray | None = None):
+    """A `datasets.Dataset` of unpadded input_ids/attention_mask (truncated to seq_len) and labels."""
+    import datasets
+
+    enc = tokenizer(split.texts, truncation=True, max_length=seq_len)
+    columns: dict[str, Any] = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                               "labels": list(split.labels)}
+    if teacher_logits is not None:
+        columns["teacher_logits"] = teacher_logits.astype(np.float32).tolist()
+    return datasets.Dataset.from_dict(columns)
+
+
+@dataclass
+class PadCollator:
+    """Right-pads input_ids/attention_mask to the batch's longest row; stacks the rest."""
+
+    pad_id: int
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.as_tensor(r["input_ids"])
+            mask[i, :n] = torch.as_tensor(r["attention_mask"])
+        batch = {"input_ids": ids, "attention_mask": mask,
+                 "labels": torch.as_tensor([r["labels"] for r in rows], dtype=torch.long)}
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.as_tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+        return batch
+
+
+def pad_id(tokenizer) -> int:
+    return int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+
+
+def accuracy_metric(eval_pred) -> dict[str, float]:
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, seed: int,
+                  weight_decay: float = 0.0, warmup_ratio: float = 0.0, best_by_accuracy: bool = True,
+                  evaluate: bool = True, n_train: int | None = None):
+    """TrainingArguments shared by every stage: no external reporting, epoch-wise eval.
+
+    ``best_by_accuracy`` keeps the checkpoint with the best validation accuracy
+    (saved each epoch, one kept on disk); stages that change the model along
+    training (movement pruning's sparsity schedule) turn it off.
+    """
+    from transformers import TrainingArguments
+
+    warmup_steps = 0
+    if n_train and warmup_ratio:
+        steps = math.ceil(n_train / batch_size) * epochs
+        warmup_steps = int(steps * warmup_ratio)
+    keep_best = best_by_accuracy and evaluate
+    return TrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=epochs,
+        learning_rate=lr,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(64, batch_size),
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        seed=seed,
+        data_seed=seed,
+        eval_strategy="epoch" if evaluate else "no",
+        save_strategy="epoch" if keep_best else "no",
+        save_total_limit=1 if keep_best else None,
+        load_best_model_at_end=keep_best,
+        metric_for_best_model="accuracy" if keep_best else None,
+        greater_is_better=True,
+        save_only_model=True,
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=not PROGRESS_BARS.get(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def set_threads(threads: int | None) -> None:
+    """Fix torch's intra-op threads (shared small machines: more threads than cores only thrash)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def seed_all(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def encoder_layers(model) -> list[torch.nn.Module]:
+    """The transformer blocks of a BERT-family model (``model.<base>.encoder.layer``)."""
+    base = getattr(model, model.base_model_prefix, model)
+    try:
+        return list(base.encoder.layer)
+    except AttributeError:
+        from ..errors import EdgepackError
+
+        raise EdgepackError(
+            f"{type(model).__name__}: compression stages support BERT-family encoders (encoder.layer blocks)") from None

@@ -1,0 +1,124 @@
+"""What is measured after every stage: accuracy, parameters, size, a quick latency.
+
+These are host-side PyTorch fp32 numbers that show where a recipe gains and loses;
+the artifacts' own accuracy and latency come from their device runners.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..labelled_data import LabelledSplit
+from .common import count_params
+
+STAGE_ROW_SCHEMA_VERSION = 1
+
+
+@torch.inference_mode()
+def predict_logits(model, tokenizer, texts: list[str], seq_len: int, batch_size: int = 64) -> np.ndarray:
+    """fp32 logits for ``texts``; batches of similar length, padded per batch (same result as static padding)."""
+    model.eval()
+    enc = tokenizer(texts, truncation=True, max_length=seq_len)
+    order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start : start + batch_size]
+        width = max(len(enc["input_ids"][i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(enc["input_ids"][i])
+            ids[row, :n] = torch.as_tensor(enc["input_ids"][i])
+            mask[row, :n] = 1
+        out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+    return out
+
+
+def accuracy(model, tokenizer, split: LabelledSplit, seq_len: int) -> float:
+    logits = predict_logits(model, tokenizer, split.texts, seq_len)
+    return float((logits.argmax(axis=1) == np.asarray(split.labels)).mean())
+
+
+@torch.inference_mode()
+def latency_ms(model, seq_len: int, runs: int = 30, warmup: int = 5) -> tuple[float, float]:
+    """Batch-1 fp32 eager latency at the static ``seq_len`` (p50, std), in milliseconds."""
+    model.eval()
+    ids = torch.full((1, seq_len), 1000 % model.config.vocab_size, dtype=torch.long)
+    mask = torch.ones((1, seq_len), dtype=torch.long)
+    for _ in range(warmup):
+        model(input_ids=ids, attention_mask=mask)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(input_ids=ids, attention_mask=mask)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(statistics.median(times)), float(statistics.pstdev(times))
+
+
+def fp32_size_bytes(model: torch.nn.Module) -> int:
+    return int(sum(p.numel() * 4 for p in model.parameters()))
+
+
+def nonzero_params(model: torch.nn.Module) -> int:
+    return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))
+
+
+def gzip_size_bytes(model: torch.nn.Module) -> int:
+    """Size of the fp32 weights after gzip: what unstructured zeros actually save on disk/over the air."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    raw = save(state)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as fh:
+        fh.write(raw)
+    return len(buf.getvalue())
+
+
+@dataclass
+class StageRow:
+    """One line of the stage table (also stored in the manifest's ``stages``)."""
+
+    stage: str
+    description: str
+    params: int
+    fp32_mb: float
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+    latency_ms: float | None = None
+    latency_std_ms: float | None = None
+    #: file size of an exported artifact (target rows)
+    artifact_mb: float | None = None
+    seconds: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = STAGE_ROW_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(stage: str, description: str, model, tokenizer, seq_len: int, *, validation: LabelledSplit | None,
+            test: LabelledSplit | None = None, seconds: float | None = None,
+            details: dict[str, Any] | None = None, latency_runs: int = 30) -> StageRow:
+    """Measure a model after a stage (test accuracy only when ``test`` is given)."""
+    p50, std = latency_ms(model, seq_len, runs=latency_runs)
+    return StageRow(
+        stage=stage,
+        description=description,
+        params=count_params(model),
+        fp32_mb=round(fp32_size_bytes(model) / 1e6, 2),
+        val_accuracy=accuracy(model, tokenizer, validation, seq_len) if validation is not None else None,
+        test_accuracy=accuracy(model, tokenizer, test, seq_len) if test is not None else None,
+        latency_ms=round(p50, 3),
+        latency_std_ms=round(std, 3),
+        seconds=round(seconds, 1) if seconds is not None else None,
+        details=dict(details or {}),
+    )

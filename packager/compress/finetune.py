@@ -1,0 +1,38 @@
+"""Fine-tune a sequence classifier with the Hugging Face Trainer.
+
+The Trainer (not a hand-written loop) is what lets the same stage run on several
+GPUs or nodes through ``accelerate launch`` unchanged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..labelled_data import LabelledData
+from ..recipe import FinetuneSpec
+from .common import PadCollator, accuracy_metric, encode, pad_id, seed_all, training_args
+
+
+def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_len: int, work_dir: Path,
+             seed: int = 42) -> tuple[Any, dict[str, Any]]:
+    """Train ``model`` in place on data.train; returns it (best validation epoch) and a details dict."""
+    from transformers import Trainer
+
+    seed_all(seed)
+    train = encode(tokenizer, data.train, seq_len)
+    val = encode(tokenizer, data.validation, seq_len) if data.validation is not None else None
+    args = training_args(work_dir, epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size, seed=seed,
+                         weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
+                         evaluate=val is not None, n_train=len(train))
+    model.train()
+    trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+                      data_collator=PadCollator(pad_id(tokenizer)), compute_metrics=accuracy_metric)
+    result = trainer.train()
+    model = trainer.model.eval()
+    details: dict[str, Any] = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size,
+                               "train_loss": round(float(result.training_loss), 4), "seed": seed}
+    best = trainer.state.best_metric
+    if best is not None:
+        details["best_val_accuracy"] = round(float(best), 4)
+        details["best_checkpoint"] = Path(trainer.state.best_model_checkpoint or "").name or None
+    return model, details

@@ -1,0 +1,267 @@
+"""Pack: export every requested target, verify it against the fp32 reference, write the bundle.
+
+A failing target never loses the others: it is recorded in the manifest as
+failed and the pack's exit status reports it.
+"""
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from device_bench.manifest import (
+    SAMPLES_NAME,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_PARITY_FAILED,
+    InputSpec,
+    Manifest,
+    ModelInfo,
+    Parity,
+    TargetEntry,
+    TensorSpec,
+    sha256_file,
+)
+
+from . import __version__
+from .bundle import check_destination, publish, staging_dir, write_archive
+from .calib import tokenize
+from .errors import EdgepackError
+from .models import LoadedModel, max_seq_len, model_info
+from .tasks import INPUT_NAMES
+
+TOOL_DISTRIBUTIONS = ("torch", "transformers", "tokenizers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
+                      "onnx", "onnxruntime", "executorch", "numpy")
+TOKENIZER_DIR = "tokenizer"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class PackResult:
+    manifest: Manifest
+    bundle_dir: Path
+    archive: Path | None = None
+    failed: list[str] = field(default_factory=list)  # targets that failed to export or verify
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "edgepack": __version__}
+    for dist in TOOL_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def validate_request(targets: list[str], seq_len: int, loaded: LoadedModel | None = None) -> None:
+    from targets import TARGETS
+
+    if not targets:
+        raise EdgepackError("--targets: no target given")
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise EdgepackError(f"--targets: unknown target {unknown[0]!r} (known: {', '.join(sorted(TARGETS))})")
+    if len(set(targets)) != len(targets):
+        raise EdgepackError("--targets: a target is listed twice")
+    if seq_len < 2:
+        raise EdgepackError(f"--seq-len {seq_len}: must be at least 2")
+    if loaded is not None and seq_len > max_seq_len(loaded):
+        raise EdgepackError(f"--seq-len {seq_len}: the model allows at most {max_seq_len(loaded)} tokens")
+
+
+def run_reference(wrapper, inputs: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """fp32 PyTorch outputs of the export wrapper: the reference every artifact is checked against."""
+    import torch
+
+    outs = []
+    n = len(inputs["input_ids"])
+    with torch.inference_mode():
+        for i in range(0, n, batch_size):
+            args = [torch.from_numpy(inputs[name][i : i + batch_size]) for name in INPUT_NAMES]
+            outs.append(wrapper(*args).float().numpy())
+    return np.concatenate(outs, axis=0)
+
+
+def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Batch-1 outputs of an artifact through its device runner."""
+    n = len(inputs["input_ids"])
+    return np.concatenate([runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES}) for i in range(n)], axis=0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def pack_model(
+    loaded: LoadedModel,
+    out_dir: Path,
+    targets: list[str],
+    seq_len: int,
+    calib_texts: list[str],
+    *,
+    labelled: tuple[list[str], list[int]] | None = None,
+    recipe: dict[str, Any] | None = None,
+    stages: list[dict[str, Any]] | None = None,
+    runtimes: dict[str, str] | None = None,
+    force: bool = False,
+    archive: bool = False,
+    min_cosine: float = 0.99,
+    min_agreement: float = 0.98,
+    allow_parity_failure: bool = False,
+    target_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> PackResult:
+    """Export, verify and bundle ``loaded`` for each target; see the module docstring."""
+    from targets import ExportContext, TargetError, get_target
+
+    out_dir = Path(out_dir)
+    validate_request(targets, seq_len, loaded)
+    check_destination(out_dir, force)
+    if not calib_texts:
+        raise EdgepackError("no calibration texts")
+    runtimes = runtimes or {}
+    unknown_rt = [t for t in runtimes if t not in targets]
+    if unknown_rt:
+        raise EdgepackError(f"--runtime {unknown_rt[0]}=...: that target is not being packed")
+    step = progress or (lambda _msg: None)
+    task = loaded.task
+    wrapper = task.make_wrapper(loaded.model)
+
+    calib = tokenize(loaded.tokenizer, calib_texts, seq_len)
+    step("fp32 reference")
+    reference = run_reference(wrapper, calib)
+    thresholds = task.thresholds(min_cosine, min_agreement)
+
+    eval_inputs = eval_labels = None
+    accuracy = None
+    if labelled is not None:
+        eval_inputs = tokenize(loaded.tokenizer, labelled[0], seq_len)
+        eval_labels = np.asarray(labelled[1])
+        ref_pred = task.predictions(run_reference(wrapper, eval_inputs))
+        if ref_pred is None:
+            raise EdgepackError(f"task {task.name} has no class predictions: labelled data cannot be scored")
+        accuracy = {"reference": float((ref_pred == eval_labels).mean()), "n_samples": int(len(eval_labels))}
+
+    entries: list[TargetEntry] = []
+    with staging_dir(out_dir) as stage:
+        work = stage / ".work"
+        work.mkdir()
+        loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
+        np.savez(stage / SAMPLES_NAME, **calib)
+        (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in calib_texts) + "\n")
+        ctx = ExportContext(
+            wrapper=wrapper, hf_model=loaded.model, task=task.name, seq_len=seq_len, input_names=list(INPUT_NAMES),
+            example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
+            options=dict(target_options or {}),
+        )
+        for name in targets:
+            step(f"{name}: export + verify")
+            entries.append(_export_one(get_target(name), ctx, stage, reference, calib, thresholds, task,
+                                       eval_inputs, eval_labels, runtimes.get(name), allow_parity_failure,
+                                       TargetError))
+        shutil.rmtree(work, ignore_errors=True)
+        manifest = Manifest(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            edgepack_version=__version__,
+            tool_versions=tool_versions(),
+            model=ModelInfo(**model_info(loaded)),
+            task=task.name,
+            input_spec=InputSpec(
+                seq_len=seq_len,
+                inputs=[TensorSpec(n, "int32", [1, seq_len]) for n in INPUT_NAMES],
+                outputs=[TensorSpec(task.output_name, "float32", [1, task.output_dim(loaded.model)])],
+                padding_side=getattr(loaded.tokenizer, "padding_side", "right"),
+                pooling=task.pooling,
+                normalize=task.normalize,
+            ),
+            tokenizer=TOKENIZER_DIR,
+            labels=loaded.labels,
+            targets=entries,
+            recipe=recipe,
+            stages=list(stages or []),
+            accuracy=accuracy,
+        )
+        manifest.write(stage)
+        step("publish bundle")
+        publish(stage, out_dir)
+    archive_path = write_archive(out_dir) if archive else None
+    failed = [e.name for e in entries if e.status == STATUS_FAILED]
+    return PackResult(manifest=manifest, bundle_dir=out_dir, archive=archive_path, failed=failed)
+
+
+def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str, np.ndarray],
+                thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
+                allow_parity_failure: bool, target_error: type[Exception]) -> TargetEntry:
+    """Export and verify one target; any failure is captured in the returned entry."""
+    entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
+                        runtime_requirement=declared_runtime or target.runtime_requirement)
+    missing = target.missing_requirements()
+    if missing:
+        entry.error = f"not available on this host: needs {', '.join(missing)} (pip install 'edgepack[pack]')"
+        return entry
+    filename = target.name.replace("-", "_") + target.suffix
+    path = stage / filename
+    started = time.perf_counter()
+    try:
+        result = target.export(ctx, path)
+    except target_error as exc:
+        entry.error = str(exc)
+        return entry
+    except Exception as exc:  # a converter bug must not lose the other targets
+        entry.error = f"export failed: {_first_line(exc)}"
+        return entry
+    finally:
+        entry.export_seconds = round(time.perf_counter() - started, 2)
+    entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
+    entry.file, entry.size_bytes, entry.sha256 = filename, path.stat().st_size, sha256_file(path)
+    try:
+        runner = target.load(path)
+        outputs = run_artifact(runner, calib)
+        accuracy = None
+        if eval_inputs is not None:
+            accuracy = float((task.predictions(run_artifact(runner, eval_inputs)) == eval_labels).mean())
+    except Exception as exc:
+        entry.error = f"artifact does not run: {_first_line(exc)}"
+        _drop_artifact(entry, path)
+        return entry
+    metrics = task.parity(reference, outputs)
+    shortfalls = task.shortfalls(metrics, thresholds)
+    entry.parity = Parity(n_samples=len(reference), passed=not shortfalls, thresholds=thresholds, accuracy=accuracy,
+                          **{k: v for k, v in metrics.items() if k in Parity.__dataclass_fields__})
+    compat = target.compatibility(path, declared_runtime)
+    if compat is not None:
+        entry.details["compatibility"] = compat
+        if compat.get("compatible") is False:
+            entry.error = f"incompatible with {declared_runtime}: " + "; ".join(compat.get("problems", []))[:500]
+            _drop_artifact(entry, path)
+            return entry
+    if not shortfalls:
+        entry.status = STATUS_OK
+        return entry
+    entry.error = f"parity below threshold: {'; '.join(shortfalls)}"
+    if allow_parity_failure:
+        entry.status = STATUS_PARITY_FAILED
+        entry.notes.append("kept despite failing parity (--allow-parity-failure)")
+    else:
+        _drop_artifact(entry, path)
+    return entry
+
+
+def _drop_artifact(entry: TargetEntry, path: Path) -> None:
+    """A failed artifact does not enter the bundle; its entry keeps the measurements and the reason."""
+    path.unlink(missing_ok=True)
+    entry.status = STATUS_FAILED
+    entry.file = entry.sha256 = entry.size_bytes = None

@@ -1,0 +1,81 @@
+"""`edgepack recipe show` and the `edgepack pack --recipe` entry point, with the stage table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .compress.evaluate import StageRow
+from .recipe import load_recipe
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.2f}"
+
+
+def stage_table(rows: list[StageRow], reference: float | None, title: str = "Recipe stages"):
+    """Rich table: one row per stage / artifact, with the test-accuracy change vs the fine-tuned teacher."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for col, justify in (("stage", "left"), ("what", "left"), ("params", "right"), ("fp32 MB", "right"),
+                         ("file MB", "right"), ("val acc %", "right"), ("test acc %", "right"),
+                         ("Δ test pt", "right"), ("latency ms", "right"), ("time s", "right")):
+        table.add_column(col, justify=justify, overflow="fold")
+    for r in rows:
+        delta = "-" if reference is None or r.test_accuracy is None or r.stage == "gate" else \
+            f"{(r.test_accuracy - reference) * 100:+.2f}"
+        style = "red" if r.stage == "gate" and not r.details.get("passed", True) else None
+        latency = "-" if r.latency_ms is None else f"{r.latency_ms:.2f} ± {r.latency_std_ms or 0:.2f}"
+        table.add_row(r.stage, r.description, "-" if r.stage == "gate" else f"{r.params / 1e6:.2f}M",
+                      "-" if r.stage.startswith(("target", "gate")) else f"{r.fp32_mb:.1f}",
+                      "-" if r.artifact_mb is None else f"{r.artifact_mb:.2f}", _pct(r.val_accuracy),
+                      _pct(r.test_accuracy), delta, latency, "-" if r.seconds is None else f"{r.seconds:.0f}",
+                      style=style)
+    return table
+
+
+def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: bool, progress: bool) -> int:
+    """What `edgepack pack --recipe FILE -o OUT` runs; returns the exit code (EdgepackError for bad input)."""
+    from rich.console import Console
+
+    from .recipe_run import run_recipe
+
+    console = Console(stderr=True)
+    recipe = load_recipe(recipe_path)
+
+    def step(message: str) -> None:
+        if progress:
+            console.print(f"[bold]›[/bold] {message}")
+
+    def on_row(row: StageRow) -> None:
+        if progress:
+            acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
+            console.print(f"  [green]✓[/green] {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc}")
+
+    outcome = run_recipe(recipe, Path(out_dir), force=force, archive=archive, progress=step, on_row=on_row,
+                         show_bars=progress)
+    console.print(stage_table(outcome.rows, outcome.reference_accuracy))
+    console.print(("[green]" if outcome.exit_code == 0 else "[red]") + outcome.message)
+    return outcome.exit_code
+
+
+@click.group("recipe")
+def recipe() -> None:
+    """Compression recipes (YAML): fine-tune, distil, prune, trim vocabulary, then pack."""
+
+
+@recipe.command("show")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON instead of YAML.")
+def show(file: Path, as_json: bool) -> None:
+    """Validate FILE and print it with every default filled in."""
+    import yaml
+
+    data = load_recipe(file).to_dict()
+    data.pop("base_dir", None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100).rstrip())

@@ -1,0 +1,217 @@
+"""Run a recipe: stages in order, a measured row after each, the accuracy gate, then the pack.
+
+The reference for the gate is the *fine-tuned teacher*: the model as it stands
+before the first compressing stage (distill / prune / trim_vocab). Every row
+carries validation and test accuracy, so a failing gate shows where accuracy was
+lost.
+"""
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .compress.common import PROGRESS_BARS, set_threads
+from .compress.evaluate import StageRow, measure
+from .errors import EdgepackError
+from .labelled_data import LabelledData, load_labelled
+from .recipe import Recipe
+
+COMPRESSING_STAGES = ("distill", "prune", "trim_vocab")
+Progress = Callable[[str], None]
+
+
+@dataclass
+class GateResult:
+    reference_accuracy: float
+    max_accuracy_drop: float
+    #: "name: accuracy (drop)" for every measured model/artifact below the line
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_row(self, params: int) -> StageRow:
+        text = "passed" if self.passed else "FAILED: " + "; ".join(self.failures)
+        return StageRow(stage="gate", description=text, params=params, fp32_mb=0.0,
+                        test_accuracy=self.reference_accuracy,
+                        details={"reference": "fine-tuned teacher", "reference_accuracy": self.reference_accuracy,
+                                 "max_accuracy_drop": self.max_accuracy_drop, "passed": self.passed,
+                                 "failures": self.failures})
+
+
+@dataclass
+class RecipeOutcome:
+    rows: list[StageRow]
+    reference_accuracy: float | None
+    gate: GateResult | None
+    bundle_dir: Path | None
+    failed_targets: list[str]
+    exit_code: int
+    message: str
+
+
+def load_recipe_data(recipe: Recipe) -> LabelledData:
+    paths = {split: recipe.data_path(split) for split in ("train", "validation", "test")}
+    return load_labelled(paths, recipe.data.text_column, recipe.data.label_column, recipe.data.labels)
+
+
+def calibration_texts(data: LabelledData, n: int, seed: int) -> list[str]:
+    """A seeded sample of training texts: what the targets calibrate on and check parity with."""
+    texts = list(data.train.texts)
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
+def _describe(kind: str, spec: Any) -> str:
+    if kind == "finetune":
+        return f"fine-tune {spec.epochs:g} ep, lr {spec.lr:g}"
+    if kind == "distill":
+        s = spec.student
+        student = f"layers {s.layers}" if s.layers is not None else (f"config {s.config}" if s.config else s.model)
+        return f"distil → {student}, T={spec.temperature:g}, α={spec.alpha:g}, {spec.epochs:g} ep"
+    if kind == "prune":
+        if spec.method == "structured":
+            return f"structured: heads −{spec.heads:.0%}, FFN −{spec.ffn:.0%}" + (" + recovery" if spec.recovery else "")
+        return f"{spec.method} {spec.sparsity:.0%} sparsity" + (" + recovery" if spec.recovery else "")
+    if kind == "trim_vocab":
+        return f"trim vocab to {'+'.join(spec.splits)} tokens"
+    return kind
+
+
+def run_stage(kind: str, spec: Any, model, tokenizer, data: LabelledData, *, seq_len: int, work_dir: Path,
+              seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """Dispatch one stage; returns (model, tokenizer, details)."""
+    if kind == "finetune":
+        from .compress.finetune import finetune
+
+        model, details = finetune(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
+    elif kind == "distill":
+        from .compress.distill import distill
+
+        model, details = distill(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
+    elif kind == "prune":
+        from .compress.prune import prune
+
+        model, details = prune(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
+    elif kind == "trim_vocab":
+        from .compress.trim_vocab import trim_vocab
+
+        texts = [t for split in spec.splits for t in data.split(split).texts]
+        model, tokenizer, details = trim_vocab(model, tokenizer, texts, spec)
+    else:
+        raise EdgepackError(f"unknown stage {kind!r}")
+    return model, tokenizer, details
+
+
+def check_gate(reference: float, max_drop: float, measured: dict[str, float]) -> GateResult:
+    gate = GateResult(reference_accuracy=reference, max_accuracy_drop=max_drop)
+    for name, acc in measured.items():
+        if reference - acc > max_drop + 1e-9:
+            gate.failures.append(f"{name} {acc:.4f} ({(acc - reference) * 100:+.2f} pt)")
+    return gate
+
+
+def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: bool = False,
+               progress: Progress | None = None, on_row: Callable[[StageRow], None] | None = None,
+               show_bars: bool = True) -> RecipeOutcome:
+    """Execute ``recipe`` and pack the result to ``out_dir``; see the module docstring."""
+    from targets import DEFAULT_TARGETS
+
+    from .bundle import check_destination, write_archive
+    from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
+    from .models import LoadedModel, load_model
+    from .pack import pack_model, validate_request
+
+    step = progress or (lambda _msg: None)
+    emit = on_row or (lambda _row: None)
+    out_dir = Path(out_dir)
+    targets = list(recipe.targets or DEFAULT_TARGETS)
+    validate_request(targets, recipe.seq_len)
+    check_destination(out_dir, force)  # before hours of training, not after
+    set_threads(recipe.threads)
+    token = PROGRESS_BARS.set(show_bars)
+    try:
+        step("load data")
+        data = load_recipe_data(recipe)
+        step("load model")
+        loaded = load_model(recipe.model, recipe.task, labels=data.labels)
+        model, tokenizer = loaded.model, loaded.tokenizer
+        if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
+            raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
+
+        def row(stage: str, description: str, seconds: float | None, details: dict | None) -> StageRow:
+            r = measure(stage, description, model, tokenizer, recipe.seq_len, validation=data.validation,
+                        test=data.test, seconds=seconds, details=details)
+            emit(r)
+            return r
+
+        step("measure input model")
+        rows = [row("input", loaded.source, None, None)]
+        reference = rows[0].test_accuracy
+        compressed = False
+        with tempfile.TemporaryDirectory(prefix="edgepack-recipe-") as tmp:
+            for i, stage in enumerate(recipe.stages):
+                step(f"stage {i + 1}/{len(recipe.stages)}: {stage.kind}")
+                started = time.perf_counter()
+                model, tokenizer, details = run_stage(stage.kind, stage.spec, model, tokenizer, data,
+                                                      seq_len=recipe.seq_len, work_dir=Path(tmp) / f"{i}-{stage.kind}",
+                                                      seed=recipe.seed)
+                r = row(stage.kind, _describe(stage.kind, stage.spec), time.perf_counter() - started, details)
+                rows.append(r)
+                if stage.kind in COMPRESSING_STAGES:
+                    compressed = True
+                elif not compressed:
+                    reference = r.test_accuracy
+        final_params = rows[-1].params
+        max_drop = recipe.gate.max_accuracy_drop
+        if max_drop is not None and reference is not None:
+            gate = check_gate(reference, max_drop, {"final fp32": rows[-1].test_accuracy})
+            if not gate.passed:  # no point converting a model that already misses the line
+                rows.append(gate.to_row(final_params))
+                emit(rows[-1])
+                return RecipeOutcome(rows, reference, gate, None, [], 1,
+                                     f"accuracy gate failed before packing: {'; '.join(gate.failures)} "
+                                     f"vs the fine-tuned teacher's {reference:.4f} (max drop {max_drop})")
+        final = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=loaded.source, task=loaded.task,
+                            labels=data.labels)
+        labelled = (data.test.texts, data.test.labels) if data.test is not None else None
+        step("pack")
+        result = pack_model(final, out_dir, targets, recipe.seq_len, calibration_texts(data, recipe.calib_samples, recipe.seed),
+                            labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
+                            force=force, archive=False, min_cosine=recipe.parity.min_cosine,
+                            min_agreement=recipe.parity.min_agreement, progress=step)
+    finally:
+        PROGRESS_BARS.reset(token)
+
+    for entry in result.manifest.targets:
+        acc = entry.parity.accuracy if entry.parity is not None else None
+        target_row = StageRow(stage=f"target {entry.name}", description=f"{entry.precision or '-'} · {entry.status}",
+                              params=final_params, fp32_mb=rows[-1].fp32_mb, test_accuracy=acc,
+                              artifact_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None,
+                              details={"status": entry.status, "error": entry.error} if entry.error else {"status": entry.status})
+        rows.append(target_row)
+        emit(target_row)
+    gate = None
+    if max_drop is not None and reference is not None:
+        measured = {f"target {e.name}": e.parity.accuracy for e in result.manifest.targets
+                    if e.status == "ok" and e.parity is not None and e.parity.accuracy is not None}
+        gate = check_gate(reference, max_drop, measured)
+        rows.append(gate.to_row(final_params))
+        emit(rows[-1])
+    result.manifest.stages = [r.to_dict() for r in rows]
+    result.manifest.write(out_dir)
+    if archive:
+        write_archive(out_dir)
+    failed = list(result.failed)
+    if gate is not None and not gate.passed:
+        return RecipeOutcome(rows, reference, gate, out_dir, failed, 1,
+                             f"accuracy gate failed: {'; '.join(gate.failures)} vs the fine-tuned teacher's "
+                             f"{reference:.4f} (max drop {max_drop}); bundle kept at {out_dir} for inspection")
+    if failed:
+        return RecipeOutcome(rows, reference, gate, out_dir, failed, 1, f"targets failed: {', '.join(failed)}")
+    return RecipeOutcome(rows, reference, gate, out_dir, failed, 0, f"bundle written to {out_dir}")

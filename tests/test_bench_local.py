@@ -1,0 +1,128 @@
+"""The local benchmark engine on a tiny real bundle: worker subprocesses, stats, skips, integrity, CLI."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from device_bench.bench import BenchError, bench_bundle
+from device_bench.host_cli import bench as bench_cmd
+from device_bench.manifest import Manifest, TargetEntry
+from device_bench.report import BenchReport, render_table
+from test_device_bench_fixture import HIDDEN, tiny_bundle_dir
+
+FAST = dict(runs=12, min_seconds=0.0, warmup=2)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tflite_report(bundle):
+    return bench_bundle(bundle, targets=["tflite-fp32"], threads=[1], **FAST)
+
+
+def test_timing_memory_and_energy_fields(tflite_report):
+    (r,) = tflite_report.results
+    assert r.status == "ok", r.error
+    assert r.runs == 12 and len(r.raw_ms) == 12 and r.warmup_runs == 2
+    lat = r.latency_ms
+    assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 <= lat.max
+    assert lat.min == pytest.approx(min(r.raw_ms), abs=1e-3) and lat.max == pytest.approx(max(r.raw_ms), abs=1e-3)
+    assert r.throughput_ips == pytest.approx(r.runs / r.timed_s)
+    assert r.load_cold_ms > 0 and r.load_warm_ms > 0 and r.first_inference_ms > 0
+    assert r.output_shape == [1, HIDDEN]
+    assert r.affinity and len(r.affinity) == 1  # threads=1 pinned to one CPU
+    assert 0 < r.cpu_util < 1.6
+    assert r.rss_after_load_mb > 10 and r.peak_rss_mb >= r.rss_after_load_mb
+    assert r.energy.kind == "estimated" and r.energy.mj_per_inference > r.energy.mj_above_idle_per_inference > 0
+    assert tflite_report.protocol["options"]["runs"] == 12
+    assert tflite_report.fingerprint["runtimes"]["tflite"].startswith("ai-edge-litert==")
+
+
+def test_min_seconds_extends_the_run(bundle):
+    report = bench_bundle(bundle, targets=["tflite-fp32"], threads=[1], runs=1, min_seconds=0.3, warmup=0)
+    (r,) = report.results
+    assert r.timed_s >= 0.3 and r.runs > 1 and len(r.raw_ms) == r.runs
+
+
+def test_report_round_trip_and_table(tflite_report):
+    again = BenchReport.from_dict(json.loads(tflite_report.to_json()))
+    assert again == tflite_report
+    console = Console(width=200, record=True)
+    console.print(render_table(again))
+    text = console.export_text()
+    assert "tflite-fp32" in text and "(est)" in text
+
+
+def test_torch_lite_runs_in_its_own_process(bundle):
+    report = bench_bundle(bundle, targets=["torchscript-mobile-fp32"], threads=[1], **FAST)
+    (r,) = report.results
+    assert r.status == "ok", r.error
+    assert r.output_shape == [1, HIDDEN] and r.runtime_details["quantized_engine"]
+
+
+def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = Manifest.load(copy)
+    tfl = manifest.target("tflite-fp32")
+    manifest.targets.append(TargetEntry(name="needs-other-runtime", status="ok", runtime="no-such-runtime",
+                                        file=tfl.file, sha256=tfl.sha256, size_bytes=tfl.size_bytes))
+    manifest.write(copy)
+    with open(copy / "model.ptl", "r+b") as f:  # flip a byte: sha256 no longer matches
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    report = bench_bundle(copy, threads=[1], **FAST)
+    by_name = {r.target: r for r in report.results}
+    assert by_name["tflite-fp32"].status == "ok"
+    assert by_name["torchscript-mobile-fp32"].status == "failed"
+    assert "sha256 mismatch" in by_name["torchscript-mobile-fp32"].error
+    assert by_name["needs-other-runtime"].status == "skipped"
+    assert "unknown runtime" in by_name["needs-other-runtime"].error
+
+
+def test_bad_requests_are_one_line_errors(bundle, tmp_path):
+    with pytest.raises(BenchError, match="not a bundle"):
+        bench_bundle(tmp_path, **FAST)
+    with pytest.raises(BenchError, match="not in this bundle"):
+        bench_bundle(bundle, targets=["nope"], **FAST)
+    with pytest.raises(BenchError, match="--threads"):
+        bench_bundle(bundle, threads=[0], **FAST)
+
+
+def test_worker_prints_exactly_one_json_object(bundle):
+    args = {"mode": "memory", "runtime": "tflite", "artifact": str(bundle / "model.tflite"),
+            "samples": str(bundle / "samples.npz"), "input_names": ["input_ids", "attention_mask"], "memory_runs": 2}
+    proc = subprocess.run([sys.executable, "-m", "device_bench.worker", json.dumps(args)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stdout.strip().splitlines()
+    data = json.loads(line)
+    assert data["mode"] == "memory" and data["peak_rss_mb"] >= data["rss_after_load_mb"] > data["rss_before_load_mb"]
+    bad = subprocess.run([sys.executable, "-m", "device_bench.worker", "{not json"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "bad worker arguments" in json.loads(bad.stdout)["error"]
+
+
+def test_cli_json_and_errors(bundle, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "r.json"
+    res = runner.invoke(bench_cmd, [str(bundle), "--targets", "tflite-fp32", "--threads", "1", "--runs", "5",
+                                    "--min-seconds", "0", "--warmup", "1", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["schema_version"] == 1 and doc["results"][0]["target"] == "tflite-fp32"
+    assert json.loads(out.read_text())["results"][0]["runs"] == 5
+    res = runner.invoke(bench_cmd, [str(tmp_path), "--runs", "5"])
+    assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "not a bundle" in res.stderr
+    res = runner.invoke(bench_cmd, [str(bundle), "--threads", "1,x"])
+    assert res.exit_code == 2 and "--threads" in res.stderr

@@ -1,0 +1,219 @@
+"""Each compression stage on a tiny random BERT and a synthetic 4-intent data set.
+
+The data set has one keyword per class hidden among shared filler words, so a
+model that learns anything reaches high accuracy and the stages' effect on
+accuracy is meaningful.
+"""
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from packager.compress import pruned_bert  # noqa: F401  (registers the pruned config)
+from packager.compress.distill import distill, kd_loss, student_from_layers
+from packager.compress.evaluate import accuracy, gzip_size_bytes, nonzero_params, predict_logits
+from packager.compress.finetune import finetune
+from packager.compress.prune import linear_sparsity, prune
+from packager.compress.trim_vocab import trim_vocab
+from packager.labelled_data import LabelledData, LabelledSplit
+from packager.recipe import DistillSpec, FinetuneSpec, PruneSpec, RecoverySpec, StudentSpec, TrimVocabSpec
+
+SEQ_LEN = 16
+KEYWORDS = {
+    "weather": ["rain", "sunny", "forecast", "cloudy"],
+    "music": ["song", "jazz", "album", "playlist"],
+    "bank": ["balance", "transfer", "account", "deposit"],
+    "travel": ["flight", "hotel", "airport", "booking"],
+}
+FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "about", "what",
+          "is", "a", "some", "i", "want", "need", "show"]
+UNUSED = [f"unused{i}" for i in range(60)]  # in the vocabulary, never in the data: trim_vocab drops them
+
+
+def make_split(n: int, seed: int) -> LabelledSplit:
+    rng = random.Random(seed)
+    names = list(KEYWORDS)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % len(names)
+        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[names[label]])]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return LabelledSplit(texts, labels)
+
+
+def make_data() -> LabelledData:
+    return LabelledData(train=make_split(320, 1), validation=make_split(64, 2), test=make_split(64, 3),
+                        labels=list(KEYWORDS))
+
+
+def make_tokenizer():
+    from transformers import BertTokenizer
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+    tokens += FILLER + [w for ws in KEYWORDS.values() for w in ws] + UNUSED
+    return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)})
+
+
+def make_model(vocab_size: int, num_labels: int = 4):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64, num_labels=num_labels,
+                        attn_implementation="eager")
+    return BertForSequenceClassification(config).eval()
+
+
+@pytest.fixture(scope="module")
+def data() -> LabelledData:
+    return make_data()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def teacher(tokenizer, data, tmp_path_factory):
+    model = make_model(len(tokenizer))
+    model, details = finetune(model, tokenizer, data, FinetuneSpec(epochs=4, lr=1e-3, batch_size=16),
+                              seq_len=SEQ_LEN, work_dir=tmp_path_factory.mktemp("ft"), seed=0)
+    assert details["best_val_accuracy"] >= 0.9
+    return model
+
+
+def _copy(model):
+    return copy.deepcopy(model).eval()
+
+
+def test_finetune_learns_the_keywords(teacher, tokenizer, data):
+    assert accuracy(teacher, tokenizer, data.test, SEQ_LEN) >= 0.9
+
+
+def test_kd_loss_reduces_to_cross_entropy_and_vanishes_on_identical_logits():
+    logits = torch.randn(8, 5)
+    labels = torch.randint(0, 5, (8,))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.allclose(kd_loss(logits, logits.clone(), labels, alpha=1.0, temperature=4.0), ce)
+    assert kd_loss(logits, logits.clone(), labels, alpha=0.0, temperature=4.0).abs() < 1e-6
+    assert kd_loss(logits, torch.randn(8, 5), labels, alpha=0.0, temperature=4.0) > 0
+
+
+def test_student_from_layers_copies_the_chosen_blocks(teacher):
+    student = student_from_layers(_copy(teacher), [1, 3])
+    assert student.config.num_hidden_layers == 2
+    t, s = teacher.bert.encoder.layer, student.bert.encoder.layer
+    assert torch.equal(s[0].attention.self.query.weight, t[1].attention.self.query.weight)
+    assert torch.equal(s[1].output.dense.weight, t[3].output.dense.weight)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+def test_distill_to_half_the_layers(teacher, tokenizer, data, tmp_path):
+    spec = DistillSpec(student=StudentSpec(layers=[1, 3]), temperature=4.0, alpha=0.5, epochs=2, lr=1e-3,
+                       batch_size=16, hidden_weight=0.1)
+    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert student.config.num_hidden_layers == 2 and details["layer_map"] == [1, 3]
+    assert details["teacher_logits_cached"] is False  # hidden-state matching runs the teacher live
+    assert accuracy(student, tokenizer, data.test, SEQ_LEN) >= 0.85
+
+
+def test_distill_from_config_with_cached_logits(teacher, tokenizer, data, tmp_path):
+    spec = DistillSpec(student=StudentSpec(config={"num_hidden_layers": 1, "intermediate_size": 64}),
+                       epochs=1, lr=1e-3, batch_size=16)
+    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert student.config.num_hidden_layers == 1 and student.config.intermediate_size == 64
+    assert details["teacher_logits_cached"] is True
+
+
+def test_structured_prune_removes_heads_and_neurons_and_reloads(teacher, tokenizer, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    spec = PruneSpec(method="structured", heads=0.25, ffn=0.5, importance_batches=8, batch_size=16,
+                     recovery=RecoverySpec(epochs=1, lr=5e-4, batch_size=16))
+    pruned, details = prune(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert sum(details["heads_after"]) == 12 and min(details["heads_after"]) >= 1
+    assert details["ffn_after"] == 64 and pruned.config.intermediate_size == 64
+    assert details["params_after"] < details["params_before"]
+    layer0 = pruned.bert.encoder.layer[0]
+    assert layer0.attention.self.query.out_features == details["heads_after"][0] * 16
+    assert accuracy(pruned, tokenizer, data.test, SEQ_LEN) >= 0.85
+
+    pruned.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", attn_implementation="eager")
+    assert reloaded.config.model_type == "edgepack_pruned_bert"
+    assert reloaded.config.layer_heads == details["heads_after"]
+    texts = data.test.texts[:16]
+    np.testing.assert_allclose(predict_logits(reloaded, tokenizer, texts, SEQ_LEN),
+                               predict_logits(pruned, tokenizer, texts, SEQ_LEN), atol=1e-5)
+
+
+def test_ffn_only_pruning_keeps_a_stock_bert_config(teacher, tokenizer, data, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    spec = PruneSpec(method="structured", ffn=0.25, importance_batches=4, batch_size=16, recovery=None)
+    pruned, details = prune(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert pruned.config.model_type == "bert" and pruned.config.intermediate_size == 96
+    pruned.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+    assert type(reloaded).__name__ == "BertForSequenceClassification"
+
+
+def test_importance_keeps_what_matters(teacher, tokenizer, data, tmp_path):
+    """Removing the least important quarter of FFN neurons hurts far less than removing the most important."""
+    from packager.compress.prune import importance_scores, rebuild
+
+    heads, ffn = importance_scores(teacher, tokenizer, data, seq_len=SEQ_LEN, batches=8, batch_size=16, seed=0)
+    all_heads = [list(range(len(h))) for h in heads]
+    keep = 32
+    best = [sorted(torch.topk(s, keep).indices.tolist()) for s in ffn]
+    worst = [sorted(torch.topk(-s, keep).indices.tolist()) for s in ffn]
+    acc_best = accuracy(rebuild(teacher, all_heads, best), tokenizer, data.validation, SEQ_LEN)
+    acc_worst = accuracy(rebuild(teacher, all_heads, worst), tokenizer, data.validation, SEQ_LEN)
+    assert acc_best > acc_worst
+
+
+def test_magnitude_prune_reports_sparsity_honestly(teacher, tokenizer, data, tmp_path):
+    model = _copy(teacher)
+    before_nonzero, before_gzip = nonzero_params(model), gzip_size_bytes(model)
+    spec = PruneSpec(method="magnitude", sparsity=0.6, recovery=RecoverySpec(epochs=1, lr=5e-4, batch_size=16))
+    pruned, details = prune(model, tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert abs(linear_sparsity(pruned) - 0.6) < 0.01  # the recovery fine-tune kept the zeros
+    assert details["params_after"] == details["params_before"]  # dense shapes are unchanged
+    assert details["nonzero_params"] < before_nonzero
+    assert details["gzip_mb_after"] * 1e6 < before_gzip
+    assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())
+
+
+def test_movement_prune_learns_a_mask(teacher, tokenizer, data, tmp_path):
+    spec = PruneSpec(method="movement", sparsity=0.5, epochs=2, lr=5e-4, score_lr=1e-2, batch_size=16)
+    pruned, details = prune(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert abs(details["encoder_linear_sparsity"] - 0.5) < 0.02
+    assert not any("parametrizations" in name for name, _ in pruned.named_parameters())
+    assert accuracy(pruned, tokenizer, data.test, SEQ_LEN) >= 0.8
+
+
+def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tmp_path):
+    from transformers import AutoTokenizer
+
+    model = _copy(teacher)
+    reference = predict_logits(model, tokenizer, data.test.texts, SEQ_LEN)
+    trimmed, new_tok, details = trim_vocab(model, tokenizer, data.train.texts, TrimVocabSpec())
+    assert details["vocab_after"] < details["vocab_before"] == len(tokenizer)
+    assert trimmed.get_input_embeddings().weight.shape[0] == details["vocab_after"] == trimmed.config.vocab_size
+    new_tok.save_pretrained(tmp_path / "tok")
+    reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(reloaded) == details["vocab_after"]
+    np.testing.assert_allclose(predict_logits(trimmed, reloaded, data.test.texts, SEQ_LEN), reference, atol=1e-5)
+    ids = reloaded("unused7 rain")["input_ids"]
+    assert max(ids) < details["vocab_after"]
+    assert reloaded.convert_ids_to_tokens(ids)[1:4] == ["u", "##n", "##u"]  # dropped words fall back to characters
+    bare, bare_tok, _ = trim_vocab(_copy(teacher), tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=False))
+    assert bare_tok.convert_ids_to_tokens(bare_tok("unused7 rain")["input_ids"])[1:3] == ["[UNK]", "rain"]
