@@ -313,12 +313,14 @@ def bench_bundle(
     device: str | None = None,
     pin: bool = True,
     memory_runs: int = 10,
+    sys_root: Path = Path("/sys"),
 ) -> BenchReport:
     """Benchmark the bundle's targets on this machine; see the module docstring for the protocol."""
     opts = BenchOptions(targets=targets, runs=runs, min_seconds=min_seconds, warmup=warmup,
                         threads=list(threads) if threads else [None], timeout_s=timeout_s, pin=pin, memory_runs=memory_runs,
                         memory_limit_mb=default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None))
-    return run_bench(Path(bundle_dir), opts, progress=progress, energy=energy, thermal=thermal, device=device)
+    return run_bench(Path(bundle_dir), opts, progress=progress, energy=energy, thermal=thermal, device=device,
+                     sys_root=sys_root)
 
 
 def load_bundle(bundle: Path) -> Manifest:
@@ -334,7 +336,7 @@ def load_bundle(bundle: Path) -> Manifest:
 
 
 def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None, energy: EnergyConfig | None = None,
-              thermal: ThermalConfig | None = None, device: str | None = None) -> BenchReport:
+              thermal: ThermalConfig | None = None, device: str | None = None, sys_root: Path = Path("/sys")) -> BenchReport:
     opts.validate()
     try:
         register_extra_runners()
@@ -344,7 +346,7 @@ def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None
     entries = _select_targets(manifest, opts.targets)
     runtimes = device_runtimes()
     problems = _integrity_problems(bundle, manifest, entries)
-    fp = fingerprint()
+    fp = fingerprint(sys_root=sys_root)
     plan: list[tuple[TargetEntry, int | None]] = []
     results: list[TargetResult] = []
     for entry in entries:

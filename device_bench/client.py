@@ -103,6 +103,9 @@ class AgentClient:
             else:
                 raise AgentError(f"{bundle}: no such bundle folder or archive")
             size = tmp.tell()
+            limit_mb = (self.info().get("agent") or {}).get("max_upload_mb")
+            if limit_mb and size > int(limit_mb) << 20:
+                raise AgentError(f"{self.url}: bundle archive is {size / 2**20:.1f} MB, over the agent's limit of {limit_mb} MB (--max-upload-mb)")
             tmp.seek(0)
             headers["Content-Length"] = str(size)
             _, body = self._request("POST", "/jobs", body=tmp, headers=headers, timeout_s=max(self.timeout_s, 300.0))

@@ -76,7 +76,7 @@ def device_runtimes() -> dict[str, str | None]:
     return out
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -104,7 +104,7 @@ def fingerprint(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) 
         "kernel": platform.release(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "edgepack": _version(AGENT_DISTRIBUTION),
-        "numpy": _version("numpy"),
+        "edgepack": package_version(AGENT_DISTRIBUTION),
+        "numpy": package_version("numpy"),
         "runtimes": device_runtimes(),
     }

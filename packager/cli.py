@@ -176,6 +176,7 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
     console = _stderr_console()
     with console.status("loading model") as status:
         loaded = load_model(model, task)
+        validate_request(targets, seq_len, loaded)
         if loaded.task.name == "sequence-classification" and getattr(loaded.config, "architectures", None) \
                 and not any("ForSequenceClassification" in a for a in loaded.config.architectures):
             console.print("[yellow]warning:[/] the checkpoint has no classification head: it is randomly "
@@ -202,7 +203,7 @@ def _run_with_progress(console, total: int, work):
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
         task_id = progress.add_task("packing", total=total)
         started = [False]
 

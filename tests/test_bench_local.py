@@ -62,13 +62,6 @@ def test_report_round_trip_and_table(tflite_report):
     assert "tflite-fp32" in text and "(est)" in text
 
 
-def test_torch_lite_runs_in_its_own_process(bundle):
-    report = bench_bundle(bundle, targets=["torchscript-mobile-fp32"], threads=[1], **FAST)
-    (r,) = report.results
-    assert r.status == "ok", r.error
-    assert r.output_shape == [1, HIDDEN] and r.runtime_details["quantized_engine"]
-
-
 def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)
@@ -126,3 +119,14 @@ def test_cli_json_and_errors(bundle, tmp_path):
     assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "not a bundle" in res.stderr
     res = runner.invoke(bench_cmd, [str(bundle), "--threads", "1,x"])
     assert res.exit_code == 2 and "--threads" in res.stderr
+
+
+def test_extra_runners_from_the_environment():
+    from device_bench.extra_runners import ExtraRunnerError, parse_extra_runners
+
+    assert parse_extra_runners("a=pkg.mod:Cls, b=m:K") == {"a": "pkg.mod:Cls", "b": "m:K"}
+    assert parse_extra_runners("") == {}
+    with pytest.raises(ExtraRunnerError, match="built-in"):
+        parse_extra_runners("tflite=evil:Runner")
+    with pytest.raises(ExtraRunnerError, match="not key=module:Class"):
+        parse_extra_runners("x=import os")

@@ -6,9 +6,17 @@ The test below checks the fixture itself is a valid, intact bundle.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import selectors
 import shutil
+import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -111,6 +119,41 @@ def tiny_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         build_tiny_bundle(staging)
         staging.rename(path)
     return path
+
+
+@contextlib.contextmanager
+def running_agent(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``edgepack-agent serve`` in a subprocess on 127.0.0.1 with a free port; yields (url, process)."""
+    cmd = [sys.executable, "-m", "device_bench.cli", "serve", "--host", "127.0.0.1", "--port", "0",
+           "--workdir", str(workdir), "--idle-seconds", "0.2", *args]
+    full_env = {**os.environ, **(env or {})}
+    log_path = workdir.with_name(workdir.name + ".agent.log")
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=full_env)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sel.select(timeout=0.5):
+                line = proc.stdout.readline()
+                break
+        match = re.search(r"listening on (http://\S+)", line)
+        if not match:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"agent did not start: {line!r} {log_path.read_text()[-2000:]}")
+        yield match.group(1), proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
 
 
 def test_tiny_bundle_is_valid_and_intact(tmp_path_factory):

@@ -41,6 +41,13 @@ class EnergyConfig:
     device_model: str | None = None
     cpu_model: str | None = None
 
+    @classmethod
+    def under(cls, sys_root: Path, **kwargs: Any) -> "EnergyConfig":
+        """All sysfs roots below ``sys_root`` (``/sys`` on a device, a fake tree in tests)."""
+        return cls(powercap_root=sys_root / "class" / "powercap", hwmon_root=sys_root / "class" / "hwmon",
+                   iio_root=sys_root / "bus" / "iio" / "devices", power_supply_root=sys_root / "class" / "power_supply",
+                   **kwargs)
+
     def protocol(self) -> dict[str, Any]:
         return {"sample_interval_s": self.sample_interval_s, "idle_seconds": self.idle_seconds,
                 "backend_requested": self.backend, "power_cmd": self.power_cmd, "power_profile": self.power_profile}

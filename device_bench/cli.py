@@ -1,0 +1,181 @@
+"""`edgepack-agent`: the on-device agent (``serve``) and what this device can measure (``info``).
+
+    edgepack-agent serve --host 0.0.0.0 --port 8765 --token-file ~/.edgepack-token
+    edgepack-agent info [--json]
+
+Without a token the agent refuses to listen on anything but loopback. Bad
+options are one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .bench import default_memory_limit_mb, kill_active_workers
+from .client import AgentError, read_token
+from .energy import BACKENDS, EnergyConfig, EnergyError, detect
+from .extra_runners import ExtraRunnerError, register_extra_runners
+from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
+from .thermal import ThermalConfig, read_zones
+
+EXIT_USAGE = 2
+DEFAULT_WORKDIR = Path("~/.cache/edgepack-agent")
+
+
+class AgentCliError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _energy_options(f):
+    for decorator in reversed([
+        click.option("--sys-root", type=click.Path(path_type=Path), default=Path("/sys"), show_default=True,
+                     help="Where sysfs is (power, thermal and cpufreq are read below it); tests point it at fake trees."),
+        click.option("--power-cmd", help="External meter: a command (no shell) that prints the current power in watts."),
+        click.option("--power-profile", help="Power profile name or JSON file for the CPU-time estimate."),
+        click.option("--energy-backend", type=click.Choice(BACKENDS), help="Force an energy backend instead of auto-detection."),
+        click.option("--vcgencmd", default="vcgencmd", show_default=True, help="vcgencmd command (Raspberry Pi 5 PMIC)."),
+        click.option("--sample-interval", type=float, default=0.05, show_default=True, help="Power sampling interval (s)."),
+        click.option("--idle-seconds", type=float, default=1.0, show_default=True, help="Idle power baseline duration (s)."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _energy_config(sys_root: Path, power_cmd: str | None, power_profile: str | None, energy_backend: str | None,
+                   vcgencmd: str, sample_interval: float, idle_seconds: float) -> EnergyConfig:
+    if sample_interval <= 0 or idle_seconds < 0:
+        raise AgentCliError("--sample-interval must be positive and --idle-seconds not negative")
+    return EnergyConfig.under(sys_root, power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
+                              vcgencmd=vcgencmd or None, sample_interval_s=sample_interval, idle_seconds=idle_seconds,
+                              device_model=device_model(), cpu_model=cpu_model())
+
+
+@click.group()
+def main() -> None:
+    """edgepack on-device benchmark agent."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (non-loopback needs a token).")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port (0 = any free port).")
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the bearer token clients must send.")
+@click.option("--token", help="The bearer token itself (visible in `ps`; prefer --token-file).")
+@click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR, show_default=True, help="Where jobs are kept.")
+@click.option("--max-upload-mb", type=int, default=512, show_default=True, help="Largest bundle archive accepted.")
+@click.option("--keep-jobs", type=int, default=20, show_default=True, help="Finished jobs kept on disk.")
+@click.option("--name", help="Device label in reports (default: hostname).")
+@click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True, help="Per-worker time limit (s).")
+@click.option("--memory-limit-mb", type=int, help="Per-worker address-space limit; 0 = none (default: RAM).")
+@click.option("--thermal-threshold", type=float, default=70.0, show_default=True, help="Wait before each target until zones are below this (°C).")
+@click.option("--thermal-max-wait", type=float, default=60.0, show_default=True, help="Longest wait for cooling (s).")
+@_energy_options
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def serve(host: str, port: int, token_file: Path | None, token: str | None, workdir: Path, max_upload_mb: int,
+          keep_jobs: int, name: str | None, timeout_s: float, memory_limit_mb: int | None, thermal_threshold: float,
+          thermal_max_wait: float, sys_root: Path, power_cmd: str | None, power_profile: str | None,
+          energy_backend: str | None, vcgencmd: str, sample_interval: float, idle_seconds: float, verbose: bool) -> None:
+    """Serve the benchmark API until interrupted."""
+    from .server import AgentConfig, AgentServer
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        secret = read_token(token, token_file)
+    except AgentError as exc:
+        raise AgentCliError(str(exc)) from None
+    if not secret and not is_loopback(host):
+        raise AgentCliError(f"refusing to listen on {host} without a token: give --token-file (without one the agent binds to loopback only)")
+    if token_file and secret and Path(token_file).expanduser().stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        click.echo(f"warning: {token_file} is readable by other users (chmod 600 it)", err=True)
+    if max_upload_mb < 1 or keep_jobs < 1 or timeout_s <= 0:
+        raise AgentCliError("--max-upload-mb, --keep-jobs and --timeout must be positive")
+    try:
+        register_extra_runners()
+        config = AgentConfig(
+            workdir=workdir.expanduser(), token=secret, name=name or socket.gethostname(), max_upload_mb=max_upload_mb,
+            keep_jobs=keep_jobs, timeout_s=timeout_s,
+            memory_limit_mb=default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None),
+            energy=_energy_config(sys_root, power_cmd, power_profile, energy_backend, vcgencmd, sample_interval, idle_seconds),
+            thermal=ThermalConfig(root=sys_root / "class" / "thermal", threshold_c=thermal_threshold, max_wait_s=thermal_max_wait),
+            sys_root=sys_root,
+        )
+        server = AgentServer((host, port), config)
+    except (EnergyError, ExtraRunnerError) as exc:
+        raise AgentCliError(str(exc)) from None
+    except OSError as exc:
+        raise AgentCliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+    def shutdown(signum: int, frame: Any) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    bound_host, bound_port = server.server_address[:2]
+    shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
+    click.echo(f"edgepack-agent listening on http://{shown}:{bound_port} (pid {os.getpid()}, "
+               f"energy: {server.energy_detection.description} [{server.energy_detection.kind}])")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        kill_active_workers()
+        server.store.stop(timeout_s=1.0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_energy_options
+def info(as_json: bool, sys_root: Path, power_cmd: str | None, power_profile: str | None, energy_backend: str | None,
+         vcgencmd: str, sample_interval: float, idle_seconds: float) -> None:
+    """What this device is, which runtimes it has, and how it can measure energy and temperature."""
+    try:
+        register_extra_runners()
+        detection = detect(_energy_config(sys_root, power_cmd, power_profile, energy_backend, vcgencmd, sample_interval, idle_seconds))
+    except (EnergyError, ExtraRunnerError) as exc:
+        raise AgentCliError(str(exc)) from None
+    data = {"fingerprint": fingerprint(sys_root=sys_root), "runtimes": device_runtimes(),
+            "energy": detection.to_dict(), "thermal_zones": read_zones(sys_root / "class" / "thermal")}
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    fp = data["fingerprint"]
+    lines = [
+        f"device     {fp['device_model'] or fp['hostname']}",
+        f"cpu        {fp['cpu_model']} ({fp['cores_physical']} physical / {fp['cores_logical']} logical cores, governor {fp['governor'] or 'n/a'})",
+        f"memory     {fp['memory_total_mb']} MB",
+        f"os         {fp['os']} / Python {fp['python']}",
+        "runtimes   " + ", ".join(f"{k}: {v or 'not installed'}" for k, v in data["runtimes"].items()),
+        f"energy     {detection.description} ({detection.kind})",
+    ]
+    lines += [f"           - {t['reason']}" for t in detection.tried]
+    zones = data["thermal_zones"]
+    lines.append("thermal    " + (", ".join(f"{k} {v:.1f}°C" for k, v in zones.items()) if zones else "no thermal zones"))
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

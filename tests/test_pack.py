@@ -1,0 +1,168 @@
+"""pack_model on tiny random BERTs: real conversions, real runners, real parity."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_LABELS, TINY_SEQ_LEN
+from device_bench.manifest import SCHEMA_VERSION, Manifest, verify_files
+from device_bench.runners import load_runner
+from packager.calib import builtin_sample, tokenize
+from packager.errors import EdgepackError
+from packager.models import load_model
+from packager.pack import pack_model, run_reference
+
+HELD_OUT = [
+    "The kettle clicked off just as the phone started ringing.",
+    "Which museums are open late on Thursday evenings?",
+    "Please move my dentist appointment to next month.",
+    "Snow is forecast for the hills but not for the coast.",
+]
+ALL_FOUR = ["torchscript-mobile", "torchscript-mobile-fp32", "tflite-int8", "tflite-fp32"]
+
+
+@pytest.fixture(scope="module")
+def four_target_bundle(tmp_path_factory, tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    out = tmp_path_factory.mktemp("pack") / "bundle"
+    result = pack_model(loaded, out, ALL_FOUR, TINY_SEQ_LEN, builtin_sample()[:30], archive=True)
+    return loaded, result
+
+
+def test_every_target_converts_and_passes_parity(four_target_bundle):
+    _, result = four_target_bundle
+    assert result.ok and result.failed == []
+    by_name = {t.name: t for t in result.manifest.targets}
+    assert list(by_name) == ALL_FOUR
+    for entry in by_name.values():
+        assert entry.status == "ok", entry.error
+        assert entry.parity.n_samples == 30
+        assert entry.parity.mean_cosine >= 0.99 and entry.parity.min_cosine >= 0.98
+        assert (result.bundle_dir / entry.file).is_file()
+    assert by_name["tflite-int8"].precision == "dynamic-int8"
+    assert by_name["tflite-int8"].size_bytes < by_name["tflite-fp32"].size_bytes
+    assert by_name["torchscript-mobile"].details["optimize_for_mobile"] in (True, False)
+    if not by_name["torchscript-mobile"].details["optimize_for_mobile"]:
+        assert any("optimize_for_mobile skipped" in n for n in by_name["torchscript-mobile"].notes)
+
+
+def test_manifest_round_trips_and_hashes_match(four_target_bundle):
+    _, result = four_target_bundle
+    bundle = result.bundle_dir
+    data = json.loads((bundle / "manifest.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    for key in ("created_at", "edgepack_version", "tool_versions", "model", "task", "input_spec", "tokenizer", "targets"):
+        assert key in data
+    for tool in ("torch", "transformers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert", "numpy", "python"):
+        assert tool in data["tool_versions"]
+    manifest = Manifest.load(bundle)
+    assert manifest.to_dict() == data
+    assert verify_files(bundle, manifest) == []
+    spec = manifest.input_spec
+    assert spec.seq_len == TINY_SEQ_LEN and [i.name for i in spec.inputs] == ["input_ids", "attention_mask"]
+    assert spec.outputs[0].name == "embedding" and spec.outputs[0].shape == [1, 64] and spec.pooling == "mean"
+    samples = np.load(bundle / "samples.npz")
+    assert samples["input_ids"].shape == (30, TINY_SEQ_LEN) and samples["input_ids"].dtype == np.int32
+    assert not list(bundle.parent.glob(".bundle.partial-*")), "staging dir left behind"
+    assert result.archive is not None and result.archive.is_file()
+
+
+def test_bundle_tokenizer_and_artifacts_agree_with_hf_on_held_out_text(four_target_bundle):
+    from transformers import AutoTokenizer
+
+    loaded, result = four_target_bundle
+    tokenizer = AutoTokenizer.from_pretrained(result.bundle_dir / result.manifest.tokenizer)
+    inputs = tokenize(tokenizer, HELD_OUT, TINY_SEQ_LEN)
+    reference = run_reference(loaded.task.make_wrapper(loaded.model), inputs)
+    for entry in result.manifest.targets:
+        runner = load_runner(entry.runtime, result.bundle_dir / entry.file)
+        out = np.concatenate([runner.run({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(len(HELD_OUT))])
+        metrics = loaded.task.parity(reference, out)
+        assert metrics["min_cosine"] >= 0.98, (entry.name, metrics)
+
+
+def test_classification_records_labels_agreement_and_accuracy(tmp_path, tiny_classifier_dir):
+    loaded = load_model(str(tiny_classifier_dir), "sequence-classification")
+    assert loaded.labels == TINY_LABELS
+    texts = builtin_sample()[:24]
+    labels = [i % len(TINY_LABELS) for i in range(len(texts))]
+    result = pack_model(loaded, tmp_path / "cls", ["tflite-int8"], TINY_SEQ_LEN, texts, labelled=(texts, labels))
+    entry = result.manifest.targets[0]
+    assert entry.status == "ok", entry.error
+    assert entry.parity.top1_agreement >= 0.98
+    assert result.manifest.labels == TINY_LABELS
+    assert result.manifest.input_spec.outputs[0].name == "logits"
+    assert result.manifest.input_spec.outputs[0].shape == [1, len(TINY_LABELS)]
+    assert 0.0 <= entry.parity.accuracy <= 1.0
+    assert abs(entry.parity.accuracy - result.manifest.accuracy["reference"]) <= 1 / len(texts) + 1e-9
+
+
+def test_a_failing_target_does_not_lose_the_others(tmp_path, tiny_model_dir, monkeypatch):
+    from targets.tflite import TFLiteInt8
+
+    def broken(self, ctx, out_path):
+        raise RuntimeError("converter exploded")
+
+    monkeypatch.setattr(TFLiteInt8, "export", broken)
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    result = pack_model(loaded, tmp_path / "b", ["tflite-int8", "torchscript-mobile-fp32"], TINY_SEQ_LEN,
+                        builtin_sample()[:8])
+    assert result.failed == ["tflite-int8"]
+    failed, ok = result.manifest.targets
+    assert failed.status == "failed" and "converter exploded" in failed.error and failed.file is None
+    assert ok.status == "ok" and (tmp_path / "b" / ok.file).is_file()
+    assert Manifest.load(tmp_path / "b").target("tflite-int8").status == "failed"
+
+
+def test_parity_gate_drops_or_keeps_marked(tmp_path, tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    texts = builtin_sample()[:8]
+    strict = pack_model(loaded, tmp_path / "strict", ["tflite-int8"], TINY_SEQ_LEN, texts, min_cosine=1.01)
+    entry = strict.manifest.targets[0]
+    assert strict.failed == ["tflite-int8"] and entry.status == "failed" and entry.file is None
+    assert "parity below threshold" in entry.error and entry.parity is not None
+    kept = pack_model(loaded, tmp_path / "kept", ["tflite-int8"], TINY_SEQ_LEN, texts, min_cosine=1.01,
+                      allow_parity_failure=True)
+    entry = kept.manifest.targets[0]
+    assert entry.status == "parity-failed" and (tmp_path / "kept" / entry.file).is_file()
+    assert kept.failed == [] and any("allow-parity-failure" in n for n in entry.notes)
+
+
+def test_bad_requests_write_nothing(tmp_path, tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    with pytest.raises(EdgepackError, match="unknown target 'nope'"):
+        pack_model(loaded, tmp_path / "x", ["nope"], TINY_SEQ_LEN, ["hi"])
+    with pytest.raises(EdgepackError, match="at most 128"):
+        pack_model(loaded, tmp_path / "x", ["tflite-int8"], 4096, ["hi"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(EdgepackError, match="not empty"):
+        pack_model(loaded, tmp_path / "full", ["tflite-int8"], TINY_SEQ_LEN, ["hi"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_interrupted_pack_leaves_no_partial_bundle(tmp_path, tiny_model_dir, monkeypatch):
+    import packager.pack as pack_module
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pack_module, "_export_one", crash)
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    with pytest.raises(KeyboardInterrupt):
+        pack_model(loaded, tmp_path / "out", ["tflite-int8"], TINY_SEQ_LEN, ["hello there"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_an_existing_bundle(tmp_path, tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    result = pack_model(loaded, out, ["torchscript-mobile-fp32"], TINY_SEQ_LEN, ["hello there"], force=True)
+    assert result.ok and not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
