@@ -242,12 +242,14 @@ def test_bench_reports_measured_energy_from_a_fake_rapl(tmp_path, tmp_path_facto
     from test_device_bench_fixture import tiny_bundle_dir
 
     counter = _rapl_tree(tmp_path)
-    config = EnergyConfig.under(tmp_path, vcgencmd=None, sample_interval_s=0.01, idle_seconds=0.2)
+    config = EnergyConfig.under(tmp_path, vcgencmd=None, sample_interval_s=0.01, idle_seconds=0.5)
     with CounterThread(counter, watts=3.0):
         report = bench_bundle(tiny_bundle_dir(tmp_path_factory), targets=["tflite-fp32"], threads=[1], runs=20,
-                              min_seconds=0.3, warmup=1, energy=config)
+                              min_seconds=0.8, warmup=1, energy=config)
     (r,) = report.results
     assert r.status == "ok" and r.energy.kind == "measured" and r.energy.source == "rapl:package-0"
-    assert r.energy.avg_power_w == pytest.approx(3.0, rel=0.2)
-    assert r.energy.mj_per_inference == pytest.approx(3.0 * r.timed_s / r.runs * 1e3, rel=0.2)
-    assert report.protocol["energy"]["kind"] == "measured" and report.protocol["energy"]["idle_power_w"] == pytest.approx(3.0, rel=0.2)
+    # the fake counter is written by a thread of this busy test process, so allow for its scheduling lag
+    assert r.energy.avg_power_w == pytest.approx(3.0, rel=0.25), r.energy
+    assert r.energy.mj_per_inference == pytest.approx(3.0 * r.timed_s / r.runs * 1e3, rel=0.25)
+    assert report.protocol["energy"]["kind"] == "measured"
+    assert report.protocol["energy"]["idle_power_w"] == pytest.approx(3.0, rel=0.25)
