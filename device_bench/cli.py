@@ -177,5 +177,7 @@ def info(as_json: bool, sys_root: Path, power_cmd: str | None, power_profile: st
     click.echo("\n".join(lines))
 
 
+cli = main  # the same group, mounted by the host CLI as `edgepack agent`
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,31 @@
+"""`edgepack report`: a real bundle joined with a real local bench report, as table, JSON and plot."""
+from __future__ import annotations
+
+import json
+
+from device_bench.bench import bench_bundle
+from test_cli import assert_one_line_error, run
+
+
+def test_report_joins_bundle_and_bench(tmp_path, tiny_bundle):
+    report = bench_bundle(tiny_bundle, runs=5, min_seconds=0.0, warmup=1)
+    report_path = tmp_path / "bench.json"
+    report_path.write_text(report.to_json())
+    png, md = tmp_path / "tradeoff.png", tmp_path / "table.md"
+    proc = run("report", str(tiny_bundle), str(report_path), "--plot", str(png), "--markdown", str(md), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["target"]: r for r in json.loads(proc.stdout)}
+    assert set(rows) == {"torchscript-mobile", "tflite-int8"}
+    for row in rows.values():
+        assert row["stage"] == tiny_bundle.name
+        assert row["p50_ms"] > 0 and row["size_mb"] > 0 and row["mean_cosine"] >= 0.99
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    table = md.read_text()
+    assert table.count("\n") == 4 and "tflite-int8" in table
+
+
+def test_report_errors(tmp_path):
+    assert_one_line_error(run("report", str(tmp_path / "nope.json")), "no such bundle folder or report file")
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text("{}")
+    assert_one_line_error(run("report", str(bogus)), "not a bench report")
