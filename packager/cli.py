@@ -285,7 +285,7 @@ def _register_optional_commands() -> None:
     import importlib
 
     for module, names in (("device_bench.host_cli", {"bench": "bench", "devices": "devices"}),
-                          ("device_bench.cli", {"cli": "agent"}),
+                          ("device_bench.cli", {"main": "agent"}),
                           ("packager.recipe_cli", {"recipe": "recipe"}),
                           ("packager.report_cli", {"report": "report"})):
         try:  # DEVGUARD: helpers are still writing these modules
