@@ -284,7 +284,7 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
                 "warm = second load of the same file in that process",
         "timing": "perf_counter_ns around each run after warm-up; runs until both `runs` and `min_seconds` are met; "
                   "gc disabled inside the window; std is the sample std",
-        "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, ru_maxrss) over memory_runs inferences",
+        "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, kernel high-water VmHWM) over memory_runs inferences",
         "cpu_util": "process CPU seconds (all threads) / wall seconds over the timed window",
         "affinity": "threads=N pinned to the N highest-numbered allowed CPUs; threads=default not pinned" if opts.pin else "not pinned",
         "limits": {"timeout_s": opts.timeout_s, "memory_limit_mb": opts.memory_limit_mb, "kind": "RLIMIT_AS set in the worker"},

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import yaml
 
 from .client import AgentClient, AgentError, read_token
-from .report import BenchReport, DeviceError, FleetReport
+from .report import BenchReport, DeviceError, FleetReport, ReportError
 
 
 class FleetError(ValueError):
@@ -98,8 +98,10 @@ def bench_fleet(bundle: Path, devices: list[DeviceSpec], options: dict[str, Any]
             d = futures[fut]
             try:
                 results[d.name] = fut.result()
-            except AgentError as exc:
+            except (AgentError, ReportError) as exc:
                 results[d.name] = DeviceError(device=d.name, url=d.url, error=str(exc))
+            except (KeyError, TypeError, ValueError) as exc:  # an answer that is not the v1 API
+                results[d.name] = DeviceError(device=d.name, url=d.url, error=f"unexpected answer ({type(exc).__name__}: {exc})")
     for d in devices:  # keep the file's order
         r = results[d.name]
         (fleet.errors if isinstance(r, DeviceError) else fleet.reports).append(r)  # type: ignore[arg-type]

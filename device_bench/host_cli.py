@@ -21,7 +21,7 @@ from .bench import BenchError, BenchOptions, load_bundle, run_bench
 from .client import AgentClient, AgentError, read_token
 from .energy import EnergyConfig
 from .fleet import DeviceSpec, FleetError, bench_fleet, check_devices, load_devices
-from .report import BenchReport, FleetReport, render_table
+from .report import BenchReport, FleetReport, ReportError, render_table
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -154,7 +154,7 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
                 energy = EnergyConfig(power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
                                       idle_seconds=idle_seconds)
                 report = run_bench(bundle, opts, progress=lambda d, n, label: update("local", d, n, label), energy=energy)
-    except (BenchError, AgentError, FleetError) as exc:
+    except (BenchError, AgentError, FleetError, ReportError) as exc:
         raise CliError(str(exc)) from None
     _emit(report, as_json, out)
     failed = report.failed or (isinstance(report, FleetReport) and report.errors)

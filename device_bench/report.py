@@ -212,7 +212,9 @@ def _energy_cell(e: EnergyResult | None) -> str:
     if e is None:
         return "-"
     tag = "meas" if e.kind == "measured" else "est"
-    return f"{e.mj_above_idle_per_inference:.3g} ({tag})"
+    v = e.mj_above_idle_per_inference
+    text = f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
+    return f"{text} ({tag})"
 
 
 def render_table(report: BenchReport | FleetReport):

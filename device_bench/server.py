@@ -232,7 +232,11 @@ class AgentHandler(BaseHTTPRequestHandler):
         try:
             self._submit()
         except UploadRejected as exc:
-            self._error(exc.status, exc.reason, close=True)
+            log.info("upload rejected (%s): %s", exc.status, exc.reason)
+            try:
+                self._error(exc.status, exc.reason, close=True)
+            except OSError:  # the client is already gone
+                self.close_connection = True
 
     def _submit(self) -> None:
         config = self.server.config

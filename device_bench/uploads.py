@@ -32,7 +32,10 @@ def receive_body(rfile: BinaryIO, length: int, dest: Path) -> None:
     remaining = length
     with open(dest, "wb") as out:
         while remaining > 0:
-            block = rfile.read(min(CHUNK, remaining))
+            try:
+                block = rfile.read(min(CHUNK, remaining))
+            except (TimeoutError, ConnectionError) as exc:
+                raise UploadRejected(408, f"upload stalled or dropped after {length - remaining} of {length} bytes ({type(exc).__name__})") from None
             if not block:
                 raise UploadRejected(400, f"upload ended early: got {length - remaining} of {length} bytes")
             out.write(block)

@@ -13,7 +13,7 @@ each other:
   the parent integrate its power samples over exactly that window.
 * ``memory``: RSS before and after load and peak RSS over a few inferences,
   sampled by a thread every few milliseconds (which would perturb timing,
-  hence the separate pass) and cross-checked with ``ru_maxrss``.
+  hence the separate pass) and cross-checked with the kernel's high-water mark.
 
 Limits (address space, CPU affinity) are applied here, first thing, rather
 than in the parent's ``preexec_fn``: the agent is multi-threaded and
@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 EXIT_ERROR = 3  # the worker ran but the measurement failed; the JSON says why
@@ -197,7 +198,19 @@ class _RssSampler(threading.Thread):
         return self.peak
 
 
-def _maxrss_bytes() -> int:
+def _hwm_rss_bytes() -> int:
+    """Kernel high-water RSS of this process image.
+
+    Linux: ``VmHWM`` from /proc/self/status. Not ``ru_maxrss``: across
+    fork+exec it keeps the parent's peak, so a worker started by a big
+    process (the host CLI with torch loaded) would report the parent's RSS.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return value if sys.platform == "darwin" else value * 1024  # Linux reports KiB
 
@@ -221,7 +234,7 @@ def run_memory(args: WorkerArgs) -> dict[str, Any]:
     return {
         "rss_before_load_mb": rss_before / 2**20,
         "rss_after_load_mb": rss_after_load / 2**20,
-        "peak_rss_mb": max(peak, _maxrss_bytes()) / 2**20,
+        "peak_rss_mb": max(peak, _hwm_rss_bytes()) / 2**20,
         "peak_rss_sampled_mb": peak / 2**20,
         "memory_runs": max(1, args.memory_runs),
         "runtime_details": _jsonable(details),

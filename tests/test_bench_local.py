@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -26,7 +27,10 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tflite_report(bundle):
-    return bench_bundle(bundle, targets=["tflite-fp32"], threads=[1], **FAST)
+    ballast = np.ones(256 << 20, dtype=np.uint8)  # a big parent must not inflate the worker's peak RSS
+    report = bench_bundle(bundle, targets=["tflite-fp32"], threads=[1], **FAST)
+    del ballast
+    return report
 
 
 def test_timing_memory_and_energy_fields(tflite_report):
@@ -41,7 +45,7 @@ def test_timing_memory_and_energy_fields(tflite_report):
     assert r.output_shape == [1, HIDDEN]
     assert r.affinity and len(r.affinity) == 1  # threads=1 pinned to one CPU
     assert 0 < r.cpu_util < 1.6
-    assert r.rss_after_load_mb > 10 and r.peak_rss_mb >= r.rss_after_load_mb
+    assert r.rss_after_load_mb > 10 and r.rss_after_load_mb <= r.peak_rss_mb < 200
     assert r.energy.kind == "estimated" and r.energy.mj_per_inference > r.energy.mj_above_idle_per_inference > 0
     assert tflite_report.protocol["options"]["runs"] == 12
     assert tflite_report.fingerprint["runtimes"]["tflite"].startswith("ai-edge-litert==")
