@@ -64,18 +64,35 @@ def tiny_classifier_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-bert-cls") / "model", classifier=True)
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, tiny_model_dir) -> Path:
-    """A real bundle: the tiny BERT packed by `pack_model` to torchscript-mobile and tflite-int8."""
+TINY_TARGETS = ["torchscript-mobile", "torchscript-mobile-fp32", "tflite-int8", "tflite-fp32"]
+TINY_SAMPLES = 30
+
+
+def shared_tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's tiny bundle: a tiny BERT packed by `pack_model` to all four base targets (+ .tar.gz).
+
+    Built once per session; tests must copy it before modifying it.
+    """
     from packager.calib import builtin_sample
     from packager.models import load_model
     from packager.pack import pack_model
 
-    loaded = load_model(str(tiny_model_dir), "feature-extraction")
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    result = pack_model(loaded, out, ["torchscript-mobile", "tflite-int8"], TINY_SEQ_LEN, builtin_sample()[:40])
-    assert result.ok, [t.error for t in result.manifest.targets]
+    base = tmp_path_factory.getbasetemp()
+    out = base / "tiny-bundle"
+    if not (out / "manifest.json").is_file():
+        model_dir = base / "tiny-bundle-model"
+        if not (model_dir / "config.json").is_file():
+            save_tiny_model(model_dir)
+        loaded = load_model(str(model_dir), "feature-extraction")
+        result = pack_model(loaded, out, TINY_TARGETS, TINY_SEQ_LEN, builtin_sample()[:TINY_SAMPLES], archive=True,
+                            force=True)
+        assert result.ok, [t.error for t in result.manifest.targets]
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return shared_tiny_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

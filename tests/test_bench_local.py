@@ -74,7 +74,7 @@ def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
     manifest.targets.append(TargetEntry(name="needs-other-runtime", status="ok", runtime="no-such-runtime",
                                         file=tfl.file, sha256=tfl.sha256, size_bytes=tfl.size_bytes))
     manifest.write(copy)
-    with open(copy / "model.ptl", "r+b") as f:  # flip a byte: sha256 no longer matches
+    with open(copy / Manifest.load(copy).target("torchscript-mobile-fp32").file, "r+b") as f:  # flip a byte: sha256 no longer matches
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
@@ -98,7 +98,7 @@ def test_bad_requests_are_one_line_errors(bundle, tmp_path):
 
 
 def test_worker_prints_exactly_one_json_object(bundle):
-    args = {"mode": "memory", "runtime": "tflite", "artifact": str(bundle / "model.tflite"),
+    args = {"mode": "memory", "runtime": "tflite", "artifact": str(bundle / Manifest.load(bundle).target("tflite-fp32").file),
             "samples": str(bundle / "samples.npz"), "input_names": ["input_ids", "attention_mask"], "memory_runs": 2}
     proc = subprocess.run([sys.executable, "-m", "device_bench.worker", json.dumps(args)],
                           capture_output=True, text=True, timeout=60)

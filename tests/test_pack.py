@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import tarfile
 
 import numpy as np
 import pytest
 
-from conftest import TINY_LABELS, TINY_SEQ_LEN
+from conftest import TINY_LABELS, TINY_SAMPLES, TINY_SEQ_LEN, TINY_TARGETS, shared_tiny_bundle
 from device_bench.manifest import SCHEMA_VERSION, Manifest, verify_files
 from device_bench.runners import load_runner
 from packager.calib import builtin_sample, tokenize
@@ -21,27 +21,15 @@ HELD_OUT = [
     "Please move my dentist appointment to next month.",
     "Snow is forecast for the hills but not for the coast.",
 ]
-ALL_FOUR = ["torchscript-mobile", "torchscript-mobile-fp32", "tflite-int8", "tflite-fp32"]
-
-
-@pytest.fixture(scope="module")
-def four_target_bundle(tmp_path_factory, tiny_model_dir):
-    loaded = load_model(str(tiny_model_dir), "feature-extraction")
-    out = tmp_path_factory.mktemp("pack") / "bundle"
-    result = pack_model(loaded, out, ALL_FOUR, TINY_SEQ_LEN, builtin_sample()[:30], archive=True)
-    return loaded, result
-
-
-def test_every_target_converts_and_passes_parity(four_target_bundle):
-    _, result = four_target_bundle
-    assert result.ok and result.failed == []
-    by_name = {t.name: t for t in result.manifest.targets}
-    assert list(by_name) == ALL_FOUR
+def test_every_target_converts_and_passes_parity(tiny_bundle):
+    manifest = Manifest.load(tiny_bundle)  # packed by conftest with pack_model, all four base targets
+    by_name = {t.name: t for t in manifest.targets}
+    assert list(by_name) == TINY_TARGETS
     for entry in by_name.values():
         assert entry.status == "ok", entry.error
-        assert entry.parity.n_samples == 30
+        assert entry.parity.n_samples == TINY_SAMPLES
         assert entry.parity.mean_cosine >= 0.99 and entry.parity.min_cosine >= 0.98
-        assert (result.bundle_dir / entry.file).is_file()
+        assert (tiny_bundle / entry.file).is_file()
     assert by_name["tflite-int8"].precision == "dynamic-int8"
     assert by_name["tflite-int8"].size_bytes < by_name["tflite-fp32"].size_bytes
     assert by_name["torchscript-mobile"].details["optimize_for_mobile"] in (True, False)
@@ -49,9 +37,8 @@ def test_every_target_converts_and_passes_parity(four_target_bundle):
         assert any("optimize_for_mobile skipped" in n for n in by_name["torchscript-mobile"].notes)
 
 
-def test_manifest_round_trips_and_hashes_match(four_target_bundle):
-    _, result = four_target_bundle
-    bundle = result.bundle_dir
+def test_manifest_round_trips_and_hashes_match(tiny_bundle):
+    bundle = tiny_bundle
     data = json.loads((bundle / "manifest.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION
     for key in ("created_at", "edgepack_version", "tool_versions", "model", "task", "input_spec", "tokenizer", "targets"):
@@ -65,20 +52,22 @@ def test_manifest_round_trips_and_hashes_match(four_target_bundle):
     assert spec.seq_len == TINY_SEQ_LEN and [i.name for i in spec.inputs] == ["input_ids", "attention_mask"]
     assert spec.outputs[0].name == "embedding" and spec.outputs[0].shape == [1, 64] and spec.pooling == "mean"
     samples = np.load(bundle / "samples.npz")
-    assert samples["input_ids"].shape == (30, TINY_SEQ_LEN) and samples["input_ids"].dtype == np.int32
-    assert not list(bundle.parent.glob(".bundle.partial-*")), "staging dir left behind"
-    assert result.archive is not None and result.archive.is_file()
+    assert samples["input_ids"].shape == (TINY_SAMPLES, TINY_SEQ_LEN) and samples["input_ids"].dtype == np.int32
+    assert not list(bundle.parent.glob(f".{bundle.name}.partial-*")), "staging dir left behind"
+    with tarfile.open(bundle.with_name(bundle.name + ".tar.gz")) as tar:
+        assert sorted(tar.getnames()) == sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
 
 
-def test_bundle_tokenizer_and_artifacts_agree_with_hf_on_held_out_text(four_target_bundle):
+def test_bundle_tokenizer_and_artifacts_agree_with_hf_on_held_out_text(tiny_bundle):
     from transformers import AutoTokenizer
 
-    loaded, result = four_target_bundle
-    tokenizer = AutoTokenizer.from_pretrained(result.bundle_dir / result.manifest.tokenizer)
+    manifest = Manifest.load(tiny_bundle)
+    loaded = load_model(str(tiny_bundle.with_name("tiny-bundle-model")), "feature-extraction")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bundle / manifest.tokenizer)
     inputs = tokenize(tokenizer, HELD_OUT, TINY_SEQ_LEN)
     reference = run_reference(loaded.task.make_wrapper(loaded.model), inputs)
-    for entry in result.manifest.targets:
-        runner = load_runner(entry.runtime, result.bundle_dir / entry.file)
+    for entry in manifest.targets:
+        runner = load_runner(entry.runtime, tiny_bundle / entry.file)
         out = np.concatenate([runner.run({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(len(HELD_OUT))])
         metrics = loaded.task.parity(reference, out)
         assert metrics["min_cosine"] >= 0.98, (entry.name, metrics)

@@ -1,0 +1,339 @@
+"""Will the device's runtime load this artifact? Checked at pack time, not on the device.
+
+``check_compatibility(runtime_key, artifact, declared)`` lists what the artifact
+needs (TFLite: builtin operator codes and versions; ``.ptl``: bytecode version
+and root operators) and checks it against the runtime the user declared for the
+device (a pip-style requirement such as ``ai-edge-litert>=2.3``,
+``tflite-runtime==2.14``, ``tflite-micro`` or ``torch>=2.13``).
+
+How the tables in ``targets/data`` were derived
+-----------------------------------------------
+``tflite_op_versions.json``: by asking each runtime's own op resolver.
+``probe_models()`` builds, for every ``BuiltinOperator`` and version 1..15, a
+one-op flatbuffer; ``probe_interpreter()`` constructs the runtime's
+``Interpreter`` on each. Construction resolves every operator code against the
+registry (``BuiltinOpResolver`` in LiteRT/tflite-runtime, the all-ops resolver
+in tflite-micro) and fails with "Didn't find op for builtin opcode ..." when
+the (op, version) pair is not registered; the highest version that resolves is
+the table entry. The probe ran inside a throwaway virtual environment per
+runtime release (tflite-runtime 2.14.0 needs numpy<2, so it never enters the
+packing venv); ``tests/test_compat.py`` re-runs it against the installed
+ai-edge-litert and requires the shipped table to match.
+
+``torch_lite_bytecode.json``: the Lite Interpreter reads bytecode versions
+``kMinSupportedBytecodeVersion..kMaxSupportedBytecodeVersion``
+(``caffe2/serialize/versions.h``). Each row names its evidence; the row for the
+installed torch is re-checked by the tests (backporting a real ``.ptl`` to
+every version in range and loading it).
+
+Semantics of a declaration
+--------------------------
+A declaration admits a range of runtime releases; the artifact is compatible
+when the *oldest* admitted release loads it. Support only grows with releases,
+so for a floor between two known releases A < floor < B: what A loads is fine,
+what B cannot load is a definite failure, anything else is "unknown"
+(``compatible=None``), never a guess. TFLite op versions are the ones written
+in the file; ai-edge-quantizer keeps the float model's versions on quantized
+ops, so an integer kernel missing from an old runtime is only caught on load.
+
+This module imports nothing heavy at import time (it is also loaded standalone,
+by file path, inside the probe venvs).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+REPORT_SCHEMA_VERSION = 1
+DATA_DIR = Path(__file__).resolve().parent / "data"
+TFLITE_TABLE = DATA_DIR / "tflite_op_versions.json"
+TORCH_LITE_TABLE = DATA_DIR / "torch_lite_bytecode.json"
+#: builtin codes that are not operators a resolver can be asked about
+_NOT_PROBED = ("CUSTOM", "PLACEHOLDER_FOR_GREATER_OP_CODES", "DELEGATE")
+PROBE_MAX_VERSION = 15
+#: load errors meaning "this runtime has no such (op, version)"; other errors come after resolution
+_UNSUPPORTED_MARKERS = ("didn't find op", "out of range", "not supported", "unsupported")
+#: declared-runtime names understood per runtime key (aliases -> table family)
+FAMILIES: dict[str, dict[str, str]] = {
+    "tflite": {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tflite-micro": "tflite-micro"},
+    "torch-lite": {"torch": "torch", "pytorch": "torch", "pytorch-lite": "torch", "torch-lite": "torch"},
+}
+
+
+class CompatibilityError(ValueError):
+    """The declared runtime cannot be understood; the message is shown as-is."""
+
+
+@dataclass
+class CompatReport:
+    """The verdict written to the manifest under ``details["compatibility"]``."""
+
+    declared: str | None
+    compatible: bool | None  # None: nothing declared, or not decidable from the known tables
+    problems: list[str] = field(default_factory=list)
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    remedy: str | None = None
+    checked_against: str | None = None  # the table release the verdict used, e.g. "tflite-runtime==2.14.0"
+    artifact: dict[str, Any] = field(default_factory=dict)  # format facts (bytecode version, min_runtime_version)
+    schema_version: int = REPORT_SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- public API
+def check_compatibility(runtime_key: str, artifact: Path, declared: str | None) -> dict[str, Any]:
+    """List what ``artifact`` needs and, when ``declared`` is given, whether that runtime loads it."""
+    artifact = Path(artifact)
+    if runtime_key == "tflite":
+        report = _check_tflite(artifact, declared)
+    elif runtime_key == "torch-lite":
+        report = _check_torch_lite(artifact, declared)
+    else:
+        report = CompatReport(declared=declared, compatible=None)
+        if declared:
+            report.problems.append(f"no compatibility table for runtime {runtime_key!r}: not checked at pack time")
+    return asdict(report)
+
+
+def parse_declared(runtime_key: str, declared: str) -> tuple[str, Any]:
+    """``"tflite-runtime==2.14"`` -> ("tflite-runtime", SpecifierSet("==2.14")); one-line error otherwise."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(declared.strip())
+    except InvalidRequirement:
+        raise CompatibilityError(f"--runtime {declared!r}: not a requirement like 'ai-edge-litert>=2.3'") from None
+    known = FAMILIES.get(runtime_key, {})
+    family = known.get(req.name.lower().replace("_", "-"))
+    if family is None:
+        names = ", ".join(sorted(set(known))) or "none"
+        raise CompatibilityError(f"--runtime {declared!r}: unknown runtime for {runtime_key} artifacts (known: {names})")
+    return family, req.specifier
+
+
+# ---------------------------------------------------------------- TFLite
+def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Operator codes + versions of a ``.tflite`` file (sorted), and its ``min_runtime_version`` metadata."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buf = Path(path).read_bytes()
+    if not schema.Model.ModelBufferHasIdentifier(buf, 0):
+        raise CompatibilityError(f"{path}: not a TFLite flatbuffer")
+    model = schema.Model.GetRootAs(buf, 0)
+    names = builtin_names()
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
+        ops.add((name, int(code.Version())))
+    facts: dict[str, Any] = {}
+    for i in range(model.MetadataLength()):
+        meta = model.Metadata(i)
+        if meta.Name() == b"min_runtime_version":
+            data = model.Buffers(meta.Buffer()).DataAsNumpy()
+            if not isinstance(data, int):
+                facts["min_runtime_version"] = data.tobytes().rstrip(b"\0").decode()
+    return [{"op": n, "version": v} for n, v in sorted(ops)], facts
+
+
+def builtin_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+@lru_cache(maxsize=None)
+def _load_table(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _check_tflite(path: Path, declared: str | None) -> CompatReport:
+    ops, facts = tflite_ops(path)
+    report = CompatReport(declared=declared, compatible=None, ops=ops, artifact=facts)
+    if not declared:
+        return report
+    family, spec = parse_declared("tflite", declared)
+    tables: dict[str, dict[str, int]] = _load_table(TFLITE_TABLE)["runtimes"][family]
+    supports = lambda table, op: op["op"] in table and op["version"] <= table[op["op"]]  # noqa: E731
+    return _verdict(report, family, spec, tables, ops, supports,
+                    describe=lambda op: f"{op['op']} version {op['version']}",
+                    remedy_tables=_load_table(TFLITE_TABLE)["runtimes"])
+
+
+# ---------------------------------------------------------------- PyTorch Lite
+def ptl_info(path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Bytecode version and root operators (name, number of schema arguments) of a ``.ptl``."""
+    from torch.jit.mobile import _get_model_bytecode_version, _get_model_ops_and_info
+
+    version = int(_get_model_bytecode_version(str(path)))
+    ops = _get_model_ops_and_info(str(path))
+    listed = [{"op": name, "version": getattr(info, "num_schema_args", None)} for name, info in sorted(ops.items())]
+    return version, listed
+
+
+def _check_torch_lite(path: Path, declared: str | None) -> CompatReport:
+    version, ops = ptl_info(path)
+    report = CompatReport(declared=declared, compatible=None, ops=ops, artifact={"bytecode_version": version})
+    if not declared:
+        return report
+    family, spec = parse_declared("torch-lite", declared)
+    rows = _load_table(TORCH_LITE_TABLE)["runtimes"][family]
+    tables = {release: {"bytecode": row["max_bytecode"], "min_bytecode": row["min_bytecode"]}
+              for release, row in rows.items()}
+    needed = [{"op": "bytecode", "version": version}]
+    supports = lambda t, op: t["min_bytecode"] <= op["version"] <= t["bytecode"]  # noqa: E731
+    report = _verdict(report, family, spec, tables, needed, supports,
+                      describe=lambda op: f"bytecode version {op['version']}", remedy_tables={family: tables})
+    if report.compatible is False:
+        floor_max = min(t["bytecode"] for t in tables.values())
+        report.remedy = (f"{report.remedy}; or backport the file: "
+                         f"torch.jit.mobile._backport_for_mobile(src, dst, to_version={floor_max}) "
+                         f"(or the version your runtime reads)")
+    return report
+
+
+# ---------------------------------------------------------------- verdicts
+def _verdict(report: CompatReport, family: str, spec, tables: dict[str, dict], needed: list[dict[str, Any]],
+             supports: Callable[[dict, dict], bool], describe: Callable[[dict], str],
+             remedy_tables: dict[str, dict[str, dict]]) -> CompatReport:
+    """Check ``needed`` against the oldest release ``spec`` admits (see the module docstring)."""
+    from packaging.version import Version
+
+    releases = sorted(tables, key=_release_key)
+    floor, exclusive = _spec_floor(spec)
+    if floor is None and spec and not any(spec.contains(r, prereleases=True) for r in releases if r != "*"):
+        report.problems.append(f"{report.declared}: no known {family} release in that range")
+        return report
+    if "*" in tables:  # a versionless table (tflite-micro): one registry for every release
+        lower = upper = "*"
+    else:
+        lower = next((r for r in reversed(releases) if floor is not None and Version(r) <= floor
+                      and not (exclusive and Version(r) == floor)), None)
+        upper = next((r for r in releases if floor is None or Version(r) > floor
+                      or (not exclusive and Version(r) == floor)), None)
+    report.checked_against = f"{family}=={lower}" if lower else (f"{family}=={upper} (upper bound)" if upper else None)
+    unknown, failing = [], []
+    for op in needed:
+        if lower is not None and supports(tables[lower], op):
+            continue
+        if upper is not None and not supports(tables[upper], op):
+            failing.append(op)
+        else:
+            unknown.append(op)
+    for op in failing:
+        where = f"{family} {upper}" if upper != "*" else family
+        report.problems.append(f"{describe(op)} is not supported by {where} (the declaration admits it)")
+    if failing:
+        report.compatible = False
+        report.remedy = _remedy(failing, family, remedy_tables, supports)
+    elif unknown:
+        known = ", ".join(r for r in releases)
+        report.problems.extend(f"{describe(op)}: unknown for {report.declared} (known {family} releases: {known})"
+                               for op in unknown)
+    else:
+        report.compatible = True
+    return report
+
+
+def _remedy(failing: list[dict], family: str, all_tables: dict[str, dict[str, dict]],
+            supports: Callable[[dict, dict], bool]) -> str:
+    """The oldest known release (same family first) that loads every failing op."""
+    options = []
+    for fam in [family] + sorted(f for f in all_tables if f != family):
+        for release in sorted(all_tables[fam], key=_release_key):
+            if all(supports(all_tables[fam][release], op) for op in failing):
+                options.append(f"{fam}>={release}" if release != "*" else fam)
+                break
+    if not options:
+        return "no known runtime release loads it: re-export with a target that avoids these ops"
+    if options[0].startswith(family):
+        return f"declare {options[0]} on the device"
+    return f"no {family} release loads it; switch the device to {options[0]}"
+
+
+def _release_key(release: str):
+    from packaging.version import Version
+
+    return Version("0") if release == "*" else Version(release)
+
+
+def _spec_floor(spec) -> tuple[Any, bool]:
+    """Lowest version a SpecifierSet admits: (Version or None, exclusive?)."""
+    from packaging.version import Version
+
+    floor, exclusive = None, False
+    for s in spec:
+        if s.operator in (">=", "==", "~=", "===", ">"):
+            v = Version(s.version.rstrip(".*").rstrip("."))
+            if floor is None or v > floor or (v == floor and s.operator == ">"):
+                floor, exclusive = v, s.operator == ">"
+    return floor, exclusive
+
+
+# ---------------------------------------------------------------- probing a runtime's registry
+def probe_models(max_version: int = PROBE_MAX_VERSION) -> dict[tuple[str, int], bytes]:
+    """One single-op flatbuffer per (builtin op, version): the questions asked of a runtime's resolver."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    out = {}
+    for code, name in sorted(builtin_names().items()):
+        if name in _NOT_PROBED:
+            continue
+        for version in range(1, max_version + 1):
+            tensors = []
+            for tname in ("x", "y"):
+                t = schema.TensorT()
+                t.shape, t.type, t.name, t.buffer = [1], schema.TensorType.FLOAT32, tname, 0
+                tensors.append(t)
+            op = schema.OperatorT()
+            op.opcodeIndex, op.inputs, op.outputs = 0, [0], [1]
+            graph = schema.SubGraphT()
+            graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [0], [1], [op]
+            opcode = schema.OperatorCodeT()
+            opcode.builtinCode, opcode.deprecatedBuiltinCode, opcode.version = code, min(code, 127), version
+            model = schema.ModelT()
+            model.version, model.operatorCodes, model.subgraphs, model.buffers = 3, [opcode], [graph], [schema.BufferT()]
+            builder = flatbuffers.Builder(256)
+            builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+            out[(name, version)] = bytes(builder.Output())
+    return out
+
+
+def probe_interpreter(load: Callable[[bytes], Any], models: dict[tuple[str, int], bytes]) -> dict[str, int]:
+    """Highest version of each op that ``load`` (an Interpreter constructor) resolves.
+
+    Only "op not found" errors mean unsupported; other construction errors
+    (e.g. missing builtin options in the probe model) come after resolution.
+    """
+    table: dict[str, int] = {}
+    for (name, version) in sorted(models):
+        if version > 1 and table.get(name) != version - 1:
+            continue  # resolution stopped at a lower version
+        try:
+            load(models[(name, version)])
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own type
+            text = str(exc)
+            if any(marker in text.lower() for marker in _UNSUPPORTED_MARKERS):
+                continue
+        table[name] = version
+    return table
+
+
+def installed_litert_table() -> dict[str, int]:
+    """Probe the ai-edge-litert in this environment (what the table test compares against)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return probe_interpreter(lambda content: Interpreter(model_content=content), probe_models())
+
+
+def tables_for(family: str) -> dict[str, Any]:
+    return _load_table(TFLITE_TABLE)["runtimes"][family]
+
+
+def known_families(runtime_key: str) -> Iterable[str]:
+    return sorted(set(FAMILIES.get(runtime_key, {}).values()))

@@ -1,0 +1,92 @@
+"""ONNX (`.onnx`) for onnxruntime: fp32, and dynamic int8 (weights int8, activations quantized per call).
+
+Export uses the TorchScript-based ``torch.onnx.export`` (``dynamo=False``): it
+handles HF BERT-style encoders with static shapes without extra packages
+(the dynamo exporter needs ``onnxscript``). ``quantize_dynamic`` then stores
+MatMul weights as int8; per-channel scales are the default because they keep
+MiniLM embeddings closer to fp32 than per-tensor ones.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from .base import ExportContext, ExportResult, Target, TargetError, register
+
+OPSET = 17
+RUNTIME_REQUIREMENT = "onnxruntime>=1.17"
+
+
+def export_onnx(ctx: ExportContext, out_path: Path, output_name: str) -> None:
+    """fp32 ONNX of ``ctx.wrapper`` with int32 inputs named like the bundle's."""
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                ctx.wrapper.eval(), ctx.example_tensors(), str(out_path),
+                input_names=list(ctx.input_names), output_names=[output_name],
+                opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            )
+        except Exception as exc:
+            raise TargetError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _output_name(ctx: ExportContext) -> str:
+    return "logits" if ctx.task == "sequence-classification" else "embedding"
+
+
+def _opsets(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {imp.domain or "ai.onnx": int(imp.version) for imp in model.opset_import}
+
+
+class _Onnx(Target):
+    runtime = "onnxruntime"
+    suffix = ".onnx"
+    runtime_requirement = RUNTIME_REQUIREMENT
+    requires = ("onnx", "onnxruntime")
+
+
+@register
+class OnnxFp32(_Onnx):
+    name = "onnx-fp32"
+    description = "ONNX fp32 for onnxruntime (comparison baseline)"
+
+    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
+        export_onnx(ctx, out_path, _output_name(ctx))
+        return ExportResult(precision="fp32", details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path)})
+
+
+@register
+class OnnxInt8(_Onnx):
+    name = "onnx-int8"
+    description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
+
+    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        per_channel = bool(ctx.options.get("onnx_per_channel", True))
+        float_path = ctx.workdir / f"{self.name}.fp32.onnx"
+        export_onnx(ctx, float_path, _output_name(ctx))
+        try:
+            quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             extra_options={"MatMulConstBOnly": True})
+        except Exception as exc:
+            raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
+        fp32_size = float_path.stat().st_size
+        float_path.unlink()
+        return ExportResult(
+            precision="dynamic-int8",
+            notes=[f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"],
+            details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "per_channel": per_channel,
+                     "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size},
+        )
