@@ -32,15 +32,4 @@ def load_runner(runtime: str, path: Path | str, threads: int | None = None) -> R
     return runner_class(runtime)(Path(path), threads=threads)
 
 
-def available_runtimes() -> dict[str, str | None]:
-    """Map each runtime key to its installed version, or None when missing.
-
-    Only looks for the packages (importlib.metadata); imports nothing heavy.
-    """
-    out: dict[str, str | None] = {}
-    for key in RUNNERS:
-        out[key] = runner_class(key).installed_version()
-    return out
-
-
-__all__ = ["Runner", "RunnerUnavailable", "RUNNERS", "runner_class", "load_runner", "available_runtimes"]
+__all__ = ["Runner", "RunnerUnavailable", "RUNNERS", "runner_class", "load_runner"]
