@@ -4,7 +4,9 @@
 needs (TFLite: builtin operator codes and versions; ``.ptl``: bytecode version
 and root operators) and checks it against the runtime the user declared for the
 device (a pip-style requirement such as ``ai-edge-litert>=2.3``,
-``tflite-runtime==2.14``, ``tflite-micro`` or ``torch>=2.13``).
+``tflite-runtime==2.14`` or ``torch>=2.13``). tflite-micro is not in the
+tables: its Python interpreter (tflite-micro 0.dev20261023) segfaults on the
+one-op probe models, so its registry could not be read this way.
 
 How the tables in ``targets/data`` were derived
 -----------------------------------------------
@@ -12,8 +14,7 @@ How the tables in ``targets/data`` were derived
 ``probe_models()`` builds, for every ``BuiltinOperator`` and version 1..15, a
 one-op flatbuffer; ``probe_interpreter()`` constructs the runtime's
 ``Interpreter`` on each. Construction resolves every operator code against the
-registry (``BuiltinOpResolver`` in LiteRT/tflite-runtime, the all-ops resolver
-in tflite-micro) and fails with "Didn't find op for builtin opcode ..." when
+registry (``BuiltinOpResolver`` in LiteRT/tflite-runtime) and fails with "Didn't find op for builtin opcode ..." when
 the (op, version) pair is not registered; the highest version that resolves is
 the table entry. The probe ran inside a throwaway virtual environment per
 runtime release (tflite-runtime 2.14.0 needs numpy<2, so it never enters the
@@ -58,7 +59,7 @@ PROBE_MAX_VERSION = 15
 _UNSUPPORTED_MARKERS = ("didn't find op", "out of range", "not supported", "unsupported")
 #: declared-runtime names understood per runtime key (aliases -> table family)
 FAMILIES: dict[str, dict[str, str]] = {
-    "tflite": {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tflite-micro": "tflite-micro"},
+    "tflite": {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"},
     "torch-lite": {"torch": "torch", "pytorch": "torch", "pytorch-lite": "torch", "torch-lite": "torch"},
 }
 
@@ -205,16 +206,10 @@ def _verdict(report: CompatReport, family: str, spec, tables: dict[str, dict], n
 
     releases = sorted(tables, key=_release_key)
     floor, exclusive = _spec_floor(spec)
-    if floor is None and spec and not any(spec.contains(r, prereleases=True) for r in releases if r != "*"):
-        report.problems.append(f"{report.declared}: no known {family} release in that range")
-        return report
-    if "*" in tables:  # a versionless table (tflite-micro): one registry for every release
-        lower = upper = "*"
-    else:
-        lower = next((r for r in reversed(releases) if floor is not None and Version(r) <= floor
-                      and not (exclusive and Version(r) == floor)), None)
-        upper = next((r for r in releases if floor is None or Version(r) > floor
-                      or (not exclusive and Version(r) == floor)), None)
+    lower = next((r for r in reversed(releases) if floor is not None and Version(r) <= floor
+                  and not (exclusive and Version(r) == floor)), None)
+    upper = next((r for r in releases if floor is None or Version(r) > floor
+                  or (not exclusive and Version(r) == floor)), None)
     report.checked_against = f"{family}=={lower}" if lower else (f"{family}=={upper} (upper bound)" if upper else None)
     unknown, failing = [], []
     for op in needed:
@@ -225,15 +220,14 @@ def _verdict(report: CompatReport, family: str, spec, tables: dict[str, dict], n
         else:
             unknown.append(op)
     for op in failing:
-        where = f"{family} {upper}" if upper != "*" else family
-        report.problems.append(f"{describe(op)} is not supported by {where} (the declaration admits it)")
+        report.problems.append(f"{describe(op)} is not supported by {family} {upper} (the declaration admits it)")
     if failing:
         report.compatible = False
         report.remedy = _remedy(failing, family, remedy_tables, supports)
     elif unknown:
-        known = ", ".join(r for r in releases)
-        report.problems.extend(f"{describe(op)}: unknown for {report.declared} (known {family} releases: {known})"
-                               for op in unknown)
+        shown = ", ".join(describe(op) for op in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        report.problems.append(f"cannot decide {len(unknown)} op(s) for {report.declared}: no known {family} release "
+                               f"at or below its lowest admitted version (known: {', '.join(releases)}): {shown}")
     else:
         report.compatible = True
     return report
@@ -246,7 +240,7 @@ def _remedy(failing: list[dict], family: str, all_tables: dict[str, dict[str, di
     for fam in [family] + sorted(f for f in all_tables if f != family):
         for release in sorted(all_tables[fam], key=_release_key):
             if all(supports(all_tables[fam][release], op) for op in failing):
-                options.append(f"{fam}>={release}" if release != "*" else fam)
+                options.append(f"{fam}>={release}")
                 break
     if not options:
         return "no known runtime release loads it: re-export with a target that avoids these ops"
@@ -258,7 +252,7 @@ def _remedy(failing: list[dict], family: str, all_tables: dict[str, dict[str, di
 def _release_key(release: str):
     from packaging.version import Version
 
-    return Version("0") if release == "*" else Version(release)
+    return Version(release)
 
 
 def _spec_floor(spec) -> tuple[Any, bool]:

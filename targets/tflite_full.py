@@ -32,6 +32,7 @@ import io
 import shutil
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +156,13 @@ class FullIntegerQuantizer:
         return {n for n in names if hasattr(qtyping.TFLOperationName, n) and n not in ("CAST", "QUANTIZE", "DEQUANTIZE")}
 
     def quantize(self, int16_ops: list[str], int8_ops: list[str], out_path: Path) -> Path:
+        """int16 activations where asked; an op without an int16 kernel in the policy then stays float."""
         from ai_edge_quantizer import qtyping, quantizer
 
         q = quantizer.Quantizer(str(self.float_path))
         for op in int16_ops:
-            q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)
+            if op in _int16_capable_ops():
+                q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 16, 8)
         for op in int8_ops:
             q.add_static_config(".*", getattr(qtyping.TFLOperationName, op), 8, 8)
         with quiet():
@@ -181,6 +184,16 @@ class FullIntegerQuantizer:
                                 num_threads=2, validate_output_tensors_only=True)
         outputs = result.get_signature_comparison_result("serving_default").output_tensors
         return float(min(m["cosine_similarity"] for m in outputs.values()))
+
+
+@lru_cache(maxsize=1)
+def _int16_capable_ops() -> frozenset[str]:
+    """Op types ai-edge-quantizer's default policy can give int16 activations."""
+    import json
+
+    from ai_edge_quantizer import default_policy
+
+    return frozenset(json.loads(default_policy.DEFAULT_JSON_POLICY)["ops_per_config"]["static_wi8_ai16"])
 
 
 def run_tflite(path: Path, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
@@ -314,7 +327,8 @@ class TFLiteInt8Full(Target):
 
         dtypes = tensor_dtypes(out_path)
         precision = "int8-full" if not selection.int16_ops else "int8-int16-mixed"
-        per_op = {op: "int16" for op in selection.int16_ops} | {op: "int8" for op in selection.int8_ops}
+        per_op = ({op: "int16" if op in _int16_capable_ops() else "float" for op in selection.int16_ops}
+                  | {op: "int8" for op in selection.int8_ops})
         leftover_float = float_ops(out_path)
         if leftover_float:
             notes.append(f"ops without an integer kernel in ai-edge-quantizer stay float: {', '.join(leftover_float)}")

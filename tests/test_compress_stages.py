@@ -71,6 +71,19 @@ def make_model(vocab_size: int, num_labels: int = 4):
     return BertForSequenceClassification(config).eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_quiet():
+    """Tiny models gain nothing from threads, and on a shared 2-core box extra threads thrash."""
+    from packager.compress.common import PROGRESS_BARS
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    token = PROGRESS_BARS.set(False)
+    yield
+    PROGRESS_BARS.reset(token)
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def data() -> LabelledData:
     return make_data()
@@ -84,7 +97,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def teacher(tokenizer, data, tmp_path_factory):
     model = make_model(len(tokenizer))
-    model, details = finetune(model, tokenizer, data, FinetuneSpec(epochs=4, lr=1e-3, batch_size=16),
+    model, details = finetune(model, tokenizer, data, FinetuneSpec(epochs=10, lr=2e-3, batch_size=16),
                               seq_len=SEQ_LEN, work_dir=tmp_path_factory.mktemp("ft"), seed=0)
     assert details["best_val_accuracy"] >= 0.9
     return model
@@ -166,18 +179,21 @@ def test_ffn_only_pruning_keeps_a_stock_bert_config(teacher, tokenizer, data, tm
     assert type(reloaded).__name__ == "BertForSequenceClassification"
 
 
-def test_importance_keeps_what_matters(teacher, tokenizer, data, tmp_path):
-    """Removing the least important quarter of FFN neurons hurts far less than removing the most important."""
+def test_importance_keeps_what_matters(teacher, tokenizer, data):
+    """Keeping the most important FFN neurons changes the outputs far less than keeping the least important."""
     from packager.compress.prune import importance_scores, rebuild
 
     heads, ffn = importance_scores(teacher, tokenizer, data, seq_len=SEQ_LEN, batches=8, batch_size=16, seed=0)
     all_heads = [list(range(len(h))) for h in heads]
-    keep = 32
-    best = [sorted(torch.topk(s, keep).indices.tolist()) for s in ffn]
-    worst = [sorted(torch.topk(-s, keep).indices.tolist()) for s in ffn]
-    acc_best = accuracy(rebuild(teacher, all_heads, best), tokenizer, data.validation, SEQ_LEN)
-    acc_worst = accuracy(rebuild(teacher, all_heads, worst), tokenizer, data.validation, SEQ_LEN)
-    assert acc_best > acc_worst
+    texts = data.validation.texts
+    reference = predict_logits(teacher, tokenizer, texts, SEQ_LEN)
+
+    def error(keep: list[list[int]]) -> float:
+        return float(np.abs(predict_logits(rebuild(teacher, all_heads, keep), tokenizer, texts, SEQ_LEN) - reference).mean())
+
+    best = [sorted(torch.topk(s, 32).indices.tolist()) for s in ffn]
+    worst = [sorted(torch.topk(-s, 32).indices.tolist()) for s in ffn]
+    assert error(best) < 0.5 * error(worst)
 
 
 def test_magnitude_prune_reports_sparsity_honestly(teacher, tokenizer, data, tmp_path):
@@ -212,8 +228,8 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
     reloaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert len(reloaded) == details["vocab_after"]
     np.testing.assert_allclose(predict_logits(trimmed, reloaded, data.test.texts, SEQ_LEN), reference, atol=1e-5)
-    ids = reloaded("unused7 rain")["input_ids"]
+    ids = reloaded("zebra rain")["input_ids"]
     assert max(ids) < details["vocab_after"]
-    assert reloaded.convert_ids_to_tokens(ids)[1:4] == ["u", "##n", "##u"]  # dropped words fall back to characters
+    assert reloaded.convert_ids_to_tokens(ids)[1:7] == ["z", "##e", "##b", "##r", "##a", "rain"]  # unseen: characters
     bare, bare_tok, _ = trim_vocab(_copy(teacher), tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=False))
-    assert bare_tok.convert_ids_to_tokens(bare_tok("unused7 rain")["input_ids"])[1:3] == ["[UNK]", "rain"]
+    assert bare_tok.convert_ids_to_tokens(bare_tok("zebra rain")["input_ids"])[1:3] == ["[UNK]", "rain"]

@@ -1,0 +1,320 @@
+"""CLINC150 case study: fine-tuned MiniLM-L6 teacher → distilled student → pruned → trimmed → int8 targets.
+
+    python benchmarks/clinc150.py --data ../shared/data/clinc150/data_oos_plus.json
+
+151 intents (``oos`` is a class): train = train + oos_train, validation = val +
+oos_val, test = test + oos_test (5500). Every model is packed as a bundle and
+all bundles are timed in this one run through ``device_bench.bench.bench_bundle``
+(batch 1, same seq_len, same thread count, samples from the test split). The
+fp32 rows are TorchScript (Lite Interpreter) fp32 artifacts of each stage's
+PyTorch model, so the teacher baseline is "fp32 PyTorch" measured the same way
+as everything else. Trained checkpoints are cached under ``--cache`` so an
+interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+FP32_TARGET = "torchscript-mobile-fp32"
+FINAL_TARGETS = ("torchscript-mobile", "tflite-int8", "onnx-int8")
+
+
+@dataclass
+class Row:
+    name: str
+    stage: str
+    target: str
+    precision: str
+    test_accuracy: float | None
+    size_mb: float | None
+    latency_p50_ms: float | None = None
+    latency_std_ms: float | None = None
+    peak_rss_mb: float | None = None
+    params: int | None = None
+    status: str = "ok"
+    note: str = ""
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def load_clinc(path: Path, intents: int | None):
+    """The three splits with oos folded in; ``intents`` keeps the first N intents (plus oos) for a quick slice."""
+    from packager.labelled_data import LabelledData, LabelledSplit
+
+    raw = json.loads(path.read_text())
+    pairs = {"train": raw["train"] + raw["oos_train"], "validation": raw["val"] + raw["oos_val"],
+             "test": raw["test"] + raw["oos_test"]}
+    names = sorted({label for _, label in pairs["train"]})
+    if intents is not None:
+        names = sorted([n for n in names if n != "oos"])[:intents] + ["oos"]
+    index = {n: i for i, n in enumerate(names)}
+    splits = {}
+    for split, rows in pairs.items():
+        rows = [(t, l) for t, l in rows if l in index]
+        splits[split] = LabelledSplit([t for t, _ in rows], [index[l] for _, l in rows])
+    return LabelledData(train=splits["train"], validation=splits["validation"], test=splits["test"], labels=names)
+
+
+def cached(cache: Path, name: str, key: dict[str, Any], build):
+    """Load ``cache/name`` when its key matches, else build (model, tokenizer, details) and save it."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.compress import pruned_bert  # noqa: F401
+
+    folder = cache / name
+    meta = folder / "edgepack-cache.json"
+    if meta.is_file() and json.loads(meta.read_text())["key"] == key:
+        log(f"{name}: cached at {folder}")
+        info = json.loads(meta.read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+        return model, AutoTokenizer.from_pretrained(folder), info["details"]
+    started = time.perf_counter()
+    model, tokenizer, details = build()
+    details = {**details, "train_seconds": round(time.perf_counter() - started, 1)}
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    meta.write_text(json.dumps({"key": key, "details": details}, indent=2, default=str))
+    log(f"{name}: built in {details['train_seconds']:.0f} s, saved to {folder}")
+    return model, tokenizer, details
+
+
+def pack(name: str, model, tokenizer, labels, data, targets: list[str], out: Path, seq_len: int, calib: list[str]):
+    from packager.models import LoadedModel
+    from packager.pack import pack_model
+    from packager.tasks import get_task
+
+    bundle = out / name
+    loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=f"clinc150/{name}",
+                         task=get_task("sequence-classification"), labels=labels)
+    started = time.perf_counter()
+    result = pack_model(loaded, bundle, targets, seq_len, calib, labelled=(data.test.texts, data.test.labels),
+                        force=True, min_agreement=0.95, allow_parity_failure=True)
+    log(f"{name}: packed {', '.join(targets)} in {time.perf_counter() - started:.0f} s "
+        f"({', '.join(f'{e.name}={e.status}' for e in result.manifest.targets)})")
+    return bundle, result.manifest
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True, help="data_oos_plus.json of CLINC150")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache" / "clinc150")
+    ap.add_argument("--intents", type=int, default=None, help="keep only N intents (+ oos): a quick slice")
+    ap.add_argument("--seq-len", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for training and for every timed runtime")
+    ap.add_argument("--teacher-epochs", type=float, default=3.0)
+    ap.add_argument("--teacher-lr", type=float, default=1e-4)
+    ap.add_argument("--student-layers", default="0,2,4")
+    ap.add_argument("--student-epochs", type=float, default=4.0)
+    ap.add_argument("--student-lr", type=float, default=2e-4)
+    ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--prune-heads", type=float, default=0.25)
+    ap.add_argument("--prune-ffn", type=float, default=0.5)
+    ap.add_argument("--recovery-epochs", type=float, default=2.0)
+    ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
+    ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
+    args = ap.parse_args()
+    if not args.data.is_file():
+        print(f"clinc150: --data {args.data}: no such file", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from packager.compress.common import set_threads
+    from packager.compress.distill import distill
+    from packager.compress.evaluate import accuracy, count_params
+    from packager.compress.finetune import finetune
+    from packager.compress.prune import prune
+    from packager.compress.trim_vocab import trim_vocab
+    from packager.models import load_model
+    from packager.recipe import DistillSpec, FinetuneSpec, PruneSpec, RecoverySpec, StudentSpec, TrimVocabSpec
+    from packager.recipe_run import calibration_texts
+
+    set_threads(args.threads)
+    started = time.perf_counter()
+    data = load_clinc(args.data, args.intents)
+    log(f"data: {data.summary()}; torch threads {torch.get_num_threads()}")
+    cache = args.cache if args.intents is None else args.cache.with_name(args.cache.name + f"-{args.intents}")
+    work = cache / "work"
+    seq_len = args.seq_len
+    layers = [int(x) for x in args.student_layers.split(",")]
+    stage_details: dict[str, Any] = {}
+
+    def build_teacher():
+        loaded = load_model(None, "sequence-classification", labels=data.labels)
+        spec = FinetuneSpec(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32)
+        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len, work_dir=work / "teacher")
+        return model, loaded.tokenizer, details
+
+    teacher_key = {"epochs": args.teacher_epochs, "lr": args.teacher_lr, "seq_len": seq_len, "intents": args.intents}
+    teacher, tokenizer, stage_details["teacher"] = cached(cache, "teacher", teacher_key, build_teacher)
+
+    def build_student():
+        spec = DistillSpec(student=StudentSpec(layers=layers), temperature=args.temperature, alpha=args.alpha,
+                           epochs=args.student_epochs, lr=args.student_lr, batch_size=32)
+        model, details = distill(teacher, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "student")
+        return model, tokenizer, details
+
+    student_key = {"teacher": teacher_key, "layers": layers, "T": args.temperature, "alpha": args.alpha,
+                   "epochs": args.student_epochs, "lr": args.student_lr}
+    student, _, stage_details["student"] = cached(cache, "student", student_key, build_student)
+
+    def build_pruned():
+        spec = PruneSpec(method="structured", heads=args.prune_heads, ffn=args.prune_ffn, batch_size=32,
+                         importance_batches=64, recovery=RecoverySpec(epochs=args.recovery_epochs, lr=1e-4,
+                                                                        temperature=args.temperature, alpha=args.alpha))
+        model, details = prune(student, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "pruned")
+        return model, tokenizer, details
+
+    pruned_key = {"student": student_key, "heads": args.prune_heads, "ffn": args.prune_ffn,
+                  "recovery_epochs": args.recovery_epochs}
+    pruned, _, stage_details["pruned"] = cached(cache, "pruned", pruned_key, build_pruned)
+
+    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(pruned, tokenizer, data.train.texts, TrimVocabSpec())
+    # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
+    from transformers import AutoModelForSequenceClassification
+
+    pruned = AutoModelForSequenceClassification.from_pretrained(cache / "pruned", attn_implementation="eager").eval()
+
+    models = [("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer),
+              ("student", f"distilled student (teacher layers {layers})", student, tokenizer),
+              ("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})", pruned, tokenizer),
+              ("trimmed", "+ vocabulary trimmed to the training data", trimmed, trimmed_tok)]
+    fp32_acc = {}
+    for name, _, model, tok in models:
+        fp32_acc[name] = accuracy(model, tok, data.test, seq_len)
+        log(f"{name}: fp32 PyTorch test accuracy {fp32_acc[name]:.4f}, {count_params(model) / 1e6:.2f}M params")
+
+    from targets import TARGETS
+
+    finals = [t for t in FINAL_TARGETS if t in TARGETS]
+    calib = calibration_texts(data, 200, 42)
+    bundles_dir = cache / "bundles"
+    bundles = []
+    for name, _, model, tok in models:
+        targets = [FP32_TARGET] + (finals if name == "trimmed" else [])
+        bundles.append((name, *pack(name, model, tok, data.labels, data, targets, bundles_dir, seq_len, calib)))
+
+    from device_bench.bench import bench_bundle
+    from device_bench.fingerprint import fingerprint
+
+    rows: list[Row] = []
+    descriptions = {name: desc for name, desc, _, _ in models}
+    params = {name: count_params(model) for name, _, model, _ in models}
+    for name, bundle, manifest in bundles:
+        log(f"bench {name}")
+        report = bench_bundle(bundle, threads=[args.threads], runs=args.runs, min_seconds=2.0, warmup=20)
+        timing = {r.target: r for r in report.results}
+        for entry in manifest.targets:
+            res = timing.get(entry.name)
+            row = Row(name=descriptions[name] if entry.name == FP32_TARGET else f"final: {entry.name}",
+                      stage=name, target=entry.name, precision=entry.precision or "-",
+                      test_accuracy=entry.parity.accuracy if entry.parity else None,
+                      size_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None, params=params[name],
+                      status=entry.status, note=entry.error or "")
+            if res is not None and res.latency_ms is not None:
+                row.latency_p50_ms, row.latency_std_ms = res.latency_ms.p50, res.latency_ms.std
+                row.peak_rss_mb = res.peak_rss_mb
+            elif res is not None:
+                row.note = (row.note + " " + (res.error or res.status)).strip()
+            rows.append(row)
+    fp = report.fingerprint
+    elapsed = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    raw = {"rows": [asdict(r) for r in rows], "fp32_pytorch_accuracy": fp32_acc, "stages": stage_details,
+           "fingerprint": fp, "command": command, "seconds": round(elapsed), "args": vars(args) | {
+               "data": str(args.data), "out": str(args.out), "cache": str(args.cache)},
+           "data": data.summary(), "protocol": report.protocol}
+    (args.out / f"{args.name}.json").write_text(json.dumps(raw, indent=2, default=str))
+    write_markdown(args.out / f"{args.name}.md", rows, raw)
+    write_plot(args.out / f"{args.name}.png", rows)
+    log(f"done in {elapsed / 60:.1f} min: {args.out / args.name}.md")
+    print((args.out / f"{args.name}.md").read_text())
+    return 0
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
+    teacher = next(r for r in rows if r.stage == "teacher")
+    lines = [
+        "# CLINC150: distillation, pruning, vocabulary trimming and int8 on MiniLM-L6",
+        "",
+        f"Test split: {raw['data']['test']} utterances, {raw['data']['classes']} classes (150 intents + `oos`). "
+        f"Batch 1, seq_len {raw['args']['seq_len']}, {raw['args']['threads']} thread(s), every row timed in one run "
+        "through `device_bench` (fresh worker process per artifact; samples = tokenized training texts).",
+        "",
+        "| model | artifact | test acc % | Δ vs teacher (pt) | size MB | × smaller | latency p50 ± std ms | × faster | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        delta = None if r.test_accuracy is None else (r.test_accuracy - teacher.test_accuracy) * 100
+        smaller = teacher.size_mb / r.size_mb if r.size_mb else None
+        faster = teacher.latency_p50_ms / r.latency_p50_ms if r.latency_p50_ms and teacher.latency_p50_ms else None
+        lat = "-" if r.latency_p50_ms is None else f"{r.latency_p50_ms:.2f} ± {r.latency_std_ms:.2f}"
+        artifact = f"{r.target} ({r.precision})" + ("" if r.status == "ok" else f" — {r.status}: {r.note[:80]}")
+        lines.append(f"| {r.name} | {artifact} | {_fmt(r.test_accuracy and r.test_accuracy * 100, '.2f')} | "
+                     f"{_fmt(delta, '+.2f')} | {_fmt(r.size_mb, '.1f')} | {_fmt(smaller, '.1f')} | {lat} | "
+                     f"{_fmt(faster, '.1f')} | {_fmt(r.peak_rss_mb, '.0f')} |")
+    lines += ["", "fp32 PyTorch (eager) test accuracy per stage: " + ", ".join(
+        f"{k} {v * 100:.2f}%" for k, v in raw["fp32_pytorch_accuracy"].items()), ""]
+    lines += ["## Stages", "", "```json", json.dumps(raw["stages"], indent=1, default=str)[:6000], "```", ""]
+    fp = raw["fingerprint"]
+    lines += ["## Machine", "", "```json", json.dumps(fp, indent=1, default=str)[:3000], "```", "",
+              "## Command", "", "```", raw["command"], "```", "", f"Wall time of the run: {raw['seconds'] / 60:.0f} min "
+              "(cached stages are loaded, not retrained).", ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(path: Path, rows: list[Row]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in rows if r.latency_p50_ms is not None and r.test_accuracy is not None and r.size_mb]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for r in pts:
+        ax.scatter(r.latency_p50_ms, r.test_accuracy * 100, s=max(r.size_mb, 0.5) * 12, alpha=0.55,
+                   label=f"{r.stage}: {r.target} ({r.size_mb:.1f} MB)")
+        ax.annotate(f"{r.stage}\n{r.target}", (r.latency_p50_ms, r.test_accuracy * 100), fontsize=7,
+                    xytext=(6, 4), textcoords="offset points")
+    teacher = next((r for r in pts if r.stage == "teacher"), None)
+    if teacher:
+        ax.axhline(teacher.test_accuracy * 100, ls="--", lw=0.8, color="grey")
+    ax.set_xlabel("latency p50, batch 1 (ms)")
+    ax.set_ylabel("CLINC150 test accuracy (%)")
+    ax.set_title("CLINC150: accuracy vs latency (marker area ∝ model size)")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", markerscale=0.4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

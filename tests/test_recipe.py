@@ -1,0 +1,165 @@
+"""Recipes: validation naming the bad key, `recipe show`, and whole recipes packed end to end."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from device_bench.manifest import Manifest
+from packager.errors import EdgepackError
+from packager.recipe import RecipeError, load_recipe, parse_recipe
+from packager.recipe_cli import pack_from_recipe, recipe
+
+KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
+            "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
+FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
+UNUSED = [f"word{chr(97 + i)}" for i in range(26)]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    names = list(KEYWORDS)
+    rows = []
+    for i in range(n):
+        label = names[i % len(names)]
+        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "intent": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A tiny random BERT without a task head (like the built-in model) and JSONL/CSV splits."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root = tmp_path_factory.mktemp("recipe")
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+    tokens += FILLER + [w for ws in KEYWORDS.values() for w in ws] + UNUSED
+    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(root / "model")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokens), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=128, max_position_embeddings=64)).save_pretrained(root / "model")
+    data = root / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 320, 1), ("val", 64, 2)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    test = _rows(64, 3)
+    (data / "test.csv").write_text("text,intent\n" + "".join(f"{r['text']},{r['intent']}\n" for r in test))
+    return root
+
+
+def _recipe(workspace: Path, stages: list, **extra) -> dict:
+    return {"model": str(workspace / "model"), "task": "sequence-classification",
+            "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.csv",
+                     "label_column": "intent"},
+            "seq_len": 16, "threads": 1, "stages": stages, "targets": ["torchscript-mobile"], **extra}
+
+
+def _write(workspace: Path, name: str, content: dict) -> Path:
+    path = workspace / name
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+FINETUNE = {"finetune": {"epochs": 10, "lr": 2.0e-3, "batch_size": 16}}
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda r: r["stages"].append({"distill": {"temprature": 3}}), "stages[1].distill.temprature"),
+    (lambda r: r["stages"].append({"prune": {"method": "random"}}), "stages[1].prune.method"),
+    (lambda r: r["stages"].append({"prune": {"method": "structured", "heads": 1.5}}), "stages[1].prune.heads"),
+    (lambda r: r["stages"].append({"prune": {"method": "magnitude", "ffn": 0.5}}), "stages[1].prune.ffn"),
+    (lambda r: r["stages"].append({"distill": {"student": {"layers": [0], "model": "x"}}}), "stages[1].distill.student"),
+    (lambda r: r["stages"].append({"quantise": {}}), "stages[1].quantise"),
+    (lambda r: r["stages"][0]["finetune"].update(epochs="three"), "stages[0].finetune.epochs"),
+    (lambda r: r["stages"][0]["finetune"].update(batch_size=0), "stages[0].finetune.batch_size"),
+    (lambda r: r.update(seq_len=1), "seq_len"),
+    (lambda r: r.update(sequence_length=64), "sequence_length"),
+    (lambda r: r.update(gate={"max_drop": 0.1}), "gate.max_drop"),
+    (lambda r: r.update(task="feature-extraction"), "task"),
+    (lambda r: r["data"].pop("train"), "data.train"),
+    (lambda r: r["data"].pop("validation"), "data.validation"),
+    (lambda r: r["stages"].append({"trim_vocab": {"splits": ["dev"]}}), "stages[1].trim_vocab.splits[0]"),
+])
+def test_validation_errors_name_the_key(workspace, mutate, key):
+    raw = _recipe(workspace, [json.loads(json.dumps(FINETUNE))])
+    mutate(raw)
+    with pytest.raises(RecipeError) as err:
+        parse_recipe(raw, workspace)
+    assert str(err.value).startswith(f"recipe {key}:"), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_recipe_show_fills_defaults(workspace):
+    path = _write(workspace, "show.yaml", _recipe(workspace, [FINETUNE, {"distill": {"student": {"layers": [0, 2]}}},
+                                                             {"prune": {"method": "structured", "heads": 0.25}},
+                                                             "trim_vocab"]))
+    result = CliRunner().invoke(recipe, ["show", str(path)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["stages"][1]["distill"]["temperature"] == 2.0
+    assert shown["stages"][2]["prune"]["recovery"]["epochs"] == 1.0
+    assert "sparsity" not in shown["stages"][2]["prune"]  # irrelevant to structured pruning
+    assert shown["stages"][3] == {"trim_vocab": {"splits": ["train"], "keep_ascii_chars": True}}
+    assert shown["gate"] == {"max_accuracy_drop": None}
+    bad = CliRunner().invoke(recipe, ["show", str(workspace / "missing.yaml")])
+    assert bad.exit_code != 0
+
+
+def test_bad_data_column_is_a_one_line_error(workspace, tmp_path):
+    raw = _recipe(workspace, [FINETUNE])
+    raw["data"]["label_column"] = "label"
+    with pytest.raises(EdgepackError, match=r"^recipe data.label_column: train.jsonl has no column 'label'"):
+        pack_from_recipe(_write(workspace, "badcol.yaml", raw), tmp_path / "out", force=False, archive=False,
+                         progress=False)
+
+
+def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_path):
+    stages = [FINETUNE,
+              {"distill": {"student": {"layers": [1, 3]}, "temperature": 4, "alpha": 0.5, "epochs": 3, "lr": 1.0e-3,
+                           "batch_size": 16}},
+              {"prune": {"method": "structured", "heads": 0.25, "ffn": 0.5, "importance_batches": 8, "batch_size": 16,
+                         "recovery": {"epochs": 2, "lr": 5.0e-4, "batch_size": 16}}},
+              {"trim_vocab": {}}]
+    path = _write(workspace, "full.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.1}, calib_samples=32))
+    out = tmp_path / "bundle"
+    assert pack_from_recipe(path, out, force=False, archive=True, progress=False) == 0
+    manifest = Manifest.load(out)
+    rows = {r["stage"]: r for r in manifest.stages}
+    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "distill", "prune", "trim_vocab",
+                                                     "target torchscript-mobile", "gate"]
+    assert rows["finetune"]["test_accuracy"] >= 0.9
+    assert rows["distill"]["params"] < rows["finetune"]["params"]
+    assert rows["prune"]["details"]["heads_after"] != rows["prune"]["details"]["heads_before"]
+    assert rows["trim_vocab"]["details"]["vocab_after"] < rows["trim_vocab"]["details"]["vocab_before"]
+    assert manifest.model.vocab_size == rows["trim_vocab"]["details"]["vocab_after"]
+    assert manifest.model.num_layers == 2
+    assert rows["gate"]["details"]["passed"] is True
+    (target,) = manifest.targets
+    assert target.status == "ok" and target.parity.accuracy >= 0.85
+    assert manifest.recipe["stages"][1]["distill"]["student"] == {"layers": [1, 3]}
+    assert (tmp_path / "bundle.tar.gz").is_file()
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(out / "tokenizer")) == manifest.model.vocab_size
+
+
+def test_gate_fails_a_recipe_that_destroys_accuracy(workspace, tmp_path):
+    stages = [FINETUNE, {"prune": {"method": "magnitude", "sparsity": 0.95, "recovery": None}}]
+    path = _write(workspace, "bad.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.02}))
+    out = tmp_path / "bundle"
+    from packager.recipe_run import run_recipe
+
+    outcome = run_recipe(load_recipe(path), out, show_bars=False)
+    assert outcome.exit_code == 1 and not outcome.gate.passed
+    assert "final fp32" in outcome.gate.failures[0]
+    assert outcome.rows[-1].stage == "gate" and outcome.rows[-2].stage == "prune"
+    assert outcome.rows[-2].test_accuracy < outcome.reference_accuracy - 0.02
+    assert not out.exists()  # nothing is converted or written once the fp32 model misses the line

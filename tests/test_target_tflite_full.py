@@ -1,0 +1,117 @@
+"""tflite-int8-full on a tiny random BERT: really integer, agrees with fp32 on held-out texts, float outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_quantizer")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ai_edge_litert import schema_py_generated as schema  # noqa: E402
+
+from targets import ExportContext, get_target  # noqa: E402
+from targets.tflite_full import float_ops, tensor_dtypes  # noqa: E402
+
+SEQ = 24
+NAMES = ["input_ids", "attention_mask"]
+
+
+def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Token ids with realistic right padding (lengths 4..SEQ)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 1000, (n, SEQ)).astype(np.int32)
+    mask = np.zeros((n, SEQ), np.int32)
+    for i, k in enumerate(rng.integers(4, SEQ + 1, n)):
+        mask[i, :k] = 1
+        ids[i, k:] = 0
+    ids[:, 0] = 2
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class _Pool(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.model(input_ids=input_ids.long(), attention_mask=attention_mask.long()).last_hidden_state
+        m = attention_mask.unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
+    model = transformers.BertModel(config).eval()
+    wrapper = _Pool(model).eval()
+    calib = _inputs(110, seed=1)
+    work = tmp_path_factory.mktemp("full")
+    ctx = ExportContext(wrapper=wrapper, hf_model=model, task="feature-extraction", seq_len=SEQ, input_names=NAMES,
+                        example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
+                        options={"calib_samples": 100})
+    target = get_target("tflite-int8-full")
+    path = work / "model.tflite"
+    result = target.export(ctx, path)
+    return target, path, result, wrapper
+
+
+def test_tensors_are_integer(exported):
+    _, path, result, _ = exported
+    dtypes = tensor_dtypes(path)
+    assert dtypes.get("int8", 0) > 50 and dtypes == result.details["tensor_dtypes"]
+    # only the mask cast, the L2-norm's ABS and the output dequantize may be float
+    assert dtypes.get("float32", 0) <= 6
+    assert set(float_ops(path)) <= {"ABS"}
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    fc_weight_types = set()
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.FULLY_CONNECTED:
+            fc_weight_types.add(graph.Tensors(op.Inputs(1)).Type())
+    assert fc_weight_types == {schema.TensorType.INT8}
+    assert set(result.details["activations_per_op"].values()) <= {"int8", "int16", "float"}
+    assert result.details["calibration_samples"] == 100
+
+
+def test_agrees_with_fp32_on_held_out_inputs(exported):
+    target, path, _, wrapper = exported
+    held_out = _inputs(24, seed=7)
+    runner = target.load(path)
+    with torch.inference_mode():
+        ref = wrapper(*(torch.from_numpy(held_out[n]) for n in NAMES)).numpy()
+    out = np.concatenate([runner.run({n: held_out[n][i:i + 1] for n in NAMES}) for i in range(24)])
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.mean() >= 0.99, cos
+
+
+def test_output_is_dequantized_from_an_integer_tensor(exported):
+    """Either the file ends in DEQUANTIZE(int tensor), or its output is integer and the runner dequantizes."""
+    target, path, _, _ = exported
+    runner = target.load(path)
+    detail = runner.interpreter.get_output_details()[0]
+    sample = _inputs(1, seed=3)
+    out = runner.run(sample)
+    assert out.dtype == np.float32
+    if np.dtype(detail["dtype"]).kind == "i":
+        raw = runner.interpreter.get_tensor(detail["index"])
+        scale, zero = detail["quantization"]
+        np.testing.assert_allclose(out, (raw.astype(np.float32) - zero) * scale, rtol=1e-6)
+        return
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    output_index = graph.Outputs(0)
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        if op.Outputs(0) == output_index:
+            code = model.OperatorCodes(op.OpcodeIndex())
+            assert max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.DEQUANTIZE
+            assert graph.Tensors(op.Inputs(0)).Type() in (schema.TensorType.INT8, schema.TensorType.INT16)
+            return
+    pytest.fail("no op produces the output tensor")
