@@ -281,20 +281,17 @@ def inspect_cmd(bundle: Path, as_json: bool) -> None:
 
 
 def _register_optional_commands() -> None:
-    """Commands that live beside their subsystem (bench and agent in device_bench, recipes in packager)."""
-    import importlib
+    """Commands that live beside their subsystem: bench/devices/agent in device_bench, recipes and reports here."""
+    from device_bench.cli import main as agent_cli
+    from device_bench.host_cli import bench, devices
 
-    for module, names in (("device_bench.host_cli", {"bench": "bench", "devices": "devices"}),
-                          ("device_bench.cli", {"main": "agent"}),
-                          ("packager.recipe_cli", {"recipe": "recipe"}),
-                          ("packager.report_cli", {"report": "report"})):
-        try:  # DEVGUARD: helpers are still writing these modules
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError:
-            continue
-        for attr, name in names.items():
-            if hasattr(mod, attr) and name not in cli.commands:
-                cli.add_command(getattr(mod, attr), name)
+    from .recipe_cli import recipe
+    from .report_cli import report
+
+    for command, name in ((bench, "bench"), (devices, "devices"), (agent_cli, "agent"), (recipe, "recipe"),
+                          (report, "report")):
+        if name not in cli.commands:
+            cli.add_command(command, name)
 
 
 def main(argv: list[str] | None = None) -> None:

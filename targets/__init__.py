@@ -13,11 +13,7 @@ from .base import TARGETS, ExportContext, ExportResult, Target, TargetError, get
 BUILTIN_MODULES = ("torchscript_mobile", "tflite", "tflite_full", "onnx_int8", "executorch")
 
 for _module in BUILTIN_MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_module}")
-    except ModuleNotFoundError as exc:  # a target module not present in this build
-        if exc.name != f"{__name__}.{_module}":
-            raise
+    importlib.import_module(f"{__name__}.{_module}")
 
 DEFAULT_TARGETS = ("torchscript-mobile", "tflite-int8")
 

@@ -82,10 +82,7 @@ class Target(ABC):
 
     def compatibility(self, path: Path, declared_runtime: str | None) -> dict[str, Any] | None:
         """Ops/bytecode of the artifact checked against a declared device runtime (see ``compat``)."""
-        try:  # DEVGUARD: compat is being written
-            from .compat import check_compatibility
-        except ModuleNotFoundError:
-            return None
+        from .compat import check_compatibility
 
         return check_compatibility(self.runtime, path, declared_runtime)
 
