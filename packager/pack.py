@@ -245,7 +245,8 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     if compat is not None:
         entry.details["compatibility"] = compat
         if compat.get("compatible") is False:
-            entry.error = f"incompatible with {declared_runtime}: " + "; ".join(compat.get("problems", []))[:500]
+            remedy = f" — remedy: {compat['remedy']}" if compat.get("remedy") else ""
+            entry.error = f"incompatible with {declared_runtime}: {'; '.join(compat.get('problems', []))[:500]}{remedy}"
             _drop_artifact(entry, path)
             return entry
     if not shortfalls:

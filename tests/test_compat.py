@@ -62,19 +62,34 @@ def test_recent_runtime_passes_and_old_one_is_rejected(tflite_artifact):
     assert "ai-edge-litert>=" in bad["remedy"]
 
 
-def test_synthetic_too_new_op_version_is_flagged(tmp_path):
-    """An op version above every table: incompatible for any declaration, with no runtime to suggest."""
+def _one_op_model(tmp_path, op: str, version: int):
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     from targets.compat import probe_models
 
-    model = schema.ModelT.InitFromPackedBuf(probe_models(max_version=1)[("ADD", 1)], 0)
-    model.operatorCodes[0].version = 12
+    model = schema.ModelT.InitFromPackedBuf(probe_models(max_version=1)[(op, 1)], 0)
+    model.operatorCodes[0].version = version
     builder = flatbuffers.Builder(256)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path = tmp_path / "add_v12.tflite"
+    path = tmp_path / f"{op}_v{version}.tflite"
     path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+def test_gather_nd_v5_rejected_for_tflite_runtime_214(tmp_path):
+    """The issue's failure: tflite-runtime 2.14 has no GATHER_ND v5; LiteRT does."""
+    path = _one_op_model(tmp_path, "GATHER_ND", 5)
+    bad = check_compatibility("tflite", path, "tflite-runtime==2.14")
+    assert bad["compatible"] is False
+    assert bad["problems"] == ["GATHER_ND version 5 is not supported by tflite-runtime 2.14.0 (the declaration admits it)"]
+    assert bad["remedy"] == "no tflite-runtime release loads it; switch the device to ai-edge-litert>=1.0.1"
+    assert check_compatibility("tflite", path, "ai-edge-litert>=2.3")["compatible"] is True
+
+
+def test_synthetic_too_new_op_version_is_flagged(tmp_path):
+    """An op version above every table: incompatible for any declaration, with no runtime to suggest."""
+    path = _one_op_model(tmp_path, "ADD", 12)
     report = check_compatibility("tflite", path, "ai-edge-litert>=2.3")
     assert report["compatible"] is False and "ADD version 12" in report["problems"][0]
     assert "no known runtime release" in report["remedy"]
