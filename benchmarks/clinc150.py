@@ -120,7 +120,8 @@ def main() -> int:
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache" / "clinc150")
     ap.add_argument("--intents", type=int, default=None, help="keep only N intents (+ oos): a quick slice")
     ap.add_argument("--seq-len", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for training and for every timed runtime")
+    ap.add_argument("--threads", type=int, default=1, help="threads of every timed runtime (batch-1 latency)")
+    ap.add_argument("--train-threads", type=int, default=2, help="torch threads for training and evaluation")
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
     ap.add_argument("--teacher-lr", type=float, default=1e-4)
     ap.add_argument("--student-layers", default="0,2,4")
@@ -131,6 +132,8 @@ def main() -> int:
     ap.add_argument("--prune-heads", type=float, default=0.25)
     ap.add_argument("--prune-ffn", type=float, default=0.5)
     ap.add_argument("--recovery-epochs", type=float, default=2.0)
+    ap.add_argument("--trim-keep-chars", action="store_true",
+                    help="trim_vocab keeps single ASCII characters (unseen words spelled out instead of [UNK])")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
     ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
     args = ap.parse_args()
@@ -150,7 +153,7 @@ def main() -> int:
     from packager.recipe import DistillSpec, FinetuneSpec, PruneSpec, RecoverySpec, StudentSpec, TrimVocabSpec
     from packager.recipe_run import calibration_texts
 
-    set_threads(args.threads)
+    set_threads(args.train_threads)
     started = time.perf_counter()
     data = load_clinc(args.data, args.intents)
     log(f"data: {data.summary()}; torch threads {torch.get_num_threads()}")
@@ -188,13 +191,15 @@ def main() -> int:
 
     pruned_key = {"student": student_key, "heads": args.prune_heads, "ffn": args.prune_ffn,
                   "recovery_epochs": args.recovery_epochs}
-    pruned, _, stage_details["pruned"] = cached(cache, "pruned", pruned_key, build_pruned)
+    pruned_name = f"pruned-h{args.prune_heads:g}-f{args.prune_ffn:g}-r{args.recovery_epochs:g}"
+    pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
 
-    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(pruned, tokenizer, data.train.texts, TrimVocabSpec())
+    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
+        pruned, tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=args.trim_keep_chars))
     # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
     from transformers import AutoModelForSequenceClassification
 
-    pruned = AutoModelForSequenceClassification.from_pretrained(cache / "pruned", attn_implementation="eager").eval()
+    pruned = AutoModelForSequenceClassification.from_pretrained(cache / pruned_name, attn_implementation="eager").eval()
 
     models = [("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer),
               ("student", f"distilled student (teacher layers {layers})", student, tokenizer),
@@ -209,7 +214,7 @@ def main() -> int:
 
     finals = [t for t in FINAL_TARGETS if t in TARGETS]
     calib = calibration_texts(data, 200, 42)
-    bundles_dir = cache / "bundles"
+    bundles_dir = cache / f"bundles-{args.name}"
     bundles = []
     for name, _, model, tok in models:
         targets = [FP32_TARGET] + (finals if name == "trimmed" else [])

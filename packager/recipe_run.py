@@ -60,6 +60,14 @@ def load_recipe_data(recipe: Recipe) -> LabelledData:
     return load_labelled(paths, recipe.data.text_column, recipe.data.label_column, recipe.data.labels)
 
 
+def model_source(recipe: Recipe) -> str | None:
+    """``model:`` as a folder relative to the recipe when one exists there, else as given (a Hub id)."""
+    if recipe.model is None:
+        return None
+    local = Path(recipe.base_dir) / Path(recipe.model).expanduser()
+    return str(local) if not Path(recipe.model).is_absolute() and local.is_dir() else recipe.model
+
+
 def calibration_texts(data: LabelledData, n: int, seed: int) -> list[str]:
     """A seeded sample of training texts: what the targets calibrate on and check parity with."""
     texts = list(data.train.texts)
@@ -131,15 +139,22 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     emit = on_row or (lambda _row: None)
     out_dir = Path(out_dir)
     targets = list(recipe.targets or DEFAULT_TARGETS)
-    validate_request(targets, recipe.seq_len)
+    try:
+        validate_request(targets, recipe.seq_len)
+    except EdgepackError as exc:  # name the recipe key, not the CLI flag
+        message = str(exc).replace("--targets", "recipe targets").replace("--seq-len", "recipe seq_len")
+        raise EdgepackError(message) from None
     check_destination(out_dir, force)  # before hours of training, not after
+    import torch
+
+    threads_before = torch.get_num_threads()
     set_threads(recipe.threads)
     token = PROGRESS_BARS.set(show_bars)
     try:
         step("load data")
         data = load_recipe_data(recipe)
         step("load model")
-        loaded = load_model(recipe.model, recipe.task, labels=data.labels)
+        loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
             raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
@@ -187,6 +202,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
                             min_agreement=recipe.parity.min_agreement, progress=step)
     finally:
         PROGRESS_BARS.reset(token)
+        torch.set_num_threads(threads_before)
 
     for entry in result.manifest.targets:
         acc = entry.parity.accuracy if entry.parity is not None else None

@@ -46,7 +46,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 REPORT_SCHEMA_VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -324,10 +324,3 @@ def installed_litert_table() -> dict[str, int]:
 
     return probe_interpreter(lambda content: Interpreter(model_content=content), probe_models())
 
-
-def tables_for(family: str) -> dict[str, Any]:
-    return _load_table(TFLITE_TABLE)["runtimes"][family]
-
-
-def known_families(runtime_key: str) -> Iterable[str]:
-    return sorted(set(FAMILIES.get(runtime_key, {}).values()))

@@ -332,8 +332,9 @@ class TFLiteInt8Full(Target):
         leftover_float = float_ops(out_path)
         if leftover_float:
             notes.append(f"ops without an integer kernel in ai-edge-quantizer stay float: {', '.join(leftover_float)}")
-        if selection.int16_ops:
-            notes.append(f"int16 activations for {', '.join(selection.int16_ops)} (int8 lost accuracy there)")
+        widened = [op for op, width in per_op.items() if width == "int16"]
+        if widened:
+            notes.append(f"int16 activations for {', '.join(sorted(widened))} (int8 lost accuracy there)")
         notes.append("full-integer targets integer accelerators; on a CPU it is usually slower than dynamic int8"
                      + (" (int16 kernels have no XNNPACK path)" if selection.int16_ops else ""))
         return ExportResult(

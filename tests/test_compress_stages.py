@@ -221,7 +221,7 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
 
     model = _copy(teacher)
     reference = predict_logits(model, tokenizer, data.test.texts, SEQ_LEN)
-    trimmed, new_tok, details = trim_vocab(model, tokenizer, data.train.texts, TrimVocabSpec())
+    trimmed, new_tok, details = trim_vocab(model, tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=True))
     assert details["vocab_after"] < details["vocab_before"] == len(tokenizer)
     assert trimmed.get_input_embeddings().weight.shape[0] == details["vocab_after"] == trimmed.config.vocab_size
     new_tok.save_pretrained(tmp_path / "tok")
@@ -233,3 +233,22 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
     assert reloaded.convert_ids_to_tokens(ids)[1:7] == ["z", "##e", "##b", "##r", "##a", "rain"]  # unseen: characters
     bare, bare_tok, _ = trim_vocab(_copy(teacher), tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=False))
     assert bare_tok.convert_ids_to_tokens(bare_tok("zebra rain")["input_ids"])[1:3] == ["[UNK]", "rain"]
+
+
+def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokenizer, data, tmp_path, monkeypatch):
+    import builtins
+
+    from packager.recipe import SearchSpec
+
+    real_import = builtins.__import__
+
+    def no_optuna(name, *args, **kwargs):
+        if name == "optuna":
+            raise ModuleNotFoundError("No module named 'optuna'", name="optuna")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=SearchSpec(trials=2))
+    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    assert details["search"].startswith("skipped: optuna is not installed")
+    assert student.config.num_hidden_layers == 1

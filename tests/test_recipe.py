@@ -107,7 +107,7 @@ def test_recipe_show_fills_defaults(workspace):
     assert shown["stages"][1]["distill"]["temperature"] == 2.0
     assert shown["stages"][2]["prune"]["recovery"]["epochs"] == 1.0
     assert "sparsity" not in shown["stages"][2]["prune"]  # irrelevant to structured pruning
-    assert shown["stages"][3] == {"trim_vocab": {"splits": ["train"], "keep_ascii_chars": True}}
+    assert shown["stages"][3] == {"trim_vocab": {"splits": ["train"], "keep_ascii_chars": False}}
     assert shown["gate"] == {"max_accuracy_drop": None}
     bad = CliRunner().invoke(recipe, ["show", str(workspace / "missing.yaml")])
     assert bad.exit_code != 0
@@ -163,3 +163,21 @@ def test_gate_fails_a_recipe_that_destroys_accuracy(workspace, tmp_path):
     assert outcome.rows[-1].stage == "gate" and outcome.rows[-2].stage == "prune"
     assert outcome.rows[-2].test_accuracy < outcome.reference_accuracy - 0.02
     assert not out.exists()  # nothing is converted or written once the fp32 model misses the line
+
+
+def test_pack_cli_reports_a_bad_recipe_in_one_line(workspace, tmp_path, capsys):
+    from packager.cli import main
+
+    raw = _recipe(workspace, [{"prune": {"method": "structured", "heads": 0.3, "sparsity": 0.5}}])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", "--recipe", str(_write(workspace, "cli.yaml", raw)), "-o", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("edgepack: error: recipe stages[0].prune.sparsity: structured pruning takes heads and ffn "
+                   "fractions")
+
+
+def test_unknown_target_names_the_recipe_key(workspace, tmp_path):
+    path = _write(workspace, "target.yaml", _recipe(workspace, [FINETUNE], targets=["tflite-int9"]))
+    with pytest.raises(EdgepackError, match=r"^recipe targets: unknown target 'tflite-int9'"):
+        pack_from_recipe(path, tmp_path / "out", force=False, archive=False, progress=False)

@@ -1,0 +1,82 @@
+"""onnx-fp32 / onnx-int8 on a tiny random BERT, run through the device_bench onnxruntime runner."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from device_bench.runners import load_runner  # noqa: E402
+from targets import ExportContext, get_target  # noqa: E402
+
+SEQ = 16
+NAMES = ["input_ids", "attention_mask"]
+
+
+def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 1000, (n, SEQ)).astype(np.int32)
+    mask = np.zeros((n, SEQ), np.int32)
+    for i, k in enumerate(rng.integers(3, SEQ + 1, n)):
+        mask[i, :k] = 1
+        ids[i, k:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+class _Pool(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.model(input_ids=input_ids.long(), attention_mask=attention_mask.long()).last_hidden_state
+        m = attention_mask.unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
+    model = transformers.BertModel(config).eval()
+    calib = _inputs(8, seed=1)
+    return ExportContext(wrapper=_Pool(model).eval(), hf_model=model, task="feature-extraction", seq_len=SEQ,
+                         input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
+                         workdir=tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.mark.parametrize("name,min_cos", [("onnx-fp32", 0.99999), ("onnx-int8", 0.99)])
+def test_artifact_runs_in_device_runner_and_agrees(ctx, name, min_cos):
+    path = ctx.workdir / f"{name}.onnx"
+    result = get_target(name).export(ctx, path)
+    assert result.details["opsets"]["ai.onnx"] >= 17
+    runner = load_runner("onnxruntime", path, threads=1)
+    held_out = _inputs(12, seed=5)
+    with torch.inference_mode():
+        ref = ctx.wrapper(*(torch.from_numpy(held_out[n]) for n in NAMES)).numpy()
+    out = np.concatenate([runner.run({n: held_out[n][i:i + 1] for n in NAMES}) for i in range(12)])
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= min_cos, cos
+    if name == "onnx-int8":
+        import onnx
+
+        inits = {i.data_type for i in onnx.load(str(path)).graph.initializer}
+        assert onnx.TensorProto.INT8 in inits and result.precision == "dynamic-int8"
+        assert path.stat().st_size < result.details["fp32_onnx_size_bytes"]
+
+
+def test_runner_maps_inputs_by_position_and_rejects_wrong_arity(ctx):
+    path = ctx.workdir / "pos.onnx"
+    get_target("onnx-fp32").export(ctx, path)
+    runner = load_runner("onnxruntime", path)
+    sample = _inputs(1, seed=9)
+    by_name = runner.run(sample)
+    by_position = runner.run({"serving_default_args_0": sample["input_ids"], "x": sample["attention_mask"]})
+    np.testing.assert_array_equal(by_name, by_position)
+    with pytest.raises(ValueError, match="takes 2 inputs"):
+        runner.run({"input_ids": sample["input_ids"]})
