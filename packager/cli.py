@@ -160,7 +160,7 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
     from .bundle import check_destination
     from .calib import builtin_sample, read_texts
     from .models import load_model
-    from .pack import pack_model, validate_request
+    from .pack import pack_model, validate_request, validate_runtimes
     from .tasks import TASKS
 
     targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
@@ -168,6 +168,7 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
         raise EdgepackError(f"--task {task!r}: unknown task (known: {', '.join(TASKS)})")
     validate_request(targets, seq_len)
     runtimes = _parse_runtimes(runtime_specs)
+    validate_runtimes(runtimes, targets)
     check_destination(out_dir, force)
     if calib_limit < 1:
         raise EdgepackError("--calib-limit must be at least 1")

@@ -81,6 +81,20 @@ def validate_request(targets: list[str], seq_len: int, loaded: LoadedModel | Non
         raise EdgepackError(f"--seq-len {seq_len}: the model allows at most {max_seq_len(loaded)} tokens")
 
 
+def validate_runtimes(runtimes: dict[str, str], targets: list[str]) -> None:
+    """Declared device runtimes must name a packed target and parse, before any export starts."""
+    from targets import get_target
+    from targets.compat import CompatibilityError, parse_declared
+
+    for name, spec in runtimes.items():
+        if name not in targets:
+            raise EdgepackError(f"--runtime {name}={spec}: that target is not being packed")
+        try:
+            parse_declared(get_target(name).runtime, spec)
+        except CompatibilityError as exc:
+            raise EdgepackError(f"{exc} (declared for target {name})") from None
+
+
 def run_reference(wrapper, inputs: dict[str, np.ndarray], batch_size: int = 32) -> np.ndarray:
     """fp32 PyTorch outputs of the export wrapper: the reference every artifact is checked against."""
     import torch
@@ -133,9 +147,7 @@ def pack_model(
     if not calib_texts:
         raise EdgepackError("no calibration texts")
     runtimes = runtimes or {}
-    unknown_rt = [t for t in runtimes if t not in targets]
-    if unknown_rt:
-        raise EdgepackError(f"--runtime {unknown_rt[0]}=...: that target is not being packed")
+    validate_runtimes(runtimes, targets)
     step = progress or (lambda _msg: None)
     task = loaded.task
     wrapper = task.make_wrapper(loaded.model)

@@ -35,6 +35,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
         (["--seq-len", "0"], "--seq-len 0"),
         (["--calib", "/no/such/texts.txt"], "--calib /no/such/texts.txt: cannot read"),
         (["--runtime", "tflite-int8"], "expected TARGET=SPEC"),
+        (["--runtime", "tflite-int8=tflite-runtime>>2"], "not a requirement"),
+        (["--runtime", "onnx-int8=onnxruntime>=1.17"], "that target is not being packed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_model_dir, args, fragment):
