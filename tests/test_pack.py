@@ -155,3 +155,17 @@ def test_force_replaces_an_existing_bundle(tmp_path, tiny_model_dir):
     result = pack_model(loaded, out, ["torchscript-mobile-fp32"], TINY_SEQ_LEN, ["hello there"], force=True)
     assert result.ok and not (out / "stale.txt").exists() and (out / "manifest.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_declared_runtimes_are_checked_at_pack_time(tmp_path, tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir), "feature-extraction")
+    result = pack_model(loaded, tmp_path / "rt", ["tflite-int8", "torchscript-mobile-fp32"], TINY_SEQ_LEN,
+                        builtin_sample()[:4], runtimes={"tflite-int8": "tflite-runtime==2.14",
+                                                        "torchscript-mobile-fp32": "torch>=2.13"})
+    tfl, ptl = result.manifest.targets
+    # today's converter + quantizer emit op versions the last tflite-runtime cannot load
+    assert result.failed == ["tflite-int8"] and tfl.file is None
+    assert "incompatible with tflite-runtime==2.14" in tfl.error and "version" in tfl.error
+    assert tfl.details["compatibility"]["compatible"] is False
+    assert ptl.status == "ok" and ptl.details["compatibility"]["compatible"] is True
+    assert ptl.details["compatibility"]["declared"] == "torch>=2.13"
