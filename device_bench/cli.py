@@ -37,7 +37,7 @@ class AgentCliError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"edgepack-agent: error: {self.format_message()}", err=True)
 
 
 def is_loopback(host: str) -> bool:

@@ -33,7 +33,7 @@ class CliError(click.ClickException):
     exit_code = EXIT_USAGE
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
+        click.echo(f"edgepack: error: {self.format_message()}", err=True)
 
 
 def parse_threads(value: str | None) -> list[int | None]:
