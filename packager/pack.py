@@ -5,8 +5,12 @@ failed and the pack's exit status reports it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -112,6 +116,28 @@ def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Batch-1 outputs of an artifact through its device runner."""
     n = len(inputs["input_ids"])
     return np.concatenate([runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES}) for i in range(n)], axis=0)
+
+
+@contextlib.contextmanager
+def native_output_silenced():
+    """Converters log from C++ and tqdm straight to fds 1/2; keep the CLI's stdout (JSON) and stderr clean."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -228,7 +254,8 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     path = stage / filename
     started = time.perf_counter()
     try:
-        result = target.export(ctx, path)
+        with native_output_silenced():
+            result = target.export(ctx, path)
     except target_error as exc:
         entry.error = str(exc)
         return entry
@@ -240,7 +267,8 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
     entry.file, entry.size_bytes, entry.sha256 = filename, path.stat().st_size, sha256_file(path)
     try:
-        runner = target.load(path)
+        with native_output_silenced():
+            runner = target.load(path)
         outputs = run_artifact(runner, calib)
         accuracy = None
         if eval_inputs is not None:
