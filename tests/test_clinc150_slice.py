@@ -38,8 +38,8 @@ def test_recipe_on_a_clinc150_slice(tmp_path):
         "data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"},
         "seq_len": 32, "threads": 1, "calib_samples": 50,
         "stages": [{"finetune": {"epochs": 3, "lr": 3.0e-4, "batch_size": 16}},
-                   {"distill": {"student": {"layers": [0, 3]}, "temperature": 4, "alpha": 0.3, "epochs": 2,
-                                "lr": 3.0e-4, "batch_size": 16}},
+                   {"prune": {"method": "structured", "heads": 0.25, "ffn": 0.3,
+                              "recovery": {"epochs": 2, "lr": 1.0e-4, "batch_size": 16}}},
                    {"trim_vocab": {}}],
         "targets": ["torchscript-mobile"],
         "gate": {"max_accuracy_drop": 0.15},
@@ -50,6 +50,7 @@ def test_recipe_on_a_clinc150_slice(tmp_path):
     manifest = Manifest.load(tmp_path / "bundle")
     rows = {r["stage"]: r for r in manifest.stages}
     assert rows["finetune"]["test_accuracy"] >= 0.85
-    assert manifest.model.num_layers == 2 and manifest.model.vocab_size < 5000
+    assert "prune" in rows and rows["prune"]["params"] < rows["finetune"]["params"]
+    assert manifest.model.vocab_size < 5000
     assert manifest.targets[0].parity.accuracy >= rows["finetune"]["test_accuracy"] - 0.15
     assert rows["gate"]["details"]["passed"] is True
