@@ -134,6 +134,8 @@ def main() -> int:
     ap.add_argument("--recovery-epochs", type=float, default=2.0)
     ap.add_argument("--trim-keep-chars", action="store_true",
                     help="trim_vocab keeps single ASCII characters (unseen words spelled out instead of [UNK])")
+    ap.add_argument("--trim-keep-top", type=int, default=0,
+                    help="trim_vocab also keeps the first N regular ids of the original vocabulary")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
     ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
     args = ap.parse_args()
@@ -195,7 +197,7 @@ def main() -> int:
     pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
 
     trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
-        pruned, tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=args.trim_keep_chars))
+        pruned, tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=args.trim_keep_chars, keep_top=args.trim_keep_top))
     # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
     from transformers import AutoModelForSequenceClassification
 
@@ -204,7 +206,8 @@ def main() -> int:
     models = [("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer),
               ("student", f"distilled student (teacher layers {layers})", student, tokenizer),
               ("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})", pruned, tokenizer),
-              ("trimmed", "+ vocabulary trimmed to the training data", trimmed, trimmed_tok)]
+              ("trimmed", "+ vocabulary trimmed to the training data"
+               + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""), trimmed, trimmed_tok)]
     fp32_acc = {}
     for name, _, model, tok in models:
         fp32_acc[name] = accuracy(model, tok, data.test, seq_len)

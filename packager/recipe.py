@@ -122,6 +122,9 @@ class TrimVocabSpec:
     #: also keep single ASCII characters (and their ## forms): unseen words are then spelled out instead of
     #: becoming [UNK]. Off by default: on CLINC150 the spelled-out words cost more accuracy than [UNK] did.
     keep_ascii_chars: bool = False
+    #: also keep the first N regular ids of the original vocabulary (BERT's WordPiece vocabulary is roughly
+    #: frequency-ordered), so common words absent from the training data are not lost; 0 keeps only what is seen
+    keep_top: int = 0
 
 
 STAGE_SPECS: dict[str, type] = {
@@ -368,6 +371,8 @@ def _parse_stage(raw: Any, i: int) -> Stage:
                 raise RecipeError(f"recipe {where}.splits[{j}]: {split!r} is not one of train, validation, test")
         if not spec.splits:
             raise RecipeError(f"recipe {where}.splits: at least one split is needed")
+        if spec.keep_top < 0:
+            raise RecipeError(f"recipe {where}.keep_top: must not be negative")
     return Stage(kind=kind, spec=spec)
 
 

@@ -233,6 +233,10 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
     assert reloaded.convert_ids_to_tokens(ids)[1:7] == ["z", "##e", "##b", "##r", "##a", "rain"]  # unseen: characters
     bare, bare_tok, _ = trim_vocab(_copy(teacher), tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=False))
     assert bare_tok.convert_ids_to_tokens(bare_tok("zebra rain")["input_ids"])[1:3] == ["[UNK]", "rain"]
+    # keep_top keeps the first regular ids (letters and ##letters here) even when the data never uses them
+    top, top_tok, top_details = trim_vocab(_copy(teacher), tokenizer, data.train.texts, TrimVocabSpec(keep_top=52))
+    assert top_details["vocab_after"] > len(bare_tok)
+    assert top_tok.convert_ids_to_tokens(top_tok("zebra rain")["input_ids"])[1] == "z"
 
 
 def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokenizer, data, tmp_path, monkeypatch):

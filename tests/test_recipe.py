@@ -107,7 +107,7 @@ def test_recipe_show_fills_defaults(workspace):
     assert shown["stages"][1]["distill"]["temperature"] == 2.0
     assert shown["stages"][2]["prune"]["recovery"]["epochs"] == 1.0
     assert "sparsity" not in shown["stages"][2]["prune"]  # irrelevant to structured pruning
-    assert shown["stages"][3] == {"trim_vocab": {"splits": ["train"], "keep_ascii_chars": False}}
+    assert shown["stages"][3] == {"trim_vocab": {"splits": ["train"], "keep_ascii_chars": False, "keep_top": 0}}
     assert shown["gate"] == {"max_accuracy_drop": None}
     bad = CliRunner().invoke(recipe, ["show", str(workspace / "missing.yaml")])
     assert bad.exit_code != 0

@@ -11,6 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 from device_bench.runners import load_runner  # noqa: E402
 from targets import ExportContext, get_target  # noqa: E402
+from packager.tasks import get_task
 
 SEQ = 16
 NAMES = ["input_ids", "attention_mask"]
@@ -26,17 +27,6 @@ def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-class _Pool(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.model(input_ids=input_ids.long(), attention_mask=attention_mask.long()).last_hidden_state
-        m = attention_mask.unsqueeze(-1).float()
-        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
-
-
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
     torch.manual_seed(0)
@@ -44,7 +34,7 @@ def ctx(tmp_path_factory):
                                      intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
     model = transformers.BertModel(config).eval()
     calib = _inputs(8, seed=1)
-    return ExportContext(wrapper=_Pool(model).eval(), hf_model=model, task="feature-extraction", seq_len=SEQ,
+    return ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model, task="feature-extraction", seq_len=SEQ,
                          input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
                          workdir=tmp_path_factory.mktemp("onnx"))
 

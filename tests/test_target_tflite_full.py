@@ -13,6 +13,7 @@ from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
 from targets import ExportContext, get_target  # noqa: E402
 from targets.tflite_full import float_ops, tensor_dtypes  # noqa: E402
+from packager.tasks import get_task
 
 SEQ = 24
 NAMES = ["input_ids", "attention_mask"]
@@ -30,24 +31,13 @@ def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-class _Pool(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask):
-        hidden = self.model(input_ids=input_ids.long(), attention_mask=attention_mask.long()).last_hidden_state
-        m = attention_mask.unsqueeze(-1).float()
-        return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
     model = transformers.BertModel(config).eval()
-    wrapper = _Pool(model).eval()
+    wrapper = get_task("feature-extraction").make_wrapper(model)
     calib = _inputs(110, seed=1)
     work = tmp_path_factory.mktemp("full")
     ctx = ExportContext(wrapper=wrapper, hf_model=model, task="feature-extraction", seq_len=SEQ, input_names=NAMES,

@@ -87,6 +87,13 @@ def char_ids(tokenizer) -> set[int]:
     return {vocab[t] for c in chars for t in (c, f"##{c}") if t in vocab}
 
 
+def regular_ids(tokenizer) -> list[int]:
+    """Vocabulary ids in order, without specials and BERT's ``[unusedN]`` placeholders."""
+    specials = set(tokenizer.all_special_ids)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return [i for t, i in vocab if i not in specials and not (t.startswith("[unused") and t.endswith("]"))]
+
+
 def trim_vocab(model, tokenizer, texts: list[str], spec: TrimVocabSpec) -> tuple[Any, Any, dict[str, Any]]:
     """Keep the ids seen in ``texts`` + specials (+ ASCII characters); returns (model, tokenizer, details)."""
     old_size = model.get_input_embeddings().weight.shape[0]
@@ -95,6 +102,8 @@ def trim_vocab(model, tokenizer, texts: list[str], spec: TrimVocabSpec) -> tuple
     seen = len(keep)
     if spec.keep_ascii_chars:
         keep |= char_ids(tokenizer)
+    if spec.keep_top:
+        keep |= set(regular_ids(tokenizer)[: spec.keep_top])
     kept = sorted(i for i in keep if 0 <= i < old_size)
     new_tokenizer = trimmed_tokenizer(tokenizer, kept)
 
@@ -109,6 +118,7 @@ def trim_vocab(model, tokenizer, texts: list[str], spec: TrimVocabSpec) -> tuple
     if pad is not None:
         model.config.pad_token_id = pad
     details = {"vocab_before": int(old_size), "vocab_after": len(kept), "seen_in_data": seen,
-               "ascii_chars_kept": bool(spec.keep_ascii_chars), "splits": list(spec.splits),
+               "ascii_chars_kept": bool(spec.keep_ascii_chars), "keep_top": spec.keep_top,
+               "splits": list(spec.splits),
                "embedding_params_removed": int((old_size - len(kept)) * old_emb.embedding_dim)}
     return model, new_tokenizer, details
