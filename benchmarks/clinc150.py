@@ -14,6 +14,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -97,12 +98,20 @@ def cached(cache: Path, name: str, key: dict[str, Any], build):
     return model, tokenizer, details
 
 
-def pack(name: str, model, tokenizer, labels, data, targets: list[str], out: Path, seq_len: int, calib: list[str]):
+def pack(name: str, key: dict[str, Any], model, tokenizer, labels, data, targets: list[str], out: Path,
+         seq_len: int, calib: list[str]):
+    """Pack (or reuse the bundle packed earlier from the same model key and targets)."""
+    from device_bench.manifest import Manifest
     from packager.models import LoadedModel
     from packager.pack import pack_model
     from packager.tasks import get_task
 
-    bundle = out / name
+    key = {"model": key, "targets": targets, "seq_len": seq_len, "n_test": len(data.test)}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    bundle = out / f"{name}-{digest}"
+    if (bundle / "manifest.json").is_file():
+        log(f"{name}: reusing bundle {bundle}")
+        return bundle, Manifest.load(bundle)
     loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=f"clinc150/{name}",
                          task=get_task("sequence-classification"), labels=labels)
     started = time.perf_counter()
@@ -122,16 +131,16 @@ def main() -> int:
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="threads of every timed runtime (batch-1 latency)")
     ap.add_argument("--train-threads", type=int, default=2, help="torch threads for training and evaluation")
-    ap.add_argument("--teacher-epochs", type=float, default=3.0)
-    ap.add_argument("--teacher-lr", type=float, default=1e-4)
+    ap.add_argument("--teacher-epochs", type=float, default=2.0)
+    ap.add_argument("--teacher-lr", type=float, default=1.5e-4)
     ap.add_argument("--student-layers", default="0,2,4")
-    ap.add_argument("--student-epochs", type=float, default=4.0)
+    ap.add_argument("--student-epochs", type=float, default=2.0)
     ap.add_argument("--student-lr", type=float, default=2e-4)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.3)
     ap.add_argument("--prune-heads", type=float, default=0.25)
     ap.add_argument("--prune-ffn", type=float, default=0.5)
-    ap.add_argument("--recovery-epochs", type=float, default=2.0)
+    ap.add_argument("--recovery-epochs", type=float, default=1.0)
     ap.add_argument("--trim-keep-chars", action="store_true",
                     help="trim_vocab keeps single ASCII characters (unseen words spelled out instead of [UNK])")
     ap.add_argument("--trim-keep-top", type=int, default=0,
@@ -217,14 +226,16 @@ def main() -> int:
 
     finals = [t for t in FINAL_TARGETS if t in TARGETS]
     calib = calibration_texts(data, 200, 42)
-    bundles_dir = cache / f"bundles-{args.name}"
+    bundles_dir = cache / "bundles"
+    trim_key = {"pruned": pruned_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top}
+    keys = {"teacher": teacher_key, "student": student_key, "pruned": pruned_key, "trimmed": trim_key}
     bundles = []
     for name, _, model, tok in models:
         targets = [FP32_TARGET] + (finals if name == "trimmed" else [])
-        bundles.append((name, *pack(name, model, tok, data.labels, data, targets, bundles_dir, seq_len, calib)))
+        bundles.append((name, *pack(name, keys[name], model, tok, data.labels, data, targets, bundles_dir, seq_len,
+                                          calib)))
 
     from device_bench.bench import bench_bundle
-    from device_bench.fingerprint import fingerprint
 
     rows: list[Row] = []
     descriptions = {name: desc for name, desc, _, _ in models}
