@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 FP32_TARGET = "torchscript-mobile-fp32"
-FINAL_TARGETS = ("torchscript-mobile", "tflite-int8", "onnx-int8")
+FINAL_TARGETS = ("torchscript-mobile", "tflite-int8", "tflite-int8-full", "onnx-int8")
 
 
 @dataclass
@@ -130,7 +130,7 @@ def main() -> int:
     ap.add_argument("--intents", type=int, default=None, help="keep only N intents (+ oos): a quick slice")
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="threads of every timed runtime (batch-1 latency)")
-    ap.add_argument("--train-threads", type=int, default=2, help="torch threads for training and evaluation")
+    ap.add_argument("--train-threads", type=int, default=1, help="torch threads for training and evaluation")
     ap.add_argument("--teacher-epochs", type=float, default=2.0)
     ap.add_argument("--teacher-lr", type=float, default=1.5e-4)
     ap.add_argument("--student-layers", default="0,2,4")
@@ -143,8 +143,11 @@ def main() -> int:
     ap.add_argument("--recovery-epochs", type=float, default=1.0)
     ap.add_argument("--trim-keep-chars", action="store_true",
                     help="trim_vocab keeps single ASCII characters (unseen words spelled out instead of [UNK])")
-    ap.add_argument("--trim-keep-top", type=int, default=0,
-                    help="trim_vocab also keeps the first N regular ids of the original vocabulary")
+    ap.add_argument("--trim-keep-top", type=int, default=5000,
+                    help="trim_vocab also keeps the first N regular ids of the original vocabulary (common words "
+                         "unseen in the data are then not re-spelled with other pieces)")
+    ap.add_argument("--trim-splits", default="train,validation",
+                    help="splits whose tokens trim_vocab keeps (never test)")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
     ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
     args = ap.parse_args()
@@ -205,8 +208,14 @@ def main() -> int:
     pruned_name = f"pruned-h{args.prune_heads:g}-f{args.prune_ffn:g}-r{args.recovery_epochs:g}"
     pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
 
+    trim_splits = [s.strip() for s in args.trim_splits.split(",") if s.strip()]
+    if "test" in trim_splits or not set(trim_splits) <= {"train", "validation"}:
+        print("clinc150: --trim-splits takes train and/or validation", file=sys.stderr)
+        return 2
+    trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
     trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
-        pruned, tokenizer, data.train.texts, TrimVocabSpec(keep_ascii_chars=args.trim_keep_chars, keep_top=args.trim_keep_top))
+        pruned, tokenizer, trim_texts, TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars,
+                                                     keep_top=args.trim_keep_top))
     # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
     from transformers import AutoModelForSequenceClassification
 
@@ -215,7 +224,7 @@ def main() -> int:
     models = [("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer),
               ("student", f"distilled student (teacher layers {layers})", student, tokenizer),
               ("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})", pruned, tokenizer),
-              ("trimmed", "+ vocabulary trimmed to the training data"
+              ("trimmed", f"+ vocabulary trimmed to the {'+'.join(trim_splits)} tokens"
                + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""), trimmed, trimmed_tok)]
     fp32_acc = {}
     for name, _, model, tok in models:
@@ -228,6 +237,8 @@ def main() -> int:
     calib = calibration_texts(data, 200, 42)
     bundles_dir = cache / "bundles"
     trim_key = {"pruned": pruned_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top}
+    if trim_splits != ["train"]:
+        trim_key["splits"] = trim_splits
     keys = {"teacher": teacher_key, "student": student_key, "pruned": pruned_key, "trimmed": trim_key}
     bundles = []
     for name, _, model, tok in models:

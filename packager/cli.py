@@ -76,15 +76,24 @@ def _targets_table() -> list[dict[str, Any]]:
     for name in sorted(TARGETS):
         target = TARGETS[name]()
         missing = target.missing_requirements()
+        options = {key: {"type": spec.kind.__name__, "default": spec.default, "choices": list(spec.choices),
+                         "help": spec.help} for key, spec in sorted(target.options.items())}
         rows.append({"name": name, "runtime": target.runtime, "file": target.suffix, "default": name in DEFAULT_TARGETS,
-                     "available": not missing, "missing": missing, "description": target.description})
+                     "available": not missing, "missing": missing, "description": target.description,
+                     "options": options})
     return rows
 
 
-def _print_targets(as_json: bool) -> None:
+def _print_targets(as_json: bool, with_options: bool = False) -> None:
     rows = _targets_table()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+        return
+    if with_options:
+        for r in rows:
+            for key, spec in r["options"].items():
+                choices = f" ({'|'.join(spec['choices'])})" if spec["choices"] else ""
+                click.echo(f"{r['name']}.{key}={spec['default']!s}{choices}  [{spec['type']}] {spec['help']}")
         return
     from rich.table import Table
 
@@ -100,9 +109,10 @@ def _print_targets(as_json: bool) -> None:
 
 @cli.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def targets_cmd(as_json: bool) -> None:
+@click.option("--options", "with_options", is_flag=True, help="List each target's --option keys with defaults.")
+def targets_cmd(as_json: bool, with_options: bool) -> None:
     """List the conversion targets."""
-    _print_targets(as_json)
+    _print_targets(as_json, with_options)
 
 
 # ---------------------------------------------------------------- pack
@@ -136,12 +146,14 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--allow-parity-failure", is_flag=True, help="Keep artifacts below the parity gate, marked.")
 @click.option("--runtime", "runtime_specs", multiple=True, metavar="TARGET=SPEC",
               help="Declared device runtime for a target, checked at pack time (e.g. tflite-int8=tflite-runtime==2.14).")
+@click.option("-O", "--option", "option_values", multiple=True, metavar="TARGET.KEY=VALUE",
+              help="A target option, e.g. tflite-int8-full.io=int8 (`edgepack targets --options` lists them).")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
               help="A YAML compression recipe (see `edgepack recipe show`).")
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive, min_cosine,
-             min_agreement, allow_parity_failure, runtime_specs, recipe, list_targets, as_json) -> None:
+             min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, list_targets, as_json) -> None:
     """Convert a model for each target, verify every artifact, and write a bundle."""
     if list_targets:
         _print_targets(as_json)
@@ -153,14 +165,14 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
     if recipe is not None:
         from .recipe_cli import pack_from_recipe
 
-        sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, progress=not as_json))
+        sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json))
 
     from targets import DEFAULT_TARGETS
 
     from .bundle import check_destination
     from .calib import builtin_sample, read_texts
     from .models import load_model
-    from .pack import pack_model, validate_request, validate_runtimes
+    from .pack import pack_model, parse_option_assignments, resolve_target_options, validate_request, validate_runtimes
     from .tasks import TASKS
 
     targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
@@ -169,6 +181,8 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
     validate_request(targets, seq_len)
     runtimes = _parse_runtimes(runtime_specs)
     validate_runtimes(runtimes, targets)
+    target_options = parse_option_assignments(option_values)
+    resolve_target_options(target_options, targets)
     check_destination(out_dir, force)
     if calib_limit < 1:
         raise EdgepackError("--calib-limit must be at least 1")
@@ -185,7 +199,7 @@ def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
-        progress=step))
+        target_options=target_options, progress=step))
     if as_json:
         click.echo(result.manifest.to_json())
     else:

@@ -62,6 +62,8 @@ def load_model(source: str | None, task: str | Task, num_labels: int | None = No
     """Load model + tokenizer for ``task``, eager attention (exportable everywhere), eval mode."""
     import transformers
 
+    from .compress import pruned_bert  # noqa: F401  (head-pruned folders from a recipe reload like any BERT)
+
     task_obj = get_task(task) if isinstance(task, str) else task
     resolved = resolve_source(source)
     auto = getattr(transformers, task_obj.auto_class)

@@ -6,6 +6,7 @@ failed and the pack's exit status reports it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import shutil
@@ -85,6 +86,34 @@ def validate_request(targets: list[str], seq_len: int, loaded: LoadedModel | Non
         raise EdgepackError(f"--seq-len {seq_len}: the model allows at most {max_seq_len(loaded)} tokens")
 
 
+def resolve_target_options(given: dict[str, dict[str, Any]], targets: list[str]) -> dict[str, dict[str, Any]]:
+    """Every packed target's options (defaults filled in), checked before any export starts."""
+    from targets import get_target
+
+    for name in given:
+        if name not in targets:
+            raise EdgepackError(f"--option {name}.…: that target is not being packed")
+    resolved = {}
+    for name in targets:
+        try:
+            resolved[name] = get_target(name).resolve_options(given.get(name, {}))
+        except ValueError as exc:
+            raise EdgepackError(f"--option {exc}") from None
+    return resolved
+
+
+def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, dict[str, str]]:
+    """``TARGET.KEY=VALUE`` strings → {target: {key: raw value}} (values are typed by the target)."""
+    out: dict[str, dict[str, str]] = {}
+    for value in values:
+        left, sep, raw = value.partition("=")
+        target, dot, key = left.strip().rpartition(".")
+        if not sep or not dot or not target or not key or not raw.strip():
+            raise EdgepackError(f"--option {value!r}: expected TARGET.KEY=VALUE, e.g. tflite-int8-full.io=int8")
+        out.setdefault(target, {})[key] = raw.strip()
+    return out
+
+
 def validate_runtimes(runtimes: dict[str, str], targets: list[str]) -> None:
     """Declared device runtimes must name a packed target and parse, before any export starts."""
     from targets import get_target
@@ -161,7 +190,7 @@ def pack_model(
     min_cosine: float = 0.99,
     min_agreement: float = 0.98,
     allow_parity_failure: bool = False,
-    target_options: dict[str, Any] | None = None,
+    target_options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
 ) -> PackResult:
     """Export, verify and bundle ``loaded`` for each target; see the module docstring."""
@@ -174,6 +203,7 @@ def pack_model(
         raise EdgepackError("no calibration texts")
     runtimes = runtimes or {}
     validate_runtimes(runtimes, targets)
+    options = resolve_target_options(target_options or {}, targets)
     step = progress or (lambda _msg: None)
     task = loaded.task
     wrapper = task.make_wrapper(loaded.model)
@@ -203,11 +233,12 @@ def pack_model(
         ctx = ExportContext(
             wrapper=wrapper, hf_model=loaded.model, task=task.name, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
-            options=dict(target_options or {}),
+            output_name=task.output_name,
         )
         for name in targets:
             step(f"{name}: export + verify")
-            entries.append(_export_one(get_target(name), ctx, stage, reference, calib, thresholds, task,
+            target_ctx = dataclasses.replace(ctx, options=options[name])
+            entries.append(_export_one(get_target(name), target_ctx, stage, reference, calib, thresholds, task,
                                        eval_inputs, eval_labels, runtimes.get(name), allow_parity_failure,
                                        TargetError))
         shutil.rmtree(work, ignore_errors=True)
@@ -265,6 +296,8 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     finally:
         entry.export_seconds = round(time.perf_counter() - started, 2)
     entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
+    if ctx.options:
+        entry.details["options"] = dict(ctx.options)
     entry.file, entry.size_bytes, entry.sha256 = filename, path.stat().st_size, sha256_file(path)
     try:
         with native_output_silenced():

@@ -180,6 +180,8 @@ class Recipe:
     threads: int | None = None
     stages: list[Stage] = field(default_factory=list)
     targets: list[str] | None = None
+    #: per-target options, e.g. {"tflite-int8-full": {"io": "int8"}} (see `edgepack targets --options`)
+    target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     gate: GateSpec = field(default_factory=GateSpec)
     parity: ParitySpec = field(default_factory=ParitySpec)
     #: training texts used as calibration/parity samples
@@ -387,6 +389,26 @@ def _check_student(student: StudentSpec, where: str) -> None:
             raise RecipeError(f"recipe {where}.layers: expected distinct layer indices >= 0, got {student.layers}")
 
 
+def _check_target_options(recipe: Recipe) -> None:
+    """``target_options`` must name packed targets and options they accept, with values of the right type."""
+    from targets import DEFAULT_TARGETS, TARGETS
+
+    if not isinstance(recipe.target_options, dict):
+        raise RecipeError("recipe target_options: expected a mapping of target name to options")
+    packed = list(recipe.targets or DEFAULT_TARGETS)
+    for name, options in recipe.target_options.items():
+        if name not in packed:
+            raise RecipeError(f"recipe target_options.{name}: that target is not being packed")
+        if name not in TARGETS:
+            raise RecipeError(f"recipe target_options.{name}: unknown target")
+        if not isinstance(options, dict):
+            raise RecipeError(f"recipe target_options.{name}: expected a mapping of option to value")
+        try:
+            TARGETS[name]().resolve_options(options)
+        except ValueError as exc:
+            raise RecipeError(f"recipe target_options.{exc}") from None
+
+
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     """Validate a recipe mapping (as loaded from YAML) into a ``Recipe``."""
     if not isinstance(raw, dict):
@@ -413,6 +435,7 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError(f"recipe calib_samples: {recipe.calib_samples} must be at least 1")
     if recipe.targets is not None and not recipe.targets:
         raise RecipeError("recipe targets: at least one target is needed")
+    _check_target_options(recipe)
     if recipe.gate.max_accuracy_drop is not None:
         _check_range(recipe.gate.max_accuracy_drop, 0.0, 1.0, "gate.max_accuracy_drop")
     _check_range(recipe.parity.min_cosine, -1.0, 1.0, "parity.min_cosine")

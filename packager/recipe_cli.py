@@ -1,7 +1,9 @@
 """`edgepack recipe show` and the `edgepack pack --recipe` entry point, with the stage table."""
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -36,14 +38,19 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
     return table
 
 
-def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: bool, progress: bool) -> int:
-    """What `edgepack pack --recipe FILE -o OUT` runs; returns the exit code (EdgepackError for bad input)."""
+def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
+                     progress: bool | None = None) -> int:
+    """What `edgepack pack --recipe FILE -o OUT` runs; returns the exit code (EdgepackError for bad input).
+
+    Progress and the stage table go to stderr; with ``as_json`` stdout carries only the manifest JSON
+    (stage rows included), so it can be piped."""
     from rich.console import Console
 
     from .recipe_run import run_recipe
 
-    console = Console(stderr=True)
+    console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)  # logs stay readable
     recipe = load_recipe(recipe_path)
+    progress = not as_json if progress is None else progress
 
     def step(message: str) -> None:
         if progress:
@@ -54,10 +61,14 @@ def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: 
             acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
             console.print(f"  [green]✓[/green] {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc}")
 
-    outcome = run_recipe(recipe, Path(out_dir), force=force, archive=archive, progress=step, on_row=on_row,
-                         show_bars=progress)
+    # training libraries print their logs to stdout; stdout is kept for the --json manifest alone
+    with contextlib.redirect_stdout(sys.stderr):
+        outcome = run_recipe(recipe, Path(out_dir), force=force, archive=archive, progress=step, on_row=on_row,
+                             show_bars=progress)
     console.print(stage_table(outcome.rows, outcome.reference_accuracy))
     console.print(("[green]" if outcome.exit_code == 0 else "[red]") + outcome.message)
+    if as_json and outcome.manifest is not None:
+        click.echo(outcome.manifest.to_json())
     return outcome.exit_code
 
 

@@ -53,6 +53,7 @@ class RecipeOutcome:
     failed_targets: list[str]
     exit_code: int
     message: str
+    manifest: Any = None  # device_bench.manifest.Manifest of the bundle, when one was written
 
 
 def load_recipe_data(recipe: Recipe) -> LabelledData:
@@ -87,7 +88,8 @@ def _describe(kind: str, spec: Any) -> str:
             return f"structured: heads −{spec.heads:.0%}, FFN −{spec.ffn:.0%}" + (" + recovery" if spec.recovery else "")
         return f"{spec.method} {spec.sparsity:.0%} sparsity" + (" + recovery" if spec.recovery else "")
     if kind == "trim_vocab":
-        return f"trim vocab to {'+'.join(spec.splits)} tokens"
+        extra = (f" + first {spec.keep_top} ids" if spec.keep_top else "") + (" + ASCII chars" if spec.keep_ascii_chars else "")
+        return f"trim vocab to {'+'.join(spec.splits)} tokens{extra}"
     return kind
 
 
@@ -199,7 +201,8 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         result = pack_model(final, out_dir, targets, recipe.seq_len, calibration_texts(data, recipe.calib_samples, recipe.seed),
                             labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
                             force=force, archive=False, min_cosine=recipe.parity.min_cosine,
-                            min_agreement=recipe.parity.min_agreement, progress=step)
+                            min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
+                            progress=step)
     finally:
         PROGRESS_BARS.reset(token)
         torch.set_num_threads(threads_before)
@@ -227,7 +230,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     if gate is not None and not gate.passed:
         return RecipeOutcome(rows, reference, gate, out_dir, failed, 1,
                              f"accuracy gate failed: {'; '.join(gate.failures)} vs the fine-tuned teacher's "
-                             f"{reference:.4f} (max drop {max_drop}); bundle kept at {out_dir} for inspection")
+                             f"{reference:.4f} (max drop {max_drop}); bundle kept at {out_dir} for inspection", result.manifest)
     if failed:
-        return RecipeOutcome(rows, reference, gate, out_dir, failed, 1, f"targets failed: {', '.join(failed)}")
-    return RecipeOutcome(rows, reference, gate, out_dir, failed, 0, f"bundle written to {out_dir}")
+        return RecipeOutcome(rows, reference, gate, out_dir, failed, 1, f"targets failed: {', '.join(failed)}", result.manifest)
+    return RecipeOutcome(rows, reference, gate, out_dir, failed, 0, f"bundle written to {out_dir}", result.manifest)

@@ -11,6 +11,6 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[pack,executorch,dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[pack,executorch,search,dev]"
 .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch is ' + torch.__version__ + ', expected 2.13.0')"
 touch "$stamp"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import TARGETS, ExportContext, ExportResult, Target, TargetError, get_target, register
+from .base import TARGETS, ExportContext, ExportResult, Target, TargetError, TargetOption, get_target, register
 
 BUILTIN_MODULES = ("torchscript_mobile", "tflite", "tflite_full", "onnx_int8", "executorch")
 
@@ -17,4 +17,4 @@ for _module in BUILTIN_MODULES:
 
 DEFAULT_TARGETS = ("torchscript-mobile", "tflite-int8")
 
-__all__ = ["TARGETS", "DEFAULT_TARGETS", "ExportContext", "ExportResult", "Target", "TargetError", "get_target", "register"]
+__all__ = ["TARGETS", "DEFAULT_TARGETS", "ExportContext", "ExportResult", "Target", "TargetError", "TargetOption", "get_target", "register"]

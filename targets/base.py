@@ -39,7 +39,8 @@ class ExportContext:
     example_inputs: dict[str, np.ndarray]  # one real tokenized sample, int32 [1, seq_len]
     calibration: dict[str, np.ndarray]  # tokenized calibration texts, int32 [N, seq_len]
     workdir: Path
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # this target's options, already validated
+    output_name: str = "output"  # the task's name for the one output ("embedding", "logits")
 
     def example_tensors(self) -> tuple["torch.Tensor", ...]:
         import torch
@@ -51,6 +52,40 @@ class ExportContext:
         if limit is not None:
             n = min(n, limit)
         return [{k: v[i : i + 1] for k, v in self.calibration.items()} for i in range(n)]
+
+
+@dataclass(frozen=True)
+class TargetOption:
+    """One ``--option TARGET.KEY=VALUE`` a target accepts: its type, default and choices."""
+
+    kind: type  # bool, int, float or str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+    def parse(self, raw: Any, where: str) -> Any:
+        """The value as ``kind``; raises ``ValueError`` naming ``where`` when it does not fit."""
+        value = raw
+        if self.kind is bool and isinstance(raw, str):
+            lowered = raw.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"{where}: expected true or false, got {raw!r}")
+            value = lowered in ("true", "1", "yes")
+        elif self.kind in (int, float) and isinstance(raw, str):
+            try:
+                value = self.kind(raw)
+            except ValueError:
+                raise ValueError(f"{where}: expected {self.kind.__name__}, got {raw!r}") from None
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: expected {self.kind.__name__}, got {raw!r}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{where}: {value!r} is below the minimum {self.minimum:g}")
+        return value
 
 
 @dataclass
@@ -70,6 +105,17 @@ class Target(ABC):
     runtime_requirement: ClassVar[str] = ""
     #: packages the export needs on the host (checked before export)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: the options ``--option NAME.KEY=VALUE`` may set (see ``resolve_options``)
+    options: ClassVar[dict[str, TargetOption]] = {}
+
+    def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``given``, each value checked; raises ``ValueError`` naming the bad key."""
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            known = ", ".join(sorted(self.options)) or "none"
+            raise ValueError(f"{self.name}.{unknown[0]}: unknown option (options of {self.name}: {known})")
+        return {key: spec.parse(given[key], f"{self.name}.{key}") if key in given else spec.default
+                for key, spec in self.options.items()}
 
     def missing_requirements(self) -> list[str]:
         import importlib.util

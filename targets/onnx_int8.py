@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from .base import ExportContext, ExportResult, Target, TargetError, register
+from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 
 OPSET = 17
 RUNTIME_REQUIREMENT = "onnxruntime>=1.17"
@@ -38,10 +38,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _output_name(ctx: ExportContext) -> str:
-    return "logits" if ctx.task == "sequence-classification" else "embedding"
-
-
 def _opsets(path: Path) -> dict[str, int]:
     import onnx
 
@@ -62,7 +58,7 @@ class OnnxFp32(_Onnx):
     description = "ONNX fp32 for onnxruntime (comparison baseline)"
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
-        export_onnx(ctx, out_path, _output_name(ctx))
+        export_onnx(ctx, out_path, ctx.output_name)
         return ExportResult(precision="fp32", details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path)})
 
 
@@ -70,13 +66,14 @@ class OnnxFp32(_Onnx):
 class OnnxInt8(_Onnx):
     name = "onnx-int8"
     description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
+    options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)")}
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        per_channel = bool(ctx.options.get("onnx_per_channel", True))
+        per_channel = bool(ctx.options.get("per_channel", True))
         float_path = ctx.workdir / f"{self.name}.fp32.onnx"
-        export_onnx(ctx, float_path, _output_name(ctx))
+        export_onnx(ctx, float_path, ctx.output_name)
         try:
             quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
                              extra_options={"MatMulConstBOnly": True})

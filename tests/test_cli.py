@@ -37,6 +37,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
         (["--runtime", "tflite-int8"], "expected TARGET=SPEC"),
         (["--runtime", "tflite-int8=tflite-runtime>>2"], "not a requirement"),
         (["--runtime", "onnx-int8=onnxruntime>=1.17"], "that target is not being packed"),
+        (["-O", "tflite-int8-full.io"], "expected TARGET.KEY=VALUE"),
+        (["--targets", "tflite-int8-full", "-O", "tflite-int8-full.io=int4"], "tflite-int8-full.io: 'int4' is not one of"),
+        (["--targets", "onnx-int8", "-O", "onnx-int8.per_chanel=false"], "onnx-int8.per_chanel: unknown option"),
+        (["-O", "onnx-int8.per_channel=false"], "that target is not being packed"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_model_dir, args, fragment):
@@ -66,6 +70,8 @@ def test_targets_lists_the_registry():
     names = {row["name"] for row in json.loads(proc.stdout)}
     assert {"torchscript-mobile", "tflite-int8", "torchscript-mobile-fp32", "tflite-fp32"} <= names
     assert run("pack", "--list-targets").returncode == 0
+    options = run("targets", "--options")
+    assert options.returncode == 0 and "tflite-int8-full.io=float (float|int8)" in options.stdout, options.stdout
 
 
 def test_pack_json_archive_then_inspect_and_tamper(tmp_path, tiny_model_dir):

@@ -167,6 +167,17 @@ def test_structured_prune_removes_heads_and_neurons_and_reloads(teacher, tokeniz
     np.testing.assert_allclose(predict_logits(reloaded, tokenizer, texts, SEQ_LEN),
                                predict_logits(pruned, tokenizer, texts, SEQ_LEN), atol=1e-5)
 
+    # a fresh process (as `edgepack pack --model saved` runs) loads the head-pruned folder too
+    import subprocess
+    import sys
+
+    tokenizer.save_pretrained(tmp_path / "saved")
+    code = ("from packager.models import load_model; "
+            f"m = load_model({str(tmp_path / 'saved')!r}, 'sequence-classification'); print(m.model.config.layer_heads)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(details["heads_after"])
+
 
 def test_ffn_only_pruning_keeps_a_stock_bert_config(teacher, tokenizer, data, tmp_path):
     from transformers import AutoModelForSequenceClassification
@@ -255,4 +266,20 @@ def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokeni
     spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=SearchSpec(trials=2))
     student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
     assert details["search"].startswith("skipped: optuna is not installed")
+    assert student.config.num_hidden_layers == 1
+
+
+def test_distill_search_with_optuna_tries_the_budget_within_the_ranges(teacher, tokenizer, data, tmp_path):
+    pytest.importorskip("optuna")
+    from packager.recipe import SearchSpec
+
+    search = SearchSpec(trials=2, alpha=[0.1, 0.9], temperature=[2.0, 6.0], epochs=[1, 2])
+    spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=search)
+    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    found = details["search"]
+    assert found["trials"] == 2 and 0.0 <= found["best_val_accuracy"] <= 1.0
+    best = found["best_params"]
+    assert 0.1 <= best["alpha"] <= 0.9 and 2.0 <= best["temperature"] <= 6.0 and best["epochs"] in (1, 2)
+    # the final student is trained with the winning parameters, and the details say so
+    assert details["alpha"] == round(best["alpha"], 4) and details["epochs"] == best["epochs"]
     assert student.config.num_hidden_layers == 1

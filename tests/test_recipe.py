@@ -87,6 +87,11 @@ FINETUNE = {"finetune": {"epochs": 10, "lr": 2.0e-3, "batch_size": 16}}
     (lambda r: r["data"].pop("train"), "data.train"),
     (lambda r: r["data"].pop("validation"), "data.validation"),
     (lambda r: r["stages"].append({"trim_vocab": {"splits": ["dev"]}}), "stages[1].trim_vocab.splits[0]"),
+    (lambda r: r.update(target_options={"tflite-int8": {"io": "int8"}}), "target_options.tflite-int8"),
+    (lambda r: r.update(targets=["tflite-int8-full"], target_options={"tflite-int8-full": {"io": "int4"}}),
+     "target_options.tflite-int8-full.io"),
+    (lambda r: r.update(targets=["onnx-int8"], target_options={"onnx-int8": {"per_chanel": False}}),
+     "target_options.onnx-int8.per_chanel"),
 ])
 def test_validation_errors_name_the_key(workspace, mutate, key):
     raw = _recipe(workspace, [json.loads(json.dumps(FINETUNE))])
@@ -121,7 +126,7 @@ def test_bad_data_column_is_a_one_line_error(workspace, tmp_path):
                          progress=False)
 
 
-def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_path):
+def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_path, capsys):
     stages = [FINETUNE,
               {"distill": {"student": {"layers": [1, 3]}, "temperature": 4, "alpha": 0.5, "epochs": 3, "lr": 1.0e-3,
                            "batch_size": 16}},
@@ -130,8 +135,11 @@ def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_p
               {"trim_vocab": {}}]
     path = _write(workspace, "full.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.1}, calib_samples=32))
     out = tmp_path / "bundle"
-    assert pack_from_recipe(path, out, force=False, archive=True, progress=False) == 0
+    capsys.readouterr()
+    assert pack_from_recipe(path, out, force=False, archive=True, as_json=True) == 0
+    printed = json.loads(capsys.readouterr().out)  # --json: stdout is the manifest alone, stage table on stderr
     manifest = Manifest.load(out)
+    assert printed == manifest.to_dict()
     rows = {r["stage"]: r for r in manifest.stages}
     assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "distill", "prune", "trim_vocab",
                                                      "target torchscript-mobile", "gate"]

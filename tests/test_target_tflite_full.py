@@ -105,3 +105,68 @@ def test_output_is_dequantized_from_an_integer_tensor(exported):
             assert graph.Tensors(op.Inputs(0)).Type() in (schema.TensorType.INT8, schema.TensorType.INT16)
             return
     pytest.fail("no op produces the output tensor")
+
+
+def test_int8_io_option_gives_an_integer_output_the_runner_dequantizes(exported, tmp_path):
+    """``--option tflite-int8-full.io=int8``: the model's own output is int8 (no DEQUANTIZE), with its scale."""
+    import shutil
+
+    from targets.tflite_full import integer_outputs
+
+    target, path, _, _ = exported
+    copy = tmp_path / "copy.tflite"
+    shutil.copy(path, copy)
+    outputs = integer_outputs(copy, tmp_path / "int8io.tflite")
+    assert outputs[0]["dtype"] == "int8" and outputs[0]["scale"] > 0
+    float_runner, int_runner = target.load(path), target.load(tmp_path / "int8io.tflite")
+    detail = int_runner.interpreter.get_output_details()[0]
+    assert np.dtype(detail["dtype"]) == np.int8
+    for seed in range(5):
+        sample = _inputs(1, seed=100 + seed)
+        expected, got = float_runner.run(sample), int_runner.run(sample)
+        assert got.dtype == np.float32
+        raw = int_runner.interpreter.get_tensor(detail["index"])
+        np.testing.assert_allclose(got, (raw.astype(np.float32) - detail["quantization"][1]) * detail["quantization"][0])
+        np.testing.assert_allclose(got, expected, atol=1e-6)  # same int8 values, dequantized outside the model
+
+
+def test_options_are_checked_by_name_type_and_choice():
+    target = get_target("tflite-int8-full")
+    assert target.resolve_options({})["io"] == "float"
+    assert target.resolve_options({"io": "int8", "calib_samples": "150", "int8_only": "true"}) == {
+        "io": "int8", "calib_samples": 150, "int8_only": True}
+    with pytest.raises(ValueError, match=r"tflite-int8-full\.io: 'int4' is not one of float, int8"):
+        target.resolve_options({"io": "int4"})
+    with pytest.raises(ValueError, match=r"tflite-int8-full\.calib: unknown option"):
+        target.resolve_options({"calib": "3"})
+    with pytest.raises(ValueError, match=r"calib_samples: expected int"):
+        target.resolve_options({"calib_samples": "many"})
+
+
+def test_sensitivity_falls_back_to_a_direct_run_when_validation_cannot_read_the_graph(tmp_path, monkeypatch):
+    """ai-edge-quantizer's validate() raised "Tensor data is null" on a head-pruned CLINC150 student."""
+    import litert_torch
+    from ai_edge_quantizer import quantizer
+
+    from targets.tflite_full import FullIntegerQuantizer
+
+    torch.manual_seed(1)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    model = transformers.BertModel(config).eval()
+    wrapper = get_task("feature-extraction").make_wrapper(model)
+    calib = _inputs(12, seed=5)
+    samples = [{k: v[i:i + 1] for k, v in calib.items()} for i in range(12)]
+    float_path = tmp_path / "float.tflite"
+    litert_torch.convert(wrapper, tuple(torch.from_numpy(samples[0][n]) for n in NAMES)).export(str(float_path))
+    fq = FullIntegerQuantizer(float_path, samples[:8], NAMES)
+    validated = fq.sensitivity("FULLY_CONNECTED", samples[8:])
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("Tensor data is null. Run allocate_tensors() first")
+
+    monkeypatch.setattr(quantizer.Quantizer, "validate", broken)
+    direct = fq.sensitivity("FULLY_CONNECTED", samples[8:])
+    assert fq.sensitivity_method["FULLY_CONNECTED"].startswith("direct run")
+    assert 0.5 < direct <= 1.0 + 1e-6 and abs(direct - validated) < 0.05, (direct, validated)
+    assert not list(tmp_path.glob("sensitivity-*"))
