@@ -150,22 +150,28 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
               help="A target option, e.g. tflite-int8-full.io=int8 (`edgepack targets --options` lists them).")
 @click.option("--recipe", type=click.Path(path_type=Path), default=None,
               help="A YAML compression recipe (see `edgepack recipe show`).")
+@click.option("--search", "search_trials", type=int, default=None, metavar="TRIALS",
+              help="With --recipe: optuna search of the distill stages' alpha/temperature/epochs, TRIALS trials each.")
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive, min_cosine,
-             min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, list_targets, as_json) -> None:
+             min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials, list_targets,
+             as_json) -> None:
     """Convert a model for each target, verify every artifact, and write a bundle."""
     if list_targets:
         _print_targets(as_json)
         return
     if out_dir is None:
         raise EdgepackError("-o/--out is required (the bundle directory to write)")
+    if search_trials is not None and recipe is None:
+        raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
     _quiet_libraries()
     if recipe is not None:
         from .recipe_cli import pack_from_recipe
 
-        sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json))
+        sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json,
+                                  search_trials=search_trials))
 
     from targets import DEFAULT_TARGETS
 

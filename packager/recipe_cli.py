@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
 
 
 def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
-                     progress: bool | None = None) -> int:
+                     progress: bool | None = None, search_trials: int | None = None) -> int:
     """What `edgepack pack --recipe FILE -o OUT` runs; returns the exit code (EdgepackError for bad input).
 
     Progress and the stage table go to stderr; with ``as_json`` stdout carries only the manifest JSON
@@ -50,6 +51,8 @@ def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: 
 
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)  # logs stay readable
     recipe = load_recipe(recipe_path)
+    if search_trials is not None:
+        enable_search(recipe, search_trials)
     progress = not as_json if progress is None else progress
 
     def step(message: str) -> None:
@@ -70,6 +73,20 @@ def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: 
     if as_json and outcome.manifest is not None:
         click.echo(outcome.manifest.to_json())
     return outcome.exit_code
+
+
+def enable_search(recipe, trials: int) -> None:
+    """``--search TRIALS``: turn on the hyper-parameter search of every distill stage (ranges as in the recipe)."""
+    from .errors import EdgepackError
+    from .recipe import SearchSpec
+
+    if trials < 1:
+        raise EdgepackError(f"--search {trials}: needs at least 1 trial")
+    stages = [s for s in recipe.stages if s.kind == "distill"]
+    if not stages:
+        raise EdgepackError("--search: the recipe has no distill stage to search")
+    for stage in stages:
+        stage.spec.search = dataclasses.replace(stage.spec.search or SearchSpec(), trials=trials)
 
 
 @click.group("recipe")

@@ -41,6 +41,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> N
         (["--targets", "tflite-int8-full", "-O", "tflite-int8-full.io=int4"], "tflite-int8-full.io: 'int4' is not one of"),
         (["--targets", "onnx-int8", "-O", "onnx-int8.per_chanel=false"], "onnx-int8.per_chanel: unknown option"),
         (["-O", "onnx-int8.per_channel=false"], "that target is not being packed"),
+        (["--search", "4"], "--search needs --recipe"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_model_dir, args, fragment):

@@ -189,3 +189,19 @@ def test_unknown_target_names_the_recipe_key(workspace, tmp_path):
     path = _write(workspace, "target.yaml", _recipe(workspace, [FINETUNE], targets=["tflite-int9"]))
     with pytest.raises(EdgepackError, match=r"^recipe targets: unknown target 'tflite-int9'"):
         pack_from_recipe(path, tmp_path / "out", force=False, archive=False, progress=False)
+
+
+def test_search_flag_turns_on_the_distill_search_and_needs_a_distill_stage(workspace):
+    from packager.errors import EdgepackError
+    from packager.recipe_cli import enable_search
+
+    with_distill = parse_recipe(_recipe(workspace, [FINETUNE, {"distill": {"search": {"alpha": [0.2, 0.4]}}}]), workspace)
+    enable_search(with_distill, 3)
+    search = with_distill.stages[1].spec.search
+    assert search.trials == 3 and search.alpha == [0.2, 0.4]  # the recipe's ranges are kept
+    assert with_distill.to_dict()["stages"][1]["distill"]["search"]["trials"] == 3
+    without = parse_recipe(_recipe(workspace, [FINETUNE]), workspace)
+    with pytest.raises(EdgepackError, match="no distill stage"):
+        enable_search(without, 3)
+    with pytest.raises(EdgepackError, match="at least 1 trial"):
+        enable_search(with_distill, 0)
