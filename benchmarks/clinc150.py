@@ -124,7 +124,7 @@ def pack(name: str, key: dict[str, Any], model, tokenizer, labels, data, targets
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True, help="data_oos_plus.json of CLINC150")
+    ap.add_argument("--data", type=Path, help="data_oos_plus.json of CLINC150 (required unless --replot)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache" / "clinc150")
     ap.add_argument("--intents", type=int, default=None, help="keep only N intents (+ oos): a quick slice")
@@ -150,8 +150,17 @@ def main() -> int:
                     help="splits whose tokens trim_vocab keeps (never test)")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
     ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw <out>/<name>.png from the <name>.json an earlier run wrote")
     args = ap.parse_args()
-    if not args.data.is_file():
+    if args.replot:
+        saved = args.out / f"{args.name}.json"
+        if not saved.is_file():
+            print(f"clinc150: --replot: {saved}: no such file", file=sys.stderr)
+            return 2
+        write_plot(args.out / f"{args.name}.png", [Row(**r) for r in json.loads(saved.read_text())["rows"]])
+        return 0
+    if args.data is None or not args.data.is_file():
         print(f"clinc150: --data {args.data}: no such file", file=sys.stderr)
         return 2
 
@@ -326,21 +335,24 @@ def write_plot(path: Path, rows: list[Row]) -> None:
     import matplotlib.pyplot as plt
 
     pts = [r for r in rows if r.latency_p50_ms is not None and r.test_accuracy is not None and r.size_mb]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for r in pts:
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    for i, r in enumerate(pts):
+        final = r.name.startswith("final")
         ax.scatter(r.latency_p50_ms, r.test_accuracy * 100, s=max(r.size_mb, 0.5) * 12, alpha=0.55,
-                   label=f"{r.stage}: {r.target} ({r.size_mb:.1f} MB)")
-        ax.annotate(f"{r.stage}\n{r.target}", (r.latency_p50_ms, r.test_accuracy * 100), fontsize=7,
-                    xytext=(6, 4), textcoords="offset points")
+                   marker="o" if not final else "D", label=f"{r.stage}: {r.target} ({r.size_mb:.1f} MB)")
+        # fp32 stage rows are named by stage, final rows by target; alternate sides so neighbours don't collide
+        text = r.target if final else r.stage
+        ax.annotate(text, (r.latency_p50_ms, r.test_accuracy * 100), fontsize=7,
+                    xytext=(7, 7 if i % 2 == 0 else -11), textcoords="offset points")
     teacher = next((r for r in pts if r.stage == "teacher"), None)
     if teacher:
         ax.axhline(teacher.test_accuracy * 100, ls="--", lw=0.8, color="grey")
-    ax.set_xlabel("latency p50, batch 1 (ms)")
+    ax.set_xlabel("latency p50, batch 1 (ms, log scale)")
     ax.set_ylabel("CLINC150 test accuracy (%)")
-    ax.set_title("CLINC150: accuracy vs latency (marker area ∝ model size)")
+    ax.set_title("CLINC150: accuracy vs latency (marker area ∝ model size; ◆ = final int8 artifacts)")
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", markerscale=0.4)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=0.4, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -27,7 +27,9 @@ from .report import BenchReport
 log = logging.getLogger("edgepack.agent")
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-JOB_ID = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$")
+#: ``<UTC date>T<time with microseconds>-<random>``; ids sort in submission order (older
+#: agents wrote second-resolution ids, still accepted).
+JOB_ID = re.compile(r"^[0-9]{8}T[0-9]{6}(?:[0-9]{6})?-[0-9a-f]{8}$")
 #: run(bundle_dir, options, progress) -> report
 BenchFn = Callable[[Path, dict[str, Any], Callable[[int, int, str], None]], BenchReport]
 
@@ -60,6 +62,7 @@ class JobStore:
         self._bench = bench
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._last_stamp = ""
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._recover()
         self._thread = threading.Thread(target=self._work, name="bench-worker", daemon=True)
@@ -72,7 +75,12 @@ class JobStore:
         return self.root / job_id
 
     def new_job_dir(self) -> tuple[str, Path]:
-        job_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+        with self._lock:  # strictly increasing stamps, so sorting by id is submission order
+            stamp = max(datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f"), self._last_stamp)
+            if stamp == self._last_stamp:
+                stamp = stamp[:9] + f"{int(stamp[9:]) + 1:012d}"
+            self._last_stamp = stamp
+        job_id = f"{stamp}-{secrets.token_hex(4)}"
         path = self.job_dir(job_id)
         path.mkdir()
         return job_id, path

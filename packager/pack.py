@@ -319,7 +319,7 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
         entry.details["compatibility"] = compat
         if compat.get("compatible") is False:
             remedy = f" — remedy: {compat['remedy']}" if compat.get("remedy") else ""
-            entry.error = f"incompatible with {declared_runtime}: {'; '.join(compat.get('problems', []))[:500]}{remedy}"
+            entry.error = f"incompatible with {declared_runtime}: {_first_problems(compat.get('problems', []))}{remedy}"
             _drop_artifact(entry, path)
             return entry
     if not shortfalls:
@@ -332,6 +332,17 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     else:
         _drop_artifact(entry, path)
     return entry
+
+
+def _first_problems(problems: list[str], budget: int = 600) -> str:
+    """Whole problems up to ``budget`` characters, then how many more the manifest holds (never a cut word)."""
+    shown: list[str] = []
+    for problem in problems:
+        if shown and sum(len(p) + 2 for p in shown) + len(problem) > budget:
+            break
+        shown.append(problem)
+    rest = len(problems) - len(shown)
+    return "; ".join(shown) + (f" (+{rest} more in details.compatibility)" if rest else "")
 
 
 def _drop_artifact(entry: TargetEntry, path: Path) -> None:

@@ -4,9 +4,7 @@
 needs (TFLite: builtin operator codes and versions; ``.ptl``: bytecode version
 and root operators) and checks it against the runtime the user declared for the
 device (a pip-style requirement such as ``ai-edge-litert>=2.3``,
-``tflite-runtime==2.14`` or ``torch>=2.13``). tflite-micro is not in the
-tables: its Python interpreter (tflite-micro 0.dev20261023) segfaults on the
-one-op probe models, so its registry could not be read this way.
+``tflite-runtime==2.14``, ``tflite-micro`` or ``torch>=2.13``).
 
 How the tables in ``targets/data`` were derived
 -----------------------------------------------
@@ -27,15 +25,45 @@ ai-edge-litert and requires the shipped table to match.
 installed torch is re-checked by the tests (backporting a real ``.ptl`` to
 every version in range and loading it).
 
+``tflite-micro`` rows of ``tflite_op_versions.json``: by
+``scripts/derive_tflite_micro_table.py``, which asks the tflite-micro Python
+interpreter (its ``PythonOpsResolver``) about each builtin op, one subprocess
+per probe. TFLM resolves every operator (``GetRegistrationFromOpCode`` ->
+``FindOp(builtin_code)``) before any kernel's Init/Prepare runs (a bad probe
+model crashing a kernel is why plain one-op probes segfaulted), so each probe
+model adds a sentinel operator with an unknown builtin code: "Op builtin_code
+out of range" then means the probed op resolved, "Didn't find op for builtin
+opcode" that it is absent. Every op resolved identically at versions 1 and 99:
+TFLM ignores ``OperatorCode.version``, so its rows say op -> null (any version)
+and only the op's presence is checked. Tensor-type support inside a TFLM kernel
+is not checked.
+
+``tflite_type_versions.json``: the version an operator's tensor types imply,
+transcribed rule by rule from ``GetBuiltinOperatorVersion``
+(``tflite/tools/versioning/op_version.cc`` in LiteRT; each rule cites its
+condition). A converter writes that version; ai-edge-quantizer keeps the float
+model's versions on quantized ops (a full-integer ADD stays version 1), so the
+version an operator needs is max(file version, type-implied version), as
+``UpdateOpVersion`` in the same file computes. Reports list both
+(``version``, ``required_version``); verdicts use the latter.
+
+``tflite_kernel_signatures.json``: op versions name registrations, not the
+tensor types a kernel accepts (tflite-runtime 2.14 has ``QUANTIZE`` v3 but its
+kernel rejects int8 -> int16). ``scripts/derive_tflite_kernel_table.py`` cuts
+every operator signature of real edgepack artifacts into a one-operator model
+and runs it on each release (``tflite_kernels``); a declaration whose release
+rejected a signature the artifact uses fails, with the probe's error. Signatures
+never probed are listed in ``kernels.not_probed`` and not judged.
+
 Semantics of a declaration
 --------------------------
 A declaration admits a range of runtime releases; the artifact is compatible
 when the *oldest* admitted release loads it. Support only grows with releases,
 so for a floor between two known releases A < floor < B: what A loads is fine,
 what B cannot load is a definite failure, anything else is "unknown"
-(``compatible=None``), never a guess. TFLite op versions are the ones written
-in the file; ai-edge-quantizer keeps the float model's versions on quantized
-ops, so an integer kernel missing from an old runtime is only caught on load.
+(``compatible=None``), never a guess. A declaration without a version (plain
+``tflite-micro``) admits every release, so ops present in the oldest known one
+are still "unknown" there; ops absent from it are failures.
 
 This module imports nothing heavy at import time (it is also loaded standalone,
 by file path, inside the probe venvs).
@@ -52,14 +80,20 @@ REPORT_SCHEMA_VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TFLITE_TABLE = DATA_DIR / "tflite_op_versions.json"
 TORCH_LITE_TABLE = DATA_DIR / "torch_lite_bytecode.json"
+TFLITE_TYPE_RULES = DATA_DIR / "tflite_type_versions.json"
+#: families whose tables map op -> null: the runtime resolves by builtin code, ignoring versions
+VERSIONLESS = ("tflite-micro",)
 #: builtin codes that are not operators a resolver can be asked about
 _NOT_PROBED = ("CUSTOM", "PLACEHOLDER_FOR_GREATER_OP_CODES", "DELEGATE")
 PROBE_MAX_VERSION = 15
 #: load errors meaning "this runtime has no such (op, version)"; other errors come after resolution
+#: how a runtime reports an op version it has no registration for (the op table covers those)
+_UNREGISTERED = "Didn't find op for builtin opcode"
 _UNSUPPORTED_MARKERS = ("didn't find op", "out of range", "not supported", "unsupported")
 #: declared-runtime names understood per runtime key (aliases -> table family)
 FAMILIES: dict[str, dict[str, str]] = {
-    "tflite": {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime"},
+    "tflite": {"ai-edge-litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime",
+               "tflite-micro": "tflite-micro", "tflm": "tflite-micro"},
     "torch-lite": {"torch": "torch", "pytorch": "torch", "pytorch-lite": "torch", "torch-lite": "torch"},
 }
 
@@ -79,6 +113,8 @@ class CompatReport:
     remedy: str | None = None
     checked_against: str | None = None  # the table release the verdict used, e.g. "tflite-runtime==2.14.0"
     artifact: dict[str, Any] = field(default_factory=dict)  # format facts (bytecode version, min_runtime_version)
+    #: TFLite: operator signatures (op + tensor types) checked against the probed kernel table (tflite_kernels)
+    kernels: dict[str, Any] = field(default_factory=dict)
     schema_version: int = REPORT_SCHEMA_VERSION
 
 
@@ -115,7 +151,8 @@ def parse_declared(runtime_key: str, declared: str) -> tuple[str, Any]:
 
 # ---------------------------------------------------------------- TFLite
 def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Operator codes + versions of a ``.tflite`` file (sorted), and its ``min_runtime_version`` metadata."""
+    """Operator codes of a ``.tflite`` file (sorted) with the version written in the file and the version
+    its tensor types require (see the module docstring), and its ``min_runtime_version`` metadata."""
     from ai_edge_litert import schema_py_generated as schema
 
     buf = Path(path).read_bytes()
@@ -123,14 +160,23 @@ def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         raise CompatibilityError(f"{path}: not a TFLite flatbuffer")
     model = schema.Model.GetRootAs(buf, 0)
     names = builtin_names()
-    ops = set()
+    codes = []
     for i in range(model.OperatorCodesLength()):
         code = model.OperatorCodes(i)
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         name = names.get(builtin, f"BUILTIN_{builtin}")
         if name == "CUSTOM":
             name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
-        ops.add((name, int(code.Version())))
+        codes.append((name, int(code.Version())))
+    needed: dict[tuple[str, int], tuple[int, str | None]] = {key: (key[1], None) for key in codes}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for j in range(graph.OperatorsLength()):
+            op = graph.Operators(j)
+            key = codes[op.OpcodeIndex()]
+            implied, why = _type_implied_version(key[0], op, graph)
+            if implied > needed[key][0]:
+                needed[key] = (implied, why)
     facts: dict[str, Any] = {}
     for i in range(model.MetadataLength()):
         meta = model.Metadata(i)
@@ -138,13 +184,86 @@ def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             data = model.Buffers(meta.Buffer()).DataAsNumpy()
             if not isinstance(data, int):
                 facts["min_runtime_version"] = data.tobytes().rstrip(b"\0").decode()
-    return [{"op": n, "version": v} for n, v in sorted(ops)], facts
+    ops = []
+    for (name, version), (required, why) in sorted(needed.items()):
+        entry: dict[str, Any] = {"op": name, "version": version, "required_version": required}
+        if why:
+            entry["required_because"] = why
+        ops.append(entry)
+    return ops, facts
 
 
 def builtin_names() -> dict[int, str]:
     from ai_edge_litert import schema_py_generated as schema
 
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _type_implied_version(name: str, op, graph) -> tuple[int, str]:
+    """First matching rule of ``tflite_type_versions.json`` for one operator: (version, why); (1, "") if none."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    rules = _load_table(TFLITE_TYPE_RULES)["ops"].get(name)
+    if not rules:
+        return 1, ""
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    tensors = {f"in{i}": t for i, t in enumerate(op.InputsAsNumpy() if op.InputsLength() else [])}
+    tensors.update({f"out{i}": t for i, t in enumerate(op.OutputsAsNumpy() if op.OutputsLength() else [])})
+    tensors = {slot: graph.Tensors(int(t)) if t >= 0 else None for slot, t in tensors.items()}
+    options = schema.BuiltinOptionsCreator(op.BuiltinOptionsType(), op.BuiltinOptions())
+
+    def type_of(slot: str) -> str | None:
+        t = tensors.get(slot)
+        return type_names.get(t.Type()) if t is not None else None
+
+    def shape(slot: str) -> list[int]:
+        t = tensors.get(slot)
+        return list(t.ShapeAsNumpy()) if t is not None and t.ShapeLength() else []
+
+    def quant(slot: str):
+        t = tensors.get(slot)
+        return t.Quantization() if t is not None else None
+
+    def per_channel(slot: str) -> bool:
+        q, dims = quant(slot), shape(slot)
+        return (q is not None and q.ScaleLength() > 1 and q.QuantizedDimension() < len(dims)
+                and q.ScaleLength() == dims[q.QuantizedDimension()])
+
+    def scale(slot: str) -> float:
+        q = quant(slot)
+        return float(q.Scale(0)) if q is not None and q.ScaleLength() else 0.0
+
+    def option(attr: str):
+        return getattr(options, attr, 0) if options is not None else 0
+
+    inputs = [s for s in tensors if s.startswith("in")]
+    checks: dict[str, Callable[[Any], bool]] = {
+        "quantized": lambda slots: any(quant(s) is not None for s in slots),
+        "not_quantized": lambda slots: all(quant(s) is None for s in slots),
+        "per_channel": lambda slots: all(per_channel(s) for s in slots),
+        "sparse": lambda slots: all(tensors.get(s) is not None and tensors[s].Sparsity() is not None for s in slots),
+        "inputs_count": lambda n: len(inputs) == n,
+        "in0_rank_gt": lambda n: len(shape("in0")) > n,
+        "input_rank_eq": lambda n: any(len(shape(f"in{i}")) == n for i in range(3)),
+        "broadcast_rank_gt": lambda n: (len(inputs) >= 2 and shape("in0") != shape("in1")
+                                        and max(len(shape(s)) for s in inputs) > n),
+        "mul_rescale_ge_1": lambda want: want == (scale("in0") != 0 and scale("in1") != 0 and scale("out0") != 0
+                                                  and scale("in0") * scale("in1") / scale("out0") >= 1.0),
+        "option_true": lambda attrs: all(bool(option(a)) for a in attrs),
+        "option_false": lambda attrs: not any(bool(option(a)) for a in attrs),
+        "option_in": lambda spec: all(option(a) in values for a, values in spec.items()),
+    }
+
+    def holds(key: str, want: Any) -> bool:
+        if key in ("in0", "in1", "in2", "out0", "out1"):
+            return type_of(key) in ([want] if isinstance(want, str) else want)
+        return checks[key](want)
+
+    for rule in rules:
+        if all(holds(k, v) for k, v in rule["when"].items()):
+            shown = " x ".join(str(type_of(s)) for s in inputs if tensors[s] is not None)
+            return rule["version"], f"{shown} -> {type_of('out0')}: op_version.cc {rule['cite']}"
+    return 1, ""
 
 
 @lru_cache(maxsize=None)
@@ -158,11 +277,80 @@ def _check_tflite(path: Path, declared: str | None) -> CompatReport:
     if not declared:
         return report
     family, spec = parse_declared("tflite", declared)
-    tables: dict[str, dict[str, int]] = _load_table(TFLITE_TABLE)["runtimes"][family]
-    supports = lambda table, op: op["op"] in table and op["version"] <= table[op["op"]]  # noqa: E731
-    return _verdict(report, family, spec, tables, ops, supports,
-                    describe=lambda op: f"{op['op']} version {op['version']}",
-                    remedy_tables=_load_table(TFLITE_TABLE)["runtimes"])
+    runtimes: dict[str, dict[str, dict[str, int | None]]] = _load_table(TFLITE_TABLE)["runtimes"]
+    if family in VERSIONLESS:  # present or not; one entry per op name
+        needed = list({op["op"]: op for op in ops}.values())
+        present = lambda table, op: op["op"] in table  # noqa: E731
+        report = _verdict(report, family, spec, runtimes[family], needed, present, describe=lambda op: op["op"],
+                          remedy_tables={family: runtimes[family]})
+        if report.remedy and report.remedy.startswith("no known"):
+            missing = [op["op"] for op in needed if not any(present(t, op) for t in runtimes[family].values())]
+            report.remedy = (f"none: no known {family} release has a kernel for {', '.join(missing)}; "
+                             f"the model has to be exported without these ops")
+        return report
+    supports = lambda table, op: op["op"] in table and op["required_version"] <= table[op["op"]]  # noqa: E731
+    report = _verdict(report, family, spec, runtimes[family], ops, supports, describe=_describe_tflite_op,
+                      remedy_tables={f: t for f, t in runtimes.items() if f not in VERSIONLESS})
+    return _check_kernels(report, path, family, spec, ops, supports,
+                          {f: t for f, t in runtimes.items() if f not in VERSIONLESS})
+
+
+def _check_kernels(report: CompatReport, path: Path, family: str, spec, ops: list[dict[str, Any]],
+                   supports_op: Callable[[dict, dict], bool], op_tables: dict[str, dict]) -> CompatReport:
+    """Op versions say which registrations a runtime needs, not which tensor types its kernels take (see
+    ``tflite_kernels``): fail a release known, from probing, to reject one of the artifact's signatures."""
+    from .tflite_kernels import load_kernel_table, operator_signatures
+
+    rows: dict[str, dict[str, dict]] = load_kernel_table()["runtimes"]
+    signatures = operator_signatures(Path(path).read_bytes())
+    lower, upper = _bounds(sorted(rows.get(family, {}), key=_release_key), spec)
+    low, up = rows.get(family, {}).get(lower or "", {}), rows.get(family, {}).get(upper or "", {})
+    failing, unknown, unprobed = [], [], []
+    for sig in (s["signature"] for s in signatures):
+        if sig in set(low.get("ok", ())):
+            continue
+        if sig in up.get("fail", {}):
+            if not up["fail"][sig].startswith(_UNREGISTERED):  # a missing op version: the op table's verdict
+                failing.append(sig)
+        elif sig in set(up.get("ok", ())) or sig in low.get("fail", {}):
+            unknown.append(sig)
+        else:
+            unprobed.append(sig)
+    release = upper if failing else (lower or upper)
+    report.kernels = {"checked_against": f"{family}=={release}" if release else None,
+                      "signatures": signatures, "failing": failing, "undecided": unknown, "not_probed": unprobed}
+    for sig in failing:
+        report.problems.append(f"{sig} is rejected by the kernel of {family} {upper} "
+                               f"(probed: {up['fail'][sig][:160]})")
+    if failing:
+        report.compatible = False
+        report.remedy = _kernel_remedy(family, failing, rows, ops, supports_op, op_tables) or report.remedy
+    elif unknown and report.compatible:
+        report.compatible = None
+        report.problems.append(f"cannot decide {len(unknown)} operator signature(s) for {report.declared}: "
+                               f"rejected by {family} {lower}, loaded by {upper}: {', '.join(unknown[:5])}")
+    return report
+
+
+def _kernel_remedy(family: str, failing: list[str], rows: dict[str, dict[str, dict]], ops: list[dict[str, Any]],
+                   supports_op: Callable[[dict, dict], bool], op_tables: dict[str, dict]) -> str | None:
+    """The oldest probed release (same family first) whose kernels ran every failing signature and whose op
+    table has every op version."""
+    for fam in [family] + sorted(f for f in rows if f != family):
+        for release in sorted(rows[fam], key=_release_key):
+            table = op_tables.get(fam, {}).get(release)
+            if (table is not None and all(sig in set(rows[fam][release]["ok"]) for sig in failing)
+                    and all(supports_op(table, op) for op in ops)):
+                return f"declare {fam}>={release} on the device" if fam == family else \
+                    f"no {family} release runs it; switch the device to {fam}>={release}"
+    return None
+
+
+def _describe_tflite_op(op: dict[str, Any]) -> str:
+    if op["required_version"] > op["version"]:
+        return (f"{op['op']} version {op['required_version']} (needed for its {op['required_because']}; "
+                f"the file says {op['version']})")
+    return f"{op['op']} version {op['version']}"
 
 
 # ---------------------------------------------------------------- PyTorch Lite
@@ -202,14 +390,8 @@ def _verdict(report: CompatReport, family: str, spec, tables: dict[str, dict], n
              supports: Callable[[dict, dict], bool], describe: Callable[[dict], str],
              remedy_tables: dict[str, dict[str, dict]]) -> CompatReport:
     """Check ``needed`` against the oldest release ``spec`` admits (see the module docstring)."""
-    from packaging.version import Version
-
     releases = sorted(tables, key=_release_key)
-    floor, exclusive = _spec_floor(spec)
-    lower = next((r for r in reversed(releases) if floor is not None and Version(r) <= floor
-                  and not (exclusive and Version(r) == floor)), None)
-    upper = next((r for r in releases if floor is None or Version(r) > floor
-                  or (not exclusive and Version(r) == floor)), None)
+    lower, upper = _bounds(releases, spec)
     report.checked_against = f"{family}=={lower}" if lower else (f"{family}=={upper} (upper bound)" if upper else None)
     unknown, failing = [], []
     for op in needed:
@@ -231,6 +413,18 @@ def _verdict(report: CompatReport, family: str, spec, tables: dict[str, dict], n
     else:
         report.compatible = True
     return report
+
+
+def _bounds(releases: list[str], spec) -> tuple[str | None, str | None]:
+    """(newest known release at or below the declaration's floor, oldest known release it admits)."""
+    from packaging.version import Version
+
+    floor, exclusive = _spec_floor(spec)
+    lower = next((r for r in reversed(releases) if floor is not None and Version(r) <= floor
+                  and not (exclusive and Version(r) == floor)), None)
+    upper = next((r for r in releases if floor is None or Version(r) > floor
+                  or (not exclusive and Version(r) == floor)), None)
+    return lower, upper
 
 
 def _remedy(failing: list[dict], family: str, all_tables: dict[str, dict[str, dict]],

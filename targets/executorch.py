@@ -1,20 +1,34 @@
 """ExecuTorch (`.pte`): ``torch.export`` -> ``to_edge_transform_and_lower`` with the XNNPACK partitioner.
 
 PyTorch's successor to TorchScript mobile. ``executorch`` is optional on the
-host (it pulls coremltools, scikit-learn, pandas ...): without it the target
-reports itself unavailable through ``requires``. Checked in a throwaway venv:
+host (it pulls coremltools, scikit-learn, pandas ...): without it the targets
+report themselves unavailable through ``requires``. Checked in a throwaway venv:
 executorch 1.5.1 (its metadata pins no torch) imports, exports and runs with
-torch 2.13.0+cpu.
+torch 2.13.0+cpu and torchao 0.18.0.
 
 The export uses the quantization-friendly wrapper of ``tflite_full`` (mask
 built by the wrapper, a gather for the embeddings) because HF's own mask
-construction does not survive pt2e graph rewrites. The artifact is fp32 with
-every supported op delegated to XNNPACK. int8 via pt2e + ``XNNPACKQuantizer``
-(dynamic, Linear) was tried with executorch 1.5.1 / torchao 0.18 and does not
-lower today: per-channel weights fail in XNNPACK's ``op_linear`` ("Invalid size
-of per channel quantization scales"), per-tensor ones leave
-``quantized_decomposed`` ops undelegated ("Missing out variants"); so no int8
-variant is offered.
+construction does not survive pt2e graph rewrites. Two targets:
+
+* ``executorch``: fp32, every supported op delegated to XNNPACK.
+* ``executorch-int8``: the ExecuTorch/XNNPACK recipe for transformers, pt2e +
+  ``XNNPACKQuantizer`` with ``get_symmetric_quantization_config(is_per_channel=True,
+  is_dynamic=True)``: every ``aten.linear`` (encoder, pooler, classifier) gets
+  int8 per-output-channel symmetric weights and int8 activations quantized at
+  run time (per tensor, asymmetric); the dynamic config annotates nothing else,
+  so embeddings, LayerNorm, softmax and the attention matmuls stay fp32. All
+  quantize/dequantize ops end up inside the XNNPACK delegates (the fp32 and
+  int8 programs leave the same ops undelegated) and the ``.pte`` stores the
+  Linear weights as int8.
+
+The prepared graph must be run once before ``convert_pt2e``: dynamic
+activations need no calibration, but the weights' ``PerChannelMinMaxObserver``
+only records a weight when the forward runs. An earlier attempt skipped that
+call; ``convert_pt2e`` then folds an unobserved observer into a scale of shape
+``[1]``, and XNNPACK's lowering rejects it in ``backends/xnnpack/operators/
+quant_params.py`` ("Invalid size of per channel quantization scales, axis: 0,
+scale size: torch.Size([1]), tensor shape: torch.Size([64, 64])"), which was
+misread as an executorch limitation. One forward on the example input fixes it.
 """
 from __future__ import annotations
 
@@ -50,13 +64,34 @@ def lower_to_pte(module, example_args: tuple, out_path: Path) -> dict:
     return {"xnnpack_delegates": delegated, "non_delegated_ops": leftover}
 
 
+def quantize_linear_dynamic(module, example_args: tuple):
+    """pt2e dynamic int8 for every Linear (per-channel weights); returns the converted graph module and
+    how many Linear weights were quantized."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    prepared = prepare_pt2e(torch.export.export(module, example_args, strict=False).module(), quantizer)
+    prepared(*example_args)  # the weight observers record the weights here; without it the scales are [1]
+    converted = convert_pt2e(prepared)
+    n_weights = sum(1 for n in converted.graph.nodes
+                    if n.op == "call_function" and "dequantize_per_channel" in str(n.target))
+    return converted, n_weights
+
+
 class _ExecuTorch(Target):
-    """Shared export path (one subclass today: fp32 + XNNPACK)."""
+    """Shared export path: fp32, or dynamic int8 Linear layers; both delegated to XNNPACK."""
 
     runtime = "executorch"
     suffix = ".pte"
     runtime_requirement = RUNTIME_REQUIREMENT
     requires = ("executorch",)
+    quantize = False
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         import torch
@@ -66,17 +101,44 @@ class _ExecuTorch(Target):
         module = quant_friendly_wrapper(ctx, MASK_VALUE)
         args = ctx.example_tensors()
         details: dict = {"exporter": "torch.export", "partitioner": "XnnpackPartitioner", "mask_constant": -MASK_VALUE}
-        notes = ["fp32; int8 via pt2e does not lower with executorch 1.5.1 (see targets/executorch.py)"]
+        if self.quantize:
+            notes = ["every Linear int8 (per-channel symmetric weights, activations quantized at run time); "
+                     "embeddings, LayerNorm, softmax and attention matmuls fp32"]
+        else:
+            notes = ["fp32; executorch-int8 is the dynamic int8 variant"]
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
+                if self.quantize:
+                    module, n_weights = quantize_linear_dynamic(module, args)
+                    if n_weights == 0:
+                        raise TargetError("ExecuTorch int8: the quantizer found no Linear layer to quantize")
+                    details.update(quantizer="pt2e XNNPACKQuantizer (torchao convert_pt2e)",
+                                   scheme="dynamic int8: weights int8 symmetric per output channel, "
+                                          "activations int8 per tensor at run time",
+                                   quantized_ops=["linear"], quantized_linear_layers=n_weights)
                 details.update(lower_to_pte(module, args, out_path))
+            except TargetError:
+                raise
             except Exception as exc:
                 raise TargetError(f"ExecuTorch export failed: {_first_line(exc)}") from exc
-        return ExportResult(precision="fp32", notes=notes, details=details)
+        if self.quantize:
+            stray = [op for op in details["non_delegated_ops"] if "quantize" in op or "choose_qparams" in op]
+            if stray:  # the portable runtime has no out variants for these: the program would not load
+                raise TargetError(f"ExecuTorch int8: quantization ops left outside XNNPACK: {', '.join(stray)}")
+        return ExportResult(precision="dynamic-int8" if self.quantize else "fp32", notes=notes, details=details)
 
 
 @register
 class ExecuTorchXnnpack(_ExecuTorch):
     name = "executorch"
     description = "ExecuTorch .pte, fp32, XNNPACK delegate (needs executorch on host and device)"
+
+
+@register
+class ExecuTorchXnnpackInt8(_ExecuTorch):
+    name = "executorch-int8"
+    description = ("ExecuTorch .pte, XNNPACK delegate, dynamic int8 Linear layers via pt2e XNNPACKQuantizer "
+                   "(needs executorch + torchao on host, executorch on device)")
+    requires = ("executorch", "torchao")
+    quantize = True

@@ -106,3 +106,15 @@ def test_finished_jobs_are_pruned_and_bundles_removed(agent, tmp_path):
     for job_id in ids:
         assert not (jobs_dir / job_id / "bundle").exists()  # artifacts are deleted once measured
         assert (jobs_dir / job_id / "report.json").is_file()
+
+
+def test_job_ids_sort_in_submission_order(tmp_path):
+    """Pruning keeps the newest jobs by id, so ids made in the same second must still sort in order."""
+    from device_bench.jobs import JobStore
+
+    store = JobStore(tmp_path, bench=lambda *a: None, keep=2)
+    try:
+        ids = [store.new_job_dir()[0] for _ in range(200)]
+    finally:
+        store.stop()
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -169,3 +169,13 @@ def test_declared_runtimes_are_checked_at_pack_time(tmp_path, tiny_model_dir):
     assert tfl.details["compatibility"]["compatible"] is False
     assert ptl.status == "ok" and ptl.details["compatibility"]["compatible"] is True
     assert ptl.details["compatibility"]["declared"] == "torch>=2.13"
+
+
+def test_incompatibility_error_keeps_whole_problems_and_counts_the_rest():
+    from packager.pack import _first_problems
+
+    problems = [f"OP_{i} version 9 is not supported by tflite-runtime 2.14.0 " + "x" * 150 for i in range(6)]
+    text = _first_problems(problems)
+    assert text.endswith("(+4 more in details.compatibility)")
+    assert text.count("is not supported") == 2 and len(text) < 650
+    assert _first_problems(problems[:1]) == problems[0]
