@@ -302,15 +302,17 @@ def inspect_cmd(bundle: Path, as_json: bool) -> None:
 
 
 def _register_optional_commands() -> None:
-    """Commands that live beside their subsystem: bench/devices/agent in device_bench, recipes and reports here."""
+    """Commands that live beside their subsystem: bench/devices/agent in device_bench; recipes, reports and
+    runtime checks here."""
     from device_bench.cli import main as agent_cli
     from device_bench.host_cli import bench, devices
 
+    from .check_cli import check
     from .recipe_cli import recipe
     from .report_cli import report
 
     for command, name in ((bench, "bench"), (devices, "devices"), (agent_cli, "agent"), (recipe, "recipe"),
-                          (report, "report")):
+                          (report, "report"), (check, "check")):
         if name not in cli.commands:
             cli.add_command(command, name)
 

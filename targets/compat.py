@@ -129,7 +129,8 @@ def check_compatibility(runtime_key: str, artifact: Path, declared: str | None) 
     else:
         report = CompatReport(declared=declared, compatible=None)
         if declared:
-            report.problems.append(f"no compatibility table for runtime {runtime_key!r}: not checked at pack time")
+            report.problems.append(f"no compatibility table for runtime {runtime_key!r}: not checked "
+                                   "(tables exist for tflite and torch-lite artifacts)")
     return asdict(report)
 
 

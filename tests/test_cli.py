@@ -98,3 +98,36 @@ def test_pack_json_archive_then_inspect_and_tamper(tmp_path, tiny_model_dir):
     tampered = run("inspect", str(out), "--json")
     assert tampered.returncode == 1
     assert any("sha256 mismatch" in p for p in json.loads(tampered.stdout)["problems"])
+
+
+def test_check_answers_per_declared_runtime_from_the_bundle_files(tiny_bundle):
+    """`edgepack check`: the pack-time checker on an existing bundle; exit 1 when one runtime cannot run it."""
+    ok = run("check", str(tiny_bundle), "--runtime", "tflite-int8=ai-edge-litert>=2.3",
+             "--runtime", "torchscript-mobile=torch>=2.13", "--json")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    rows = json.loads(ok.stdout)
+    assert [(r["target"], r["verdict"]) for r in rows] == [("tflite-int8", "compatible"),
+                                                          ("torchscript-mobile", "compatible")]
+    assert rows[0]["report"]["ops"] and rows[0]["report"]["kernels"]["signatures"]
+
+    bad = run("check", str(tiny_bundle), "--runtime", "tflite-int8=tflite-runtime==2.14",
+              "--runtime", "tflite-int8=ai-edge-litert>=2.3", "--runtime", "torchscript-mobile=torch==1.9")
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    assert "tflite-int8 on tflite-runtime==2.14: INCOMPATIBLE" in bad.stdout
+    assert "GATHER_ND version 5" in bad.stdout and "remedy: " in bad.stdout
+    assert "tflite-int8 on ai-edge-litert>=2.3: compatible" in bad.stdout
+    assert "torchscript-mobile on torch==1.9: INCOMPATIBLE" in bad.stdout and "_backport_for_mobile" in bad.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--runtime", "warp-drive=x==1"], "has no warp-drive artifact"),
+    (["--runtime", "tflite-int8=tensorflow==2.1"], "unknown runtime for tflite artifacts"),
+    (["--runtime", "tflite-int8"], "expected TARGET=SPEC"),
+])
+def test_check_bad_input_is_one_line(tiny_bundle, args, fragment):
+    assert_one_line_error(run("check", str(tiny_bundle), *args), fragment)
+
+
+def test_check_needs_a_bundle(tmp_path):
+    assert_one_line_error(run("check", str(tmp_path), "--runtime", "tflite-int8=ai-edge-litert>=2.3"),
+                          "not a bundle folder")
