@@ -35,7 +35,7 @@ def parse_declarations(values: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def check_bundle(bundle: Path, declarations: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """One row per declaration: the verdict of the bundle's artifact for that target against that runtime."""
-    from targets.compat import CompatibilityError, check_compatibility
+    from targets.compat import CompatibilityError, check_compatibility, kernel_coverage_note
 
     manifest = Manifest.load(bundle)
     entries: dict[str, TargetEntry] = {t.name: t for t in manifest.targets if t.file}
@@ -51,7 +51,8 @@ def check_bundle(bundle: Path, declarations: list[tuple[str, str]]) -> list[dict
             raise EdgepackError(f"{exc} (declared for target {target})") from None
         rows.append({"target": target, "file": entry.file, "declared": spec, "verdict": VERDICTS[report["compatible"]],
                      "compatible": report["compatible"], "checked_against": report["checked_against"],
-                     "problems": report["problems"], "remedy": report["remedy"], "report": report})
+                     "problems": report["problems"], "remedy": report["remedy"],
+                     "note": kernel_coverage_note(report), "report": report})
     return rows
 
 
@@ -77,6 +78,8 @@ def check(bundle: Path, runtime_specs: tuple[str, ...], strict: bool, as_json: b
                 click.echo(f"  - {problem}")
             if row["remedy"]:
                 click.echo(f"  remedy: {row['remedy']}")
+            if row["note"]:
+                click.echo(f"  note: {row['note']}")
     failed = [r for r in rows if r["compatible"] is False or (strict and r["compatible"] is None)]
     if failed:
         sys.exit(EXIT_INCOMPATIBLE)

@@ -279,8 +279,18 @@ def _print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | 
         if compat and compat.get("declared"):
             verdict = {True: "compatible", False: "INCOMPATIBLE", None: "unchecked"}[compat.get("compatible")]
             console.print(f"  {t.name}: runtime {compat['declared']}: {verdict}", highlight=False)
+            if note := _kernel_coverage_note(compat):
+                console.print(f"  {t.name}: {note}", highlight=False)
     for problem in problems or []:
         console.print(f"[red]integrity:[/] {problem}")
+
+
+def _kernel_coverage_note(compat: dict[str, Any]) -> str | None:
+    try:  # the checker's wording; a device-side install may lack the targets package's dependencies
+        from targets.compat import kernel_coverage_note
+    except ImportError:
+        return None
+    return kernel_coverage_note(compat)
 
 
 @cli.command("inspect")

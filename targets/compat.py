@@ -347,6 +347,17 @@ def _kernel_remedy(family: str, failing: list[str], rows: dict[str, dict[str, di
     return None
 
 
+def kernel_coverage_note(report: dict[str, Any]) -> str | None:
+    """A line saying which of the artifact's operator signatures no probe has run on the checked release."""
+    kernels = report.get("kernels") or {}
+    unprobed = kernels.get("not_probed") or []
+    if not unprobed or not kernels.get("checked_against"):
+        return None
+    shown = ", ".join(unprobed[:3]) + (" ..." if len(unprobed) > 3 else "")
+    return (f"{len(unprobed)} of {len(kernels.get('signatures', []))} operator signatures never probed on "
+            f"{kernels['checked_against']} (op versions checked, kernel types not): {shown}")
+
+
 def _describe_tflite_op(op: dict[str, Any]) -> str:
     if op["required_version"] > op["version"]:
         return (f"{op['op']} version {op['required_version']} (needed for its {op['required_because']}; "

@@ -375,3 +375,20 @@ def test_kernel_signature_between_releases_is_undecided(full_int_artifact):
     assert report["compatible"] is None
     assert report["kernels"]["undecided"] == ["SQRT INT8 -> INT8"]
     assert check_compatibility("tflite", full_int_artifact, "ai-edge-litert>=2.0.3")["compatible"] is True
+
+
+def test_signatures_nobody_probed_are_named_not_judged(tmp_path):
+    """An op outside every probed artifact (CUMSUM) is checked by op version only, and the report says so."""
+    from targets.compat import kernel_coverage_note
+
+    class Cumsum(torch.nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+
+    path = tmp_path / "cumsum.tflite"
+    litert_torch.convert(Cumsum().eval(), (torch.zeros(1, 4),)).export(str(path))
+    report = check_compatibility("tflite", path, "ai-edge-litert>=2.3")
+    assert report["compatible"] is True
+    assert report["kernels"]["not_probed"] == ["CUMSUM FLOAT32 x INT32 -> FLOAT32"]
+    note = kernel_coverage_note(report)
+    assert note.startswith("1 of 1 operator signatures never probed on ai-edge-litert==2.3.0") and "CUMSUM" in note
