@@ -152,26 +152,61 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
               help="A YAML compression recipe (see `edgepack recipe show`).")
 @click.option("--search", "search_trials", type=int, default=None, metavar="TRIALS",
               help="With --recipe: optuna search of the distill stages' alpha/temperature/epochs, TRIALS trials each.")
+@click.option("--stage", "stage_specs", multiple=True, metavar="KIND[={k: v}]",
+              help="A recipe stage, in order (replaces the recipe's stages), e.g. --stage 'finetune={epochs: 3}' "
+                   "--stage 'prune={method: structured, heads: 0.25}' --stage trim_vocab.")
+@click.option("--train", "train_path", type=click.Path(path_type=Path), default=None,
+              help="Recipe data.train: labelled training split (CSV/JSON/JSONL/parquet).")
+@click.option("--validation", "validation_path", type=click.Path(path_type=Path), default=None,
+              help="Recipe data.validation.")
+@click.option("--test", "test_path", type=click.Path(path_type=Path), default=None, help="Recipe data.test.")
+@click.option("--text-column", default=None, help="Recipe data.text_column [default: text].")
+@click.option("--label-column", default=None, help="Recipe data.label_column [default: label].")
+@click.option("--gate-max-drop", type=float, default=None,
+              help="Recipe gate.max_accuracy_drop: fail if a target loses more test accuracy than this (0.01 = 1 pt).")
+@click.option("--set", "set_values", multiple=True, metavar="KEY=VALUE",
+              help="Any recipe key (dotted path, YAML value), e.g. --set stages.1.distill.temperature=7.")
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def pack_cmd(model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive, min_cosine,
-             min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials, list_targets,
-             as_json) -> None:
-    """Convert a model for each target, verify every artifact, and write a bundle."""
+@click.pass_context
+def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
+             min_cosine, min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials,
+             stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
+             set_values, list_targets, as_json) -> None:
+    """Convert a model for each target, verify every artifact, and write a bundle.
+
+    With --recipe FILE (or recipe flags: --stage, --train/--validation/--test, --gate-max-drop, --set) the
+    model is compressed first; explicit pack flags (--model, --targets, --seq-len, --runtime, -O …) then
+    override the recipe's keys of the same meaning."""
     if list_targets:
         _print_targets(as_json)
         return
     if out_dir is None:
         raise EdgepackError("-o/--out is required (the bundle directory to write)")
-    if search_trials is not None and recipe is None:
+    recipe_flags = any((stage_specs, train_path, validation_path, test_path, text_column, label_column,
+                        gate_max_drop is not None, set_values))
+    if search_trials is not None and recipe is None and not recipe_flags:
         raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
     _quiet_libraries()
-    if recipe is not None:
+    if recipe is not None or recipe_flags:
+        from .pack import parse_option_assignments
         from .recipe_cli import pack_from_recipe
+        from .recipe_flags import cli_overrides
 
+        given = {name for name in ("model", "task", "target_list", "seq_len", "calib", "calib_column", "calib_limit",
+                                   "min_cosine", "min_agreement", "allow_parity_failure")
+                 if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+        explicit = {name: ctx.params[name] for name in given}
+        if runtime_specs:
+            explicit["runtimes"] = _parse_runtimes(runtime_specs)
+        if option_values:
+            explicit["target_options"] = parse_option_assignments(option_values)
+        overrides = cli_overrides(stages=stage_specs, sets=set_values, explicit=explicit, gate_max_drop=gate_max_drop,
+                                  data_paths={"train": train_path, "validation": validation_path, "test": test_path},
+                                  data_columns={"text_column": text_column, "label_column": label_column})
         sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json,
-                                  search_trials=search_trials))
+                                  search_trials=search_trials, overrides=overrides))
 
     from targets import DEFAULT_TARGETS
 

@@ -182,6 +182,8 @@ class Recipe:
     targets: list[str] | None = None
     #: per-target options, e.g. {"tflite-int8-full": {"io": "int8"}} (see `edgepack targets --options`)
     target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: declared device runtime per target, checked at pack time, e.g. {"tflite-int8": "tflite-runtime==2.14"}
+    runtimes: dict[str, str] = field(default_factory=dict)
     gate: GateSpec = field(default_factory=GateSpec)
     parity: ParitySpec = field(default_factory=ParitySpec)
     #: training texts used as calibration/parity samples
@@ -262,6 +264,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise RecipeError(f"recipe {where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 (PyYAML) reads `5e-5` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RecipeError(f"recipe {where}: expected a number, got {value!r}")
         return float(value)
@@ -409,6 +416,20 @@ def _check_target_options(recipe: Recipe) -> None:
             raise RecipeError(f"recipe target_options.{exc}") from None
 
 
+def _check_runtimes(recipe: Recipe) -> None:
+    from targets import DEFAULT_TARGETS
+
+    from .pack import validate_runtimes
+
+    for name, spec in recipe.runtimes.items():
+        if not isinstance(spec, str):
+            raise RecipeError(f"recipe runtimes.{name}: expected a requirement string like 'ai-edge-litert>=2.3'")
+    try:
+        validate_runtimes(recipe.runtimes, list(recipe.targets or DEFAULT_TARGETS))
+    except EdgepackError as exc:
+        raise RecipeError(f"recipe runtimes: {str(exc).replace('--runtime ', '')}") from None
+
+
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     """Validate a recipe mapping (as loaded from YAML) into a ``Recipe``."""
     if not isinstance(raw, dict):
@@ -436,6 +457,7 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     if recipe.targets is not None and not recipe.targets:
         raise RecipeError("recipe targets: at least one target is needed")
     _check_target_options(recipe)
+    _check_runtimes(recipe)
     if recipe.gate.max_accuracy_drop is not None:
         _check_range(recipe.gate.max_accuracy_drop, 0.0, 1.0, "gate.max_accuracy_drop")
     _check_range(recipe.parity.min_cosine, -1.0, 1.0, "parity.min_cosine")
@@ -452,10 +474,21 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     return recipe
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read and validate a YAML recipe; relative data paths resolve against its folder."""
+def load_recipe(path: Path | str | None, overrides: list[tuple[str, Any]] | None = None) -> Recipe:
+    """Read and validate a YAML recipe; relative data paths resolve against its folder.
+
+    ``overrides`` (dotted key, value) come from the command line (``recipe_flags``) and are applied before
+    validation; with ``path=None`` they are the whole recipe."""
     import yaml
 
+    from .recipe_flags import apply_overrides
+
+    if path is None:
+        raw = apply_overrides({}, overrides or [])
+        if "data" not in raw:
+            raise RecipeError("recipe data: required key is missing (without --recipe, give --train, "
+                              "--validation and --test, or --set data.train=...)")
+        return parse_recipe(raw, base_dir=Path.cwd())
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -467,4 +500,6 @@ def load_recipe(path: Path | str) -> Recipe:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise RecipeError(f"recipe {path}: not valid YAML{where} ({getattr(exc, 'problem', None) or exc})") from None
+    if overrides and isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides)
     return parse_recipe(raw, base_dir=path.parent)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,8 +40,9 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
     return table
 
 
-def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
-                     progress: bool | None = None, search_trials: int | None = None) -> int:
+def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
+                     progress: bool | None = None, search_trials: int | None = None,
+                     overrides: list[tuple[str, Any]] | None = None) -> int:
     """What `edgepack pack --recipe FILE -o OUT` runs; returns the exit code (EdgepackError for bad input).
 
     Progress and the stage table go to stderr; with ``as_json`` stdout carries only the manifest JSON
@@ -50,7 +52,7 @@ def pack_from_recipe(recipe_path: Path, out_dir: Path, *, force: bool, archive: 
     from .recipe_run import run_recipe
 
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)  # logs stay readable
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     if search_trials is not None:
         enable_search(recipe, search_trials)
     progress = not as_json if progress is None else progress
@@ -96,12 +98,17 @@ def recipe() -> None:
 
 @recipe.command("show")
 @click.argument("file", type=click.Path(path_type=Path))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe key (dotted path, YAML value), as `edgepack pack --set` would.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON instead of YAML.")
-def show(file: Path, as_json: bool) -> None:
+def show(file: Path, sets: tuple[str, ...], as_json: bool) -> None:
     """Validate FILE and print it with every default filled in."""
     import yaml
 
-    data = load_recipe(file).to_dict()
+    from .recipe_flags import cli_overrides
+
+    overrides = cli_overrides(sets=sets, data_paths={}, data_columns={}, gate_max_drop=None, explicit={})
+    data = load_recipe(file, overrides).to_dict()
     data.pop("base_dir", None)
     if as_json:
         click.echo(json.dumps(data, indent=2))

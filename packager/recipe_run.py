@@ -202,6 +202,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
                             labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
                             force=force, archive=False, min_cosine=recipe.parity.min_cosine,
                             min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
+                            runtimes=recipe.runtimes,
                             progress=step)
     finally:
         PROGRESS_BARS.reset(token)

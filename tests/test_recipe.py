@@ -205,3 +205,82 @@ def test_search_flag_turns_on_the_distill_search_and_needs_a_distill_stage(works
         enable_search(without, 3)
     with pytest.raises(EdgepackError, match="at least 1 trial"):
         enable_search(with_distill, 0)
+
+
+# ---------------------------------------------------------------- recipe keys as pack flags
+def test_a_recipe_written_as_pack_flags_runs_end_to_end(workspace, tmp_path, capsys, monkeypatch):
+    """No YAML file: stages, data, gate, runtimes and target options all from the command line."""
+    from packager.cli import main
+
+    monkeypatch.chdir(workspace)  # --train etc. are relative to where the command runs
+    out = tmp_path / "flags"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", "--model", str(workspace / "model"), "--task", "sequence-classification",
+              "--train", "data/train.jsonl", "--validation", "data/val.jsonl", "--test", "data/test.csv",
+              "--label-column", "intent", "--seq-len", "16",
+              "--stage", "finetune={epochs: 10, lr: 2e-3, batch_size: 16}",  # 2e-3: YAML 1.1 reads it as a string
+              "--stage", "trim_vocab", "--targets", "tflite-int8", "--runtime", "tflite-int8=ai-edge-litert>=2.3",
+              "--gate-max-drop", "0.1", "--set", "threads=1", "--set", "calib_samples=32",
+              "--calib-limit", "24", "-o", str(out), "--json"])
+    assert exit_info.value.code == 0
+    manifest = Manifest.load(out)
+    assert json.loads(capsys.readouterr().out) == manifest.to_dict()
+    assert [list(s) for s in manifest.recipe["stages"]] == [["finetune"], ["trim_vocab"]]
+    assert manifest.recipe["stages"][0]["finetune"]["lr"] == 2e-3
+    assert manifest.recipe["data"]["train"] == str(workspace / "data" / "train.jsonl")
+    assert manifest.recipe["calib_samples"] == 32  # --calib-limit 24 maps to calib_samples; --set is applied last
+    (target,) = manifest.targets
+    assert target.status == "ok" and target.details["compatibility"]["compatible"] is True
+    assert target.details["compatibility"]["declared"] == "ai-edge-litert>=2.3"
+    assert [r["stage"] for r in manifest.stages][-1] == "gate"
+
+
+def test_explicit_pack_flags_and_set_override_a_recipe_file(workspace):
+    from packager.recipe_flags import cli_overrides
+
+    path = _write(workspace, "base.yaml", _recipe(workspace, [FINETUNE, {"distill": {"temperature": 4}}]))
+    overrides = cli_overrides(explicit={"target_list": "onnx-int8,tflite-int8", "seq_len": 24, "min_agreement": 0.9,
+                                        "target_options": {"onnx-int8": {"per_channel": "false"}}},
+                              sets=("stages.1.distill.temperature=7", "data.test=data/test.csv"),
+                              data_paths={"validation": None}, data_columns={}, gate_max_drop=0.05)
+    recipe_ = load_recipe(path, overrides)
+    assert recipe_.targets == ["onnx-int8", "tflite-int8"] and recipe_.seq_len == 24
+    assert recipe_.parity.min_agreement == 0.9 and recipe_.gate.max_accuracy_drop == 0.05
+    assert recipe_.stages[1].spec.temperature == 7.0
+    assert recipe_.target_options == {"onnx-int8": {"per_channel": "false"}}
+    assert recipe_.data_path("test") == (Path.cwd() / "data" / "test.csv").resolve()  # --set paths: from the cwd
+    assert recipe_.data_path("train") == workspace / "data" / "train.jsonl"  # file paths: from the file
+
+    shown = CliRunner().invoke(recipe, ["show", str(path), "--set", "seq_len=48", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["seq_len"] == 48
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--calib", "x.txt"], "--calib: not used with a recipe (a recipe calibrates on its training split"),
+    (["--allow-parity-failure"], "--allow-parity-failure: not used with a recipe"),
+    (["--stage", "prune=[1, 2]"], "--stage 'prune=[1, 2]': the part after '=' must be a mapping"),
+    (["--stage", "squash={x: 1}"], "recipe stages[0].squash: unknown key (known: finetune, distill"),
+    (["--set", "stages.5.distill.alpha=1"], "--set stages.5.distill.alpha: stages.5: no such list item (the list has 1)"),
+    (["--set", "gate.max_accuracy_drop=2"], "recipe gate.max_accuracy_drop: 2"),
+    (["--set", "seq_len"], "--set 'seq_len': expected KEY=VALUE"),
+    (["--runtime", "onnx-int8=onnxruntime>=1.17"], "recipe runtimes: onnx-int8=onnxruntime>=1.17: that target is not being packed"),
+])
+def test_bad_recipe_flags_are_one_line_errors_naming_the_flag_or_key(workspace, tmp_path, capsys, args, message):
+    from packager.cli import main
+
+    path = _write(workspace, "flags.yaml", _recipe(workspace, [FINETUNE]))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", "--recipe", str(path), "-o", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert err.startswith("edgepack: error: ") and message in err and "\n" not in err, err
+
+
+def test_recipe_flags_without_data_say_which_flags_are_missing(tmp_path, capsys):
+    from packager.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", "--stage", "trim_vocab", "-o", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "without --recipe, give --train" in capsys.readouterr().err
