@@ -166,7 +166,7 @@ def main() -> int:
 
     import torch
 
-    from packager.compress.common import set_threads
+    from packager.compress.common import seed_all, set_threads
     from packager.compress.distill import distill
     from packager.compress.evaluate import accuracy, count_params
     from packager.compress.finetune import finetune
@@ -187,6 +187,7 @@ def main() -> int:
     stage_details: dict[str, Any] = {}
 
     def build_teacher():
+        seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
         loaded = load_model(None, "sequence-classification", labels=data.labels)
         spec = FinetuneSpec(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32)
         model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len, work_dir=work / "teacher")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .compress.common import PROGRESS_BARS, set_threads
+from .compress.common import PROGRESS_BARS, seed_all, set_threads
 from .compress.evaluate import StageRow, measure
 from .errors import EdgepackError
 from .labelled_data import LabelledData, load_labelled
@@ -156,6 +156,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         step("load data")
         data = load_recipe_data(recipe)
         step("load model")
+        seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
         loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):

@@ -284,3 +284,18 @@ def test_recipe_flags_without_data_say_which_flags_are_missing(tmp_path, capsys)
         main(["pack", "--stage", "trim_vocab", "-o", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert "without --recipe, give --train" in capsys.readouterr().err
+
+
+def test_the_random_task_head_is_seeded_by_the_recipe(workspace, tmp_path):
+    """A checkpoint without a task head gets a random one at load time: the recipe's seed must fix it, or two
+    runs of the same recipe train from different starting points."""
+    from packager.recipe_run import run_recipe
+
+    def packed_sha(seed: int, name: str) -> str:
+        raw = _recipe(workspace, [], seed=seed, targets=["onnx-fp32"], calib_samples=8)
+        outcome = run_recipe(parse_recipe(raw, workspace), tmp_path / name, show_bars=False)
+        assert outcome.exit_code == 0, outcome.message
+        return Manifest.load(tmp_path / name).targets[0].sha256
+
+    assert packed_sha(7, "a") == packed_sha(7, "b")
+    assert packed_sha(7, "a2") != packed_sha(8, "c")
