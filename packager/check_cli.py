@@ -22,17 +22,6 @@ EXIT_INCOMPATIBLE = 1  # as `pack` exits when a target failed
 VERDICTS = {True: "compatible", False: "INCOMPATIBLE", None: "undecided"}
 
 
-def parse_declarations(values: tuple[str, ...]) -> list[tuple[str, str]]:
-    """``("tflite-int8=tflite-runtime==2.14", ...)`` -> [(target, spec), ...]; a target may be declared twice."""
-    out = []
-    for value in values:
-        target, sep, spec = value.partition("=")
-        if not sep or not target.strip() or not spec.strip():
-            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
-        out.append((target.strip(), spec.strip()))
-    return out
-
-
 def check_bundle(bundle: Path, declarations: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """One row per declaration: the verdict of the bundle's artifact for that target against that runtime."""
     from targets.compat import CompatibilityError, check_compatibility, kernel_coverage_note
@@ -67,7 +56,9 @@ def check(bundle: Path, runtime_specs: tuple[str, ...], strict: bool, as_json: b
     """Check a bundle's artifacts against device runtimes; exit 1 if one is incompatible."""
     if not (bundle / "manifest.json").is_file():
         raise EdgepackError(f"{bundle}: not a bundle folder (no manifest.json)")
-    rows = check_bundle(bundle, parse_declarations(runtime_specs))
+    from .pack import parse_runtime_declarations
+
+    rows = check_bundle(bundle, parse_runtime_declarations(runtime_specs))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

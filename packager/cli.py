@@ -117,13 +117,9 @@ def targets_cmd(as_json: bool, with_options: bool) -> None:
 
 # ---------------------------------------------------------------- pack
 def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for value in values:
-        target, sep, spec = value.partition("=")
-        if not sep or not target or not spec:
-            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
-        out[target.strip()] = spec.strip()
-    return out
+    from .pack import parse_runtime_declarations
+
+    return dict(parse_runtime_declarations(values))
 
 
 @cli.command("pack")

@@ -114,6 +114,17 @@ def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, d
     return out
 
 
+def parse_runtime_declarations(values: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+    """``TARGET=SPEC`` strings (``tflite-int8=tflite-runtime==2.14``) -> [(target, spec), ...] in order."""
+    out = []
+    for value in values:
+        target, sep, spec = value.partition("=")
+        if not sep or not target.strip() or not spec.strip():
+            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
+        out.append((target.strip(), spec.strip()))
+    return out
+
+
 def validate_runtimes(runtimes: dict[str, str], targets: list[str]) -> None:
     """Declared device runtimes must name a packed target and parse, before any export starts."""
     from targets import get_target

@@ -19,6 +19,10 @@ NOT_FOR_RECIPES = {
     "calib_column": "a recipe calibrates on its training split (data.train)",
     "allow_parity_failure": "a recipe keeps its parity gate (parity.min_cosine / parity.min_agreement)",
 }
+#: `pack` parameters given explicitly -> the recipe key they set (``target_list`` is split on commas)
+FLAG_KEYS = {"model": "model", "task": "task", "target_list": "targets", "seq_len": "seq_len",
+             "calib_limit": "calib_samples", "min_cosine": "parity.min_cosine",
+             "min_agreement": "parity.min_agreement", "runtimes": "runtimes", "target_options": "target_options"}
 DATA_SPLITS = ("train", "validation", "test")
 
 
@@ -100,22 +104,9 @@ def cli_overrides(*, stages: tuple[str, ...] = (), sets: tuple[str, ...] = (), d
     for name, value in explicit.items():
         if name in NOT_FOR_RECIPES:
             raise RecipeError(f"--{name.replace('_', '-')}: not used with a recipe ({NOT_FOR_RECIPES[name]})")
-        if name == "model":
-            out.append(("model", value))
-        elif name == "task":
-            out.append(("task", value))
-        elif name == "target_list":
-            out.append(("targets", [t.strip() for t in value.split(",") if t.strip()]))
-        elif name == "seq_len":
-            out.append(("seq_len", value))
-        elif name == "calib_limit":
-            out.append(("calib_samples", value))
-        elif name in ("min_cosine", "min_agreement"):
-            out.append((f"parity.{name}", value))
-        elif name == "runtimes":
-            out.append(("runtimes", value))
-        elif name == "target_options":
-            out.append(("target_options", value))
+        if name == "target_list":
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        out.append((FLAG_KEYS[name], value))
     for split, path in data_paths.items():
         if path is not None:
             out.append((f"data.{split}", str(Path(path).expanduser().resolve())))

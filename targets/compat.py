@@ -86,9 +86,9 @@ VERSIONLESS = ("tflite-micro",)
 #: builtin codes that are not operators a resolver can be asked about
 _NOT_PROBED = ("CUSTOM", "PLACEHOLDER_FOR_GREATER_OP_CODES", "DELEGATE")
 PROBE_MAX_VERSION = 15
-#: load errors meaning "this runtime has no such (op, version)"; other errors come after resolution
 #: how a runtime reports an op version it has no registration for (the op table covers those)
 _UNREGISTERED = "Didn't find op for builtin opcode"
+#: load errors meaning "this runtime has no such (op, version)"; other errors come after resolution
 _UNSUPPORTED_MARKERS = ("didn't find op", "out of range", "not supported", "unsupported")
 #: declared-runtime names understood per runtime key (aliases -> table family)
 FAMILIES: dict[str, dict[str, str]] = {
@@ -160,15 +160,8 @@ def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if not schema.Model.ModelBufferHasIdentifier(buf, 0):
         raise CompatibilityError(f"{path}: not a TFLite flatbuffer")
     model = schema.Model.GetRootAs(buf, 0)
-    names = builtin_names()
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = names.get(builtin, f"BUILTIN_{builtin}")
-        if name == "CUSTOM":
-            name = f"CUSTOM:{(code.CustomCode() or b'').decode()}"
-        codes.append((name, int(code.Version())))
+    codes = list(zip(opcode_names(model), (int(model.OperatorCodes(i).Version())
+                                           for i in range(model.OperatorCodesLength()))))
     needed: dict[tuple[str, int], tuple[int, str | None]] = {key: (key[1], None) for key in codes}
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
@@ -194,10 +187,30 @@ def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return ops, facts
 
 
+@lru_cache(maxsize=None)
 def builtin_names() -> dict[int, str]:
     from ai_edge_litert import schema_py_generated as schema
 
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+
+
+@lru_cache(maxsize=None)
+def tensor_type_names() -> dict[int, str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+
+def opcode_names(model) -> list[str]:
+    """The op name of each entry of a (packed) model's operator-code table; ``CUSTOM:<code>`` for custom ops."""
+    names = builtin_names()
+    out = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = names.get(builtin, f"BUILTIN_{builtin}")
+        out.append(f"CUSTOM:{(code.CustomCode() or b'').decode()}" if name == "CUSTOM" else name)
+    return out
 
 
 def _type_implied_version(name: str, op, graph) -> tuple[int, str]:
@@ -207,7 +220,7 @@ def _type_implied_version(name: str, op, graph) -> tuple[int, str]:
     rules = _load_table(TFLITE_TYPE_RULES)["ops"].get(name)
     if not rules:
         return 1, ""
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    type_names = tensor_type_names()
     tensors = {f"in{i}": t for i, t in enumerate(op.InputsAsNumpy() if op.InputsLength() else [])}
     tensors.update({f"out{i}": t for i, t in enumerate(op.OutputsAsNumpy() if op.OutputsLength() else [])})
     tensors = {slot: graph.Tensors(int(t)) if t >= 0 else None for slot, t in tensors.items()}
@@ -290,10 +303,10 @@ def _check_tflite(path: Path, declared: str | None) -> CompatReport:
                              f"the model has to be exported without these ops")
         return report
     supports = lambda table, op: op["op"] in table and op["required_version"] <= table[op["op"]]  # noqa: E731
+    versioned = {f: t for f, t in runtimes.items() if f not in VERSIONLESS}
     report = _verdict(report, family, spec, runtimes[family], ops, supports, describe=_describe_tflite_op,
-                      remedy_tables={f: t for f, t in runtimes.items() if f not in VERSIONLESS})
-    return _check_kernels(report, path, family, spec, ops, supports,
-                          {f: t for f, t in runtimes.items() if f not in VERSIONLESS})
+                      remedy_tables=versioned)
+    return _check_kernels(report, path, family, spec, ops, supports, versioned)
 
 
 def _check_kernels(report: CompatReport, path: Path, family: str, spec, ops: list[dict[str, Any]],
@@ -306,14 +319,15 @@ def _check_kernels(report: CompatReport, path: Path, family: str, spec, ops: lis
     signatures = operator_signatures(Path(path).read_bytes())
     lower, upper = _bounds(sorted(rows.get(family, {}), key=_release_key), spec)
     low, up = rows.get(family, {}).get(lower or "", {}), rows.get(family, {}).get(upper or "", {})
+    low_ok, up_ok = set(low.get("ok", ())), set(up.get("ok", ()))
     failing, unknown, unprobed = [], [], []
     for sig in (s["signature"] for s in signatures):
-        if sig in set(low.get("ok", ())):
+        if sig in low_ok:
             continue
         if sig in up.get("fail", {}):
             if not up["fail"][sig].startswith(_UNREGISTERED):  # a missing op version: the op table's verdict
                 failing.append(sig)
-        elif sig in set(up.get("ok", ())) or sig in low.get("fail", {}):
+        elif sig in up_ok or sig in low.get("fail", {}):
             unknown.append(sig)
         else:
             unprobed.append(sig)
@@ -340,7 +354,7 @@ def _kernel_remedy(family: str, failing: list[str], rows: dict[str, dict[str, di
     for fam in [family] + sorted(f for f in rows if f != family):
         for release in sorted(rows[fam], key=_release_key):
             table = op_tables.get(fam, {}).get(release)
-            if (table is not None and all(sig in set(rows[fam][release]["ok"]) for sig in failing)
+            if (table is not None and set(failing) <= set(rows[fam][release]["ok"])
                     and all(supports_op(table, op) for op in ops)):
                 return f"declare {fam}>={release} on the device" if fam == family else \
                     f"no {family} release runs it; switch the device to {fam}>={release}"

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .compat import opcode_names, tensor_type_names
+
 KERNEL_TABLE = Path(__file__).resolve().parent / "data" / "tflite_kernel_signatures.json"
 #: ops whose options point at other subgraphs: a one-operator cut cannot keep them
 _CONTROL_FLOW = ("WHILE", "IF", "CALL_ONCE", "STABLEHLO_CASE", "STABLEHLO_WHILE", "STABLEHLO_REDUCE",
@@ -69,21 +71,6 @@ def _schema():
     return schema
 
 
-def _names() -> tuple[dict[int, str], dict[int, str]]:
-    schema = _schema()
-    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    return ops, types
-
-
-def _op_name(code, ops: dict[int, str]) -> str:
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-    name = ops.get(builtin, f"BUILTIN_{builtin}")
-    if name == "CUSTOM":
-        name = f"CUSTOM:{(code.customCode or b'').decode() if isinstance(code.customCode, bytes) else code.customCode}"
-    return name
-
-
 def signature(op: str, in_types: list[str | None], out_types: list[str | None]) -> str:
     """``"FULLY_CONNECTED INT16 x INT8 x INT64 -> INT16"``; an absent optional input is ``-``."""
     show = lambda types: " x ".join(t or "-" for t in types)  # noqa: E731
@@ -93,15 +80,9 @@ def signature(op: str, in_types: list[str | None], out_types: list[str | None]) 
 def operator_signatures(buf: bytes) -> list[dict[str, Any]]:
     """Each distinct operator signature of a ``.tflite`` (with its op name and how often it occurs), read
     without unpacking the weights."""
-    schema = _schema()
-    ops, types = _names()
-    model = schema.Model.GetRootAs(buf, 0)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        c = model.OperatorCodes(i)
-        builtin = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
-        name = ops.get(builtin, f"BUILTIN_{builtin}")
-        codes.append(f"CUSTOM:{(c.CustomCode() or b'').decode()}" if name == "CUSTOM" else name)
+    types = tensor_type_names()
+    model = _schema().Model.GetRootAs(buf, 0)
+    codes = opcode_names(model)
     seen: dict[str, dict[str, Any]] = {}
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
@@ -121,13 +102,14 @@ def cut_operators(buf: bytes) -> list[OperatorCut]:
     import flatbuffers
 
     schema = _schema()
-    ops, types = _names()
+    types = tensor_type_names()
+    names = opcode_names(schema.Model.GetRootAs(buf, 0))
     model = schema.ModelT.InitFromPackedBuf(buf, 0)
     cuts: dict[str, OperatorCut] = {}
     for graph in model.subgraphs:
         for op in graph.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            name = _op_name(code, ops)
+            name = names[op.opcodeIndex]
             ins = [] if op.inputs is None else [int(i) for i in op.inputs]
             outs = [] if op.outputs is None else [int(i) for i in op.outputs]
             tensor_type = lambda i: types.get(graph.tensors[i].type) if i >= 0 else None  # noqa: E731
