@@ -8,11 +8,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: Evolution rule: a field added with a default bumps SCHEMA_MINOR, and readers of the same major version
+#: accept bundles of any minor (ignoring, and naming, the fields they do not know); only a new major is
+#: refused. Minor 1 added the sequence-length fields (buckets, dynamic shapes, parity per length).
 SCHEMA_VERSION = 1
+SCHEMA_MINOR = 1
 MANIFEST_NAME = "manifest.json"
 SAMPLES_NAME = "samples.npz"
 
@@ -34,14 +40,58 @@ class TensorSpec:
 
 
 @dataclass
+class TokenLengths:
+    """Token-length distribution of the pack's texts (after truncation to seq_len): where the buckets came from."""
+
+    n_texts: int
+    mean: float
+    p50: int
+    p90: int
+    max: int
+    truncated: int = 0  # texts longer than seq_len (cut to seq_len)
+
+
+@dataclass
 class InputSpec:
-    seq_len: int
+    seq_len: int  # the maximum length; inputs/outputs shapes are given at this length
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     padding_side: str = "right"
     truncation: bool = True
     pooling: str | None = None  # "mean" for sentence embeddings, None for logits
     normalize: bool = False
+    buckets: list[int] | None = None  # requested static lengths (None: one shape, seq_len); minor 1
+    bucket_choice: str | None = None  # "--buckets" or how the default was derived; minor 1
+    token_lengths: TokenLengths | None = None  # minor 1
+
+
+@dataclass
+class Shapes:
+    """The sequence lengths one artifact accepts (minor 1).
+
+    Either static ``buckets`` (ascending; inputs are padded to the smallest that holds them) or a
+    ``dynamic`` range ``{"min": m, "max": n}`` (any length in it, no padding). ``entry_points`` maps a
+    bucket (as a string) to the signature/method that runs it; ``how`` says how and why.
+    """
+
+    buckets: list[int] = field(default_factory=list)
+    dynamic: dict[str, int] | None = None
+    entry_points: dict[str, str] = field(default_factory=dict)
+    how: str = ""
+
+
+@dataclass
+class LengthParity:
+    """Agreement with the fp32 reference on texts of one length group (a bucket, or a spot length of a dynamic
+    artifact); minor 1."""
+
+    length: int
+    n_samples: int
+    passed: bool
+    mean_cosine: float | None = None
+    min_cosine: float | None = None
+    top1_agreement: float | None = None
+    inputs: str = ""  # which texts: "texts that fit" / "texts joined and cut to the length"
 
 
 @dataclass
@@ -86,6 +136,8 @@ class TargetEntry:
     error: str | None = None
     export_seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    shapes: Shapes | None = None  # None: static [1, seq_len] (bundles before minor 1)
+    parity_by_length: list[LengthParity] = field(default_factory=list)
 
 
 @dataclass
@@ -104,12 +156,16 @@ class Manifest:
     stages: list[dict[str, Any]] = field(default_factory=list)
     accuracy: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
+    schema_minor: int = SCHEMA_MINOR
+
+    #: fields of the document this reader does not know (a newer minor version), set by ``from_dict``
+    ignored_fields: typing.ClassVar[list[str]] = []
 
     # -- serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        # schema_version first: readers look for it before anything else
-        return {"schema_version": d.pop("schema_version"), **d}
+        # the version first: readers look for it before anything else
+        return {"schema_version": d.pop("schema_version"), "schema_minor": d.pop("schema_minor"), **d}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -121,44 +177,28 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Manifest":
+        """Validate and build; unknown fields of a newer minor version are ignored and listed in
+        ``ignored_fields``; another major version is refused."""
         if not isinstance(data, dict):
             raise ManifestError("manifest: expected a JSON object")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest: schema_version {version!r} is not supported (this edgepack reads {SCHEMA_VERSION})"
-            )
+        check_version(data.get("schema_version"), data.get("schema_minor", 0), "manifest")
+        ignored: list[str] = []
         try:
-            input_spec = dict(_require(data, "input_spec", dict))
-            input_spec["inputs"] = [_build(TensorSpec, t, "input_spec.inputs") for t in _require(input_spec, "inputs", list)]
-            input_spec["outputs"] = [_build(TensorSpec, t, "input_spec.outputs") for t in _require(input_spec, "outputs", list)]
-            targets = []
-            for i, t in enumerate(_require(data, "targets", list)):
-                t = dict(_expect(t, dict, f"targets[{i}]"))
-                if t.get("parity") is not None:
-                    t["parity"] = _build(Parity, t["parity"], f"targets[{i}].parity")
-                entry = _build(TargetEntry, t, f"targets[{i}]")
-                if entry.status not in TARGET_STATUSES:
-                    raise ManifestError(f"manifest: targets[{i}].status {entry.status!r} is not one of {TARGET_STATUSES}")
-                if entry.status != STATUS_FAILED and not (entry.file and entry.sha256):
-                    raise ManifestError(f"manifest: targets[{i}] ({entry.name}) has no file/sha256")
-                if entry.file is not None:
-                    _check_relative(entry.file, f"targets[{i}].file")
-                targets.append(entry)
-            fields = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(data) - fields
-            if unknown:
-                raise ManifestError(f"manifest: unknown field(s) {sorted(unknown)}")
-            kwargs = dict(data)
-            kwargs["model"] = _build(ModelInfo, _require(data, "model", dict), "model")
-            kwargs["input_spec"] = _build(InputSpec, input_spec, "input_spec")
-            kwargs["targets"] = targets
-            for key in ("tokenizer", "samples"):
-                if kwargs.get(key) is not None:
-                    _check_relative(kwargs[key], key)
-            return cls(**kwargs)
-        except TypeError as exc:  # missing/extra constructor fields
+            manifest = build_record(cls, data, "", ignored)
+        except TypeError as exc:  # missing constructor fields
             raise ManifestError(f"manifest: {exc}") from None
+        for i, entry in enumerate(manifest.targets):
+            if entry.status not in TARGET_STATUSES:
+                raise ManifestError(f"manifest: targets[{i}].status {entry.status!r} is not one of {TARGET_STATUSES}")
+            if entry.status != STATUS_FAILED and not (entry.file and entry.sha256):
+                raise ManifestError(f"manifest: targets[{i}] ({entry.name}) has no file/sha256")
+            if entry.file is not None:
+                _check_relative(entry.file, f"targets[{i}].file")
+        for key in ("tokenizer", "samples"):
+            if getattr(manifest, key) is not None:
+                _check_relative(getattr(manifest, key), key)
+        manifest.ignored_fields = ignored
+        return manifest
 
     @classmethod
     def load(cls, bundle_dir: Path) -> "Manifest":
@@ -214,22 +254,51 @@ def _expect(value: Any, typ: type, where: str) -> Any:
     return value
 
 
-def _require(data: dict, key: str, typ: type) -> Any:
-    if key not in data:
-        raise ManifestError(f"manifest: missing field {key!r}")
-    return _expect(data[key], typ, key)
+def check_version(major: Any, minor: Any, what: str, supported: int = SCHEMA_VERSION) -> None:
+    """Accept any minor of the supported major version; refuse another major with a one-line reason."""
+    if major != supported or isinstance(major, bool):
+        raise ManifestError(f"{what}: schema_version {major!r} is not supported (this edgepack reads "
+                            f"{supported}.x; a new major version changes the meaning of existing fields)")
+    if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
+        raise ManifestError(f"{what}: schema_minor {minor!r} must be a non-negative integer")
 
 
-def _build(cls: type, value: Any, where: str) -> Any:
-    value = _expect(value, dict, where)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(value) - names
-    if unknown:
-        raise ManifestError(f"manifest: unknown field(s) {sorted(unknown)} in {where}")
+def build_record(cls: type, value: Any, where: str, ignored: list[str]) -> Any:
+    """``cls`` from a dict, nested records built from the type hints; unknown keys go to ``ignored``."""
+    value = _expect(value, dict, where or "manifest")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in value:
+            kwargs[f.name] = _convert(hints[f.name], value[f.name], f"{where}.{f.name}".lstrip("."), ignored)
+    ignored.extend(f"{where}.{k}".lstrip(".") for k in sorted(set(value) - set(kwargs)))
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            raise ManifestError(f"manifest: missing field {f'{where}.{f.name}'.lstrip('.')!r}")
     try:
-        return cls(**value)
+        return cls(**kwargs)
     except TypeError as exc:
-        raise ManifestError(f"manifest: {where}: {exc}") from None
+        raise ManifestError(f"manifest: {where or 'manifest'}: {exc}") from None
+
+
+def _convert(hint: Any, value: Any, where: str, ignored: list[str]) -> Any:
+    """Records (dataclasses) inside ``hint`` -- alone, optional or in a list/dict -- built from their dicts."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build_record(hint, value, where, ignored)
+    if origin in (typing.Union, types.UnionType):
+        records = [a for a in args if dataclasses.is_dataclass(a)]
+        return build_record(records[0], value, where, ignored) if records else value
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        return [build_record(args[0], v, f"{where}[{i}]", ignored) for i, v in enumerate(_expect(value, list, where))]
+    if origin is list:
+        return _expect(value, list, where)
+    if origin is dict and args and dataclasses.is_dataclass(args[1]):
+        return {k: build_record(args[1], v, f"{where}.{k}", ignored) for k, v in _expect(value, dict, where).items()}
+    return value
 
 
 def _check_relative(rel: str, where: str) -> None:

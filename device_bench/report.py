@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .manifest import ManifestError, build_record, check_version
+
+#: Same evolution rule as the manifest: additive fields bump the minor version, readers of the same major
+#: accept them (listing what they ignore), a new major is refused. Minor 1: real-length latency, per-length
+#: table, noise guard.
 REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_MINOR = 1
 
 RESULT_OK = "ok"
 RESULT_FAILED = "failed"
@@ -106,10 +113,15 @@ class BenchReport:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = REPORT_SCHEMA_VERSION
     kind: str = "device"
+    schema_minor: int = REPORT_SCHEMA_MINOR
+
+    #: fields of the document this reader does not know (a newer minor version), set by ``from_dict``
+    ignored_fields: typing.ClassVar[list[str]] = []
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        return {"schema_version": d.pop("schema_version"), "kind": d.pop("kind"), **d}
+        return {"schema_version": d.pop("schema_version"), "schema_minor": d.pop("schema_minor"),
+                "kind": d.pop("kind"), **d}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -117,12 +129,13 @@ class BenchReport:
     @classmethod
     def from_dict(cls, data: Any) -> "BenchReport":
         _check_header(data, "device")
+        ignored: list[str] = []
         try:
-            results = [_result_from_dict(r) for r in data.get("results", [])]
-            fields = {k: v for k, v in data.items() if k not in ("results", "schema_version", "kind")}
-            return cls(results=results, **fields)
-        except (TypeError, AttributeError) as exc:
-            raise ReportError(f"report: {exc}") from None
+            report = build_record(cls, {k: v for k, v in data.items() if k != "kind"}, "", ignored)
+        except (ManifestError, TypeError, AttributeError) as exc:
+            raise ReportError(f"report: {str(exc).removeprefix('manifest: ')}") from None
+        report.ignored_fields = ignored
+        return report
 
     @property
     def failed(self) -> list[TargetResult]:
@@ -145,10 +158,12 @@ class FleetReport:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     schema_version: int = REPORT_SCHEMA_VERSION
     kind: str = "fleet"
+    schema_minor: int = REPORT_SCHEMA_MINOR
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
+            "schema_minor": self.schema_minor,
             "kind": self.kind,
             "created_at": self.created_at,
             "reports": [r.to_dict() for r in self.reports],
@@ -183,23 +198,12 @@ def load_report(path: Path) -> BenchReport | FleetReport:
 def _check_header(data: Any, kind: str) -> None:
     if not isinstance(data, dict):
         raise ReportError("report: expected a JSON object")
-    if data.get("schema_version") != REPORT_SCHEMA_VERSION:
-        raise ReportError(
-            f"report: schema_version {data.get('schema_version')!r} is not supported (this edgepack reads {REPORT_SCHEMA_VERSION})"
-        )
+    try:
+        check_version(data.get("schema_version"), data.get("schema_minor", 0), "report", REPORT_SCHEMA_VERSION)
+    except ManifestError as exc:
+        raise ReportError(str(exc)) from None
     if data.get("kind", "device") != kind:
         raise ReportError(f"report: kind {data.get('kind')!r}, expected {kind!r}")
-
-
-def _result_from_dict(d: dict[str, Any]) -> TargetResult:
-    d = dict(d)
-    if d.get("latency_ms") is not None:
-        d["latency_ms"] = LatencyStats(**d["latency_ms"])
-    if d.get("energy") is not None:
-        d["energy"] = EnergyResult(**d["energy"])
-    if d.get("thermal") is not None:
-        d["thermal"] = ThermalResult(**d["thermal"])
-    return TargetResult(**d)
 
 
 # -- the readable table ------------------------------------------------------

@@ -67,3 +67,9 @@ def tokenize(tokenizer, texts: list[str], seq_len: int) -> dict[str, np.ndarray]
         "input_ids": enc["input_ids"].astype(np.int32),
         "attention_mask": enc["attention_mask"].astype(np.int32),
     }
+
+
+def token_counts(tokenizer, texts: list[str]) -> np.ndarray:
+    """Real token count of each text (special tokens included, before any truncation)."""
+    enc = tokenizer(texts, truncation=False, padding=False)
+    return np.asarray([len(ids) for ids in enc["input_ids"]], dtype=np.int64)

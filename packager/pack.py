@@ -27,17 +27,19 @@ from device_bench.manifest import (
     STATUS_OK,
     STATUS_PARITY_FAILED,
     InputSpec,
+    LengthParity,
     Manifest,
     ModelInfo,
     Parity,
     TargetEntry,
     TensorSpec,
+    TokenLengths,
     sha256_file,
 )
 
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
-from .calib import tokenize
+from .calib import tokenize, token_counts
 from .errors import EdgepackError
 from .models import LoadedModel, max_seq_len, model_info
 from .tasks import INPUT_NAMES
@@ -84,6 +86,60 @@ def validate_request(targets: list[str], seq_len: int, loaded: LoadedModel | Non
         raise EdgepackError(f"--seq-len {seq_len}: must be at least 2")
     if loaded is not None and seq_len > max_seq_len(loaded):
         raise EdgepackError(f"--seq-len {seq_len}: the model allows at most {max_seq_len(loaded)} tokens")
+
+
+AUTO_BUCKETS = "auto"
+MIN_BUCKET = 8
+PARITY_PER_LENGTH = 12  # texts per length group checked against the fp32 reference
+DYNAMIC_SPOT_LENGTHS = (3, 17)  # odd lengths a dynamic artifact is checked at, besides the buckets and seq_len
+
+
+def parse_buckets(text: str | None, seq_len: int) -> list[int] | str | None:
+    """``--buckets``: "auto" (default), "none" (one static shape) or ascending lengths ≤ seq_len."""
+    if text is None or text.strip().lower() == AUTO_BUCKETS:
+        return AUTO_BUCKETS
+    if text.strip().lower() == "none":
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise EdgepackError(f"--buckets {text!r}: expected comma-separated lengths (e.g. 16,32,64), auto or none") from None
+    if not values:
+        raise EdgepackError(f"--buckets {text!r}: no length given")
+    if any(v < 1 for v in values):
+        raise EdgepackError(f"--buckets {text!r}: lengths must be positive")
+    if len(set(values)) != len(values):
+        raise EdgepackError(f"--buckets {text!r}: a length is listed twice")
+    if values != sorted(values):
+        raise EdgepackError(f"--buckets {text!r}: lengths must be in ascending order")
+    if values[-1] > seq_len:
+        raise EdgepackError(f"--buckets {text!r}: {values[-1]} is above --seq-len {seq_len} (the maximum length)")
+    if values[-1] != seq_len:
+        values.append(seq_len)  # --seq-len stays the maximum: the largest bucket holds it
+    return values
+
+
+def default_buckets(counts: np.ndarray, seq_len: int) -> tuple[list[int], str]:
+    """Powers of two from the smallest that holds the texts' median length up to seq_len (always included)."""
+    median = int(np.median(np.minimum(counts, seq_len))) if len(counts) else seq_len
+    first = MIN_BUCKET
+    while first < median:
+        first *= 2
+    buckets = []
+    length = first
+    while length < seq_len:
+        buckets.append(length)
+        length *= 2
+    buckets.append(seq_len)
+    why = (f"auto: powers of two from {buckets[0]} (the smallest holding the calibration texts' median "
+           f"length {median}) up to seq_len {seq_len}")
+    return buckets, why
+
+
+def length_stats(counts: np.ndarray, seq_len: int) -> TokenLengths:
+    real = np.minimum(counts, seq_len)
+    return TokenLengths(n_texts=int(len(counts)), mean=round(float(real.mean()), 2), p50=int(np.percentile(real, 50)),
+                        p90=int(np.percentile(real, 90)), max=int(real.max()), truncated=int((counts > seq_len).sum()))
 
 
 def resolve_target_options(given: dict[str, dict[str, Any]], targets: list[str]) -> dict[str, dict[str, Any]]:
@@ -203,8 +259,12 @@ def pack_model(
     allow_parity_failure: bool = False,
     target_options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
+    buckets: list[int] | str | None = AUTO_BUCKETS,
 ) -> PackResult:
-    """Export, verify and bundle ``loaded`` for each target; see the module docstring."""
+    """Export, verify and bundle ``loaded`` for each target; see the module docstring.
+
+    ``buckets``: "auto" (from the calibration texts' token lengths), None (one static shape, seq_len), or
+    ascending lengths ending at seq_len. Dynamic targets (ONNX, ExecuTorch) take any length up to seq_len."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -220,6 +280,14 @@ def pack_model(
     wrapper = task.make_wrapper(loaded.model)
 
     calib = tokenize(loaded.tokenizer, calib_texts, seq_len)
+    counts = token_counts(loaded.tokenizer, calib_texts)
+    if buckets == AUTO_BUCKETS:
+        bucket_list, bucket_choice = default_buckets(counts, seq_len)
+    elif buckets is None:
+        bucket_list, bucket_choice = [seq_len], "--buckets none: one static shape"
+    else:
+        bucket_list = parse_buckets(",".join(map(str, buckets)), seq_len)
+        bucket_choice = "--buckets"
     step("fp32 reference")
     reference = run_reference(wrapper, calib)
     thresholds = task.thresholds(min_cosine, min_agreement)
@@ -239,19 +307,22 @@ def pack_model(
         work = stage / ".work"
         work.mkdir()
         loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
-        np.savez(stage / SAMPLES_NAME, **calib)
+        # lengths: real tokens per row (after truncation), so the device feeds real-length inputs
+        np.savez(stage / SAMPLES_NAME, **calib, lengths=calib["attention_mask"].sum(1).astype(np.int32),
+                 token_counts=counts.astype(np.int32))
         (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in calib_texts) + "\n")
         ctx = ExportContext(
             wrapper=wrapper, hf_model=loaded.model, task=task.name, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
-            output_name=task.output_name,
+            output_name=task.output_name, buckets=list(bucket_list) if buckets is not None else [],
         )
+        checks = length_checks(loaded.tokenizer, wrapper, calib_texts, counts, seq_len, bucket_list)
         for name in targets:
             step(f"{name}: export + verify")
             target_ctx = dataclasses.replace(ctx, options=options[name])
             entries.append(_export_one(get_target(name), target_ctx, stage, reference, calib, thresholds, task,
                                        eval_inputs, eval_labels, runtimes.get(name), allow_parity_failure,
-                                       TargetError))
+                                       TargetError, checks))
         shutil.rmtree(work, ignore_errors=True)
         manifest = Manifest(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -266,6 +337,9 @@ def pack_model(
                 padding_side=getattr(loaded.tokenizer, "padding_side", "right"),
                 pooling=task.pooling,
                 normalize=task.normalize,
+                buckets=list(bucket_list) if buckets is not None else None,
+                bucket_choice=bucket_choice,
+                token_lengths=length_stats(counts, seq_len),
             ),
             tokenizer=TOKENIZER_DIR,
             labels=loaded.labels,
@@ -284,7 +358,8 @@ def pack_model(
 
 def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str, np.ndarray],
                 thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
-                allow_parity_failure: bool, target_error: type[Exception]) -> TargetEntry:
+                allow_parity_failure: bool, target_error: type[Exception],
+                checks: list["LengthCheck"] | None = None) -> TargetEntry:
     """Export and verify one target; any failure is captured in the returned entry."""
     entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
                         runtime_requirement=declared_runtime or target.runtime_requirement)
@@ -307,13 +382,15 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     finally:
         entry.export_seconds = round(time.perf_counter() - started, 2)
     entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
+    entry.shapes = result.shapes
     if ctx.options:
         entry.details["options"] = dict(ctx.options)
     entry.file, entry.size_bytes, entry.sha256 = filename, path.stat().st_size, sha256_file(path)
     try:
         with native_output_silenced():
-            runner = target.load(path)
+            runner = target.load(path, shapes=entry.shapes)
         outputs = run_artifact(runner, calib)
+        by_length = [check.score(runner, task, thresholds) for check in checks or [] if check.applies_to(runner)]
         accuracy = None
         if eval_inputs is not None:
             accuracy = float((task.predictions(run_artifact(runner, eval_inputs)) == eval_labels).mean())
@@ -323,6 +400,8 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
         return entry
     metrics = task.parity(reference, outputs)
     shortfalls = task.shortfalls(metrics, thresholds)
+    shortfalls += [f"length {p.length}: {'; '.join(p.shortfalls)}" for p in by_length if not p.passed]
+    entry.parity_by_length = [p.record for p in by_length]
     entry.parity = Parity(n_samples=len(reference), passed=not shortfalls, thresholds=thresholds, accuracy=accuracy,
                           **{k: v for k, v in metrics.items() if k in Parity.__dataclass_fields__})
     compat = target.compatibility(path, declared_runtime)
@@ -361,3 +440,87 @@ def _drop_artifact(entry: TargetEntry, path: Path) -> None:
     path.unlink(missing_ok=True)
     entry.status = STATUS_FAILED
     entry.file = entry.sha256 = entry.size_bytes = None
+
+
+@dataclass
+class ScoredLength:
+    record: LengthParity
+    shortfalls: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.shortfalls
+
+    @property
+    def length(self) -> int:
+        return self.record.length
+
+
+@dataclass
+class LengthCheck:
+    """Parity inputs of one length group: real-length rows (right-padded to seq_len) and their fp32 reference."""
+
+    length: int
+    inputs: dict[str, np.ndarray]
+    reference: np.ndarray
+    source: str
+    dynamic_only: bool = False  # a spot length between buckets: only dynamic artifacts are checked there
+
+    def applies_to(self, runner) -> bool:
+        static, dynamic = runner.lengths()
+        if self.dynamic_only:
+            return dynamic is not None
+        return dynamic is not None or self.length in static or runner.choose_length(self.length) == self.length
+
+    def score(self, runner, task, thresholds: dict[str, float]) -> ScoredLength:
+        outputs = run_artifact(runner, self.inputs)
+        metrics = task.parity(self.reference, outputs)
+        shortfalls = task.shortfalls(metrics, thresholds)
+        record = LengthParity(length=self.length, n_samples=len(self.reference), passed=not shortfalls,
+                              inputs=self.source,
+                              **{k: round(float(v), 6) for k, v in metrics.items()
+                                 if k in ("mean_cosine", "min_cosine", "top1_agreement")})
+        return ScoredLength(record, shortfalls)
+
+
+def length_checks(tokenizer, wrapper, texts: list[str], counts: np.ndarray, seq_len: int,
+                  buckets: list[int]) -> list[LengthCheck]:
+    """One group per bucket (the texts whose real length falls in it, topped up with texts joined and cut to
+    exactly the bucket's length), plus spot lengths for dynamic artifacts."""
+    checks = []
+    lower = 0
+    real = np.minimum(counts, seq_len)
+    for length in buckets:
+        fitting = [t for t, n in zip(texts, real) if lower < n <= length][:PARITY_PER_LENGTH]
+        joined = _joined_texts(texts, PARITY_PER_LENGTH - len(fitting)) if len(fitting) < PARITY_PER_LENGTH else []
+        inputs = _concat(tokenize(tokenizer, fitting, seq_len) if fitting else None,
+                         _cut(tokenize(tokenizer, joined, length), seq_len) if joined else None)
+        source = (f"{len(fitting)} texts of {lower + 1}-{length} tokens"
+                  + (f", {len(joined)} texts joined and cut to {length}" if joined else ""))
+        checks.append(LengthCheck(length, inputs, run_reference(wrapper, inputs), source))
+        lower = length
+    for length in sorted({n for n in DYNAMIC_SPOT_LENGTHS if n < seq_len} - set(buckets)):
+        joined = _joined_texts(texts, min(PARITY_PER_LENGTH, 4))
+        inputs = _cut(tokenize(tokenizer, joined, length), seq_len)
+        checks.append(LengthCheck(length, inputs, run_reference(wrapper, inputs),
+                                  f"{len(joined)} texts joined and cut to {length}", dynamic_only=True))
+    return checks
+
+
+def _joined_texts(texts: list[str], n: int) -> list[str]:
+    """``n`` long inputs built from the texts (each starts at another text), to fill a length exactly."""
+    if n <= 0 or not texts:
+        return []
+    return [" ".join(texts[i:] + texts[:i]) for i in range(0, len(texts), max(1, len(texts) // n))][:n]
+
+
+def _cut(inputs: dict[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
+    """Right-pad [N, length] inputs to [N, seq_len] (zeros, masked out)."""
+    width = next(iter(inputs.values())).shape[1]
+    return {k: np.pad(v, ((0, 0), (0, seq_len - width))) for k, v in inputs.items()}
+
+
+def _concat(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    if a is None or b is None:
+        return a if b is None else b  # type: ignore[return-value]
+    return {k: np.concatenate([a[k], b[k]]) for k in a}

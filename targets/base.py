@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from device_bench.manifest import Shapes
 from device_bench.runners import Runner, load_runner
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -41,11 +42,22 @@ class ExportContext:
     workdir: Path
     options: dict[str, Any] = field(default_factory=dict)  # this target's options, already validated
     output_name: str = "output"  # the task's name for the one output ("embedding", "logits")
+    #: static sequence lengths to build (ascending, the last is seq_len); empty: one static shape, seq_len
+    buckets: list[int] = field(default_factory=list)
 
-    def example_tensors(self) -> tuple["torch.Tensor", ...]:
+    def example_tensors(self, length: int | None = None) -> tuple["torch.Tensor", ...]:
+        """The example inputs, at ``length`` tokens when given (cut, or padded with masked-out zeros)."""
         import torch
 
-        return tuple(torch.from_numpy(self.example_inputs[n]) for n in self.input_names)
+        from device_bench.shapes import fit_to_length
+
+        inputs = self.example_inputs if length is None else fit_to_length(self.example_inputs, length)
+        return tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.input_names)
+
+    def static_shapes(self, entry_point: str = "seq{}") -> "Shapes":
+        """The manifest record for an artifact built at ``buckets`` (one entry point per length)."""
+        lengths = self.buckets or [self.seq_len]
+        return Shapes(buckets=list(lengths), entry_points={str(n): entry_point.format(n) for n in lengths})
 
     def calibration_samples(self, limit: int | None = None) -> list[dict[str, np.ndarray]]:
         n = len(next(iter(self.calibration.values())))
@@ -95,6 +107,7 @@ class ExportResult:
     precision: str
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    shapes: Shapes | None = None  # the sequence lengths the artifact accepts (None: static seq_len)
 
 
 class Target(ABC):
@@ -132,9 +145,9 @@ class Target(ABC):
 
         return check_compatibility(self.runtime, path, declared_runtime)
 
-    def load(self, path: Path, threads: int | None = None) -> Runner:
+    def load(self, path: Path, threads: int | None = None, shapes: Shapes | None = None) -> Runner:
         """Load the artifact with the same runner the device uses."""
-        return load_runner(self.runtime, path, threads=threads)
+        return load_runner(self.runtime, path, threads=threads, shapes=shapes)
 
 
 TARGETS: dict[str, type[Target]] = {}

@@ -35,6 +35,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from device_bench.manifest import Shapes
+
 from .base import ExportContext, ExportResult, Target, TargetError, register
 
 RUNTIME_REQUIREMENT = "executorch>=1.5"
@@ -46,15 +48,31 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def lower_to_pte(module, example_args: tuple, out_path: Path) -> dict:
-    """Export, lower to XNNPACK and write the program; returns facts about the delegation."""
+def sequence_dims(n_inputs: int, max_len: int | None):
+    """``dynamic_shapes`` for torch.export: a bounded sequence dimension shared by every input, or None."""
+    import torch
+
+    if max_len is None:
+        return None
+    seq = torch.export.Dim("seq", min=2, max=max_len)
+    return tuple({1: seq} for _ in range(n_inputs))
+
+
+def lower_to_pte(module, example_args: tuple | dict[str, tuple], out_path: Path, max_len: int | None = None) -> dict:
+    """Export, lower to XNNPACK and write the program; returns facts about the delegation.
+
+    ``example_args`` is one tuple (method ``forward``; its sequence dimension dynamic up to ``max_len`` when
+    given) or a dict method name -> tuple (one static method per bucket)."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    exported = torch.export.export(module, example_args, strict=False)
+    methods = example_args if isinstance(example_args, dict) else {"forward": example_args}
+    exported = {name: torch.export.export(module, args, strict=False,
+                                          dynamic_shapes=sequence_dims(len(args), max_len if name == "forward" else None))
+                for name, args in methods.items()}
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
-    graph = edge.exported_program().graph_module.graph
+    graph = edge.exported_program(next(iter(methods))).graph_module.graph
     delegated = sum(1 for n in graph.nodes if n.op == "call_function" and "executorch_call_delegate" in str(n.target))
     leftover = sorted({getattr(n.target, "__name__", str(n.target)) for n in graph.nodes
                        if n.op == "call_function" and "executorch_call_delegate" not in str(n.target)
@@ -64,9 +82,9 @@ def lower_to_pte(module, example_args: tuple, out_path: Path) -> dict:
     return {"xnnpack_delegates": delegated, "non_delegated_ops": leftover}
 
 
-def quantize_linear_dynamic(module, example_args: tuple):
+def quantize_linear_dynamic(module, example_args: tuple, max_len: int | None = None):
     """pt2e dynamic int8 for every Linear (per-channel weights); returns the converted graph module and
-    how many Linear weights were quantized."""
+    how many Linear weights were quantized. ``max_len``: keep the sequence dimension dynamic up to it."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -76,7 +94,9 @@ def quantize_linear_dynamic(module, example_args: tuple):
 
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
-    prepared = prepare_pt2e(torch.export.export(module, example_args, strict=False).module(), quantizer)
+    exported = torch.export.export(module, example_args, strict=False,
+                                   dynamic_shapes=sequence_dims(len(example_args), max_len))
+    prepared = prepare_pt2e(exported.module(), quantizer)
     prepared(*example_args)  # the weight observers record the weights here; without it the scales are [1]
     converted = convert_pt2e(prepared)
     n_weights = sum(1 for n in converted.graph.nodes
@@ -98,35 +118,66 @@ class _ExecuTorch(Target):
 
         from .tflite_full import quant_friendly_wrapper
 
-        module = quant_friendly_wrapper(ctx, MASK_VALUE)
-        args = ctx.example_tensors()
         details: dict = {"exporter": "torch.export", "partitioner": "XnnpackPartitioner", "mask_constant": -MASK_VALUE}
         if self.quantize:
             notes = ["every Linear int8 (per-channel symmetric weights, activations quantized at run time); "
                      "embeddings, LayerNorm, softmax and attention matmuls fp32"]
         else:
             notes = ["fp32; executorch-int8 is the dynamic int8 variant"]
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        attempts = [("dynamic", ctx.seq_len)] if ctx.buckets else [("static", None)]
+        if ctx.buckets:
+            attempts.append(("methods", None))
+        failure = None
+        for kind, max_len in attempts:
             try:
-                if self.quantize:
-                    module, n_weights = quantize_linear_dynamic(module, args)
-                    if n_weights == 0:
-                        raise TargetError("ExecuTorch int8: the quantizer found no Linear layer to quantize")
-                    details.update(quantizer="pt2e XNNPACKQuantizer (torchao convert_pt2e)",
-                                   scheme="dynamic int8: weights int8 symmetric per output channel, "
-                                          "activations int8 per tensor at run time",
-                                   quantized_ops=["linear"], quantized_linear_layers=n_weights)
-                details.update(lower_to_pte(module, args, out_path))
+                shapes = self._export(ctx, quant_friendly_wrapper(ctx, MASK_VALUE), kind, max_len, out_path, details)
+                break
             except TargetError:
                 raise
             except Exception as exc:
-                raise TargetError(f"ExecuTorch export failed: {_first_line(exc)}") from exc
+                failure = _first_line(exc)
+                if kind == "dynamic":
+                    details["dynamic_export_error"] = failure
+        else:
+            raise TargetError(f"ExecuTorch export failed: {failure}")
+        if kind == "methods":
+            shapes.how = (f"one method per bucket: the bounded dynamic sequence dimension did not lower "
+                          f"({details['dynamic_export_error']})")
         if self.quantize:
             stray = [op for op in details["non_delegated_ops"] if "quantize" in op or "choose_qparams" in op]
             if stray:  # the portable runtime has no out variants for these: the program would not load
                 raise TargetError(f"ExecuTorch int8: quantization ops left outside XNNPACK: {', '.join(stray)}")
-        return ExportResult(precision="dynamic-int8" if self.quantize else "fp32", notes=notes, details=details)
+        return ExportResult(precision="dynamic-int8" if self.quantize else "fp32", notes=notes, details=details,
+                            shapes=shapes)
+
+    def _export(self, ctx: ExportContext, module, kind: str, max_len: int | None, out_path: Path,
+                details: dict) -> Shapes:
+        """One attempt: ``dynamic`` (method forward, any length up to seq_len), ``methods`` (seq<N> per bucket)
+        or ``static`` (forward at seq_len)."""
+        import torch
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if kind == "methods":
+                args: tuple | dict = {f"seq{n}": ctx.example_tensors(n) for n in ctx.buckets}
+                example = ctx.example_tensors()
+            else:
+                args = example = ctx.example_tensors()
+            if self.quantize:
+                module, n_weights = quantize_linear_dynamic(module, example, max_len)
+                if n_weights == 0:
+                    raise TargetError("ExecuTorch int8: the quantizer found no Linear layer to quantize")
+                details.update(quantizer="pt2e XNNPACKQuantizer (torchao convert_pt2e)",
+                               scheme="dynamic int8: weights int8 symmetric per output channel, "
+                                      "activations int8 per tensor at run time",
+                               quantized_ops=["linear"], quantized_linear_layers=n_weights)
+            details.update(lower_to_pte(module, args, out_path, max_len))
+        if kind == "dynamic":
+            return Shapes(dynamic={"min": 2, "max": ctx.seq_len}, entry_points={"dynamic": "forward"},
+                          how="torch.export with Dim('seq', max=seq_len), lowered to XNNPACK: one method, any length")
+        if kind == "methods":
+            return ctx.static_shapes("seq{}")
+        return Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "forward"}, how="one static shape")
 
 
 @register

@@ -11,26 +11,39 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from device_bench.manifest import Shapes
+
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 
 OPSET = 17
 RUNTIME_REQUIREMENT = "onnxruntime>=1.17"
 
 
-def export_onnx(ctx: ExportContext, out_path: Path, output_name: str) -> None:
-    """fp32 ONNX of ``ctx.wrapper`` with int32 inputs named like the bundle's."""
+STATIC_OPTION = TargetOption(bool, False, "fixed [1, seq_len] inputs (for NNAPI/QNN/CoreML execution providers) "
+                             "instead of a dynamic sequence axis")
+
+
+def export_onnx(ctx: ExportContext, out_path: Path, output_name: str, static: bool = False) -> Shapes:
+    """fp32 ONNX of ``ctx.wrapper`` with int32 inputs named like the bundle's; the sequence axis is dynamic
+    (onnxruntime runs any length up to seq_len at full speed) unless ``static``."""
     import torch
 
+    dynamic_axes = None if static else {name: {1: "sequence"} for name in ctx.input_names}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 ctx.wrapper.eval(), ctx.example_tensors(), str(out_path),
                 input_names=list(ctx.input_names), output_names=[output_name],
-                opset_version=OPSET, dynamo=False, do_constant_folding=True,
+                opset_version=OPSET, dynamo=False, do_constant_folding=True, dynamic_axes=dynamic_axes,
             )
         except Exception as exc:
             raise TargetError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
+    if static:
+        return Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "main"},
+                      how="one static shape (static=true, for execution providers that need fixed shapes)")
+    return Shapes(dynamic={"min": 1, "max": ctx.seq_len},
+                  how="dynamic sequence axis (torch.onnx.export dynamic_axes); onnxruntime runs the real length")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,23 +70,27 @@ class OnnxFp32(_Onnx):
     name = "onnx-fp32"
     description = "ONNX fp32 for onnxruntime (comparison baseline)"
 
+    options = {"static": STATIC_OPTION}
+
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
-        export_onnx(ctx, out_path, ctx.output_name)
-        return ExportResult(precision="fp32", details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path)})
+        shapes = export_onnx(ctx, out_path, ctx.output_name, bool(ctx.options.get("static", False)))
+        return ExportResult(precision="fp32", details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path)},
+                            shapes=shapes)
 
 
 @register
 class OnnxInt8(_Onnx):
     name = "onnx-int8"
     description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
-    options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)")}
+    options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)"),
+               "static": STATIC_OPTION}
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         per_channel = bool(ctx.options.get("per_channel", True))
         float_path = ctx.workdir / f"{self.name}.fp32.onnx"
-        export_onnx(ctx, float_path, ctx.output_name)
+        shapes = export_onnx(ctx, float_path, ctx.output_name, bool(ctx.options.get("static", False)))
         try:
             quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
                              extra_options={"MatMulConstBOnly": True})
@@ -86,4 +103,5 @@ class OnnxInt8(_Onnx):
             notes=[f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"],
             details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "per_channel": per_channel,
                      "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size},
+            shapes=shapes,
         )

@@ -11,6 +11,8 @@ import copy
 import warnings
 from pathlib import Path
 
+from device_bench.manifest import Shapes
+
 from .base import ExportContext, ExportResult, Target, TargetError, register
 
 
@@ -73,7 +75,14 @@ class _TorchScriptMobile(Target):
         from torch.jit.mobile import _get_model_bytecode_version
 
         details["bytecode_version"] = int(_get_model_bytecode_version(str(out_path)))
-        return ExportResult(precision="dynamic-int8" if self.quantize else "fp32", notes=notes, details=details)
+        if ctx.buckets:  # the pack's parity per length (spot lengths included) verifies that any length runs
+            shapes = Shapes(dynamic={"min": 2, "max": ctx.seq_len},
+                            how="torch.jit.trace records the sequence length as a size op, so the Lite Interpreter "
+                                "module runs any length; checked at each parity length")
+        else:
+            shapes = Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "forward"}, how="one static shape")
+        return ExportResult(precision="dynamic-int8" if self.quantize else "fp32", notes=notes, details=details,
+                            shapes=shapes)
 
 
 @register

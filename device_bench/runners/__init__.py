@@ -6,9 +6,14 @@ agent process never imports torch (only the `.ptl` runner subprocess does).
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .base import Runner, RunnerUnavailable
+from .base import ArtifactMismatch, EntryPoint, Runner, RunnerUnavailable, TensorInfo
+
+if TYPE_CHECKING:
+    from ..manifest import InputSpec, Manifest, Shapes
 
 # runtime key (as written in the manifest) -> "module:Class"
 RUNNERS: dict[str, str] = {
@@ -17,6 +22,7 @@ RUNNERS: dict[str, str] = {
     "onnxruntime": "device_bench.runners.onnx:OnnxRunner",
     "executorch": "device_bench.runners.executorch:ExecuTorchRunner",
 }
+_BUILTIN = frozenset(RUNNERS)
 
 
 def runner_class(runtime: str) -> type[Runner]:
@@ -28,8 +34,24 @@ def runner_class(runtime: str) -> type[Runner]:
     return getattr(importlib.import_module(module_name), cls_name)
 
 
-def load_runner(runtime: str, path: Path | str, threads: int | None = None) -> Runner:
-    return runner_class(runtime)(Path(path), threads=threads)
+def load_runner(runtime: str, path: Path | str, threads: int | None = None, *, shapes: "Shapes | None" = None,
+                input_spec: "InputSpec | None" = None) -> Runner:
+    """The runner for ``runtime``; ``shapes``/``input_spec`` (from the manifest) are checked against the artifact."""
+    cls = runner_class(runtime)
+    if runtime not in _BUILTIN:  # a device owner's runner (EDGEPACK_EXTRA_RUNNERS) may keep the older signature
+        try:
+            inspect.signature(cls).bind(Path(path), threads=threads, shapes=shapes, input_spec=input_spec)
+        except TypeError:
+            return cls(Path(path), threads=threads)
+    return cls(Path(path), threads=threads, shapes=shapes, input_spec=input_spec)
 
 
-__all__ = ["Runner", "RunnerUnavailable", "RUNNERS", "runner_class", "load_runner"]
+def load_target(bundle_dir: Path | str, manifest: "Manifest", name: str, threads: int | None = None) -> Runner:
+    """The runner of one target of a bundle, with the manifest's shapes and input spec."""
+    entry = manifest.target(name)
+    return load_runner(entry.runtime, Path(bundle_dir) / str(entry.file), threads, shapes=entry.shapes,
+                       input_spec=manifest.input_spec)
+
+
+__all__ = ["ArtifactMismatch", "EntryPoint", "Runner", "RunnerUnavailable", "RUNNERS", "TensorInfo", "runner_class",
+           "load_runner", "load_target"]

@@ -9,15 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, RunnerUnavailable
+from .base import EntryPoint, Runner, RunnerUnavailable, TensorInfo, sequence_length
+
+
+_SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+                 7: "float64", 11: "bool"}
 
 
 class ExecuTorchRunner(Runner):
+    """Every method of the program is an entry point, described by its ``MethodMeta``.
+
+    The metadata gives each input's *upper-bound* sizes: a method exported with a bounded dynamic sequence
+    dimension looks static there, so the manifest's ``shapes.dynamic`` says which methods take any length.
+    """
+
     runtime = "executorch"
     distributions = ("executorch",)
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, **kwargs) -> None:
+        super().__init__(path, threads, **kwargs)
         try:
             import torch
             from executorch.runtime import Runtime
@@ -27,13 +37,25 @@ class ExecuTorchRunner(Runner):
         if threads:
             _set_threadpool(int(threads))
         self.program = Runtime.get().load_program(str(self.path))
-        self.method = self.program.load_method("forward")
+        self._finish_load()
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        args = [self._torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
-        out = self.method.execute(args)
-        first = out[0] if isinstance(out, (list, tuple)) else out
-        return np.asarray(first.detach().float().numpy() if hasattr(first, "detach") else first, dtype=np.float32).copy()
+    def _describe(self) -> list[EntryPoint]:
+        dynamic = bool(self.shapes is not None and self.shapes.dynamic)
+        entries = []
+        for name in sorted(self.program.method_names):
+            meta = self.program.metadata(name)
+            inputs = [_info(f"input_{i}", meta.input_tensor_meta(i)) for i in range(meta.num_inputs())]
+            outputs = [_info(f"output_{i}", meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]
+            bound = sequence_length(inputs[0].shape) if inputs else None
+            entries.append(EntryPoint(name, inputs, outputs, None if dynamic else bound, max_length=bound,
+                                      handle=self.program.load_method(name)))
+        return entries
+
+    def _invoke(self, entry: EntryPoint, feed: list[np.ndarray]) -> list[np.ndarray]:
+        out = entry.handle.execute([self._torch.from_numpy(v) for v in feed])
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [np.asarray(o.detach().float().numpy() if hasattr(o, "detach") else o, dtype=np.float32).copy()
+                for o in outs]
 
     def details(self) -> dict:
         from importlib import metadata
@@ -46,6 +68,10 @@ class ExecuTorchRunner(Runner):
         except (ImportError, AttributeError):
             pass
         return info
+
+
+def _info(name: str, meta) -> TensorInfo:
+    return TensorInfo(name, _SCALAR_TYPES.get(int(meta.dtype()), ""), [int(d) for d in meta.sizes()])
 
 
 def _set_threadpool(threads: int) -> None:

@@ -5,15 +5,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, RunnerUnavailable
+from .base import EntryPoint, Runner, RunnerUnavailable, TensorInfo, sequence_length
 
 
 class OnnxRunner(Runner):
+    """One entry point; the sequence dimension is dynamic when the graph names it rather than fixing it."""
+
     runtime = "onnxruntime"
     distributions = ("onnxruntime",)
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, **kwargs) -> None:
+        super().__init__(path, threads, **kwargs)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -24,28 +26,25 @@ class OnnxRunner(Runner):
             options.inter_op_num_threads = 1
         self._ort = ort
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
-        self._inputs = self.session.get_inputs()
-        self._output = self.session.get_outputs()[0].name
+        self._finish_load()
 
-    def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Map by name, else by position (the bundle's inputs come in the artifact's order)."""
-        names = [i.name for i in self._inputs]
-        if len(inputs) != len(names):
-            raise ValueError(f"artifact takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
-        by_name = all(k in names for k in inputs)
-        pairs = zip(names, inputs.values()) if not by_name else ((k, inputs[k]) for k in names)
-        feed = {}
-        for meta, (name, value) in zip(self._inputs, pairs):
-            feed[name] = np.ascontiguousarray(value, dtype=_numpy_dtype(meta.type))
-        return feed
+    def _describe(self) -> list[EntryPoint]:
+        inputs = [TensorInfo(i.name, np.dtype(_numpy_dtype(i.type)).name, _dims(i.shape)) for i in self.session.get_inputs()]
+        outputs = [TensorInfo(o.name, "float32", _dims(o.shape)) for o in self.session.get_outputs()]
+        return [EntryPoint("main", inputs, outputs, sequence_length(inputs[0].shape) if inputs else None)]
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.session.run([self._output], self._feed(inputs))[0]
-        return np.asarray(out, dtype=np.float32).copy()
+    def _invoke(self, entry: EntryPoint, feed: list[np.ndarray]) -> list[np.ndarray]:
+        outs = self.session.run(None, {info.name: value for info, value in zip(entry.inputs, feed)})
+        return [np.asarray(o, dtype=np.float32).copy() for o in outs]
 
     def details(self) -> dict:
         return {"onnxruntime": self._ort.__version__, "providers": self.session.get_providers(),
-                "inputs": {i.name: i.type for i in self._inputs}}
+                "inputs": {i.name: i.dtype for i in self.entry_points[0].inputs},
+                "sequence_axis": "dynamic" if self.entry_points[0].length is None else "static"}
+
+
+def _dims(shape) -> list[int | None]:
+    return [d if isinstance(d, int) and d > 0 else None for d in shape]
 
 
 _ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(float)": np.float32,

@@ -1,4 +1,9 @@
-"""LiteRT (TFLite) runner: ai-edge-litert, or the legacy tflite-runtime as a fallback."""
+"""LiteRT (TFLite) runner: ai-edge-litert, or the legacy tflite-runtime as a fallback.
+
+Every signature of the file is an entry point (edgepack's bucketed artifacts
+hold one per sequence length, ``seq16``, ``seq32``…); each is run through its
+own signature runner, as litert-torch's returned model does.
+"""
 from __future__ import annotations
 
 import re
@@ -6,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, RunnerUnavailable
+from .base import EntryPoint, Runner, RunnerUnavailable, TensorInfo, sequence_length
 
 
 def _interpreter_class():
@@ -28,39 +33,58 @@ class TFLiteRunner(Runner):
     runtime = "tflite"
     distributions = ("ai-edge-litert", "tflite-runtime")
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, **kwargs) -> None:
+        super().__init__(path, threads, **kwargs)
         interpreter_cls = _interpreter_class()
         self.interpreter = interpreter_cls(model_path=str(self.path), num_threads=threads or None)
-        self.interpreter.allocate_tensors()
-        details = self.interpreter.get_input_details()
-        self._inputs = {d["name"]: d for d in details}
-        # litert-torch names positional inputs "serving_default_args_0", "..._args_1": keep that order
-        self._ordered = sorted(details, key=lambda d: (_arg_position(d["name"]), d["index"]))
-        self._output = self.interpreter.get_output_details()[0]
+        self._finish_load()
 
-    def _input_detail(self, position: int, name: str) -> dict:
-        if name in self._inputs:
-            return self._inputs[name]
-        for key, detail in self._inputs.items():  # "serving_default_input_ids:0" style
-            if name in key:
-                return detail
-        if position < len(self._ordered):
-            return self._ordered[position]
-        raise KeyError(f"artifact has no input named {name!r} (has {sorted(self._inputs)})")
+    def _describe(self) -> list[EntryPoint]:
+        entries = []
+        for key in self.interpreter.get_signature_list():
+            runner = self.interpreter.get_signature_runner(key)
+            # litert-torch names positional inputs "args_0", "args_1"…: keep forward()'s order
+            ins = sorted(runner.get_input_details().items(), key=lambda kv: (_arg_position(kv[0]), kv[1]["index"]))
+            outs = sorted(runner.get_output_details().items(), key=lambda kv: (_arg_position(kv[0]), kv[1]["index"]))
+            inputs = [TensorInfo(name, np.dtype(d["dtype"]).name, _shape(d)) for name, d in ins]
+            outputs = [TensorInfo(name, np.dtype(d["dtype"]).name, _shape(d)) for name, d in outs]
+            entry = EntryPoint(key, inputs, outputs, sequence_length(inputs[0].shape) if inputs else None,
+                               handle=(runner, dict(ins), dict(outs)))
+            entries.append(entry)
+        if not entries:  # a file without signatures: the interpreter's own inputs
+            self.interpreter.allocate_tensors()
+            ins = sorted(self.interpreter.get_input_details(), key=lambda d: (_arg_position(d["name"]), d["index"]))
+            outs = self.interpreter.get_output_details()
+            inputs = [TensorInfo(d["name"], np.dtype(d["dtype"]).name, _shape(d)) for d in ins]
+            outputs = [TensorInfo(d["name"], np.dtype(d["dtype"]).name, _shape(d)) for d in outs]
+            entries.append(EntryPoint("main", inputs, outputs, sequence_length(inputs[0].shape) if inputs else None,
+                                      handle=(None, {d["name"]: d for d in ins}, {d["name"]: d for d in outs})))
+        return entries
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        for position, (name, value) in enumerate(inputs.items()):
-            detail = self._input_detail(position, name)
-            self.interpreter.set_tensor(detail["index"], _quantize_input(value, detail))
-        self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self._output["index"])
-        return _dequantize(out, self._output)
+    def _invoke(self, entry: EntryPoint, feed: list[np.ndarray]) -> list[np.ndarray]:
+        runner, ins, outs = entry.handle
+        if runner is None:
+            for info, value in zip(entry.inputs, feed):
+                self.interpreter.set_tensor(ins[info.name]["index"], _quantize_input(value, ins[info.name]))
+            self.interpreter.invoke()
+            return [_dequantize(self.interpreter.get_tensor(outs[o.name]["index"]), outs[o.name]) for o in entry.outputs]
+        result = runner(**{info.name: _quantize_input(value, ins[info.name]) for info, value in zip(entry.inputs, feed)})
+        return [_dequantize(result[o.name], outs[o.name]) for o in entry.outputs]
+
+    def _order(self, entry: EntryPoint, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        names = [i.name for i in entry.inputs]
+        if len(inputs) != len(names):
+            raise ValueError(f"artifact takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
+        if all(k in inputs for k in names):
+            return [inputs[k] for k in names]
+        return list(inputs.values())  # the bundle's inputs come in forward()'s order, like args_0, args_1
 
     def details(self) -> dict:
+        first = self.entry_points[0]
         info: dict = {
-            "inputs": {k: str(np.dtype(v["dtype"])) for k, v in self._inputs.items()},
-            "output_dtype": str(np.dtype(self._output["dtype"])),
+            "signatures": [e.name for e in self.entry_points],
+            "inputs": {i.name: i.dtype for i in first.inputs},
+            "output_dtype": first.outputs[0].dtype if first.outputs else None,
         }
         arena = getattr(self.interpreter, "arena_used_bytes", None)
         if callable(arena):
@@ -69,6 +93,12 @@ class TFLiteRunner(Runner):
             except Exception:  # not every interpreter build exposes it
                 pass
         return info
+
+
+def _shape(detail: dict) -> list[int | None]:
+    signature = detail.get("shape_signature")
+    shape = signature if signature is not None and len(signature) else detail["shape"]
+    return [int(d) if int(d) >= 0 else None for d in shape]
 
 
 def _arg_position(name: str) -> int:
@@ -82,7 +112,7 @@ def _quantize_input(value: np.ndarray, detail: dict) -> np.ndarray:
     if np.issubdtype(value.dtype, np.floating) and dtype.kind in "iu" and scale:
         info = np.iinfo(dtype)
         return np.clip(np.round(value / scale + zero), info.min, info.max).astype(dtype)
-    return value.astype(dtype, copy=False)
+    return np.ascontiguousarray(value, dtype=dtype)
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:

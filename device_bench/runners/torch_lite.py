@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner, RunnerUnavailable
+from .base import EntryPoint, Runner, RunnerUnavailable, TensorInfo
 
 
 QENGINE_ENV = "EDGEPACK_TORCH_QENGINE"
@@ -16,8 +16,8 @@ class TorchLiteRunner(Runner):
     runtime = "torch-lite"
     distributions = ("torch",)
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
-        super().__init__(path, threads)
+    def __init__(self, path: Path, threads: int | None = None, **kwargs) -> None:
+        super().__init__(path, threads, **kwargs)
         try:
             import torch  # noqa: PLC0415 - only this runner's process may import torch
             from torch.jit.mobile import _load_for_lite_interpreter
@@ -37,13 +37,35 @@ class TorchLiteRunner(Runner):
         self.module = _load_for_lite_interpreter(str(self.path))
         self._no_grad = torch.inference_mode
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        args = [self._torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()]
+        self._finish_load()
+
+    def _describe(self) -> list[EntryPoint]:
+        """A `.ptl` carries no input metadata: lengths come from the manifest (``shapes``), else ``input_spec``'s
+        static seq_len, else the inputs are run at their real length. Methods ``seq<N>`` are per-bucket entry points."""
+        n_inputs = len(self.input_spec.inputs) if self.input_spec is not None else 2
+        inputs = [TensorInfo(t.name, "int32", [1, None]) for t in self.input_spec.inputs] if self.input_spec else \
+            [TensorInfo(f"input_{i}", "", [1, None]) for i in range(n_inputs)]
+        outputs = [TensorInfo(t.name, "float32", list(t.shape)) for t in self.input_spec.outputs] if self.input_spec else \
+            [TensorInfo("output_0", "float32", [])]
+        shapes = self.shapes
+        if shapes is not None and shapes.dynamic:
+            return [EntryPoint("forward", inputs, outputs, None, max_length=int(shapes.dynamic.get("max", 0)) or None,
+                               handle=self.module.forward)]
+        if shapes is not None and shapes.buckets:
+            entries = []
+            for b in shapes.buckets:
+                method = shapes.entry_points.get(str(b), "forward")
+                entries.append(EntryPoint(method, inputs, outputs, int(b), handle=getattr(self.module, method)))
+            return entries
+        length = self.input_spec.seq_len if self.input_spec is not None else None
+        return [EntryPoint("forward", inputs, outputs, length, handle=self.module.forward)]
+
+    def _invoke(self, entry: EntryPoint, feed: list[np.ndarray]) -> list[np.ndarray]:
+        args = [self._torch.from_numpy(np.ascontiguousarray(v)) for v in feed]
         with self._no_grad():
-            out = self.module(*args)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.detach().float().numpy().copy()
+            out = entry.handle(*args)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.detach().float().numpy().copy() for o in outs]
 
     def details(self) -> dict:
         return {"quantized_engine": self._torch.backends.quantized.engine, "torch": self._torch.__version__}
