@@ -26,12 +26,13 @@ from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
-from .report import RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, LatencyStats, TargetResult
+from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, InputLengths, LatencyStats, LengthLatency,
+                     NoiseGuard, TargetResult)
 from .runners import RUNNERS, runner_class
 from .thermal import ThermalConfig, read_zones, wait_until_cool
 from .worker import WorkerArgs
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: real-length inputs, per-length table, noise guard
 #: progress(done, total, label): called before each measurement and once at the end
 Progress = Callable[[int, int, str], None]
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
@@ -228,6 +229,32 @@ def _timing_fields(res: TargetResult, data: dict[str, Any]) -> None:
                 "throughput_ips", "cpu_time_s", "cpu_util", "output_shape", "raw_ms", "affinity"):
         setattr(res, key, data.get(key))
     res.latency_ms = LatencyStats(**data["latency_ms"])
+    if data.get("input_lengths") is not None:
+        res.latency_inputs = "real-length"
+        res.input_lengths = InputLengths(**data["input_lengths"])
+    if data.get("noise") is not None:
+        res.noise = NoiseGuard(**data["noise"])
+    res.by_length = [LengthLatency(**{**row, "noise": NoiseGuard(**row["noise"]) if row.get("noise") else None})
+                     for row in data.get("by_length", [])]
+    figures = [("real-length", res.noise)] + [(f"length {row.length}", row.noise) for row in res.by_length]
+    noisy = [f"{label} ({', '.join(n.reasons)})" for label, n in figures if n is not None and n.noisy]
+    if noisy:
+        res.notes.append(f"noisy: {'; '.join(noisy)}: the machine was not quiet, do not compare these figures")
+
+
+def timed_lengths(entry: TargetEntry, manifest: Manifest) -> list[int]:
+    """The per-length table's lengths: the target's buckets, else the pack's buckets, else powers of two up to
+    seq_len (dynamic targets); seq_len always (the old single-shape figure)."""
+    seq_len = manifest.input_spec.seq_len
+    if entry.shapes is not None and entry.shapes.buckets:
+        lengths = list(entry.shapes.buckets)
+    elif manifest.input_spec.buckets:
+        lengths = list(manifest.input_spec.buckets)
+    elif entry.shapes is not None and entry.shapes.dynamic:
+        lengths = [n for n in (8, 16, 32, 64, 128, 256, 512) if n < seq_len]
+    else:
+        lengths = []
+    return sorted(set(lengths) | {seq_len})
 
 
 def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Manifest, opts: BenchOptions,
@@ -241,6 +268,9 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
         input_names=[t.name for t in manifest.input_spec.inputs], input_dtypes=[t.dtype for t in manifest.input_spec.inputs],
         threads=threads, runs=opts.runs, min_seconds=opts.min_seconds, warmup=opts.warmup, affinity=affinity,
         memory_limit_mb=opts.memory_limit_mb, memory_runs=opts.memory_runs,
+        shapes=dataclasses.asdict(entry.shapes) if entry.shapes is not None else None,
+        seq_len=manifest.input_spec.seq_len, lengths=timed_lengths(entry, manifest),
+        length_runs=max(5, min(30, opts.runs)),
     )
     if thermal is not None:
         res.thermal = wait_until_cool(thermal)
@@ -257,6 +287,8 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
         if res.thermal is not None and thermal is not None:
             res.thermal.after_c = read_zones(thermal.root)
     _timing_fields(res, timing)
+    if res.input_lengths is not None and manifest.input_spec.token_lengths is not None:
+        res.input_lengths.truncated = manifest.input_spec.token_lengths.truncated
     if meter is not None:
         try:
             res.energy = meter.result(sampler, tuple(timing["window_monotonic"]), timing["cpu_time_s"], timing["runs"])
@@ -278,7 +310,12 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
     return {
         "version": PROTOCOL_VERSION,
         "options": opts.to_dict(),
-        "inputs": "the bundle's samples.npz rows, batch 1, cycled in order",
+        "inputs": "the bundle's samples.npz rows at their real length (`lengths`), batch 1, cycled in order; each "
+                  "padded only to the smallest length the artifact accepts (latency_ms, latency_inputs=real-length); "
+                  "by_length: inputs of exactly N tokens, one row per bucket (the largest is the old static figure)",
+        "noise_guard": "during each timed window: CPU time other processes used (system busy time minus this "
+                       "worker's, in cores) and the runs' coefficient of variation within one padded length; "
+                       "noisy when other processes took > 10% of a core or CV > 10%",
         "isolation": "one fresh subprocess per target x threads for timing, another for memory",
         "load": "cold = first load in a fresh process (runtime import + file read; page cache not dropped); "
                 "warm = second load of the same file in that process",

@@ -21,7 +21,7 @@ from .bench import BenchError, BenchOptions, load_bundle, run_bench
 from .client import AgentClient, AgentError, read_token
 from .energy import EnergyConfig
 from .fleet import DeviceSpec, FleetError, bench_fleet, check_devices, load_devices
-from .report import BenchReport, FleetReport, ReportError, render_table
+from .report import BenchReport, FleetReport, ReportError, noise_warnings, render_length_table, render_table
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -87,7 +87,13 @@ def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) ->
     if as_json:
         click.echo(report.to_json())
     else:
-        _console(False).print(render_table(report))
+        console = _console(False)
+        console.print(render_table(report))
+        lengths = render_length_table(report)
+        if lengths is not None:
+            console.print(lengths)
+        for line in noise_warnings(report):
+            console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
 def _remote_options(opts: BenchOptions, explicit_limits: dict[str, Any]) -> dict[str, Any]:

@@ -74,6 +74,44 @@ class ThermalResult:
 
 
 @dataclass
+class NoiseGuard:
+    """Was the timed window quiet? CPU other processes used (in cores) and the runs' coefficient of variation."""
+
+    cv: float
+    noisy: bool
+    other_processes_cores: float | None = None
+    reasons: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LengthLatency:
+    """One row of the per-length table: inputs of exactly ``length`` tokens, run at ``padded_to``."""
+
+    length: int
+    runs: int
+    p50: float
+    p90: float
+    mean: float
+    std: float
+    padded_to: int | None = None
+    noise: NoiseGuard | None = None
+
+
+@dataclass
+class InputLengths:
+    """The real-length inputs behind ``latency_ms``: their token counts and the lengths they were padded to."""
+
+    n: int
+    mean: float
+    p50: float
+    p90: float
+    max: int
+    padded_to: dict[str, int] = field(default_factory=dict)
+    truncated: int | None = None  # texts longer than seq_len, cut to it before they got here
+
+
+@dataclass
 class TargetResult:
     target: str
     runtime: str
@@ -101,6 +139,12 @@ class TargetResult:
     thermal: ThermalResult | None = None
     notes: list[str] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
+    #: what ``latency_ms`` measured: "real-length" (each input padded only to the smallest length the artifact
+    #: accepts; minor 1) or "padded-seq_len" (reports before minor 1)
+    latency_inputs: str = "padded-seq_len"
+    input_lengths: InputLengths | None = None
+    by_length: list[LengthLatency] = field(default_factory=list)  # per-bucket table; the largest is the old figure
+    noise: NoiseGuard | None = None
 
 
 @dataclass
@@ -246,10 +290,11 @@ def render_table(report: BenchReport | FleetReport):
                 table.add_row(*lead, r.target, r.precision, threads, size, *span)
                 continue
             lat = r.latency_ms
+            flag = " [red]noisy[/red]" if r.noise is not None and r.noise.noisy else ""
             table.add_row(
                 *lead, r.target, r.precision, threads, size,
                 _num(r.load_cold_ms, "{:.1f}"),
-                _num(lat.p50 if lat else None, "{:.3f}"),
+                _num(lat.p50 if lat else None, "{:.3f}") + flag,
                 _num(lat.p90 if lat else None, "{:.3f}"),
                 _num(lat.p99 if lat else None, "{:.3f}"),
                 f"{lat.mean:.3f}±{lat.std:.3f}" if lat else "-",
@@ -261,3 +306,34 @@ def render_table(report: BenchReport | FleetReport):
         for err in report.errors:
             table.add_row(err.device, f"[red]unreachable[/red]: {err.error}", *[""] * 11)
     return table
+
+
+def render_length_table(report: BenchReport | FleetReport):
+    """p50 per input length (the per-bucket table), one row per device × target × thread count; None when no
+    result has one. Figures measured while the machine was busy are marked ``noisy``."""
+    from rich.table import Table
+
+    fleet = isinstance(report, FleetReport)
+    rows = [(rep, r) for rep in (report.reports if fleet else [report]) for r in rep.results if r.by_length]
+    if not rows:
+        return None
+    lengths = sorted({row.length for _, r in rows for row in r.by_length})
+    table = Table(title="p50 ms by input length (tokens → padded length); real = the texts' own lengths")
+    if fleet:
+        table.add_column("device")
+    for name in ("target", "threads", "real p50", *map(str, lengths)):
+        table.add_column(name, justify="left" if name == "target" else "right")
+    for rep, r in rows:
+        cells = {row.length: f"{row.p50:.3f}" + (f" (→{row.padded_to})" if row.padded_to not in (None, row.length) else "")
+                 + (" [red]noisy[/red]" if row.noise and row.noise.noisy else "") for row in r.by_length}
+        real = _num(r.latency_ms.p50 if r.latency_ms else None, "{:.3f}")
+        table.add_row(*([rep.device] if fleet else []), r.target, "default" if r.threads is None else str(r.threads),
+                      real, *(cells.get(n, "-") for n in lengths))
+    return table
+
+
+def noise_warnings(report: BenchReport | FleetReport) -> list[str]:
+    """One line per noisy figure, saying why (printed under the tables)."""
+    reports = report.reports if isinstance(report, FleetReport) else [report]
+    return [f"{rep.device} {r.target} threads={'default' if r.threads is None else r.threads}: {note}"
+            for rep in reports for r in rep.results for note in r.notes if note.startswith("noisy:")]

@@ -53,6 +53,10 @@ class WorkerArgs:
     rss_interval_s: float = 0.005
     affinity: list[int] | None = None
     memory_limit_mb: int | None = None
+    shapes: dict[str, Any] | None = None  # the manifest's shapes of this target (None: static seq_len)
+    seq_len: int | None = None
+    lengths: list[int] = field(default_factory=list)  # lengths timed one by one (the per-bucket table)
+    length_runs: int = 30
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerArgs":
@@ -75,7 +79,8 @@ def apply_limits(args: WorkerArgs) -> None:
 
 
 def load_feeds(args: WorkerArgs) -> list[dict[str, Any]]:
-    """The bundle's real sample rows as batch-1 inputs, prepared before any timing."""
+    """The bundle's real sample rows as batch-1 inputs at their real length (``lengths`` in the samples file;
+    files without it keep their padded rows), prepared before any timing."""
     import numpy as np
 
     with np.load(args.samples) as data:
@@ -83,20 +88,62 @@ def load_feeds(args: WorkerArgs) -> list[dict[str, Any]]:
         if missing:
             raise WorkerFailure(f"samples file has no array {missing[0]!r} (has {sorted(data.files)})")
         arrays = {n: data[n] for n in args.input_names}
+        lengths = data["lengths"] if "lengths" in data.files else None
     dtypes = dict(zip(args.input_names, args.input_dtypes)) if args.input_dtypes else {}
     rows = len(next(iter(arrays.values())))
     if rows == 0:
         raise WorkerFailure("samples file has no rows")
+    width = next(iter(arrays.values())).shape[1]
     return [
-        {n: np.ascontiguousarray(a[i : i + 1], dtype=dtypes.get(n, a.dtype)) for n, a in arrays.items()}
+        {n: np.ascontiguousarray(a[i : i + 1, : int(lengths[i]) if lengths is not None else width],
+                                 dtype=dtypes.get(n, a.dtype)) for n, a in arrays.items()}
         for i in range(rows)
     ]
 
 
+def length_feed(feed: dict[str, Any], length: int) -> dict[str, Any]:
+    """An input of exactly ``length`` real tokens: the sample's tokens repeated (the mask keeps them all)."""
+    import numpy as np
+
+    out = {}
+    for name, value in feed.items():
+        if name == "attention_mask":
+            out[name] = np.ones((1, length), dtype=value.dtype)
+        else:
+            reps = -(-length // max(1, value.shape[1]))
+            out[name] = np.ascontiguousarray(np.tile(value, (1, reps))[:, :length])
+    return out
+
+
+def _other_busy_seconds() -> float | None:
+    """CPU seconds every process of the machine has used (psutil's system-wide busy time), None without psutil."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    t = psutil.cpu_times()
+    return float(t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+                 + getattr(t, "steal", 0.0))
+
+
 def _load(args: WorkerArgs):
+    from .manifest import Shapes, build_record
     from .runners import load_runner
 
-    return load_runner(args.runtime, args.artifact, threads=args.threads)
+    shapes = build_record(Shapes, args.shapes, "shapes", []) if args.shapes else None
+    if shapes is None and args.seq_len:  # a bundle from before minor 1: one static shape
+        shapes = Shapes(buckets=[args.seq_len])
+    return load_runner(args.runtime, args.artifact, threads=args.threads, shapes=shapes)
+
+
+def _padded_length(runner, feed: dict[str, Any]) -> int | None:
+    from .shapes import real_length
+
+    choose = getattr(runner, "choose_length", None)
+    try:
+        return int(choose(real_length(feed))) if choose is not None else None
+    except Exception:  # a device owner's runner without shape information
+        return None
 
 
 def _ms(ns: int) -> float:
@@ -144,6 +191,7 @@ def run_timing(args: WorkerArgs) -> dict[str, Any]:
     min_ns = int(args.min_seconds * 1e9)
     times: list[int] = []
     gc.disable()  # a collection inside the window would be charged to one unlucky run
+    busy0 = _other_busy_seconds()
     cpu0, mono0, start = _cpu_seconds(), time.monotonic(), time.perf_counter_ns()
     i = 0
     while True:
@@ -156,7 +204,13 @@ def run_timing(args: WorkerArgs) -> dict[str, Any]:
     end, mono1, cpu1 = time.perf_counter_ns(), time.monotonic(), _cpu_seconds()
     gc.enable()
     wall_s = (end - start) / 1e9
+    busy1 = _other_busy_seconds()
+    padded = [_padded_length(runner, f) for f in feeds]
+    by_length = [_time_length(runner, length_feed(feeds[0], n), n, args) for n in args.lengths]
     return {
+        "input_lengths": _length_summary(feeds, padded),
+        "noise": _noise(times, [padded[k % n] for k in range(len(times))], busy0, busy1, cpu1 - cpu0, wall_s),
+        "by_length": by_length,
         "load_cold_ms": _ms(load_cold),
         "load_warm_ms": _ms(load_warm),
         "first_inference_ms": _ms(first),
@@ -172,6 +226,83 @@ def run_timing(args: WorkerArgs) -> dict[str, Any]:
         "raw_ms": [round(_ms(x), 4) for x in times],
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
     }
+
+
+NOISY_OTHER_CORES = 0.10  # other processes used more than 10% of one core during the window
+NOISY_CV = 0.10  # coefficient of variation of runs at one length
+
+
+def _cv(ms) -> float:
+    import numpy as np
+
+    ms = np.asarray(ms, dtype=np.float64)
+    return float(ms.std(ddof=1) / ms.mean()) if len(ms) > 1 and ms.mean() > 0 else 0.0
+
+
+def _noise(times: list[int], padded: list[int | None], busy0: float | None, busy1: float | None, own_cpu_s: float,
+           wall_s: float) -> dict[str, Any]:
+    """Was the window quiet? CPU other processes used (in cores) and the runs' CV within each padded length
+    (lengths differ on purpose: the spread across lengths is not noise)."""
+    groups: dict[Any, list[int]] = {}
+    for t, length in zip(times, padded):
+        groups.setdefault(length, []).append(t)
+    weighted = [(len(g), _cv(g)) for g in groups.values() if len(g) > 1]
+    cv = sum(n * c for n, c in weighted) / sum(n for n, _ in weighted) if weighted else 0.0
+    return noise_verdict(_other_cores(busy0, busy1, own_cpu_s, wall_s), cv)
+
+
+MIN_WINDOW_S = 0.25  # the kernel counts CPU time in clock ticks (10 ms): shorter windows cannot be judged
+
+
+def _other_cores(busy0: float | None, busy1: float | None, own_cpu_s: float, wall_s: float) -> float | None:
+    if busy0 is None or busy1 is None or wall_s < MIN_WINDOW_S:
+        return None
+    return max(0.0, (busy1 - busy0) - own_cpu_s) / wall_s
+
+
+def noise_verdict(other_cores: float | None, cv: float) -> dict[str, Any]:
+    reasons = []
+    if other_cores is not None and other_cores > NOISY_OTHER_CORES:
+        reasons.append(f"other processes used {other_cores:.2f} cores")
+    if cv > NOISY_CV:
+        reasons.append(f"runs vary by CV {cv:.0%}")
+    return {"other_processes_cores": None if other_cores is None else round(other_cores, 4), "cv": round(cv, 4),
+            "noisy": bool(reasons), "reasons": reasons,
+            "thresholds": {"other_processes_cores": NOISY_OTHER_CORES, "cv": NOISY_CV}}
+
+
+def _length_summary(feeds: list[dict[str, Any]], padded: list[int | None]) -> dict[str, Any]:
+    import numpy as np
+
+    from .shapes import real_length
+
+    real = np.asarray([real_length(f) for f in feeds])
+    counts: dict[str, int] = {}
+    for p in padded:
+        counts[str(p)] = counts.get(str(p), 0) + 1
+    return {"n": int(len(real)), "mean": round(float(real.mean()), 2), "p50": float(np.percentile(real, 50)),
+            "p90": float(np.percentile(real, 90)), "max": int(real.max()), "padded_to": counts}
+
+
+def _time_length(runner, feed: dict[str, Any], length: int, args: WorkerArgs) -> dict[str, Any]:
+    """Latency of inputs of exactly ``length`` tokens (one row of the per-bucket table)."""
+    for _ in range(max(1, min(args.warmup, 5))):
+        runner.run(feed)
+    times = []
+    busy0, cpu0, start = _other_busy_seconds(), _cpu_seconds(), time.perf_counter_ns()
+    gc.disable()
+    for _ in range(max(2, args.length_runs)):
+        t0 = time.perf_counter_ns()
+        runner.run(feed)
+        times.append(time.perf_counter_ns() - t0)
+    gc.enable()
+    wall_s = (time.perf_counter_ns() - start) / 1e9
+    busy1, cpu1 = _other_busy_seconds(), _cpu_seconds()
+    other = _other_cores(busy0, busy1, cpu1 - cpu0, wall_s)
+    stats = latency_stats(times)
+    return {"length": length, "padded_to": _padded_length(runner, feed), "runs": len(times),
+            "p50": stats["p50"], "p90": stats["p90"], "mean": stats["mean"], "std": stats["std"],
+            "noise": noise_verdict(other, _cv(times))}
 
 
 class _RssSampler(threading.Thread):

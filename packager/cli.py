@@ -129,7 +129,12 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
               help="feature-extraction (mean-pooled, L2-normalised embedding) or sequence-classification (logits).")
 @click.option("--targets", "target_list", default=None, metavar="A,B",
               help="Comma list of targets (see `edgepack targets`) [default: torchscript-mobile,tflite-int8].")
-@click.option("--seq-len", type=int, default=128, show_default=True, help="Static sequence length (pad/truncate).")
+@click.option("--seq-len", type=int, default=128, show_default=True,
+              help="Maximum sequence length (longer texts are truncated).")
+@click.option("--buckets", "buckets_text", default="auto", show_default=True, metavar="N,M|auto|none",
+              help="Static lengths for static-shape targets (one TFLite signature each; inputs are padded to the "
+                   "smallest that holds them); auto: from the calibration texts' token lengths; none: one static "
+                   "shape, seq_len, on every target.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Texts for parity/calibration: .txt (one per line), .csv/.tsv, .json, .jsonl [default: built-in sample].")
 @click.option("--calib-column", default=None, help="Text column in a CSV/JSON calibration file.")
@@ -165,7 +170,7 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
-def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
+def pack_cmd(ctx, model, task, target_list, seq_len, buckets_text, calib, calib_column, calib_limit, out_dir, force, archive,
              min_cosine, min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials,
              stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
              set_values, list_targets, as_json) -> None:
@@ -216,6 +221,9 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
     if task not in TASKS:
         raise EdgepackError(f"--task {task!r}: unknown task (known: {', '.join(TASKS)})")
     validate_request(targets, seq_len)
+    from .pack import parse_buckets
+
+    buckets = parse_buckets(buckets_text, seq_len)
     runtimes = _parse_runtimes(runtime_specs)
     validate_runtimes(runtimes, targets)
     target_options = parse_option_assignments(option_values)
@@ -236,7 +244,7 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
-        target_options=target_options, progress=step))
+        target_options=target_options, progress=step, buckets=buckets))
     if as_json:
         click.echo(result.manifest.to_json())
     else:
@@ -303,6 +311,19 @@ def _print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | 
                       _fmt_mb(t.size_bytes), ratio, _fmt(p and p.mean_cosine), _fmt(p and p.min_cosine),
                       _fmt(p and p.top1_agreement, 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
     console.print(table)
+    spec = manifest.input_spec
+    if spec.token_lengths is not None:
+        tl = spec.token_lengths
+        console.print(f"text lengths (tokens): p50 {tl.p50}, p90 {tl.p90}, max {tl.max} over {tl.n_texts} texts"
+                      + (f", {tl.truncated} truncated to {spec.seq_len}" if tl.truncated else "")
+                      + f"; buckets {spec.buckets or 'none'} ({spec.bucket_choice})", highlight=False)
+    for t in manifest.targets:
+        if t.shapes is not None:
+            accepts = (f"any length {t.shapes.dynamic['min']}-{t.shapes.dynamic['max']}" if t.shapes.dynamic
+                       else f"lengths {','.join(map(str, t.shapes.buckets))}")
+            worst = min((p.mean_cosine for p in t.parity_by_length if p.mean_cosine is not None), default=None)
+            console.print(f"  {t.name}: {accepts}" + (f"; worst mean cosine per length {worst:.4f}" if worst else ""),
+                          highlight=False)
     for t in manifest.targets:
         for note in ([t.error] if t.error else []) + t.notes:
             console.print(f"  {t.name}: {note}", highlight=False)
