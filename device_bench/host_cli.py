@@ -122,11 +122,27 @@ def _remote_options(opts: BenchOptions, explicit_limits: dict[str, Any]) -> dict
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), help="devices.yaml: bench on every device listed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also save the JSON report here.")
+@click.option("--texts", "texts_path", type=click.Path(path_type=Path),
+              help="Time on these texts (one per line, tokenized here with the bundle's tokenizer) instead of the "
+                   "bundle's own.")
 def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warmup: int, threads: str | None,
           timeout_s: float | None, memory_limit_mb: int | None, no_pin: bool, power_cmd: str | None,
           power_profile: str | None, energy_backend: str | None, idle_seconds: float, device_url: str | None,
-          token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None) -> None:
-    """Benchmark BUNDLE's artifacts: latency, throughput, memory, energy, per target and thread count."""
+          token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None,
+          texts_path: Path | None = None) -> None:
+    """Benchmark BUNDLE's artifacts: latency (over the texts' real lengths, and per bucket), throughput, memory,
+    energy, per target and thread count."""
+    if texts_path is not None:
+        from .texts import TextsError, bundle_with_texts
+
+        try:
+            _check_bundle_locally(bundle)
+            with bundle_with_texts(bundle, texts_path) as view:
+                return bench.callback(view, targets, runs, min_seconds, warmup, threads, timeout_s, memory_limit_mb,
+                                      no_pin, power_cmd, power_profile, energy_backend, idle_seconds, device_url, token,
+                                      token_file, devices_file, as_json, out, None)
+        except (TextsError, BenchError) as exc:
+            raise CliError(str(exc)) from None
     opts = BenchOptions(targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
                         runs=runs, min_seconds=min_seconds, warmup=warmup, threads=parse_threads(threads), pin=not no_pin)
     if timeout_s is not None:

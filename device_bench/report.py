@@ -96,6 +96,7 @@ class LengthLatency:
     std: float
     padded_to: int | None = None
     noise: NoiseGuard | None = None
+    p99: float | None = None
 
 
 @dataclass

@@ -301,7 +301,7 @@ def _time_length(runner, feed: dict[str, Any], length: int, args: WorkerArgs) ->
     other = _other_cores(busy0, busy1, cpu1 - cpu0, wall_s)
     stats = latency_stats(times)
     return {"length": length, "padded_to": _padded_length(runner, feed), "runs": len(times),
-            "p50": stats["p50"], "p90": stats["p90"], "mean": stats["mean"], "std": stats["std"],
+            "p50": stats["p50"], "p90": stats["p90"], "p99": stats["p99"], "mean": stats["mean"], "std": stats["std"],
             "noise": noise_verdict(other, _cv(times))}
 
 

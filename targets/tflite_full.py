@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from device_bench.manifest import Shapes
+
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 from .tflite import RUNTIME_REQUIREMENT, quiet_converter
 
@@ -442,9 +444,14 @@ class TFLiteInt8Full(Target):
             notes.append("int8 model output: dequantize with (q - zero_point) * scale, as the device runner does")
         notes.append("full-integer targets integer accelerators; on a CPU it is usually slower than dynamic int8"
                      + (" (int16 kernels have no XNNPACK path)" if selection.int16_ops else ""))
+        if ctx.buckets:
+            notes.append(f"one static shape ({ctx.seq_len}): the per-op-type calibration runs on one signature, "
+                         "buckets are not built for this target yet")
         return ExportResult(
             precision=precision,
             notes=notes,
+            shapes=Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "serving_default"},
+                          how="one static shape (integer accelerators take fixed shapes; calibration is per signature)"),
             details={
                 "converter": "litert-torch", "quantizer": "ai-edge-quantizer static (min/max)",
                 "weights": "int8 per-channel", "activations_per_op": dict(sorted(per_op.items())),
