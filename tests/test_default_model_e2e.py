@@ -24,7 +24,13 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
     assert set(targets) == {"torchscript-mobile", "tflite-int8"}
     for entry in targets.values():
         assert entry["status"] == "ok" and entry["parity"]["mean_cosine"] >= 0.99, entry
+        assert all(p["passed"] and p["mean_cosine"] >= 0.99 for p in entry["parity_by_length"]), entry
     assert targets["tflite-int8"]["size_bytes"] <= 0.30 * manifest["model"]["fp32_size_bytes"]
+    # the built-in texts (median ~13 tokens) give buckets 16..128: one TFLite signature each, .ptl any length
+    assert manifest["input_spec"]["buckets"] == [16, 32, 64, 128]
+    assert targets["tflite-int8"]["shapes"]["buckets"] == [16, 32, 64, 128]
+    assert targets["torchscript-mobile"]["shapes"]["dynamic"] == {"min": 2, "max": 128}
+    assert {p["length"] for p in targets["tflite-int8"]["parity_by_length"]} == {16, 32, 64, 128}
 
     inspected = run("inspect", str(out), "--json")
     assert inspected.returncode == 0 and json.loads(inspected.stdout)["intact"]
@@ -37,11 +43,14 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
     for row in rows.values():
         assert row["status"] == "ok", row
         assert row["latency_ms"]["p50"] > 0 and row["peak_rss_mb"] > 0 and len(row["raw_ms"]) >= 20
+        assert row["latency_inputs"] == "real-length" and row["input_lengths"]["max"] < 32
+        assert [b["length"] for b in row["by_length"]] == [16, 32, 64, 128]
 
     # sentences that were not in the calibration sample, through the same runners the device uses
     from transformers import AutoTokenizer
 
-    from device_bench.runners import load_runner
+    from device_bench.manifest import Manifest
+    from device_bench.runners import load_target
     from packager.calib import builtin_sample, tokenize
     from packager.models import load_model
     from packager.pack import run_reference
@@ -49,9 +58,15 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
     assert not set(HELD_OUT) & set(builtin_sample())
     loaded = load_model(None, "feature-extraction")
     tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
-    inputs = tokenize(tokenizer, HELD_OUT, manifest["input_spec"]["seq_len"])
+    # held-out sentences of different lengths: alone (short) and joined in growing runs, so every bucket is used
+    texts = HELD_OUT + [" ".join((HELD_OUT * 3)[:k]) for k in (2, 4, 7, 12)]  # ~24, ~46, ~80, >128 tokens
+    inputs = tokenize(tokenizer, texts, manifest["input_spec"]["seq_len"])
+    lengths = inputs["attention_mask"].sum(1)
     reference = run_reference(loaded.task.make_wrapper(loaded.model), inputs)
-    for name, entry in targets.items():
-        runner = load_runner(entry["runtime"], out / entry["file"])
-        got = np.concatenate([runner.run({k: v[i : i + 1] for k, v in inputs.items()}) for i in range(len(HELD_OUT))])
+    bundle = Manifest.load(out)
+    for name in targets:
+        runner = load_target(out, bundle, name)
+        assert {runner.choose_length(int(n)) for n in lengths} >= ({16, 32, 64, 128} if name == "tflite-int8" else set())
+        got = np.concatenate([runner.run({k: v[i : i + 1, : lengths[i]] for k, v in inputs.items()})
+                              for i in range(len(texts))])
         assert loaded.task.parity(reference, got)["min_cosine"] >= 0.99, name
