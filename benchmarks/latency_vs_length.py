@@ -182,7 +182,9 @@ def ort_fn(path: Path, threads: int):
 
 # -- edgepack artifacts through the device worker -----------------------------------------------------
 
-def time_artifact(bundle: Path, target: str, samples: Path, threads: int, lengths: list[int], args) -> dict[str, Any]:
+def time_artifact(bundle: Path, target: str, samples: Path, threads: int, lengths: list[int], args,
+                  rows: int) -> dict[str, Any]:
+    """Timing pass of the device worker: every sample row at least once (real lengths), then each length."""
     import dataclasses
 
     from device_bench.bench import choose_affinity, run_worker
@@ -193,7 +195,7 @@ def time_artifact(bundle: Path, target: str, samples: Path, threads: int, length
     entry = manifest.target(target)
     allowed = sorted(os.sched_getaffinity(0))
     wargs = WorkerArgs(mode="timing", runtime=entry.runtime, artifact=str(bundle / entry.file), samples=str(samples),
-                       input_names=[t.name for t in manifest.input_spec.inputs], threads=threads, runs=args.runs,
+                       input_names=[t.name for t in manifest.input_spec.inputs], threads=threads, runs=max(args.runs, rows),
                        min_seconds=args.min_seconds, warmup=args.warmup, affinity=choose_affinity(threads, allowed),
                        shapes=dataclasses.asdict(entry.shapes) if entry.shapes else None,
                        seq_len=manifest.input_spec.seq_len, lengths=lengths, length_runs=max(5, args.runs))
@@ -299,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"threads={threads}: {variant}")
             for name, path in samples.items():
                 try:
-                    res = time_artifact(bundle, target, path, threads, lengths if name == "builtin" else [], args)
+                    res = time_artifact(bundle, target, path, threads, lengths if name == "builtin" else [], args,
+                                        len(datasets[name]))
                 except Exception as exc:  # a worker crash fails this row only
                     log(f"  {variant} {name}: {exc}")
                     continue

@@ -423,6 +423,7 @@ def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None
         protocol=proto,
         bundle={"name": bundle.name, "model": manifest.model.source, "task": manifest.task,
                 "seq_len": manifest.input_spec.seq_len, "edgepack_version": manifest.edgepack_version,
-                "created_at": manifest.created_at},
+                "created_at": manifest.created_at,
+                **({"ignored_manifest_fields": manifest.ignored_fields} if manifest.ignored_fields else {})},
         results=ordered,
     )

@@ -333,6 +333,10 @@ def _print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | 
             console.print(f"  {t.name}: runtime {compat['declared']}: {verdict}", highlight=False)
             if note := _kernel_coverage_note(compat):
                 console.print(f"  {t.name}: {note}", highlight=False)
+    if manifest.ignored_fields:
+        console.print(f"[yellow]note:[/] written by a newer edgepack (schema {manifest.schema_version}."
+                      f"{manifest.schema_minor}); fields this version ignores: {', '.join(manifest.ignored_fields)}",
+                      highlight=False)
     for problem in problems or []:
         console.print(f"[red]integrity:[/] {problem}")
 
