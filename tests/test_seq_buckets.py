@@ -204,7 +204,7 @@ def test_dynamic_targets_accept_the_lengths_they_claim(dynamic_bundle):
     wrapper = loaded.task.make_wrapper(loaded.model)
     for entry in manifest.targets:
         assert entry.shapes.dynamic and entry.shapes.dynamic["max"] == TEXTS_SEQ, entry.name
-        assert {3, 17, 16, 32} <= {p.length for p in entry.parity_by_length}
+        assert {9, 17, 16, 32} <= {p.length for p in entry.parity_by_length}
         runner = load_target(bundle, manifest, entry.name)
         for n in (3, 17, TEXTS_SEQ):
             assert runner.choose_length(n) == n
@@ -220,7 +220,7 @@ def test_ptl_runs_any_length(tiny_bundle):
     manifest = Manifest.load(tiny_bundle)
     entry = manifest.target("torchscript-mobile")
     assert entry.shapes.dynamic == {"min": 2, "max": 32}
-    assert {3, 17} <= {p.length for p in entry.parity_by_length if p.passed}
+    assert {9, 17} <= {p.length for p in entry.parity_by_length if p.passed}
 
 
 def test_truncation_is_counted_and_reported(dynamic_bundle):
