@@ -223,6 +223,8 @@ class AgentHandler(BaseHTTPRequestHandler):
             phrase = HTTPStatus(code).phrase
         except ValueError:
             phrase = "error"
+        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # a client fault: 4xx, as every client fault here
+            code, message = HTTPStatus.BAD_REQUEST, f"{message or phrase}; use HTTP/1.1"
         self._error(code, message or phrase, close=True)
 
     def handle_expect_100(self) -> bool:
@@ -235,6 +237,8 @@ class AgentHandler(BaseHTTPRequestHandler):
 
     # -- responses ----------------------------------------------------------------
     def _send(self, status: int, payload: Any, close: bool = False, extra: dict[str, str] | None = None) -> None:
+        if self.request_version == "HTTP/0.9":  # http.server would drop the status line and headers
+            self.request_version = "HTTP/1.0"
         body = (json.dumps(payload) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -276,6 +280,8 @@ class AgentHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         if len(self.requestline.split()) != 3:
             return self._error(400, "request line must be METHOD PATH HTTP/1.x", close=True)
+        if not self.request_version.startswith("HTTP/1."):
+            return self._error(400, f"{one_line(self.request_version, 20)} is not supported; use HTTP/1.1", close=True)
         if self.command != "POST" and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
                                        or self.headers.get("Transfer-Encoding")):
             self.close_connection = True  # a body this handler will not read: do not parse it as the next request

@@ -465,13 +465,14 @@ def test_class6_no_100_continue_before_the_token(agent):
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GET /v1/info\r\n\r\n", 400),                            # HTTP/0.9 form: used to get no status line
     (b"GET /v1/info HTTP/1.1 extra\r\n\r\n", 400),
-    (b"GET /v1/info HTTP/2.0\r\n\r\n", 505),
+    (b"GET /v1/info HTTP/2.0\r\n\r\n", 400),
+    (b"GET /v1/info HTTP/0.9\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     (b"GET /v1/info HTTP/x.y\r\n\r\n", 400),
     (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
     (b"GET /v1/info HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     (b"GET /v1/info HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n", 400),  # a TLS hello
-], ids=["http09", "four-words", "http2", "bad-version", "uri-too-long", "header-too-long", "too-many-headers", "tls"])
+], ids=["http09", "four-words", "http2", "http09-long-header", "bad-version", "uri-too-long", "header-too-long", "too-many-headers", "tls"])
 def test_class6_protocol_errors_are_json_with_a_status_line(agent, request_bytes, status):
     assert_json_error(*raw_http(agent[0], request_bytes), status)
     assert_healthy(agent)
