@@ -291,10 +291,11 @@ def _skip_reason(entry: TargetEntry, runtimes: dict[str, str | None], problems: 
 
 
 def _integrity_problems(bundle: Path, manifest: Manifest, entries: list[TargetEntry]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
+    digests: dict[Path, str] = {}  # one hash per file, however many targets list it
     for entry in entries:
         if entry.file and entry.status != "failed":
-            problems = verify_files(bundle, dataclasses.replace(manifest, targets=[entry]))
+            problems = verify_files(bundle, dataclasses.replace(manifest, targets=[entry]), digests)
             if problems:
                 out[entry.name] = problems[0].split(": ", 1)[-1]
     return out

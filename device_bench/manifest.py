@@ -205,11 +205,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
-    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact."""
+def verify_files(bundle_dir: Path, manifest: Manifest, digests: dict[Path, str] | None = None) -> list[str]:
+    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact.
+
+    A file listed by several targets is hashed once (``digests`` may carry the hashes across calls).
+    """
     problems = []
     root = Path(bundle_dir).resolve()
-    digests: dict[Path, str] = {}  # a file listed by several targets is hashed once
+    digests = {} if digests is None else digests
     for t in manifest.runnable_targets():
         path = (root / t.file).resolve()
         if root not in path.parents:

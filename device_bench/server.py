@@ -268,13 +268,13 @@ class AgentHandler(BaseHTTPRequestHandler):
         return ok
 
     def _route(self) -> list[str]:
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        parts = [p for p in self._target.split("/") if p]
         if not parts or parts[0] != f"v{API_VERSION}":
             return []
         return parts[1:]
 
     def _not_found(self) -> None:
-        self._error(404, f"no such endpoint {one_line(urlsplit(self.path).path, 120)}")
+        self._error(404, f"no such endpoint {one_line(self._target, 120)}")
 
     # -- methods ------------------------------------------------------------------
     def _dispatch(self) -> None:
@@ -287,6 +287,10 @@ class AgentHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # a body this handler will not read: do not parse it as the next request
         if not self._authorized():
             return
+        try:
+            self._target = urlsplit(self.path).path
+        except ValueError:  # e.g. an absolute URL with a broken [IPv6] host
+            return self._error(400, f"malformed request target {one_line(repr(self.path), 80)}", close=True)
         if self.command in ("GET", "HEAD"):
             return self._get()
         if self.command == "POST":

@@ -145,7 +145,7 @@ def archives(draw) -> bytes:
 
 _METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT", "BREW", "get"]
 _PATHS = ["/v1/info", "/v1/jobs", "/v1/jobs/20260101T000000-deadbeef", "/v1/jobs/../../etc/passwd/report",
-          "/v1/jobs/x/report", "/", "*", "/v2/info", "/v1/info?x=1#f", "http://evil/v1/info", "/v1/%00", "/" + "a" * 5000]
+          "/v1/jobs/x/report", "/", "*", "/v2/info", "/v1/info?x=1#f", "http://evil/v1/info", "http://[x/v1/info", "/v1/%00", "/" + "a" * 5000]
 
 
 @st.composite

@@ -374,6 +374,30 @@ def test_class4_manifest_and_unpacked_size_are_capped(agent):
     assert_healthy(agent)
 
 
+def test_class4_the_queue_is_bounded_and_the_envelope_is_reported(agent, tmp_path):
+    from device_bench.jobs import Job, JobStore, QueueFull
+
+    release = threading.Event()
+
+    def slow_bench(*_):
+        release.wait(10)
+        raise RuntimeError("done waiting")
+
+    store = JobStore(tmp_path, bench=slow_bench, keep=5, max_pending=1)
+    try:
+        first = Job(id=store.new_job_dir()[0], bundle="x", options={})
+        assert store.submit(first) == 0
+        with pytest.raises(QueueFull, match="limit is 1"):
+            store.submit(Job(id=store.new_job_dir()[0], bundle="x", options={}))
+    finally:
+        release.set()
+        store.stop()
+    limits = _request(agent[0], "GET", "/v1/info", headers=AUTH)[1]["agent"]["limits"]
+    assert limits == {"max_upload_mb": 1, "max_unpacked_mb": 4, "max_manifest_bytes": 1 << 20, "max_members": 10_000,
+                      "max_depth": 32, "max_path_bytes": 1024, "max_options_bytes": 8192, "max_jobs_queued": 16,
+                      "max_inflight_uploads": 2}
+
+
 def test_class4_uploads_in_flight_are_bounded(tmp_path):
     from device_bench.server import AgentConfig, AgentServer
 
@@ -472,7 +496,9 @@ def test_class6_no_100_continue_before_the_token(agent):
     (b"GET /v1/info HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431),
     (b"GET /v1/info HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n", 431),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40) + b"\r\n\r\n", 400),  # a TLS hello
-], ids=["http09", "four-words", "http2", "http09-long-header", "bad-version", "uri-too-long", "header-too-long", "too-many-headers", "tls"])
+    (b"GET http://[x/v1/info HTTP/1.1\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n", 400),
+], ids=["http09", "four-words", "http2", "http09-long-header", "bad-version", "uri-too-long", "header-too-long",
+        "too-many-headers", "tls", "broken-ipv6-target"])
 def test_class6_protocol_errors_are_json_with_a_status_line(agent, request_bytes, status):
     assert_json_error(*raw_http(agent[0], request_bytes), status)
     assert_healthy(agent)
