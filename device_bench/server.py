@@ -70,6 +70,7 @@ class AgentConfig:
     max_jobs_queued: int = 16  # queued or running; more -> 503
     max_inflight_uploads: int = 2  # received/unpacked/verified at once; others wait up to upload_wait_s, then 503
     upload_wait_s: float = 30.0
+    max_connections: int = 64  # open connections (one handler thread each); more get an immediate 503
 
     @property
     def max_unpacked_bytes(self) -> int:
@@ -103,7 +104,41 @@ class AgentServer(ThreadingHTTPServer):
         self.energy_detection = detect(config.energy)
         self.store = JobStore(config.workdir, self._run_job, keep=config.keep_jobs, max_pending=config.max_jobs_queued)
         self.upload_slots = threading.BoundedSemaphore(config.max_inflight_uploads)
+        self.connection_slots = threading.BoundedSemaphore(config.max_connections)
         super().__init__(address, AgentHandler)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """One thread per connection, up to ``max_connections``; past that, a 503 from the accepting thread."""
+        if not self.connection_slots.acquire(blocking=False):
+            return self._refuse(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = (json.dumps({"error": f"{self.config.max_connections} connections are open (this agent's limit); retry later"}) + "\n").encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Retry-After: 5\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.setblocking(False)
+            try:
+                request.recv(1 << 16)  # what has arrived already, so closing does not reset the answer away
+            except (BlockingIOError, InterruptedError):
+                pass
+            request.settimeout(1.0)
+            request.sendall(head + body)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def _run_job(self, bundle: Path, options: dict[str, Any], progress) -> BenchReport:
         root = bundle_root(bundle)
@@ -119,7 +154,7 @@ class AgentServer(ThreadingHTTPServer):
                 "max_manifest_bytes": uploads.MAX_MANIFEST_BYTES, "max_members": MAX_MEMBERS,
                 "max_depth": uploads.MAX_DEPTH, "max_path_bytes": uploads.MAX_PATH_BYTES,
                 "max_options_bytes": MAX_OPTIONS_BYTES, "max_jobs_queued": self.config.max_jobs_queued,
-                "max_inflight_uploads": self.config.max_inflight_uploads}
+                "max_inflight_uploads": self.config.max_inflight_uploads, "max_connections": self.config.max_connections}
 
     def info(self) -> dict[str, Any]:
         proc = psutil.Process()

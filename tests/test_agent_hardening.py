@@ -395,7 +395,7 @@ def test_class4_the_queue_is_bounded_and_the_envelope_is_reported(agent, tmp_pat
     limits = _request(agent[0], "GET", "/v1/info", headers=AUTH)[1]["agent"]["limits"]
     assert limits == {"max_upload_mb": 1, "max_unpacked_mb": 4, "max_manifest_bytes": 1 << 20, "max_members": 10_000,
                       "max_depth": 32, "max_path_bytes": 1024, "max_options_bytes": 8192, "max_jobs_queued": 16,
-                      "max_inflight_uploads": 2}
+                      "max_inflight_uploads": 2, "max_connections": 64}
 
 
 def test_class4_uploads_in_flight_are_bounded(tmp_path):
@@ -415,6 +415,35 @@ def test_class4_uploads_in_flight_are_bounded(tmp_path):
         assert headers["retry-after"] == "5"
         slow.close()
     finally:
+        server.shutdown()
+        server.server_close()
+        server.store.stop()
+
+
+def test_class4_connections_are_bounded(tmp_path):
+    """Slow clients cannot make the agent start a thread per connection without bound."""
+    from device_bench.server import AgentConfig, AgentServer
+
+    server = AgentServer(("127.0.0.1", 0), AgentConfig(workdir=tmp_path / "wd", token=TOKEN, max_connections=2))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    idle = [socket.create_connection(server.server_address, timeout=10) for _ in range(2)]
+    try:
+        time.sleep(0.3)
+        line, headers, body = raw_http(url, f"GET /v1/info HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        assert_json_error(line, headers, body, 503, "2 connections are open")
+        for sock in idle:
+            sock.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            line, _, _ = raw_http(url, f"GET /v1/info HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+            if " 200 " in line:
+                break
+            time.sleep(0.1)
+        assert " 200 " in line
+    finally:
+        for sock in idle:
+            sock.close()
         server.shutdown()
         server.server_close()
         server.store.stop()
