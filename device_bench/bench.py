@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import threading
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -28,8 +27,7 @@ from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
-from .records import matches, one_line
-from .records import RecordError
+from .records import RecordError, hints, matches, one_line
 from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, TargetResult, TimingMetrics,
                      metric_values)
 from .runners import RUNNERS, runner_class
@@ -60,9 +58,12 @@ REMOTE_YES, REMOTE_LIMIT, REMOTE_NO = "yes", "limit", "no"
 
 
 def _option(default: Any = dataclasses.MISSING, *, flag: str, low: float | None = None, high: float | None = None,
-            max_items: int | None = None, remote: str = REMOTE_YES, factory: Callable[[], Any] | None = None) -> Any:
-    """A BenchOptions field with its bounds: numbers (and list items) in [low, high], finite; lists up to max_items."""
-    meta = {"flag": flag, "low": low, "high": high, "max_items": max_items, "remote": remote}
+            min_items: int = 0, max_items: int | None = None, max_len: int = 200, remote: str = REMOTE_YES,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A BenchOptions field with its bounds: numbers (and list items) finite and in [low, high]; lists of
+    min_items..max_items; names of 1..max_len printable characters."""
+    meta = {"flag": flag, "low": low, "high": high, "min_items": min_items, "max_items": max_items, "max_len": max_len,
+            "remote": remote}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -78,11 +79,12 @@ class BenchOptions:
     is typed, bounded and carried over the wire without another edit.
     """
 
-    targets: list[str] | None = _option(None, flag="--targets", high=200, max_items=64)  # high: name length
+    targets: list[str] | None = _option(None, flag="--targets", max_items=64, max_len=200)
     runs: int = _option(100, flag="--runs", low=1, high=100_000)
     min_seconds: float = _option(1.0, flag="--min-seconds", low=0, high=600)
     warmup: int = _option(10, flag="--warmup", low=0, high=10_000)
-    threads: list[int | None] = _option(flag="--threads", low=1, high=1024, max_items=16, factory=lambda: [None])
+    threads: list[int | None] = _option(flag="--threads", low=1, high=1024, min_items=1, max_items=16,
+                                        factory=lambda: [None])
     timeout_s: float = _option(600.0, flag="--timeout", low=0.001, high=86_400, remote=REMOTE_LIMIT)
     memory_limit_mb: int | None = _option(flag="--memory-limit-mb", low=64, high=1 << 24, remote=REMOTE_LIMIT,
                                           factory=default_memory_limit_mb)
@@ -91,7 +93,7 @@ class BenchOptions:
 
     def validate(self) -> None:
         """Raise ``BenchError`` (naming the flag) unless every option has its type and lies within its bounds."""
-        types_ = typing.get_type_hints(BenchOptions)
+        types_ = hints(BenchOptions)
         for f in dataclasses.fields(self):
             _check_option(f, types_[f.name], getattr(self, f.name))
         if len(set(self.threads)) != len(self.threads):
@@ -124,7 +126,7 @@ class BenchOptions:
             if f.metadata["remote"] == REMOTE_LIMIT:
                 if value is None:
                     continue  # the agent's own limit applies
-                _check_option(f, typing.get_type_hints(cls)[key], value)
+                _check_option(f, hints(cls)[key], value)
                 own = getattr(agent, key)
                 value = value if own is None else min(value, own)
             setattr(opts, key, value)
@@ -133,21 +135,22 @@ class BenchOptions:
 
 
 def _check_option(f: dataclasses.Field, hint: Any, value: Any) -> None:
-    flag, low, high, max_items = (f.metadata[k] for k in ("flag", "low", "high", "max_items"))
+    meta = f.metadata
+    flag, low, high = meta["flag"], meta["low"], meta["high"]
     shown = one_line(repr(value), 60)
     if not matches(value, hint):
         raise BenchError(f"{flag} {shown}: has the wrong type")
-    items = value if isinstance(value, list) else [value]
-    if isinstance(value, list) and max_items is not None and len(value) > max_items:
-        raise BenchError(f"{flag}: at most {max_items} values")
-    if isinstance(value, list) and not value and f.name == "threads":
-        raise BenchError("--threads: give at least one thread count")
-    for item in items:
+    if isinstance(value, list):
+        if len(value) < meta["min_items"]:
+            raise BenchError(f"{flag}: give at least {meta['min_items']} value(s)")
+        if meta["max_items"] is not None and len(value) > meta["max_items"]:
+            raise BenchError(f"{flag}: at most {meta['max_items']} values")
+    for item in value if isinstance(value, list) else [value]:
         if isinstance(item, bool) or item is None:
             continue
         if isinstance(item, str):
-            if not item or len(item) > (high or 200) or not item.isprintable():
-                raise BenchError(f"{flag} {shown}: names must be 1 to {int(high or 200)} printable characters")
+            if not 0 < len(item) <= meta["max_len"] or not item.isprintable():
+                raise BenchError(f"{flag} {shown}: names must be 1 to {meta['max_len']} printable characters")
             continue
         if isinstance(item, float) and not math.isfinite(item):
             raise BenchError(f"{flag} {shown}: must be a finite number")

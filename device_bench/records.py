@@ -10,6 +10,7 @@ a name is a ``str``). Decoding never raises anything but ``RecordError``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -134,7 +135,9 @@ def matches(value: Any, hint: Any) -> bool:
     return True  # Literal, Callable, …: not something a JSON document declares
 
 
+@functools.lru_cache(maxsize=None)
 def hints(cls: type) -> dict[str, Any]:
+    """A record class's resolved field annotations (cached: records are checked often, declared once)."""
     return typing.get_type_hints(cls)
 
 

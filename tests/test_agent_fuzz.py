@@ -253,7 +253,7 @@ def watch(agent):
     assert not Path(ESCAPE_MARKER).exists()
 
 
-@settings(max_examples=500, deadline=None, derandomize=True, database=None,
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(request=requests)
 def test_every_request_gets_a_json_answer_and_the_agent_holds(agent, watch, request):
@@ -270,6 +270,24 @@ def test_every_request_gets_a_json_answer_and_the_agent_holds(agent, watch, requ
     watch["max_rss_mb"] = max(watch["max_rss_mb"], rss)
     watch["statuses"][status] = watch["statuses"].get(status, 0) + 1
     assert rss < RSS_BOUND_MB, f"agent RSS {rss:.0f} MB"
+
+
+def test_concurrent_uploads_are_all_answered_within_the_memory_bound(agent, watch):
+    """Many clients at once, half of them decompression bombs: every one answered, RSS bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, proc, _ = agent
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=1)  # 64 MB of zeros in well under the 1 MB upload limit
+    good = _bundle_with_manifest(None)
+    bodies = [bomb if i % 2 else good for i in range(16)]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda b: exchange(url, "POST", _upload(b)[1]), bodies))
+    for (status, _, body), sent in zip(answers, bodies):
+        assert status in ((413, 503) if sent is bomb else (202, 503)), (status, body)
+        assert json.loads(body)
+    assert proc.poll() is None
+    watch["max_rss_mb"] = max(watch["max_rss_mb"], psutil.Process(proc.pid).memory_info().rss / 2**20)
+    assert watch["max_rss_mb"] < RSS_BOUND_MB
 
 
 def test_after_the_fuzz_no_worker_outlives_its_job(agent, watch):
