@@ -125,7 +125,7 @@ def time_callable(fn, feeds: list[dict[str, Any]], runs: int, min_seconds: float
     wall = (time.perf_counter_ns() - start) / 1e9
     lengths = [feeds[j % len(feeds)]["input_ids"].shape[1] for j in range(len(times))]
     noise = _noise(times, lengths, busy0, _other_busy_seconds(), _cpu_seconds() - cpu0, wall)
-    return {"stats": latency_stats(times), "runs": len(times), "noise": noise,
+    return {"stats": asdict(latency_stats(times)), "runs": len(times), "noise": asdict(noise),
             "mean_length": float(np.mean(lengths))}
 
 
@@ -199,7 +199,7 @@ def time_artifact(bundle: Path, target: str, samples: Path, threads: int, length
                        min_seconds=args.min_seconds, warmup=args.warmup, affinity=choose_affinity(threads, allowed),
                        shapes=dataclasses.asdict(entry.shapes) if entry.shapes else None,
                        seq_len=manifest.input_spec.seq_len, lengths=lengths, length_runs=max(5, args.runs))
-    return run_worker(wargs, timeout_s=1800)
+    return asdict(run_worker(wargs, timeout_s=1800))
 
 
 def pack(model: str | None, out: Path, targets: list[str], seq_len: int, buckets) -> Path:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .records import RecordError, from_dict, load_json
 
 #: Evolution rule: a field added with a default bumps SCHEMA_MINOR, and readers of the same major version
 #: accept bundles of any minor (ignoring, and naming, the fields they do not know); only a new major is
@@ -20,6 +21,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 SCHEMA_MINOR = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB; the agent refuses more (413)
 SAMPLES_NAME = "samples.npz"
 
 STATUS_OK = "ok"
@@ -184,9 +186,9 @@ class Manifest:
         check_version(data.get("schema_version"), data.get("schema_minor", 0), "manifest")
         ignored: list[str] = []
         try:
-            manifest = build_record(cls, data, "", ignored)
-        except TypeError as exc:  # missing constructor fields
-            raise ManifestError(f"manifest: {exc}") from None
+            manifest = from_dict(cls, data, "manifest", ignore_unknown=True, ignored=ignored)
+        except RecordError as exc:
+            raise ManifestError(str(exc)) from None
         for i, entry in enumerate(manifest.targets):
             if entry.status not in TARGET_STATUSES:
                 raise ManifestError(f"manifest: targets[{i}].status {entry.status!r} is not one of {TARGET_STATUSES}")
@@ -197,7 +199,11 @@ class Manifest:
         for key in ("tokenizer", "samples"):
             if getattr(manifest, key) is not None:
                 _check_relative(getattr(manifest, key), key)
-        manifest.ignored_fields = ignored
+        manifest.ignored_fields = [name.removeprefix("manifest.") for name in ignored]
+        names = [t.name for t in manifest.targets]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ManifestError(f"manifest: target {twice!r} is listed twice")
         return manifest
 
     @classmethod
@@ -206,8 +212,11 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(f"{bundle_dir}: not a bundle (no {MANIFEST_NAME})")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{path}: {size} bytes, over the limit of {MAX_MANIFEST_BYTES}")
+            data = load_json(path.read_bytes(), what=f"{path}", max_bytes=MAX_MANIFEST_BYTES, allow_nan=True)
+        except (OSError, RecordError) as exc:
             raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
         return cls.from_dict(data)
 
@@ -231,10 +240,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
-    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact."""
+def verify_files(bundle_dir: Path, manifest: Manifest, digests: dict[Path, str] | None = None) -> list[str]:
+    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact.
+
+    A file listed by several targets is hashed once (``digests`` may carry the hashes across calls).
+    """
     problems = []
     root = Path(bundle_dir).resolve()
+    digests = {} if digests is None else digests
     for t in manifest.runnable_targets():
         path = (root / t.file).resolve()
         if root not in path.parents:
@@ -243,65 +256,23 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
             problems.append(f"{t.name}: missing file {t.file}")
         elif t.size_bytes is not None and path.stat().st_size != t.size_bytes:
             problems.append(f"{t.name}: size of {t.file} is {path.stat().st_size}, manifest says {t.size_bytes}")
-        elif sha256_file(path) != t.sha256:
+        elif (digests[path] if path in digests else digests.setdefault(path, sha256_file(path))) != t.sha256:
             problems.append(f"{t.name}: sha256 mismatch for {t.file}")
     return problems
 
 
-def _expect(value: Any, typ: type, where: str) -> Any:
-    if not isinstance(value, typ):
-        raise ManifestError(f"manifest: {where} must be a {typ.__name__}")
-    return value
-
-
 def check_version(major: Any, minor: Any, what: str, supported: int = SCHEMA_VERSION) -> None:
     """Accept any minor of the supported major version; refuse another major with a one-line reason."""
-    if major != supported or isinstance(major, bool):
-        raise ManifestError(f"{what}: schema_version {major!r} is not supported (this edgepack reads "
+    if type(major) is not int or major != supported:  # `true == 1` in Python
+        raise ManifestError(f"{what}: schema_version {major!r:.40} is not supported (this edgepack reads "
                             f"{supported}.x; a new major version changes the meaning of existing fields)")
-    if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
-        raise ManifestError(f"{what}: schema_minor {minor!r} must be a non-negative integer")
+    if type(minor) is not int or minor < 0:
+        raise ManifestError(f"{what}: schema_minor {minor!r:.40} must be a non-negative integer")
 
 
-def build_record(cls: type, value: Any, where: str, ignored: list[str]) -> Any:
-    """``cls`` from a dict, nested records built from the type hints; unknown keys go to ``ignored``."""
-    value = _expect(value, dict, where or "manifest")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in value:
-            kwargs[f.name] = _convert(hints[f.name], value[f.name], f"{where}.{f.name}".lstrip("."), ignored)
-    ignored.extend(f"{where}.{k}".lstrip(".") for k in sorted(set(value) - set(kwargs)))
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in kwargs:
-            raise ManifestError(f"manifest: missing field {f'{where}.{f.name}'.lstrip('.')!r}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ManifestError(f"manifest: {where or 'manifest'}: {exc}") from None
-
-
-def _convert(hint: Any, value: Any, where: str, ignored: list[str]) -> Any:
-    """Records (dataclasses) inside ``hint`` -- alone, optional or in a list/dict -- built from their dicts."""
-    if value is None:
-        return None
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return build_record(hint, value, where, ignored)
-    if origin in (typing.Union, types.UnionType):
-        records = [a for a in args if dataclasses.is_dataclass(a)]
-        return build_record(records[0], value, where, ignored) if records else value
-    if origin is list and args and dataclasses.is_dataclass(args[0]):
-        return [build_record(args[0], v, f"{where}[{i}]", ignored) for i, v in enumerate(_expect(value, list, where))]
-    if origin is list:
-        return _expect(value, list, where)
-    if origin is dict and args and dataclasses.is_dataclass(args[1]):
-        return {k: build_record(args[1], v, f"{where}.{k}", ignored) for k, v in _expect(value, dict, where).items()}
-    return value
-
-
-def _check_relative(rel: str, where: str) -> None:
+def _check_relative(rel: Any, where: str) -> None:
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise ManifestError(f"manifest: {where} must be a non-empty path without NUL bytes, got {rel!r:.80}")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise ManifestError(f"manifest: {where} must be a relative path inside the bundle, got {rel!r}")

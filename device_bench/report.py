@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .manifest import ManifestError, build_record, check_version
+from .manifest import ManifestError, check_version
+from .records import RecordError, from_dict
 
 #: Same evolution rule as the manifest: additive fields bump the minor version, readers of the same major
 #: accept them (listing what they ignore), a new major is refused. Minor 1: real-length latency, per-length
@@ -74,6 +75,19 @@ class ThermalResult:
 
 
 @dataclass
+class ResultKey:
+    """Which measurement a result row is, and whether it ran."""
+
+    target: str
+    runtime: str
+    precision: str
+    threads: int | None  # None: the runtime's default thread count
+    status: str  # ok | failed | skipped
+    error: str | None = None
+    file_size_bytes: int | None = None
+
+
+@dataclass
 class NoiseGuard:
     """Was the timed window quiet? CPU other processes used (in cores) and the runs' coefficient of variation."""
 
@@ -113,14 +127,9 @@ class InputLengths:
 
 
 @dataclass
-class TargetResult:
-    target: str
-    runtime: str
-    precision: str
-    threads: int | None  # None: the runtime's default thread count
-    status: str  # ok | failed | skipped
-    error: str | None = None
-    file_size_bytes: int | None = None
+class TimingMetrics:
+    """What the timing worker measures; the worker fills these and the report carries them as they are."""
+
     affinity: list[int] | None = None
     load_cold_ms: float | None = None
     load_warm_ms: float | None = None
@@ -132,13 +141,7 @@ class TargetResult:
     throughput_ips: float | None = None
     cpu_time_s: float | None = None
     cpu_util: float | None = None  # CPU seconds per wall second over the timed window (1.0 = one core busy)
-    rss_after_load_mb: float | None = None
-    peak_rss_mb: float | None = None
-    runtime_details: dict[str, Any] = field(default_factory=dict)
     output_shape: list[int] | None = None
-    energy: EnergyResult | None = None
-    thermal: ThermalResult | None = None
-    notes: list[str] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
     #: what ``latency_ms`` measured: "real-length" (each input padded only to the smallest length the artifact
     #: accepts; minor 1) or "padded-seq_len" (reports before minor 1)
@@ -146,6 +149,29 @@ class TargetResult:
     input_lengths: InputLengths | None = None
     by_length: list[LengthLatency] = field(default_factory=list)  # per-bucket table; the largest is the old figure
     noise: NoiseGuard | None = None
+
+
+@dataclass
+class MemoryMetrics:
+    """What the memory worker measures (its own pass: sampling would perturb timing)."""
+
+    rss_after_load_mb: float | None = None
+    peak_rss_mb: float | None = None
+    runtime_details: dict[str, Any] = field(default_factory=dict)
+
+
+def metric_values(record: TimingMetrics | MemoryMetrics, kind: type) -> dict[str, Any]:
+    """The fields ``kind`` (TimingMetrics or MemoryMetrics) declares, read from ``record``: what a result takes over."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(kind)}
+
+
+@dataclass
+class TargetResult(MemoryMetrics, TimingMetrics, ResultKey):
+    """One row: target x thread count. Fields: ResultKey, then TimingMetrics, MemoryMetrics, then these."""
+
+    energy: EnergyResult | None = None
+    thermal: ThermalResult | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -176,10 +202,11 @@ class BenchReport:
         _check_header(data, "device")
         ignored: list[str] = []
         try:
-            report = build_record(cls, {k: v for k, v in data.items() if k != "kind"}, "", ignored)
-        except (ManifestError, TypeError, AttributeError) as exc:
-            raise ReportError(f"report: {str(exc).removeprefix('manifest: ')}") from None
-        report.ignored_fields = ignored
+            report = from_dict(cls, {k: v for k, v in data.items() if k != "kind"}, "report", ignore_unknown=True,
+                               ignored=ignored)
+        except RecordError as exc:
+            raise ReportError(str(exc)) from None
+        report.ignored_fields = [name.removeprefix("report.") for name in ignored]
         return report
 
     @property
@@ -249,6 +276,13 @@ def _check_header(data: Any, kind: str) -> None:
         raise ReportError(str(exc)) from None
     if data.get("kind", "device") != kind:
         raise ReportError(f"report: kind {data.get('kind')!r}, expected {kind!r}")
+
+
+def _result_from_dict(d: Any) -> TargetResult:
+    try:
+        return from_dict(TargetResult, d, "result")
+    except RecordError as exc:
+        raise ReportError(f"report: {exc}") from None
 
 
 # -- the readable table ------------------------------------------------------

@@ -29,9 +29,13 @@ import resource
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .records import RecordError, from_dict
+from .report import InputLengths, LatencyStats, LengthLatency, MemoryMetrics, NoiseGuard, TimingMetrics
 
 EXIT_ERROR = 3  # the worker ran but the measurement failed; the JSON says why
 
@@ -60,10 +64,52 @@ class WorkerArgs:
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerArgs":
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("worker arguments must be a JSON object")
-        return cls(**data)
+        return from_dict(cls, json.loads(text), "worker arguments")
+
+
+@dataclass
+class TimingResult(TimingMetrics):
+    """The timing pass: the report's timing metrics plus the window the parent integrates power over."""
+
+    window_monotonic: list[float] = field(default_factory=list)  # [start, end] on CLOCK_MONOTONIC
+
+
+@dataclass
+class MemoryResult(MemoryMetrics):
+    rss_before_load_mb: float = 0.0
+    peak_rss_sampled_mb: float = 0.0
+    memory_runs: int = 0
+
+
+@dataclass
+class WorkerError:
+    error: str
+    error_kind: str  # "oom" | "unavailable" | "failed"
+
+
+WorkerOutput = TimingResult | MemoryResult | WorkerError
+_OUTPUT_TYPES = {"timing": TimingResult, "memory": MemoryResult}
+
+
+def encode_output(mode: str, result: WorkerOutput) -> str:
+    """The one line a worker prints: its mode and its record."""
+    return json.dumps({"mode": mode, "kind": "error" if isinstance(result, WorkerError) else "result",
+                       "record": dataclasses.asdict(result)})
+
+
+def decode_output(line: str, mode: str) -> WorkerOutput:
+    """Parse a worker's line back into its typed record; ``RecordError`` when it is not one."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise RecordError("worker output is not JSON") from None
+    if not isinstance(data, dict):
+        raise RecordError("worker output has the wrong shape")
+    if data.get("kind") == "error":
+        return from_dict(WorkerError, data.get("record"), "worker error")
+    if data.get("mode") != mode:
+        raise RecordError(f"worker answered for mode {data.get('mode')!r}, not {mode!r}")
+    return from_dict(_OUTPUT_TYPES[mode], data.get("record"), f"{mode} result")
 
 
 class WorkerFailure(RuntimeError):
@@ -127,10 +173,10 @@ def _other_busy_seconds() -> float | None:
 
 
 def _load(args: WorkerArgs):
-    from .manifest import Shapes, build_record
+    from .manifest import Shapes
     from .runners import load_runner
 
-    shapes = build_record(Shapes, args.shapes, "shapes", []) if args.shapes else None
+    shapes = from_dict(Shapes, args.shapes, "shapes", ignore_unknown=True) if args.shapes else None
     if shapes is None and args.seq_len:  # a bundle from before minor 1: one static shape
         shapes = Shapes(buckets=[args.seq_len])
     return load_runner(args.runtime, args.artifact, threads=args.threads, shapes=shapes)
@@ -150,20 +196,13 @@ def _ms(ns: int) -> float:
     return ns / 1e6
 
 
-def latency_stats(times_ns: list[int]) -> dict[str, float]:
+def latency_stats(times_ns: list[int]) -> LatencyStats:
     import numpy as np
 
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {
-        "mean": float(ms.mean()),
-        "std": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-        "min": float(ms.min()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "max": float(ms.max()),
-    }
+    return LatencyStats(mean=float(ms.mean()), std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+                        min=float(ms.min()), p50=float(p50), p90=float(p90), p99=float(p99), max=float(ms.max()))
 
 
 def _cpu_seconds() -> float:
@@ -171,7 +210,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_timing(args: WorkerArgs) -> dict[str, Any]:
+def run_timing(args: WorkerArgs) -> TimingResult:
     feeds = load_feeds(args)
     n = len(feeds)
     t = time.perf_counter_ns()
@@ -206,41 +245,49 @@ def run_timing(args: WorkerArgs) -> dict[str, Any]:
     wall_s = (end - start) / 1e9
     busy1 = _other_busy_seconds()
     padded = [_padded_length(runner, f) for f in feeds]
-    by_length = [_time_length(runner, length_feed(feeds[0], n), n, args) for n in args.lengths]
-    return {
-        "input_lengths": _length_summary(feeds, padded),
-        "noise": _noise(times, [padded[k % n] for k in range(len(times))], busy0, busy1, cpu1 - cpu0, wall_s),
-        "by_length": by_length,
-        "load_cold_ms": _ms(load_cold),
-        "load_warm_ms": _ms(load_warm),
-        "first_inference_ms": _ms(first),
-        "warmup_runs": args.warmup,
-        "runs": len(times),
-        "timed_s": wall_s,
-        "window_monotonic": [mono0, mono1],
-        "latency_ms": latency_stats(times),
-        "throughput_ips": len(times) / wall_s if wall_s > 0 else None,
-        "cpu_time_s": cpu1 - cpu0,
-        "cpu_util": (cpu1 - cpu0) / wall_s if wall_s > 0 else None,
-        "output_shape": [int(d) for d in getattr(out, "shape", ())],
-        "raw_ms": [round(_ms(x), 4) for x in times],
-        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    }
+    by_length = [_time_length(runner, length_feed(feeds[0], k), k, args) for k in args.lengths]
+    return TimingResult(
+        latency_inputs="real-length",
+        input_lengths=_length_summary(feeds, padded),
+        noise=_noise(times, [padded[k % n] for k in range(len(times))], busy0, busy1, cpu1 - cpu0, wall_s),
+        by_length=by_length,
+        load_cold_ms=_ms(load_cold),
+        load_warm_ms=_ms(load_warm),
+        first_inference_ms=_ms(first),
+        warmup_runs=args.warmup,
+        runs=len(times),
+        timed_s=wall_s,
+        window_monotonic=[mono0, mono1],
+        latency_ms=latency_stats(times),
+        throughput_ips=len(times) / wall_s if wall_s > 0 else None,
+        cpu_time_s=cpu1 - cpu0,
+        cpu_util=(cpu1 - cpu0) / wall_s if wall_s > 0 else None,
+        output_shape=[int(d) for d in getattr(out, "shape", ())],
+        raw_ms=[round(_ms(x), 4) for x in times],
+        affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    )
 
 
 NOISY_OTHER_CORES = 0.10  # other processes used more than 10% of one core during the window
 NOISY_CV = 0.10  # coefficient of variation of runs at one length
+MIN_WINDOW_S = 0.25  # the kernel counts CPU time in clock ticks (10 ms): shorter windows cannot be judged
 
 
-def _cv(ms) -> float:
+def _cv(ns: list[int]) -> float:
     import numpy as np
 
-    ms = np.asarray(ms, dtype=np.float64)
+    ms = np.asarray(ns, dtype=np.float64)
     return float(ms.std(ddof=1) / ms.mean()) if len(ms) > 1 and ms.mean() > 0 else 0.0
 
 
+def _other_cores(busy0: float | None, busy1: float | None, own_cpu_s: float, wall_s: float) -> float | None:
+    if busy0 is None or busy1 is None or wall_s < MIN_WINDOW_S:
+        return None
+    return max(0.0, (busy1 - busy0) - own_cpu_s) / wall_s
+
+
 def _noise(times: list[int], padded: list[int | None], busy0: float | None, busy1: float | None, own_cpu_s: float,
-           wall_s: float) -> dict[str, Any]:
+           wall_s: float) -> NoiseGuard:
     """Was the window quiet? CPU other processes used (in cores) and the runs' CV within each padded length
     (lengths differ on purpose: the spread across lengths is not noise)."""
     groups: dict[Any, list[int]] = {}
@@ -251,27 +298,18 @@ def _noise(times: list[int], padded: list[int | None], busy0: float | None, busy
     return noise_verdict(_other_cores(busy0, busy1, own_cpu_s, wall_s), cv)
 
 
-MIN_WINDOW_S = 0.25  # the kernel counts CPU time in clock ticks (10 ms): shorter windows cannot be judged
-
-
-def _other_cores(busy0: float | None, busy1: float | None, own_cpu_s: float, wall_s: float) -> float | None:
-    if busy0 is None or busy1 is None or wall_s < MIN_WINDOW_S:
-        return None
-    return max(0.0, (busy1 - busy0) - own_cpu_s) / wall_s
-
-
-def noise_verdict(other_cores: float | None, cv: float) -> dict[str, Any]:
+def noise_verdict(other_cores: float | None, cv: float) -> NoiseGuard:
     reasons = []
     if other_cores is not None and other_cores > NOISY_OTHER_CORES:
         reasons.append(f"other processes used {other_cores:.2f} cores")
     if cv > NOISY_CV:
         reasons.append(f"runs vary by CV {cv:.0%}")
-    return {"other_processes_cores": None if other_cores is None else round(other_cores, 4), "cv": round(cv, 4),
-            "noisy": bool(reasons), "reasons": reasons,
-            "thresholds": {"other_processes_cores": NOISY_OTHER_CORES, "cv": NOISY_CV}}
+    return NoiseGuard(cv=round(cv, 4), noisy=bool(reasons), reasons=reasons,
+                      other_processes_cores=None if other_cores is None else round(other_cores, 4),
+                      thresholds={"other_processes_cores": NOISY_OTHER_CORES, "cv": NOISY_CV})
 
 
-def _length_summary(feeds: list[dict[str, Any]], padded: list[int | None]) -> dict[str, Any]:
+def _length_summary(feeds: list[dict[str, Any]], padded: list[int | None]) -> InputLengths:
     import numpy as np
 
     from .shapes import real_length
@@ -280,11 +318,11 @@ def _length_summary(feeds: list[dict[str, Any]], padded: list[int | None]) -> di
     counts: dict[str, int] = {}
     for p in padded:
         counts[str(p)] = counts.get(str(p), 0) + 1
-    return {"n": int(len(real)), "mean": round(float(real.mean()), 2), "p50": float(np.percentile(real, 50)),
-            "p90": float(np.percentile(real, 90)), "max": int(real.max()), "padded_to": counts}
+    return InputLengths(n=int(len(real)), mean=round(float(real.mean()), 2), p50=float(np.percentile(real, 50)),
+                        p90=float(np.percentile(real, 90)), max=int(real.max()), padded_to=counts)
 
 
-def _time_length(runner, feed: dict[str, Any], length: int, args: WorkerArgs) -> dict[str, Any]:
+def _time_length(runner, feed: dict[str, Any], length: int, args: WorkerArgs) -> LengthLatency:
     """Latency of inputs of exactly ``length`` tokens (one row of the per-bucket table)."""
     for _ in range(max(1, min(args.warmup, 5))):
         runner.run(feed)
@@ -298,11 +336,10 @@ def _time_length(runner, feed: dict[str, Any], length: int, args: WorkerArgs) ->
     gc.enable()
     wall_s = (time.perf_counter_ns() - start) / 1e9
     busy1, cpu1 = _other_busy_seconds(), _cpu_seconds()
-    other = _other_cores(busy0, busy1, cpu1 - cpu0, wall_s)
     stats = latency_stats(times)
-    return {"length": length, "padded_to": _padded_length(runner, feed), "runs": len(times),
-            "p50": stats["p50"], "p90": stats["p90"], "p99": stats["p99"], "mean": stats["mean"], "std": stats["std"],
-            "noise": noise_verdict(other, _cv(times))}
+    return LengthLatency(length=length, padded_to=_padded_length(runner, feed), runs=len(times), p50=stats.p50,
+                         p90=stats.p90, p99=stats.p99, mean=stats.mean, std=stats.std,
+                         noise=noise_verdict(_other_cores(busy0, busy1, cpu1 - cpu0, wall_s), _cv(times)))
 
 
 class _RssSampler(threading.Thread):
@@ -346,7 +383,7 @@ def _hwm_rss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024  # Linux reports KiB
 
 
-def run_memory(args: WorkerArgs) -> dict[str, Any]:
+def run_memory(args: WorkerArgs) -> MemoryResult:
     import psutil
 
     feeds = load_feeds(args)
@@ -362,14 +399,14 @@ def run_memory(args: WorkerArgs) -> dict[str, Any]:
     finally:
         peak = sampler.stop()
     details = runner.details()
-    return {
-        "rss_before_load_mb": rss_before / 2**20,
-        "rss_after_load_mb": rss_after_load / 2**20,
-        "peak_rss_mb": max(peak, _hwm_rss_bytes()) / 2**20,
-        "peak_rss_sampled_mb": peak / 2**20,
-        "memory_runs": max(1, args.memory_runs),
-        "runtime_details": _jsonable(details),
-    }
+    return MemoryResult(
+        rss_before_load_mb=rss_before / 2**20,
+        rss_after_load_mb=rss_after_load / 2**20,
+        peak_rss_mb=max(peak, _hwm_rss_bytes()) / 2**20,
+        peak_rss_sampled_mb=peak / 2**20,
+        memory_runs=max(1, args.memory_runs),
+        runtime_details=_jsonable(details),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -381,8 +418,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
-def measure(args: WorkerArgs) -> dict[str, Any]:
-    """Run the requested mode; failures come back as ``{"error": ...}`` rather than a traceback."""
+def measure(args: WorkerArgs) -> WorkerOutput:
+    """Run the requested mode; failures come back as a ``WorkerError`` rather than a traceback."""
     from .extra_runners import register_extra_runners
     from .runners import RunnerUnavailable
 
@@ -395,13 +432,13 @@ def measure(args: WorkerArgs) -> dict[str, Any]:
         raise WorkerFailure(f"unknown mode {args.mode!r}")
     except MemoryError as exc:
         limit = f" (memory limit {args.memory_limit_mb} MB)" if args.memory_limit_mb else ""
-        return {"error": f"out of memory{limit}: {_one_line(exc)}", "error_kind": "oom"}
+        return WorkerError(f"out of memory{limit}: {_one_line(exc)}", "oom")
     except RunnerUnavailable as exc:
-        return {"error": str(exc), "error_kind": "unavailable"}
+        return WorkerError(str(exc), "unavailable")
     except WorkerFailure as exc:
-        return {"error": str(exc), "error_kind": "failed"}
+        return WorkerError(str(exc), "failed")
     except Exception as exc:  # the runtime's own exception types vary; report, do not crash
-        return {"error": _one_line(exc), "error_kind": "failed"}
+        return WorkerError(_one_line(exc), "failed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,17 +446,18 @@ def main(argv: list[str] | None = None) -> int:
     result_fd = os.dup(1)
     os.dup2(2, 1)  # runtimes that print (absl, XNNPACK) must not corrupt the JSON on stdout
     sys.stdout = sys.stderr
+    mode = "unknown"
     try:
         args = WorkerArgs.from_json(argv[0] if argv else sys.stdin.read())
     except (ValueError, TypeError) as exc:
-        result = {"error": f"bad worker arguments: {_one_line(exc)}", "error_kind": "failed"}
+        result: WorkerOutput = WorkerError(f"bad worker arguments: {_one_line(exc)}", "failed")
     else:
+        mode = args.mode
         apply_limits(args)
         result = measure(args)
-        result["mode"] = args.mode
     with os.fdopen(result_fd, "w") as out:
-        out.write(json.dumps(result) + "\n")
-    return EXIT_ERROR if "error" in result else 0
+        out.write(encode_output(mode, result) + "\n")
+    return EXIT_ERROR if isinstance(result, WorkerError) else 0
 
 
 if __name__ == "__main__":

@@ -256,9 +256,9 @@ def test_bench_reports_real_length_and_per_bucket(tiny_bundle, tmp_path):
 
 
 def test_noise_verdict():
-    assert noise_verdict(0.5, 0.01)["noisy"] and noise_verdict(None, 0.2)["noisy"]
+    assert noise_verdict(0.5, 0.01).noisy and noise_verdict(None, 0.2).noisy
     quiet = noise_verdict(0.05, 0.05)
-    assert not quiet["noisy"] and quiet["reasons"] == []
+    assert not quiet.noisy and quiet.reasons == []
 
 
 def test_old_samples_and_static_bundle_still_bench(tiny_bundle, tmp_path):
