@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--clinc", type=Path, default=CLINC)
     ap.add_argument("--clinc-limit", type=int, default=1000)
-    ap.add_argument("--cache", type=Path, default=ROOT / ".cache" / "latency_vs_length")
+    ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache" / "latency_vs_length")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
 
