@@ -28,6 +28,7 @@ def export_onnx(ctx: ExportContext, out_path: Path, output_name: str, static: bo
     (onnxruntime runs any length up to seq_len at full speed) unless ``static``."""
     import torch
 
+    static = static or not ctx.buckets  # --buckets none: one static shape on every target, as before
     dynamic_axes = None if static else {name: {1: "sequence"} for name in ctx.input_names}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,7 +42,8 @@ def export_onnx(ctx: ExportContext, out_path: Path, output_name: str, static: bo
             raise TargetError(f"torch.onnx.export failed: {_first_line(exc)}") from exc
     if static:
         return Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "main"},
-                      how="one static shape (static=true, for execution providers that need fixed shapes)")
+                      how="one static shape (static=true or --buckets none: for execution providers that need "
+                          "fixed shapes)")
     return Shapes(dynamic={"min": 1, "max": ctx.seq_len},
                   how="dynamic sequence axis (torch.onnx.export dynamic_axes); onnxruntime runs the real length")
 

@@ -279,3 +279,17 @@ def test_old_samples_and_static_bundle_still_bench(tiny_bundle, tmp_path):
     (r,) = report.results
     assert r.status == "ok", r.error
     assert r.input_lengths.padded_to == {"32": 30}
+
+
+def test_buckets_none_gives_one_static_shape(tmp_path, tiny_bundle):
+    from packager.calib import builtin_sample
+    from packager.models import load_model
+    from packager.pack import pack_model
+
+    loaded = load_model(str(tiny_bundle.parent / "tiny-bundle-model"), "feature-extraction")
+    result = pack_model(loaded, tmp_path / "b", ["onnx-int8"], TEXTS_SEQ, builtin_sample()[:12], buckets=None)
+    assert result.ok, [t.error for t in result.manifest.targets]
+    entry = result.manifest.target("onnx-int8")
+    assert result.manifest.input_spec.buckets is None and entry.shapes.buckets == [TEXTS_SEQ]
+    runner = load_target(tmp_path / "b", result.manifest, "onnx-int8")
+    assert runner.lengths() == ([TEXTS_SEQ], None) and runner.choose_length(5) == TEXTS_SEQ
