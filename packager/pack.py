@@ -38,6 +38,7 @@ from device_bench.manifest import (
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
 from .calib import tokenize
+from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported: pack's TARGET=SPEC parser)
 from .errors import EdgepackError
 from .models import LoadedModel, max_seq_len, model_info
 from .tasks import INPUT_NAMES
@@ -111,17 +112,6 @@ def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, d
         if not sep or not dot or not target or not key or not raw.strip():
             raise EdgepackError(f"--option {value!r}: expected TARGET.KEY=VALUE, e.g. tflite-int8-full.io=int8")
         out.setdefault(target, {})[key] = raw.strip()
-    return out
-
-
-def parse_runtime_declarations(values: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    """``TARGET=SPEC`` strings (``tflite-int8=tflite-runtime==2.14``) -> [(target, spec), ...] in order."""
-    out = []
-    for value in values:
-        target, sep, spec = value.partition("=")
-        if not sep or not target.strip() or not spec.strip():
-            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
-        out.append((target.strip(), spec.strip()))
     return out
 
 
