@@ -75,8 +75,10 @@ class OutputDecoder(ABC):
         self.top_k = top_k
 
     @abstractmethod
-    def decode(self, output: np.ndarray, tokens: TokenizedText) -> Prediction:
-        """``output``: the artifact's float32 output for this one text (leading batch axis of 1)."""
+    def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> Prediction:
+        """``output``: the artifact's float32 output for this one text (leading batch axis of 1).
+        ``attention_mask`` ([1, L], the padded input): per-token outputs (``[1, L, ...]``) belong to the text's
+        tokens (``tokens.ids``, ``tokens.offsets``) where it is 1, in order, whichever side was padded."""
 
 
 DECODERS: dict[str, type[OutputDecoder]] = {}
@@ -117,7 +119,7 @@ class SequenceClassificationDecoder(OutputDecoder):
 
     task = "sequence-classification"
 
-    def decode(self, output: np.ndarray, tokens: TokenizedText) -> ClassPrediction:
+    def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> ClassPrediction:
         logits = _single_row(output, self.task)
         names = self.labels if self.labels and len(self.labels) == len(logits) else \
             [f"LABEL_{i}" for i in range(len(logits))]
@@ -134,7 +136,7 @@ class FeatureExtractionDecoder(OutputDecoder):
 
     task = "feature-extraction"
 
-    def decode(self, output: np.ndarray, tokens: TokenizedText) -> EmbeddingPrediction:
+    def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> EmbeddingPrediction:
         vector = _single_row(output, self.task)
         return EmbeddingPrediction(text=tokens.text, n_tokens=tokens.n_tokens, truncated=tokens.truncated,
                                    embedding=[float(v) for v in vector])

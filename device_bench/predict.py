@@ -146,8 +146,11 @@ class Bundle:
     def predict(self, texts: list[str] | str) -> list[Prediction]:
         """One prediction per text, in order: label/score/top-k for classification, the embedding for
         feature-extraction."""
-        return [self.decoder.decode(self.runner.run(self.inputs_for(tokens)), tokens)
-                for tokens in self.tokenize(_texts(texts))]
+        predictions = []
+        for tokens in self.tokenize(_texts(texts)):
+            inputs = self.inputs_for(tokens)
+            predictions.append(self.decoder.decode(self.runner.run(inputs), tokens, inputs["attention_mask"]))
+        return predictions
 
 
 def _texts(texts: list[str] | str) -> list[str]:
