@@ -13,3 +13,7 @@ class MissingExtraError(EdgepackError):
             f"this command needs the pack extra ({module} is not installed): "
             "pip install 'edgepack[pack]' (in a checkout: pip install '.[pack]')"
         )
+
+
+class RecipeError(EdgepackError):
+    """A recipe that does not validate; the message starts with the key path."""
