@@ -47,7 +47,7 @@ if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
   printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:OCF' \
     > /proc/sys/fs/binfmt_misc/register
 fi
-qemu-aarch64-static --version | head -1
+qemu-aarch64-static --version | sed -n 1p
 
 say "arm64 Debian $SUITE rootfs in $ROOTFS"
 if [ ! -x "$ROOTFS/usr/bin/python3" ]; then
@@ -73,7 +73,7 @@ else
       || { tail -5 "$WORK/pack.log"; die "packing the bundle failed"; }
   fi
 fi
-"$REPO/.venv/bin/edgepack" inspect "$HOST_BUNDLE" | head -2
+"$REPO/.venv/bin/edgepack" inspect "$HOST_BUNDLE" | sed -n 1,2p
 
 rm -rf "$ROOTFS$INSIDE"
 mkdir -p "$ROOTFS$INSIDE" "$WORK/pip-cache"
