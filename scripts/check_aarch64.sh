@@ -158,6 +158,7 @@ export WORK ROOTFS INSIDE PORT HOST_BUNDLE REPO
 unshare --mount --propagation private bash -euo pipefail -c '
   mount -t proc proc "$ROOTFS/proc"
   mount --bind "$WORK/cpuinfo" "$ROOTFS/proc/cpuinfo"
+  mount --rbind /sys "$ROOTFS/sys"   # as on a board (cpufreq, thermal); with it, the x86 cpuinfo segfaults LiteRT
   mount --bind /dev "$ROOTFS/dev"
   mkdir -p "$ROOTFS/opt/pip-cache" && mount --bind "$WORK/pip-cache" "$ROOTFS/opt/pip-cache"
   mkdir -p "$ROOTFS/etc" && cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"

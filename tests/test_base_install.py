@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from packager.cli import COMMANDS
 from test_device_bench_fixture import running_agent
