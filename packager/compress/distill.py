@@ -335,6 +335,13 @@ class _ReportToTrial:
         return Callback()
 
 
+def _rounded(name: str, value: Any) -> Any:
+    """Stage-table precision: 4 decimals, a learning rate to 4 significant digits."""
+    if not isinstance(value, float):
+        return value
+    return float(f"{value:.4g}") if name == "lr" else round(value, 4)
+
+
 def _pruner(optuna, name: str):
     if name == "median":  # two complete trials first, then judge each epoch against the median at that epoch
         return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
@@ -378,7 +385,7 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
     if not complete:
         raise EdgepackError("recipe distill.search: no trial completed")
     tried = [{"trial": t.number, "state": t.state.name.lower(),
-              **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in t.params.items()},
+              **{k: _rounded(k, v) for k, v in t.params.items()},
               "epochs_run": t.user_attrs.get("epochs_run"),
               "val_accuracy": round(float(t.value), 4) if t.value is not None else
               (round(float(max(t.intermediate_values.values())), 4) if t.intermediate_values else None)}
@@ -426,7 +433,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
         batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
         hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
         teacher_logits=teacher_logits, **params)
-    details.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in params.items()})
+    details.update({k: _rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
                    teacher_logits_cached=teacher_logits is not None, transfer_set=counts,
                    student_tokenizer="the teacher's" if mismatch is None else f"its own ({mismatch})",
