@@ -304,7 +304,13 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
     augmented = augment_texts(data.train.texts, spec.augment, seed) if spec.augment is not None else []
     extra += augmented
     texts = list(data.train.texts) + extra
-    logits = predict_logits(teacher, teacher_tokenizer, texts, seq_len)
+    if torch.cuda.is_available():  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
+        try:
+            logits = predict_logits(teacher.to("cuda"), teacher_tokenizer, texts, seq_len)
+        finally:
+            to_cpu(teacher)
+    else:
+        logits = predict_logits(teacher, teacher_tokenizer, texts, seq_len)
     labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
     counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
     return LabelledSplit(texts, labels), logits, counts
