@@ -53,11 +53,9 @@ def search_tables(rows: list[StageRow]):
                             f"{search['pruned']} stopped early)")
         for col in ("trial", *params, "epochs run", "val acc %", "state"):
             table.add_column(col, justify="left" if col == "state" else "right")
-        best = search["best_params"]
         for t in search["tried"]:
             values = [f"{t[k]:.3g}" if isinstance(t.get(k), float) else str(t.get(k, "-")) for k in params]
-            state = t["state"] + (" (best)" if all(t.get(k) == v or isinstance(v, float) and abs(t.get(k, 0) - v) < 1e-5
-                                                  for k, v in best.items()) and t["state"] == "complete" else "")
+            state = t["state"] + (" (best)" if t["trial"] == search.get("best_trial") else "")
             table.add_row(str(t["trial"]), *values, str(t.get("epochs_run") or "-"), _pct(t.get("val_accuracy")), state)
         yield table
 

@@ -218,9 +218,12 @@ def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkey
     assert [t["state"] for t in found["tried"]] == ["complete", "pruned", "pruned"] and found["pruned"] == 2
     assert [t["epochs_run"] for t in found["tried"]] == [2, 1, 1]  # a pruned trial stopped after its first epoch
     assert all(1e-4 <= t["lr"] <= 1e-3 for t in found["tried"]) and details["lr"] == float(f'{found["best_params"]["lr"]:.4g}')
+    assert found["final"] == "the best trial's student (not trained again)"
     assert len(student_tokenizer) != len(tokenizer) and student.config.vocab_size == len(student_tokenizer)
+    assert next(student.parameters()).device.type == "cpu" and not student.training
     (table,) = search_tables([StageRow(stage="distill", description="", params=0, fp32_mb=0.0, details=details)])
     assert table.row_count == 3 and "2 stopped early" in str(table.title)
+    assert list(table.columns[-1].cells) == ["complete (best)", "pruned", "pruned"]
 
 
 def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path):

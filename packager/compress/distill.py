@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -354,18 +355,31 @@ def _pruner(optuna, name: str):
     return optuna.pruners.NopPruner()
 
 
-def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
-            seed: int, teacher_logits) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy; returns (best params, details).
+@dataclass
+class _Trained:
+    """A trial's trained student, kept while it is the best so far: the final student need not be trained again."""
 
-    ``data.train`` is the transfer set and ``teacher_logits`` its cached logits; every trial shares them."""
+    student: Any
+    tokenizer: Any
+    best_metric: float | None
+    run: dict[str, str]
+
+
+def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
+            seed: int, teacher_logits) -> tuple[dict[str, Any], dict[str, Any], _Trained | None]:
+    """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy.
+
+    ``data.train`` is the transfer set and ``teacher_logits`` its cached logits; every trial shares them.
+    Returns (best params, details, the best trial's student when this process trained it)."""
     try:
         import optuna
     except ModuleNotFoundError:
         msg = "skipped: optuna is not installed (pip install optuna); used the recipe's alpha/temperature/epochs"
         log.warning("distill.search %s", msg)
-        return {}, {"search": msg}
+        return {}, {"search": msg}, None
     s = spec.search
+    kept: dict[int, _Trained] = {}
+    best_so_far = [0.0]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial) -> float:
@@ -375,14 +389,19 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
         seed_all(seed)  # the same fresh head in every trial: trials differ by their parameters alone
         student, student_tokenizer = make_student(teacher, teacher_tokenizer, spec.student)
         reporter = _ReportToTrial(trial)
-        student, _ = train_student(teacher, student, student_tokenizer, data, lr=lr, batch_size=spec.batch_size,
+        student, trainer = train_student(teacher, student, student_tokenizer, data, lr=lr, batch_size=spec.batch_size,
                                    seq_len=seq_len, work_dir=work_dir / f"trial-{trial.number}", seed=seed,
                                    weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
                                    teacher_logits=teacher_logits, callbacks=[reporter.callback()], **params)
         trial.set_user_attr("epochs_run", reporter.epochs_run)
         if reporter.pruned:
             raise optuna.TrialPruned()
-        return accuracy(student, student_tokenizer, data.validation, seq_len)
+        value = accuracy(student, student_tokenizer, data.validation, seq_len)
+        if not kept or value > best_so_far[0]:  # strictly better: on a tie optuna's best trial is the earlier one
+            best_so_far[0] = value
+            kept.clear()
+            kept[trial.number] = _Trained(student, student_tokenizer, trainer.state.best_metric, run_info(trainer.args))
+        return value
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=_pruner(optuna, s.pruner))
@@ -397,9 +416,10 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
               (round(float(max(t.intermediate_values.values())), 4) if t.intermediate_values else None)}
              for t in study.trials]
     summary = {"trials": s.trials, "pruner": s.pruner, "pruned": sum(t["state"] == "pruned" for t in tried),
-               "best_params": study.best_params, "best_val_accuracy": round(float(study.best_value), 4),
+               "best_trial": study.best_trial.number, "best_params": study.best_params,
+               "best_val_accuracy": round(float(study.best_value), 4),
                "tried": tried}
-    return dict(study.best_params), {"search": summary}
+    return dict(study.best_params), {"search": summary}, kept.get(study.best_trial.number)
 
 
 def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
@@ -427,31 +447,39 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     if spec.search is not None:
         if data.validation is None:
             raise EdgepackError("recipe distill.search: needs data.validation")
-        best, details = _search(teacher, tokenizer, taught, spec, seq_len, work_dir / "search", seed, teacher_logits)
+        best, details, winner = _search(teacher, tokenizer, taught, spec, seq_len, work_dir / "search", seed,
+                                        teacher_logits)
         params.update(best)
+    else:
+        winner = None
     n_teacher = len(encoder_layers(teacher))
     mapped = layer_map(spec.student, probe.config.num_hidden_layers, n_teacher)
-    seed_all(seed)
-    if spec.search is not None:  # the probe's head was drawn before the search's students: draw it again
-        probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
-    student, trainer = train_student(
-        teacher, probe, student_tokenizer, taught, seq_len=seq_len, work_dir=work_dir / "student", seed=seed,
-        batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
-        hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
-        teacher_logits=teacher_logits, **params)
+    if winner is not None:  # the best trial ran with exactly the final settings (same seed, data, parameters)
+        student, student_tokenizer = winner.student, winner.tokenizer
+        best_metric, run = winner.best_metric, winner.run
+        details["search"]["final"] = "the best trial's student (not trained again)"
+    else:
+        seed_all(seed)
+        if spec.search is not None:  # the probe's head was drawn before the search's students: draw it again
+            probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
+        student, trainer = train_student(
+            teacher, probe, student_tokenizer, taught, seq_len=seq_len, work_dir=work_dir / "student", seed=seed,
+            batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
+            hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
+            teacher_logits=teacher_logits, **params)
+        best_metric, run = trainer.state.best_metric, run_info(trainer.args)
     details.update({k: _rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
                    teacher_logits_cached=teacher_logits is not None, transfer_set=counts,
-                   student_tokenizer="the teacher's" if mismatch is None else f"its own ({mismatch})",
-                   **run_info(trainer.args))
+                   student_tokenizer="the teacher's" if mismatch is None else f"its own ({mismatch})", **run)
     if spec.augment is not None:
         details["augment"] = dataclasses.asdict(spec.augment)
     if spec.hidden_weight:
         details["hidden_weight"] = spec.hidden_weight
     if spec.attention_weight:
         details["attention_weight"] = spec.attention_weight
-    if trainer.state.best_metric is not None:
-        details["best_val_accuracy"] = round(float(trainer.state.best_metric), 4)
+    if best_metric is not None:
+        details["best_val_accuracy"] = round(float(best_metric), 4)
     return student, student_tokenizer, details
 
 
