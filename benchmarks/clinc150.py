@@ -225,18 +225,21 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
 def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
     """Fine-tuned MiniLM-L6 teacher → student cut from its layers → pruned → trimmed → int8."""
     from packager.compress.distill import distill
-    from packager.recipe import DistillSpec, StudentSpec
+    from packager.recipe import AugmentSpec, DistillSpec, StudentSpec
 
     teacher, tokenizer, stage_details["teacher"], teacher_key = minilm_teacher(args, data, cache, work, seq_len)
     layers = [int(x) for x in args.student_layers.split(",")]
 
     def build_student():
         spec = DistillSpec(student=StudentSpec(layers=layers), temperature=args.temperature, alpha=args.alpha,
-                           epochs=args.student_epochs, lr=args.student_lr, batch_size=32)
+                           epochs=args.student_epochs, lr=args.student_lr, batch_size=32, student_alone=False,
+                           augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None)
         return distill(teacher, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "student")
 
     student_key = {"teacher": teacher_key, "layers": layers, "T": args.temperature, "alpha": args.alpha,
                    "epochs": args.student_epochs, "lr": args.student_lr}
+    if args.augment_copies:  # (absent otherwise: students cached before augmentation existed stay valid)
+        student_key["augment"] = args.augment_copies
     student, _, stage_details["student"] = cached(cache, "student", student_key, build_student)
     return [Stage("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer, teacher_key),
             Stage("student", f"distilled student (teacher layers {layers})", student, tokenizer, student_key),
@@ -325,7 +328,9 @@ def main() -> int:
     ap.add_argument("--student-lr", type=float, default=2e-4)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.3)
-    ap.add_argument("--augment-copies", type=int, default=4, help="mpnet: teacher-labelled variants per training text")
+    ap.add_argument("--augment-copies", type=int, default=None,
+                    help="teacher-labelled variants per training text in the distillation (default: 4 for mpnet, "
+                         "0 for minilm)")
     ap.add_argument("--search-trials", type=int, default=12, help="mpnet: optuna trials of the distillation (0: off)")
     ap.add_argument("--search-epochs", default="2,8", help="mpnet: epoch range of the search")
     ap.add_argument("--search-lr", default="5e-5,5e-4", help="mpnet: learning-rate range of the search")
@@ -346,6 +351,8 @@ def main() -> int:
                     help="only redraw <out>/<name>.png from the <name>.json an earlier run wrote")
     args = ap.parse_args()
     args.name = args.name or ("clinc150-mpnet" if args.setting == "mpnet" else "clinc150")
+    if args.augment_copies is None:
+        args.augment_copies = 4 if args.setting == "mpnet" else 0
     if args.replot:
         saved = args.out / f"{args.name}.json"
         if not saved.is_file():

@@ -73,8 +73,8 @@ class SearchSpec:
     alpha: list[float] = field(default_factory=lambda: [0.0, 1.0])
     temperature: list[float] = field(default_factory=lambda: [1.0, 10.0])
     epochs: list[int] = field(default_factory=lambda: [1, 5])
-    #: learning-rate range, searched on a log scale; None keeps distill.lr
-    lr: list[float] | None = None
+    #: learning-rate range, searched on a log scale; null keeps distill.lr
+    lr: list[float] | None = field(default_factory=lambda: [2.0e-5, 5.0e-4])
     #: "median": stop a trial after an epoch whose validation accuracy is below the median of earlier trials at
     #: that epoch (optuna MedianPruner, after 2 complete trials); "none": run every trial to the end
     pruner: str = "median"
