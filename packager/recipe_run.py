@@ -256,11 +256,13 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
                 model, tokenizer, details = run_stage(stage.kind, stage.spec, model, tokenizer, data,
                                                       seq_len=recipe.seq_len, work_dir=work_dir, seed=recipe.seed)
                 seconds = time.perf_counter() - started
-                if stage.kind == "distill" and stage.spec.student_alone:
-                    step(f"stage {i + 1}/{len(recipe.stages)}: the student on the labels alone (what distillation buys)")
-                    rows.append(student_alone_row(teacher, teacher_tokenizer, data, stage.spec, details, recipe,
-                                                  work_dir / "alone", emit))
-                    del teacher, teacher_tokenizer
+                if stage.kind == "distill":
+                    if stage.spec.student_alone:
+                        step(f"stage {i + 1}/{len(recipe.stages)}: the student on the labels alone "
+                             "(what distillation buys)")
+                        rows.append(student_alone_row(teacher, teacher_tokenizer, data, stage.spec, details, recipe,
+                                                      work_dir / "alone", emit))
+                    del teacher, teacher_tokenizer  # the teacher's memory is free for the later stages
                 r = row(stage.kind, _describe(stage.kind, stage.spec, details), seconds, details)
                 rows.append(r)
                 if stage.kind in COMPRESSING_STAGES:
