@@ -73,13 +73,18 @@ def make_model(vocab_size: int, num_labels: int = 4):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread_quiet():
-    """Tiny models gain nothing from threads, and on a shared 2-core box extra threads thrash."""
-    from packager.compress.common import PROGRESS_BARS
+    """Tiny models gain nothing from threads, and on a shared 2-core box extra threads thrash.
+
+    Training runs in fp32 here: the pruning-importance margins below were set on fp32-trained tiny teachers
+    (bf16 autocast training is exercised by test_cross_tokenizer_distill and the recipe tests)."""
+    from packager.compress.common import PROGRESS_BARS, TRAIN_PRECISION
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     token = PROGRESS_BARS.set(False)
+    precision = TRAIN_PRECISION.set("fp32")
     yield
+    TRAIN_PRECISION.reset(precision)
     PROGRESS_BARS.reset(token)
     torch.set_num_threads(threads)
 
