@@ -134,7 +134,8 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
 
     from .bundle import check_destination, write_archive
     from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
-    from .models import LoadedModel, load_model
+    from .families import check_support, model_type_of
+    from .models import LoadedModel, load_model, resolve_source
     from .pack import pack_model, validate_request
 
     step = progress or (lambda _msg: None)
@@ -157,6 +158,8 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         data = load_recipe_data(recipe)
         step("load model")
         seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
+        check_support(model_type_of(resolve_source(model_source(recipe))), recipe.task, targets,
+                      [stage.kind for stage in recipe.stages])
         loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):

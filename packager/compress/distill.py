@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData
 from ..recipe import DistillSpec, StudentSpec
-from .common import PadCollator, accuracy_metric, encode, encoder_layers, pad_id, seed_all, training_args
+from .common import PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, pad_id, seed_all, training_args
 from .evaluate import accuracy, predict_logits
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def student_from_layers(teacher, layers: list[int]):
         raise EdgepackError(f"recipe distill.student.layers: layer {bad[0]} does not exist (the teacher has {n_teacher})")
     student = type(teacher)(_subset_config(teacher.config, layers))
     state = teacher.state_dict()
-    prefix = f"{teacher.base_model_prefix}.encoder.layer."
+    prefix = encoder_layer_prefix(teacher)
     remapped = {}
     for key, value in state.items():
         if key.startswith(prefix):
