@@ -286,10 +286,11 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, calib, calib_colum
                           f"{loaded.task.name} (sigmoid scores, a threshold per label)")
         if loaded.task.name == "feature-extraction":
             console.print(f"embedding pipeline: {loaded.task.pipeline.describe()}", highlight=False)
-        if loaded.task.name == "sequence-classification" and getattr(loaded.config, "architectures", None) \
-                and not any("ForSequenceClassification" in a for a in loaded.config.architectures):
-            console.print("[yellow]warning:[/] the checkpoint has no classification head: it is randomly "
-                          "initialised (fine-tune it first, e.g. with a recipe)")
+        head = loaded.task.auto_class.removeprefix("AutoModel")
+        if head and getattr(loaded.config, "architectures", None) \
+                and not any(head in a for a in loaded.config.architectures):
+            console.print(f"[yellow]warning:[/] the checkpoint has no {head.removeprefix('For')} head: it is "
+                          "randomly initialised (fine-tune it first)")
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,

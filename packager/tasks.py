@@ -70,6 +70,14 @@ class _LogitsHead(nn.Module):
         return torch.sigmoid(out.logits) if self.sigmoid else out.logits
 
 
+class _TokenLogitsHead(nn.Module):
+    """Per-token logits, zero at padding: padding carries no prediction, and architectures whose padded
+    positions depend on how the ids arrive (RoBERTa's position ids) then give the same output either way."""
+
+    def forward(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        return out.logits * attention_mask.unsqueeze(-1).to(out.logits.dtype)
+
+
 class _PooledHead(nn.Module):
     def __init__(self, pooling: EmbeddingHead) -> None:
         super().__init__()
@@ -268,7 +276,7 @@ class TokenClassification(Task):
     has_labels = True
 
     def make_head(self, model: nn.Module) -> nn.Module:
-        return _LogitsHead()
+        return _TokenLogitsHead()
 
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:

@@ -209,6 +209,28 @@ def test_each_pooling_mode_matches_the_models_own_pipeline(base_model, tmp_path,
     assert cosines(got, _expected(folder, pooling, normalize, dense)).min() > 0.9999
 
 
+@pytest.mark.skipif(not HAS_ST, reason=ST_SKIP_REASON)
+def test_default_prompt_left_out_of_the_pooling(base_model, tmp_path):
+    """A default prompt is prepended (the manifest says which) and, with include_prompt false, not pooled."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = st_folder(base_model, tmp_path / "st", ("mean",), True)
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**config, "include_prompt": False}))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: "}, "default_prompt_name": "query"}))
+    result = _pack(folder, tmp_path / "bundle", ["onnx-fp32"])  # stops if the wrapper departs from encode
+    spec = result.manifest.input_spec
+    assert result.ok and (spec.prompt, spec.include_prompt) == ("query: ", False)
+    got = artifact_outputs(tmp_path / "bundle", "onnx-fp32", [spec.prompt + t for t in UNSEEN])
+    model = SentenceTransformer(str(folder), device="cpu")
+    model.max_seq_length = TINY_SEQ_LEN
+    expected = model.encode(UNSEEN, convert_to_numpy=True)
+    assert cosines(got, expected).min() > 0.9999
+    without_prompt = model.encode(UNSEEN, prompt="", convert_to_numpy=True)
+    assert cosines(got, without_prompt).min() < 0.999  # the prompt really changes the embedding
+
+
 def test_plain_encoder_keeps_the_default_and_says_so(base_model, tmp_path):
     result = _pack(base_model, tmp_path / "bundle", ["onnx-fp32"])
     spec = result.manifest.input_spec
@@ -261,10 +283,13 @@ def test_cli_pooling_override_and_its_errors(base_model, tmp_path):
 
 
 # ------------------------------------------------------------ one sweep over every target
-def _all_targets() -> list[str]:
+def _all_targets(quantized_only: bool = False) -> list[str]:
+    """Every target this host can export; ``quantized_only`` leaves out the fp32 baselines, which share the
+    export path of their quantized sibling (the full sweep is done once, for embeddings)."""
     from targets import TARGETS
 
-    return sorted(name for name, cls in TARGETS.items() if not cls().missing_requirements())
+    return sorted(name for name, cls in TARGETS.items() if not cls().missing_requirements()
+                  and not (quantized_only and (name.endswith("-fp32") or name == "executorch")))
 
 
 def test_every_target_matches_the_models_own_pipeline(base_model, tmp_path):
@@ -302,9 +327,10 @@ def _classifier(out: Path, kind: str) -> Path:
     return out
 
 
-def test_token_classifier_packs_to_every_target_with_per_token_parity(tmp_path):
+def test_token_classifier_packs_to_every_quantized_target_with_per_token_parity(tmp_path):
     folder = _classifier(tmp_path / "tok", "token")
-    result = _pack(folder, tmp_path / "bundle", _all_targets(), task="token-classification")
+    result = _pack(folder, tmp_path / "bundle", _all_targets(quantized_only=True) + ["onnx-fp32"],
+                   task="token-classification")
     manifest = result.manifest
     assert result.ok, {t.name: t.error for t in manifest.targets if t.error}
     assert manifest.labels == TOKEN_LABELS and manifest.input_spec.outputs[0].shape == [1, TINY_SEQ_LEN, 5]
@@ -327,10 +353,11 @@ def test_token_parity_counts_real_tokens_only():
     assert TokenClassification().parity(reference, candidate, inputs)["token_agreement"] == pytest.approx(0.8)
 
 
-def test_multi_label_classifier_packs_to_every_target_with_per_label_parity(tmp_path):
+def test_multi_label_classifier_packs_to_every_quantized_target_with_per_label_parity(tmp_path):
     folder = _classifier(tmp_path / "ml", "multi")
     # the model's problem_type turns sequence-classification into the multi-label task
-    result = _pack(folder, tmp_path / "bundle", _all_targets(), task="sequence-classification")
+    result = _pack(folder, tmp_path / "bundle", _all_targets(quantized_only=True) + ["onnx-fp32"],
+                   task="sequence-classification")
     manifest = result.manifest
     assert result.ok, {t.name: t.error for t in manifest.targets if t.error}
     assert manifest.task == "multi-label-classification" and manifest.labels == MULTI_LABELS
