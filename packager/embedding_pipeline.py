@@ -66,6 +66,7 @@ class EmbeddingPipeline:
     prompt: str | None = None  # the model's default prompt, prepended to every text
     source: str = SOURCE_DEFAULT
     folder: str | None = None  # local folder holding the module files (Dense weights)
+    unchecked: str | None = None  # why the model's own pipeline files could not be read (a Hub id offline)
 
     @property
     def pooling_name(self) -> str:
@@ -75,7 +76,7 @@ class EmbeddingPipeline:
         parts = [f"{self.pooling_name} pooling"] + [f"Dense {d.in_features}->{d.out_features}" for d in self.dense]
         if self.normalize:
             parts.append("Normalize")
-        return " + ".join(parts) + f" ({self.source})"
+        return " + ".join(parts) + f" ({self.source}{'; ' + self.unchecked if self.unchecked else ''})"
 
 
 def parse_pooling(value: str) -> tuple[str, ...]:
@@ -89,10 +90,10 @@ def parse_pooling(value: str) -> tuple[str, ...]:
 
 def read_pipeline(source: str, pooling_override: str | None = None) -> EmbeddingPipeline:
     """The pipeline written in ``source`` (a folder or a Hub id), else the default; ``--pooling`` last."""
-    folder = _local_folder(source)
+    folder, unchecked = _local_folder(source)
     pipeline = _read_st_folder(folder) if folder is not None else None
     if pipeline is None:
-        pipeline = EmbeddingPipeline(folder=str(folder) if folder else None)
+        pipeline = EmbeddingPipeline(folder=str(folder) if folder else None, unchecked=unchecked)
     if pooling_override:
         try:
             modes = parse_pooling(pooling_override)
@@ -102,17 +103,26 @@ def read_pipeline(source: str, pooling_override: str | None = None) -> Embedding
     return pipeline
 
 
-def _local_folder(source: str) -> Path | None:
-    """A folder with the model's files: the folder itself, or the Hub cache's snapshot holding ``modules.json``."""
+def _local_folder(source: str) -> tuple[Path | None, str | None]:
+    """A folder with the model's files (the folder itself, or the Hub snapshot holding ``modules.json``), and
+    why a Hub id's ``modules.json`` could not be checked (None when it was: found, or absent on the Hub)."""
     path = Path(source).expanduser()
     if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import hf_hub_download
+        return path, None
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        return Path(hf_hub_download(source, "modules.json")).parent
-    except Exception:  # noqa: BLE001 - no modules.json on the Hub (a plain HF encoder) or not cached offline
-        return None
+    cached = try_to_load_from_cache(source, "modules.json")
+    if isinstance(cached, str):
+        return Path(cached).parent, None
+    try:
+        return Path(hf_hub_download(source, "modules.json")).parent, None
+    except LocalEntryNotFoundError as exc:  # (a subclass of the next) offline and not cached
+        return None, f"modules.json of {source} could not be checked ({type(exc).__name__})"
+    except EntryNotFoundError:  # the Hub has no modules.json: a plain HF encoder
+        return None, None
+    except Exception as exc:  # noqa: BLE001 - offline and not cached, ...: say so rather than assume
+        return None, f"modules.json of {source} could not be checked ({type(exc).__name__})"
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -68,10 +68,13 @@ def register(family: ModelFamily) -> ModelFamily:
 
 register(ModelFamily(
     name="bert", model_types=("bert", "edgepack_pruned_bert"), layers="encoder.layer", mask_form="additive-4d"))
+# Verified by packing tiny random models of each to every target (feature-extraction and token-classification
+# for RoBERTa, token- and sequence-classification for DistilBERT); the recipe stages are exercised on BERT only.
 register(ModelFamily(
-    name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
-    # structured head pruning rebuilds the model as a BERT (``compress/pruned_bert``)
-    stages=("finetune", "distill", "trim_vocab")))
+    name="roberta", model_types=("roberta",), layers="encoder.layer", mask_form="additive-4d", stages=()))
+register(ModelFamily(
+    name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
+    tasks=("sequence-classification", "token-classification", "multi-label-classification"), stages=()))
 
 
 def family_of(model_type: str) -> ModelFamily | None:
@@ -112,7 +115,7 @@ def check_support(model_type: str, task: str, targets: list[str], stages: list[s
     refused = [s for s in stages if not family.supports_stage(s)]
     if refused:
         raise EdgepackError(f"the {family.name} family does not support recipe stage(s) {', '.join(refused)} "
-                            f"(supported: {', '.join(family.stages)})")
+                            f"(supported: {', '.join(family.stages) or 'none'})")
     return family
 
 

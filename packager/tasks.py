@@ -202,6 +202,8 @@ class FeatureExtraction(Task):
                    SOURCE_OVERRIDE: "pooling set by --pooling"}.get(self.pipeline.source,
                                                                     "sentence-transformers not installed: the "
                                                                     "model's pipeline applied by hand")
+            if self.pipeline.unchecked:
+                why += f"; {self.pipeline.unchecked}"
             return wrapper_outputs, f"fp32 PyTorch export wrapper ({why})"
         expected, name = own
         fidelity = _cosines(np.asarray(expected), wrapper_outputs)
