@@ -18,8 +18,8 @@ def tokenizer(tmp_path_factory):
 
     folder = save_model(tmp_path_factory.mktemp("tok") / "model")
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.enable_padding(length=24, pad_id=0, pad_token="[PAD]")
-    tok.enable_truncation(max_length=24)
+    tok.enable_padding(length=48, pad_id=0, pad_token="[PAD]")
+    tok.enable_truncation(max_length=48)
     return tok
 
 
