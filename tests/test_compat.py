@@ -278,7 +278,7 @@ def full_int_artifact(tmp_path_factory):
     calib = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     work = tmp_path_factory.mktemp("full")
     ctx = ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model,
-                        task="feature-extraction", seq_len=16, input_names=["input_ids", "attention_mask"],
+                        task=get_task("feature-extraction"), seq_len=16, input_names=["input_ids", "attention_mask"],
                         example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
                         options={"calib_samples": 20})
     path = work / "model.tflite"

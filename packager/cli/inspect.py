@@ -30,12 +30,23 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
                   f"{manifest.created_at})")
     console.print(f"model: {m.source}  {m.architecture} ({m.model_type}), {m.num_parameters / 1e6:.1f}M params, "
                   f"fp32 {m.fp32_size_bytes / 1e6:.1f} MB; task {manifest.task}; seq_len {manifest.input_spec.seq_len}")
+    spec = manifest.input_spec
+    if spec.pooling:
+        console.print(f"embedding: {spec.pooling} pooling"
+                      + "".join(f" + Dense {d.get('in_features')}->{d.get('out_features')}" for d in spec.dense)
+                      + (" + Normalize" if spec.normalize else "") + f" ({spec.pooling_source or 'default'})"
+                      + (f"; prompt {spec.prompt!r}" if spec.prompt else ""), highlight=False)
+    if manifest.parity_reference:
+        console.print(f"parity reference: {manifest.parity_reference}", highlight=False)
     if manifest.accuracy:
         console.print(f"reference accuracy: {manifest.accuracy.get('reference', 0):.4f} "
                       f"on {manifest.accuracy.get('n_samples')} labelled texts")
+    agreement = {"token-classification": ("token agree", "token_agreement"),
+                 "multi-label-classification": ("label agree", "label_agreement")}.get(
+        manifest.task, ("top-1 agree", "top1_agreement"))
     table = Table()
     for col in ("target", "status", "precision", "runtime", "file", "size MB", "vs fp32", "mean cos", "min cos",
-                "top-1 agree", "max |err|", "accuracy"):
+                agreement[0], "max |err|", "accuracy"):
         table.add_column(col, justify="left" if col in ("target", "status", "precision", "runtime", "file") else "right")
     for t in manifest.targets:
         p = t.parity
@@ -43,7 +54,7 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
         style = {"ok": "green", "parity-failed": "yellow", "failed": "red"}[t.status]
         table.add_row(t.name, f"[{style}]{t.status}[/]", t.precision or "-", t.runtime, t.file or "-",
                       _fmt_mb(t.size_bytes), ratio, _fmt(p and p.mean_cosine), _fmt(p and p.min_cosine),
-                      _fmt(p and p.top1_agreement, 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
+                      _fmt(p and getattr(p, agreement[1]), 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
     console.print(table)
     for t in manifest.targets:
         for note in ([t.error] if t.error else []) + t.notes:

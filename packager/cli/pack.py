@@ -84,11 +84,44 @@ def _print_targets(as_json: bool, with_options: bool = False) -> None:
     click.echo("* default targets")
 
 
+def _print_models(as_json: bool) -> None:
+    """The model families and what each supports (``packager.families``)."""
+    from targets import TARGETS
+
+    from ..families import support_matrix
+    from ..tasks import RECIPE_STAGES, TASKS
+
+    rows = support_matrix(list(TASKS), sorted(TARGETS), RECIPE_STAGES)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="edgepack model families")
+    for col in ("family", "model types", "encoder blocks", "mask", "tasks", "recipe stages", "targets"):
+        table.add_column(col)
+
+    def listed(flags: dict[str, bool]) -> str:
+        return "all" if all(flags.values()) else ", ".join(k for k, ok in flags.items() if ok) or "none"
+
+    for r in rows:
+        table.add_row(r["family"], ", ".join(r["model_types"]), r["layers"], r["mask_form"], listed(r["tasks"]),
+                      listed(r["stages"]), listed(r["targets"]))
+    _stdout_console().print(table)
+    click.echo("tasks: " + "; ".join(f"{name}: {cls.summary}" for name, cls in TASKS.items()))
+
+
 @click.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--options", "with_options", is_flag=True, help="List each target's --option keys with defaults.")
-def targets_cmd(as_json: bool, with_options: bool) -> None:
+@click.option("--models", "with_models", is_flag=True,
+              help="The model families and which tasks, recipe stages and targets each supports.")
+def targets_cmd(as_json: bool, with_options: bool, with_models: bool) -> None:
     """List the conversion targets."""
+    if with_models:
+        _require_pack_extra()
+        _print_models(as_json)
+        return
     _print_targets(as_json, with_options)
 
 
@@ -103,7 +136,13 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--model", "model", default=None, metavar="ID_OR_DIR",
               help="Hugging Face model id or local folder [default: built-in all-MiniLM-L6-v2].")
 @click.option("--task", default="feature-extraction", show_default=True, metavar="TASK",
-              help="feature-extraction (mean-pooled, L2-normalised embedding) or sequence-classification (logits).")
+              help="feature-extraction (the model's own sentence-transformers pooling/Dense/Normalize, else mean + "
+                   "L2 normalize), sequence-classification (logits), token-classification (per-token logits) or "
+                   "multi-label-classification (sigmoid scores; also chosen for a problem_type "
+                   "multi_label_classification model).")
+@click.option("--pooling", default=None, metavar="MODE",
+              help="feature-extraction: override the model's pooling (cls, mean, max, mean-sqrt-len, weighted-mean, "
+                   "last-token; several joined by +).")
 @click.option("--targets", "target_list", default=None, metavar="A,B",
               help="Comma list of targets (see `edgepack targets`) [default: torchscript-mobile,tflite-int8].")
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Static sequence length (pad/truncate).")
@@ -142,7 +181,7 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
-def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
+def pack_cmd(ctx, model, task, pooling, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
              min_cosine, min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials,
              stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
              set_values, list_targets, as_json) -> None:
@@ -162,6 +201,8 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
         raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
     _quiet_libraries()
+    if (recipe is not None or recipe_flags) and pooling is not None:
+        raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
     if recipe is not None or recipe_flags:
         from ..pack import parse_option_assignments
         from ..recipe_cli import pack_from_recipe
@@ -185,14 +226,25 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
 
     from ..bundle import check_destination
     from ..calib import builtin_sample, read_texts
-    from ..models import load_model
+    from ..families import check_support, model_type_of
+    from ..models import load_model, resolve_source
     from ..pack import pack_model, parse_option_assignments, resolve_target_options, validate_request, validate_runtimes
     from ..tasks import TASKS
 
     targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
     if task not in TASKS:
         raise EdgepackError(f"--task {task!r}: unknown task (known: {', '.join(TASKS)})")
+    if pooling is not None:
+        if task != "feature-extraction":
+            raise EdgepackError(f"--pooling: applies to --task feature-extraction only (not {task})")
+        from ..embedding_pipeline import parse_pooling
+
+        try:
+            parse_pooling(pooling)
+        except ValueError as exc:
+            raise EdgepackError(str(exc)) from None
     validate_request(targets, seq_len)
+    check_support(model_type_of(resolve_source(model)), task, targets)
     runtimes = _parse_runtimes(runtime_specs)
     validate_runtimes(runtimes, targets)
     target_options = parse_option_assignments(option_values)
@@ -204,12 +256,18 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
 
     console = _stderr_console()
     with console.status("loading model") as status:
-        loaded = load_model(model, task)
+        loaded = load_model(model, task, pooling=pooling)
         validate_request(targets, seq_len, loaded)
-        if loaded.task.name == "sequence-classification" and getattr(loaded.config, "architectures", None) \
-                and not any("ForSequenceClassification" in a for a in loaded.config.architectures):
-            console.print("[yellow]warning:[/] the checkpoint has no classification head: it is randomly "
-                          "initialised (fine-tune it first, e.g. with a recipe)")
+        if loaded.task.name != task:
+            console.print(f"[yellow]note:[/] the model's problem_type is multi_label_classification: packed as "
+                          f"{loaded.task.name} (sigmoid scores, a threshold per label)")
+        if loaded.task.name == "feature-extraction":
+            console.print(f"embedding pipeline: {loaded.task.pipeline.describe()}", highlight=False)
+        head = loaded.task.auto_class.removeprefix("AutoModel")
+        if head and getattr(loaded.config, "architectures", None) \
+                and not any(head in a for a in loaded.config.architectures):
+            console.print(f"[yellow]warning:[/] the checkpoint has no {head.removeprefix('For')} head: it is "
+                          "randomly initialised (fine-tune it first)")
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
