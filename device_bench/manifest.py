@@ -17,7 +17,8 @@ from .records import RecordError, from_dict, load_json
 
 #: Evolution rule: a field added with a default bumps SCHEMA_MINOR, and readers of the same major version
 #: accept bundles of any minor (ignoring, and naming, the fields they do not know); only a new major is
-#: refused. Minor 1 added the sequence-length fields (buckets, dynamic shapes, parity per length).
+#: refused. Minor 1 added the sequence-length fields (buckets, dynamic shapes, parity per length) and the
+#: embedding-pipeline / task fields (pooling_source, dense, prompt, label thresholds, parity reference…).
 SCHEMA_VERSION = 1
 SCHEMA_MINOR = 1
 MANIFEST_NAME = "manifest.json"
@@ -60,11 +61,18 @@ class InputSpec:
     outputs: list[TensorSpec]
     padding_side: str = "right"
     truncation: bool = True
-    pooling: str | None = None  # "mean" for sentence embeddings, None for logits
+    pooling: str | None = None  # sentence embeddings: "mean", "cls", "max", "mean+max"...; None for logits
     normalize: bool = False
     buckets: list[int] | None = None  # requested static lengths (None: one shape, seq_len); minor 1
     bucket_choice: str | None = None  # "--buckets" or how the default was derived; minor 1
     token_lengths: TokenLengths | None = None  # minor 1
+    #: where the pooling came from: "sentence-transformers" (the model's modules), "default" (plain encoder:
+    #: mean + normalize), "--pooling" (overridden at pack time)
+    pooling_source: str | None = None
+    dense: list[dict[str, Any]] = field(default_factory=list)  # Dense layers after pooling, in order
+    prompt: str | None = None  # prepended to every text before tokenizing (the model's default prompt)
+    include_prompt: bool = True  # False: the prompt's tokens are left out of the pooling
+    output_activation: str | None = None  # "sigmoid": multi-label scores (compare with label_thresholds)
 
 
 @dataclass
@@ -94,6 +102,7 @@ class LengthParity:
     min_cosine: float | None = None
     top1_agreement: float | None = None
     inputs: str = ""  # which texts: "texts that fit" / "texts joined and cut to the length"
+    agreements: dict[str, float] = field(default_factory=dict)  # the task's agreement metrics (top-1, per token…)
 
 
 @dataclass
@@ -117,6 +126,8 @@ class Parity:
     mean_cosine: float | None = None
     min_cosine: float | None = None
     top1_agreement: float | None = None
+    token_agreement: float | None = None  # token classification: per-token top-1 on real tokens
+    label_agreement: float | None = None  # multi-label: per-label decisions at the label thresholds
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -153,6 +164,8 @@ class Manifest:
     tokenizer: str | None
     targets: list[TargetEntry]
     labels: list[str] | None = None
+    label_thresholds: list[float] | None = None  # multi-label: a label is predicted when its score >= this
+    parity_reference: str | None = None  # what the targets' parity was measured against
     samples: str | None = SAMPLES_NAME
     recipe: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)

@@ -39,8 +39,10 @@ from device_bench.manifest import (
 
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
-from .calib import tokenize, token_counts
+from .calib import token_counts, tokenize
+from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported: pack's TARGET=SPEC parser)
 from .errors import EdgepackError
+from .families import check_support
 from .models import LoadedModel, max_seq_len, model_info
 from .tasks import INPUT_NAMES
 
@@ -171,17 +173,6 @@ def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, d
     return out
 
 
-def parse_runtime_declarations(values: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    """``TARGET=SPEC`` strings (``tflite-int8=tflite-runtime==2.14``) -> [(target, spec), ...] in order."""
-    out = []
-    for value in values:
-        target, sep, spec = value.partition("=")
-        if not sep or not target.strip() or not spec.strip():
-            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
-        out.append((target.strip(), spec.strip()))
-    return out
-
-
 def validate_runtimes(runtimes: dict[str, str], targets: list[str]) -> None:
     """Declared device runtimes must name a packed target and parse, before any export starts."""
     from targets import get_target
@@ -210,9 +201,18 @@ def run_reference(wrapper, inputs: dict[str, np.ndarray], batch_size: int = 32) 
 
 
 def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Batch-1 outputs of an artifact through its device runner."""
-    n = len(inputs["input_ids"])
-    return np.concatenate([runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES}) for i in range(n)], axis=0)
+    """Batch-1 outputs of an artifact through its device runner (which runs each row at its real length or
+    smallest bucket); per-token outputs come back zero-padded to the inputs' width, like the reference."""
+    n, width = inputs["input_ids"].shape
+    outs = []
+    for i in range(n):
+        out = runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES})
+        if out.ndim >= 3 and out.shape[1] != width:  # [1, tokens, …]: padding is masked out by the parity
+            pad = [(0, 0)] * out.ndim
+            pad[1] = (0, max(0, width - out.shape[1]))
+            out = np.pad(out[:, :width], pad)
+        outs.append(out)
+    return np.concatenate(outs, axis=0)
 
 
 @contextlib.contextmanager
@@ -278,10 +278,11 @@ def pack_model(
     options = resolve_target_options(target_options or {}, targets)
     step = progress or (lambda _msg: None)
     task = loaded.task
+    check_support(str(getattr(loaded.config, "model_type", "")), task.name, targets)
     wrapper = task.make_wrapper(loaded.model)
 
-    calib = tokenize(loaded.tokenizer, calib_texts, seq_len)
-    counts = token_counts(loaded.tokenizer, calib_texts)
+    calib = tokenize(loaded.tokenizer, task.prepare_texts(calib_texts), seq_len)
+    counts = token_counts(loaded.tokenizer, task.prepare_texts(calib_texts))
     if buckets == AUTO_BUCKETS:
         bucket_list, bucket_choice = default_buckets(counts, seq_len)
     elif buckets is None:
@@ -290,13 +291,13 @@ def pack_model(
         bucket_list = parse_buckets(",".join(map(str, buckets)), seq_len)
         bucket_choice = "--buckets"
     step("fp32 reference")
-    reference = run_reference(wrapper, calib)
+    reference, reference_name = task.reference(run_reference(wrapper, calib), calib_texts, seq_len)
     thresholds = task.thresholds(min_cosine, min_agreement)
 
     eval_inputs = eval_labels = None
     accuracy = None
     if labelled is not None:
-        eval_inputs = tokenize(loaded.tokenizer, labelled[0], seq_len)
+        eval_inputs = tokenize(loaded.tokenizer, task.prepare_texts(labelled[0]), seq_len)
         eval_labels = np.asarray(labelled[1])
         ref_pred = task.predictions(run_reference(wrapper, eval_inputs))
         if ref_pred is None:
@@ -313,11 +314,12 @@ def pack_model(
                  token_counts=counts.astype(np.int32))
         (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in calib_texts) + "\n")
         ctx = ExportContext(
-            wrapper=wrapper, hf_model=loaded.model, task=task.name, seq_len=seq_len, input_names=list(INPUT_NAMES),
+            wrapper=wrapper, hf_model=loaded.model, task=task, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
             output_name=task.output_name, buckets=list(bucket_list) if buckets is not None else [],
         )
-        checks = length_checks(loaded.tokenizer, wrapper, calib_texts, counts, seq_len, bucket_list)
+        checks = length_checks(loaded.tokenizer, wrapper, task.prepare_texts(calib_texts), counts, seq_len,
+                               bucket_list)
         for name in targets:
             step(f"{name}: export + verify")
             target_ctx = dataclasses.replace(ctx, options=options[name])
@@ -334,16 +336,17 @@ def pack_model(
             input_spec=InputSpec(
                 seq_len=seq_len,
                 inputs=[TensorSpec(n, "int32", [1, seq_len]) for n in INPUT_NAMES],
-                outputs=[TensorSpec(task.output_name, "float32", [1, task.output_dim(loaded.model)])],
+                outputs=[TensorSpec(task.output_name, "float32", task.output_shape(loaded.model, seq_len))],
                 padding_side=getattr(loaded.tokenizer, "padding_side", "right"),
-                pooling=task.pooling,
-                normalize=task.normalize,
+                **task.spec(),
                 buckets=list(bucket_list) if buckets is not None else None,
                 bucket_choice=bucket_choice,
                 token_lengths=length_stats(counts, seq_len),
             ),
             tokenizer=TOKENIZER_DIR,
             labels=loaded.labels,
+            label_thresholds=task.label_thresholds(),
+            parity_reference=reference_name,
             targets=entries,
             recipe=recipe,
             stages=list(stages or []),
@@ -399,7 +402,7 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
         entry.error = f"artifact does not run: {_first_line(exc)}"
         _drop_artifact(entry, path)
         return entry
-    metrics = task.parity(reference, outputs)
+    metrics = task.parity(reference, outputs, calib)
     shortfalls = task.shortfalls(metrics, thresholds)
     shortfalls += [f"length {p.length}: {'; '.join(p.shortfalls)}" for p in by_length if not p.passed]
     entry.parity_by_length = [p.record for p in by_length]
@@ -475,12 +478,13 @@ class LengthCheck:
 
     def score(self, runner, task, thresholds: dict[str, float]) -> ScoredLength:
         outputs = run_artifact(runner, self.inputs)
-        metrics = task.parity(self.reference, outputs)
+        metrics = task.parity(self.reference, outputs, self.inputs)
         shortfalls = task.shortfalls(metrics, thresholds)
         record = LengthParity(length=self.length, n_samples=len(self.reference), passed=not shortfalls,
                               inputs=self.source,
                               **{k: round(float(v), 6) for k, v in metrics.items()
-                                 if k in ("mean_cosine", "min_cosine", "top1_agreement")})
+                                 if k in ("mean_cosine", "min_cosine", "top1_agreement")},
+                              agreements={k: round(float(v), 6) for k, v in metrics.items() if k.endswith("agreement")})
         return ScoredLength(record, shortfalls)
 
 

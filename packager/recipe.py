@@ -17,6 +17,7 @@ from .errors import EdgepackError, RecipeError
 
 RECIPE_SCHEMA_VERSION = 1
 SUPPORTED_TASK = "sequence-classification"
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -30,6 +31,11 @@ class DataSpec:
     label_column: str = "label"
     #: label names in id order; default: sorted distinct labels of the train split
     labels: list[str] | None = None
+    #: texts without labels that the teacher labels for a distill stage: a .txt file (one text a line) or a
+    #: CSV / JSON / JSONL / parquet file read through `datasets`
+    unlabeled: str | None = None
+    #: the column holding the unlabeled texts (default: text_column); not used for a .txt file
+    unlabeled_column: str | None = None
 
 
 @dataclass
@@ -52,14 +58,37 @@ class StudentSpec:
     model: str | None = None
 
 
+SEARCH_PRUNERS = ("median", "none")
+
+
 @dataclass
 class SearchSpec:
-    """Hyper-parameter search over alpha, temperature and epochs (needs optuna)."""
+    """Hyper-parameter search over alpha, temperature, epochs (and lr when given) on validation (needs optuna)."""
 
     trials: int = 8
     alpha: list[float] = field(default_factory=lambda: [0.0, 1.0])
     temperature: list[float] = field(default_factory=lambda: [1.0, 10.0])
     epochs: list[int] = field(default_factory=lambda: [1, 5])
+    #: learning-rate range, searched on a log scale; null keeps distill.lr
+    lr: list[float] | None = field(default_factory=lambda: [2.0e-5, 5.0e-4])
+    #: "median": stop a trial after an epoch whose validation accuracy is below the median of earlier trials at
+    #: that epoch (optuna MedianPruner, after 2 complete trials); "none": run every trial to the end
+    pruner: str = "median"
+
+
+@dataclass
+class AugmentSpec:
+    """Teacher-labelled variants of the training texts: each copy drops, swaps and replaces some words.
+
+    Replacement words are drawn from the training texts' own vocabulary; the recipe seed makes it repeatable."""
+
+    copies: int = 4
+    #: probability that a word is dropped
+    word_dropout: float = 0.1
+    #: probability that a word swaps places with its right-hand neighbour
+    swap: float = 0.1
+    #: probability that a word is replaced by a word of the training data
+    replace: float = 0.1
 
 
 @dataclass
@@ -77,6 +106,10 @@ class DistillSpec:
     #: weight of the MSE between student and teacher attention maps (same head count only)
     attention_weight: float = 0.0
     search: SearchSpec | None = None
+    #: teacher-labelled variants of the training texts added to the transfer set
+    augment: AugmentSpec | None = None
+    #: also train the student on the labels alone (same epochs / lr), a row showing what distillation bought
+    student_alone: bool = True
 
 
 @dataclass
@@ -174,6 +207,9 @@ class Recipe:
     seed: int = 42
     #: torch threads for training and measurement (None: torch's default)
     threads: int | None = None
+    #: training precision: "auto" (bf16 autocast on a GPU with bf16 or a CPU with AVX512-BF16/AMX, else fp32),
+    #: "bf16" or "fp32"; models are measured and packed in fp32 either way
+    precision: str = "auto"
     stages: list[Stage] = field(default_factory=list)
     targets: list[str] | None = None
     #: per-target options, e.g. {"tflite-int8-full": {"io": "int8"}} (see `edgepack targets --options`)
@@ -347,10 +383,23 @@ def _parse_stage(raw: Any, i: int) -> Stage:
             s = spec.search
             if s.trials < 1:
                 raise RecipeError(f"recipe {where}.search.trials: must be at least 1")
-            for name in ("alpha", "temperature", "epochs"):
+            for name in ("alpha", "temperature", "epochs", "lr"):
                 bounds = getattr(s, name)
-                if len(bounds) != 2 or bounds[0] > bounds[1]:
+                if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
                     raise RecipeError(f"recipe {where}.search.{name}: expected [low, high], got {bounds}")
+            if s.lr is not None and s.lr[0] <= 0:
+                raise RecipeError(f"recipe {where}.search.lr: must be above 0, got {s.lr}")
+            if s.pruner not in SEARCH_PRUNERS:
+                raise RecipeError(f"recipe {where}.search.pruner: {s.pruner!r} is not one of {', '.join(SEARCH_PRUNERS)}")
+        if spec.augment is not None:
+            a = spec.augment
+            if a.copies < 1:
+                raise RecipeError(f"recipe {where}.augment.copies: must be at least 1")
+            for name in ("word_dropout", "swap", "replace"):
+                _check_range(getattr(a, name), 0.0, 1.0, f"{where}.augment.{name}", high_open=True)
+            if a.word_dropout == a.swap == a.replace == 0:
+                raise RecipeError(f"recipe {where}.augment: word_dropout, swap and replace are all 0 (copies would be "
+                                  "the training texts again)")
     if isinstance(spec, PruneSpec):
         if spec.method not in PRUNE_METHODS:
             raise RecipeError(f"recipe {where}.method: {spec.method!r} is not one of {', '.join(PRUNE_METHODS)}")
@@ -426,6 +475,22 @@ def _check_runtimes(recipe: Recipe) -> None:
         raise RecipeError(f"recipe runtimes: {str(exc).replace('--runtime ', '')}") from None
 
 
+def _check_task(recipe: Recipe) -> None:
+    """The task exists and supports every stage, said in one line (each task declares its stages)."""
+    from .tasks import RECIPE_STAGES, TASKS
+
+    if recipe.task not in TASKS:
+        raise RecipeError(f"recipe task: unknown task {recipe.task!r} (known: {', '.join(TASKS)})")
+    supported = TASKS[recipe.task].stages
+    if not supported:
+        raise RecipeError(f"recipe task: {recipe.task} supports none of the recipe stages "
+                          f"({', '.join(RECIPE_STAGES)}): pack it without a recipe (edgepack pack --task {recipe.task})")
+    refused = sorted({s.kind for s in recipe.stages if s.kind not in supported})
+    if refused:
+        raise RecipeError(f"recipe task: {recipe.task} does not support the stage(s) {', '.join(refused)} "
+                          f"(supported: {', '.join(supported)})")
+
+
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     """Validate a recipe mapping (as loaded from YAML) into a ``Recipe``."""
     if not isinstance(raw, dict):
@@ -439,17 +504,21 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError("recipe data: required key is missing")
     recipe = build(Recipe, raw, "")
     recipe.base_dir = str(Path(base_dir))
-    if recipe.task != SUPPORTED_TASK:
-        raise RecipeError(f"recipe task: {recipe.task!r} is not supported by recipes (only {SUPPORTED_TASK})")
     if not isinstance(stages_raw, list):
         raise RecipeError("recipe stages: expected a list of stages")
     recipe.stages = [_parse_stage(s, i) for i, s in enumerate(stages_raw)]
+    _check_task(recipe)
     if recipe.seq_len < 2:
         raise RecipeError(f"recipe seq_len: {recipe.seq_len} must be at least 2")
     if recipe.threads is not None and recipe.threads < 1:
         raise RecipeError(f"recipe threads: {recipe.threads} must be at least 1")
     if recipe.calib_samples < 1:
         raise RecipeError(f"recipe calib_samples: {recipe.calib_samples} must be at least 1")
+    if recipe.precision not in TRAIN_PRECISIONS:
+        raise RecipeError(f"recipe precision: {recipe.precision!r} is not one of {', '.join(TRAIN_PRECISIONS)}")
+    if recipe.data.unlabeled is not None and not any(s.kind == "distill" for s in recipe.stages):
+        raise RecipeError("recipe data.unlabeled: only a distill stage uses unlabeled texts (the teacher labels them), "
+                          "and the recipe has none")
     if recipe.targets is not None and not recipe.targets:
         raise RecipeError("recipe targets: at least one target is needed")
     _check_target_options(recipe)

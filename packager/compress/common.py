@@ -18,6 +18,37 @@ from ..labelled_data import LabelledSplit
 
 #: whether the Trainer shows its progress bars (the CLI turns them off for --json)
 PROGRESS_BARS: ContextVar[bool] = ContextVar("edgepack_progress_bars", default=True)
+#: training precision asked for by the recipe ("auto", "bf16", "fp32"); see ``resolve_precision``
+TRAIN_PRECISION: ContextVar[str] = ContextVar("edgepack_train_precision", default="auto")
+#: /proc/cpuinfo flags of CPUs with native bf16 arithmetic (without them bf16 is emulated and slower than fp32)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): only then does bf16 autocast pay on a CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in CPU_BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(requested: str | None = None) -> tuple[str, str]:
+    """(precision, device) training runs in: a GPU when there is one; bf16 where the hardware has it."""
+    requested = requested or TRAIN_PRECISION.get()
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        device = "cuda"
+    else:
+        bf16 = cpu_has_bf16()
+        device = "cpu"
+    if requested == "fp32" or (requested == "auto" and not bf16):
+        return "fp32", device
+    return "bf16", device
 
 
 def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.ndarray | None = None):
@@ -79,6 +110,7 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         steps = math.ceil(n_train / batch_size) * epochs
         warmup_steps = int(steps * warmup_ratio)
     keep_best = best_by_accuracy and evaluate
+    precision, device = resolve_precision()
     return TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=epochs,
@@ -101,8 +133,27 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         disable_tqdm=not PROGRESS_BARS.get(),
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
     )
+
+
+def run_info(args) -> dict[str, str]:
+    """What a training stage ran on, for its stage row: device and precision."""
+    return {"device": str(args.device), "precision": "bf16 autocast" if args.bf16 else "fp32"}
+
+
+def to_cpu(model):
+    """Models go back to the CPU, where they are measured and exported."""
+    return model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
+
+
+def trained_model(trainer):
+    """The Trainer's model, ready to measure and export: on the CPU, in eval mode, and without the autocast
+    wrapper that mixed-precision training leaves around ``forward`` (an exported graph would keep its casts)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return to_cpu(extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)).eval()
 
 
 def set_threads(threads: int | None) -> None:
@@ -122,12 +173,19 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def encoder_layers(model) -> list[torch.nn.Module]:
-    """The transformer blocks of a BERT-family model (``model.<base>.encoder.layer``)."""
-    base = getattr(model, model.base_model_prefix, model)
-    try:
-        return list(base.encoder.layer)
-    except AttributeError:
-        from ..errors import EdgepackError
+    """The transformer blocks, where the model's family declares them (``packager.families``)."""
+    from ..errors import EdgepackError
+    from ..families import family_of
 
-        raise EdgepackError(
-            f"{type(model).__name__}: compression stages support BERT-family encoders (encoder.layer blocks)") from None
+    family = family_of(str(getattr(model.config, "model_type", "")))
+    if family is None:
+        raise EdgepackError(f"{type(model).__name__}: compression stages need a declared model family "
+                            f"(see `edgepack targets --models`)")
+    return family.encoder_layers(model)
+
+
+def encoder_layer_prefix(model) -> str:
+    """State-dict key prefix of the encoder blocks (``bert.encoder.layer.`` for BERT)."""
+    from ..families import family_of
+
+    return family_of(str(model.config.model_type)).layer_prefix(model)
