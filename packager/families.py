@@ -71,7 +71,19 @@ register(ModelFamily(
 # Verified by packing tiny random models of each to every target (feature-extraction and token-classification
 # for RoBERTa, token- and sequence-classification for DistilBERT); the recipe stages are exercised on BERT only.
 register(ModelFamily(
-    name="roberta", model_types=("roberta",), layers="encoder.layer", mask_form="additive-4d", stages=()))
+    name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
+    stages=()))
+# Verified with scripts/verify_model_family.py (tiny random models, feature-extraction and sequence-classification,
+# every target packed with parity ok). MPNet: its relative-position bucketing feeds an index op that the int8
+# full-integer TFLite quantizer and the pt2e ExecuTorch int8 export do not take, so those two are not declared.
+register(ModelFamily(
+    name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=()))
+register(ModelFamily(
+    name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
+             "torchscript-mobile-fp32")))
 register(ModelFamily(
     name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
     tasks=("sequence-classification", "token-classification", "multi-label-classification"), stages=()))

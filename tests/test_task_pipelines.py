@@ -416,3 +416,35 @@ def test_recipe_validation_says_which_stages_a_task_lacks(tmp_path, task, messag
     with pytest.raises(RecipeError) as err:
         parse_recipe(raw, tmp_path)
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def _config_only(folder: Path, model_type: str) -> str:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+    return str(folder)
+
+
+def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
+    """A distill with a pretrained student only asks the teacher for logits; later stages and the targets act on
+    the student, so a RoBERTa/DeBERTa teacher distils into a BERT student, but nobody prunes the RoBERTa teacher."""
+    from packager.errors import EdgepackError
+    from packager.recipe import parse_recipe
+    from packager.recipe_run import check_recipe_support
+
+    teacher = _config_only(tmp_path / "teacher", "deberta-v2")  # no family of its own: it only scores texts
+    student = _config_only(tmp_path / "student", "bert")
+    data = {"train": "t.csv", "validation": "v.csv", "test": "x.csv"}
+
+    def recipe(stages):
+        return parse_recipe({"model": teacher, "data": data, "stages": stages}, tmp_path)
+
+    check_recipe_support(recipe([{"distill": {"student": {"model": student}}}, {"prune": {"heads": 0.25}}]), ["tflite-int8"])
+    with pytest.raises(EdgepackError, match=r"^recipe model: model type 'deberta-v2' is not a supported"):
+        check_recipe_support(recipe([{"prune": {"heads": 0.25}}, {"distill": {"student": {"model": student}}}]), ["tflite-int8"])
+    roberta = _config_only(tmp_path / "roberta", "roberta")
+    with pytest.raises(EdgepackError, match=r"^recipe stages\[0\]\.distill\.student\.model: the roberta family does "
+                                            r"not support recipe stage\(s\) prune"):
+        check_recipe_support(recipe([{"distill": {"student": {"model": roberta}}}, {"prune": {"heads": 0.25}}]), ["onnx-int8"])
+    mpnet = _config_only(tmp_path / "mpnet", "mpnet")
+    with pytest.raises(EdgepackError, match="mpnet family does not support target.*tflite-int8-full"):
+        check_recipe_support(recipe([{"distill": {"student": {"model": mpnet}}}]), ["tflite-int8-full"])
