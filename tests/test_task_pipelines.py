@@ -120,14 +120,14 @@ def artifact_outputs(bundle: Path, name: str, texts: list[str]) -> np.ndarray:
     from transformers import AutoTokenizer
 
     from device_bench.manifest import Manifest
-    from device_bench.runners import load_runner
+    from device_bench.runners import load_target
     from packager.calib import tokenize
+    from packager.pack import run_artifact
 
     manifest = Manifest.load(bundle)
-    entry = manifest.target(name)
-    runner = load_runner(entry.runtime, bundle / entry.file)
+    runner = load_target(bundle, manifest, name)  # runs each text at its real length / smallest bucket
     inputs = tokenize(AutoTokenizer.from_pretrained(str(bundle / manifest.tokenizer)), texts, manifest.input_spec.seq_len)
-    return np.concatenate([runner.run({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(len(texts))])
+    return run_artifact(runner, inputs)  # per-token outputs padded back to seq_len
 
 
 @pytest.fixture(scope="module")
