@@ -31,13 +31,7 @@ MULTI_LABELS = ["urgent", "billing", "travel", "complaint"]
 
 
 def save_model(out: Path, seed: int = 0) -> Path:
-    """The tiny BERT of ``conftest`` with a tokenizer that holds the whole vocab (on transformers 5,
-    ``BertTokenizerFast(vocab_file=...)`` ignores the file and every word becomes [UNK])."""
-    from transformers import BertTokenizerFast
-
-    save_tiny_model(out, seed=seed)
-    BertTokenizerFast(vocab=str(out / "vocab.txt"), model_max_length=128).save_pretrained(out)
-    return out
+    return save_tiny_model(out, seed=seed)
 
 
 def st_folder(base: Path, out: Path, pooling: tuple[str, ...], normalize: bool, dense: int | None = None,
