@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .task_outputs import Entity, labels_above_threshold, token_classification
 from .tokenizer import TokenizedText
 
 
@@ -70,9 +71,15 @@ class OutputDecoder(ABC):
 
     task: ClassVar[str]
 
-    def __init__(self, labels: list[str] | None = None, top_k: int = 3) -> None:
+    def __init__(self, labels: list[str] | None = None, top_k: int = 3,
+                 thresholds: list[float] | None = None) -> None:
         self.labels = labels
         self.top_k = top_k
+        self.thresholds = thresholds  # multi-label: the manifest's per-label thresholds
+
+    def label_names(self, n: int) -> list[str]:
+        """The manifest's labels when they fit the output, else LABEL_0…"""
+        return list(self.labels) if self.labels and len(self.labels) == n else [f"LABEL_{i}" for i in range(n)]
 
     @abstractmethod
     def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> Prediction:
@@ -89,13 +96,14 @@ def register(cls: type[OutputDecoder]) -> type[OutputDecoder]:
     return cls
 
 
-def decoder_for(task: str, labels: list[str] | None = None, top_k: int = 3) -> OutputDecoder:
+def decoder_for(task: str, labels: list[str] | None = None, top_k: int = 3,
+                thresholds: list[float] | None = None) -> OutputDecoder:
     try:
         cls = DECODERS[task]
     except KeyError:
         raise DecoderError(f"task {task!r}: this edgepack cannot decode its outputs "
                            f"(it knows: {', '.join(sorted(DECODERS))})") from None
-    return cls(labels=labels, top_k=top_k)
+    return cls(labels=labels, top_k=top_k, thresholds=thresholds)
 
 
 def _single_row(output: np.ndarray, task: str) -> np.ndarray:
@@ -121,8 +129,7 @@ class SequenceClassificationDecoder(OutputDecoder):
 
     def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> ClassPrediction:
         logits = _single_row(output, self.task)
-        names = self.labels if self.labels and len(self.labels) == len(logits) else \
-            [f"LABEL_{i}" for i in range(len(logits))]
+        names = self.label_names(len(logits))
         probs = softmax(logits)
         order = np.argsort(-probs, kind="stable")[: max(1, min(self.top_k, len(probs)))]
         ranked = [LabelScore(names[i], float(probs[i])) for i in order]
@@ -132,7 +139,7 @@ class SequenceClassificationDecoder(OutputDecoder):
 
 @register
 class FeatureExtractionDecoder(OutputDecoder):
-    """The sentence embedding as the artifact computed it (mean-pooled and L2-normalised at pack time)."""
+    """The sentence embedding as the artifact computes it (the model's own pooling, Dense and Normalize, fixed at pack time)."""
 
     task = "feature-extraction"
 
@@ -140,3 +147,63 @@ class FeatureExtractionDecoder(OutputDecoder):
         vector = _single_row(output, self.task)
         return EmbeddingPrediction(text=tokens.text, n_tokens=tokens.n_tokens, truncated=tokens.truncated,
                                    embedding=[float(v) for v in vector])
+
+
+@dataclass
+class LabelsPrediction(Prediction):
+    """Multi-label: every label whose sigmoid score reaches its threshold, highest first."""
+
+    labels: list[LabelScore] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.labels:
+            return "no label above its threshold"
+        return "labels: " + ", ".join(f"{item.label} {item.score:.4f}" for item in self.labels)
+
+
+@dataclass
+class EntitiesPrediction(Prediction):
+    """Token classification: the entities found, with character spans into the text."""
+
+    entities: list[Entity] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.entities:
+            return "no entity"
+        return "entities: " + ", ".join(f"{e.text!r} {e.label} [{e.start}:{e.end}] {e.score:.4f}"
+                                        for e in self.entities)
+
+
+@register
+class MultiLabelDecoder(OutputDecoder):
+    """Sigmoid scores → the labels at or above their thresholds (0.5 where the manifest gives none)."""
+
+    task = "multi-label-classification"
+
+    def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> LabelsPrediction:
+        scores = _single_row(output, self.task)
+        thresholds = self.thresholds if self.thresholds and len(self.thresholds) == len(scores) else None
+        chosen = labels_above_threshold(scores, self.label_names(len(scores)), thresholds)
+        return LabelsPrediction(text=tokens.text, n_tokens=tokens.n_tokens, truncated=tokens.truncated,
+                                labels=[LabelScore(label, score) for label, score in chosen])
+
+
+@register
+class TokenClassificationDecoder(OutputDecoder):
+    """Per-token logits of the real tokens → words (pieces merged) → entities with character offsets."""
+
+    task = "token-classification"
+
+    def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> EntitiesPrediction:
+        logits = np.asarray(output, dtype=np.float32)
+        if logits.ndim == 3 and logits.shape[0] == 1:
+            logits = logits[0]
+        mask = np.asarray(attention_mask).reshape(-1)
+        if logits.ndim != 2 or logits.shape[0] != mask.shape[0]:
+            raise DecoderError(f"{self.task}: expected [1, {mask.shape[0]}, labels] per text, "
+                               f"got shape {tuple(np.shape(output))}")
+        real = logits[mask.astype(bool)][: tokens.n_tokens]  # the text's tokens, in order, whichever side padded
+        _, entities = token_classification(tokens.text, real, tokens.offsets, tokens.word_ids,
+                                           self.label_names(logits.shape[1]))
+        return EntitiesPrediction(text=tokens.text, n_tokens=tokens.n_tokens, truncated=tokens.truncated,
+                                  entities=entities)

@@ -113,7 +113,8 @@ class Bundle:
         if not self.manifest.tokenizer:
             raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
         try:
-            self.decoder = decoder_for(self.manifest.task, self.manifest.labels, top_k=top_k)
+            self.decoder = decoder_for(self.manifest.task, self.manifest.labels, top_k=top_k,
+                                       thresholds=self.manifest.label_thresholds)
             self.tokenizer = BundleTokenizer.from_dir(self.path / self.manifest.tokenizer,
                                                       padding_side=self.manifest.input_spec.padding_side)
         except (DecoderError, TokenizerError) as exc:

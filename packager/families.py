@@ -80,6 +80,15 @@ register(ModelFamily(
     name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=()))
 register(ModelFamily(
+    name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=()))
+# DeBERTa-v2/v3: its disentangled attention does not take the additive mask the full-integer wrapper feeds it, and
+# the ExecuTorch export loses parity; the six others pack with parity ok.
+register(ModelFamily(
+    name="deberta-v2", model_types=("deberta-v2",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32")))
+register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=(),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",

@@ -31,13 +31,7 @@ MULTI_LABELS = ["urgent", "billing", "travel", "complaint"]
 
 
 def save_model(out: Path, seed: int = 0) -> Path:
-    """The tiny BERT of ``conftest`` with a tokenizer that holds the whole vocab (on transformers 5,
-    ``BertTokenizerFast(vocab_file=...)`` ignores the file and every word becomes [UNK])."""
-    from transformers import BertTokenizerFast
-
-    save_tiny_model(out, seed=seed)
-    BertTokenizerFast(vocab=str(out / "vocab.txt"), model_max_length=128).save_pretrained(out)
-    return out
+    return save_tiny_model(out, seed=seed)
 
 
 def st_folder(base: Path, out: Path, pooling: tuple[str, ...], normalize: bool, dense: int | None = None,
@@ -135,13 +129,14 @@ def base_model(tmp_path_factory) -> Path:
     return save_model(tmp_path_factory.mktemp("st-base") / "model")
 
 
-def _pack(folder: Path, out: Path, targets: list[str], task: str = "feature-extraction", **load):
+def _pack(folder: Path, out: Path, targets: list[str], task: str = "feature-extraction", seq_len: int = TINY_SEQ_LEN,
+          **load):
     from packager.calib import builtin_sample
     from packager.models import load_model
     from packager.pack import pack_model
 
     loaded = load_model(str(folder), task, **load)
-    return pack_model(loaded, out, targets, TINY_SEQ_LEN, builtin_sample()[:CALIB], force=True)
+    return pack_model(loaded, out, targets, seq_len, builtin_sample()[:CALIB], force=True)
 
 
 def _expected(folder: Path, pooling, normalize, dense) -> np.ndarray:
@@ -448,3 +443,63 @@ def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
     mpnet = _config_only(tmp_path / "mpnet", "mpnet")
     with pytest.raises(EdgepackError, match="mpnet family does not support target.*tflite-int8-full"):
         check_recipe_support(recipe([{"distill": {"student": {"model": mpnet}}}]), ["tflite-int8-full"])
+
+
+# ------------------------------------------------------------ edgepack run on the new tasks
+RUN_TEXT = "Yesterday Anna Smith flew to Johannesburg."  # "Johannesburg" is many word pieces in the tiny vocab
+
+
+def _fixed_head(folder: Path, bias: list[float]) -> Path:
+    """Make the head's decision known: near-zero weights, a bias that picks the labels."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoConfig
+
+    config = AutoConfig.from_pretrained(str(folder))
+    auto = AutoModelForTokenClassification if config.architectures[0].endswith("TokenClassification") \
+        else AutoModelForSequenceClassification
+    model = auto.from_pretrained(str(folder))
+    with torch.no_grad():
+        model.classifier.weight.mul_(1e-4)
+        model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(folder)
+    return folder
+
+
+def _run_json(bundle: Path, target: str, text: str) -> dict:
+    edgepack = str(Path(sys.executable).parent / "edgepack")
+    done = subprocess.run([edgepack, "run", str(bundle), text, "--target", target, "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["results"][0]
+
+
+def test_run_prints_entities_with_character_spans_over_multi_piece_words(tmp_path):
+    from tokenizers import Tokenizer
+
+    folder = _fixed_head(_classifier(tmp_path / "tok", "token"), [0.0, 0.0, 0.0, 5.0, 0.0])  # every word B-LOC
+    result = _pack(folder, tmp_path / "bundle", ["onnx-fp32", "tflite-int8"], task="token-classification",
+                   seq_len=48)  # room for the whole sentence: nothing truncated
+    assert result.ok, {t.name: t.error for t in result.manifest.targets if t.error}
+    encoding = Tokenizer.from_file(str(folder / "tokenizer.json")).encode(RUN_TEXT)
+    pieces = [encoding.offsets[i] for i, w in enumerate(encoding.word_ids) if w is not None]
+    words = {}
+    for (start, end), word in zip(pieces, [w for w in encoding.word_ids if w is not None]):
+        words.setdefault(word, [start, end])[1] = end
+    expected = [(RUN_TEXT[s:e], s, e) for s, e in words.values()]
+    johannesburg = next(w for w, o in zip(encoding.word_ids, encoding.offsets) if w is not None and o[0] == 29)
+    assert encoding.word_ids.count(johannesburg) > 1  # several pieces, merged back into one word
+    for target in ("onnx-fp32", "tflite-int8"):
+        got = _run_json(tmp_path / "bundle", target, RUN_TEXT)
+        assert not got["truncated"]
+        assert [(e["text"], e["start"], e["end"]) for e in got["entities"]] == expected
+        assert all(e["label"] == "LOC" and e["score"] > 0.9 for e in got["entities"])
+        assert ("Johannesburg", 29, 41) in expected
+
+
+def test_run_prints_every_label_above_its_threshold(tmp_path):
+    folder = _fixed_head(_classifier(tmp_path / "ml", "multi"), [3.0, -3.0, 2.0, -2.0])
+    result = _pack(folder, tmp_path / "bundle", ["onnx-int8"], task="sequence-classification")
+    assert result.ok, {t.name: t.error for t in result.manifest.targets if t.error}
+    got = _run_json(tmp_path / "bundle", "onnx-int8", "my invoice is wrong and I need it fixed today")
+    assert [item["label"] for item in got["labels"]] == ["urgent", "travel"]
+    assert got["labels"][0]["score"] == pytest.approx(1 / (1 + np.exp(-3.0)), abs=0.01)
