@@ -203,8 +203,12 @@ def pack_model(
     allow_parity_failure: bool = False,
     target_options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
+    finalize: Callable[[Manifest], None] | None = None,
 ) -> PackResult:
-    """Export, verify and bundle ``loaded`` for each target; see the module docstring."""
+    """Export, verify and bundle ``loaded`` for each target; see the module docstring.
+
+    ``finalize`` completes the manifest (a recipe's target rows and gate) before the bundle is published,
+    so the folder is final when it appears."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -274,6 +278,8 @@ def pack_model(
             stages=list(stages or []),
             accuracy=accuracy,
         )
+        if finalize is not None:
+            finalize(manifest)
         manifest.write(stage)
         step("publish bundle")
         publish(stage, out_dir)

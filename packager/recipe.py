@@ -64,6 +64,11 @@ class SearchSpec:
     alpha: list[float] = field(default_factory=lambda: [0.0, 1.0])
     temperature: list[float] = field(default_factory=lambda: [1.0, 10.0])
     epochs: list[int] = field(default_factory=lambda: [1, 5])
+    #: an optuna storage URL (``sqlite:///search.db``, ``postgresql://…``) shared by several workers; with it
+    #: ``trials`` is the study's total of completed trials and a worker started later resumes the study
+    storage: str | None = None
+    #: the study's name in ``storage`` (the same name on every worker)
+    study: str | None = None
 
 
 @dataclass
@@ -355,6 +360,13 @@ def _parse_stage(raw: Any, i: int) -> Stage:
                 bounds = getattr(s, name)
                 if len(bounds) != 2 or bounds[0] > bounds[1]:
                     raise RecipeError(f"recipe {where}.search.{name}: expected [low, high], got {bounds}")
+            if (s.storage is None) != (s.study is None):
+                missing = "study" if s.study is None else "storage"
+                raise RecipeError(f"recipe {where}.search.{missing}: storage and study go together (the workers "
+                                  "of one search name the same database and study)")
+            if s.storage is not None and "://" not in s.storage:
+                raise RecipeError(f"recipe {where}.search.storage: expected a database URL such as "
+                                  f"sqlite:///search.db, got {s.storage!r}")
     if isinstance(spec, PruneSpec):
         if spec.method not in PRUNE_METHODS:
             raise RecipeError(f"recipe {where}.method: {spec.method!r} is not one of {', '.join(PRUNE_METHODS)}")

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData
 from ..recipe import DistillSpec, StudentSpec
-from .common import PadCollator, accuracy_metric, encode, encoder_layers, pad_id, seed_all, training_args
-from .evaluate import accuracy, predict_logits
+from .common import (PadCollator, accuracy_metric, encode, encoder_layers, pad_id, seed_all, training_args,
+                     training_record)
+from .evaluate import accuracy, gather_logits
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +209,49 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
     return trainer.model.eval(), trainer
 
 
+#: a shared study's workers beat this often; a trial silent for the grace period (its worker died) is failed
+#: and run again by the next worker that asks (optuna's heartbeat + RetryFailedTrialCallback)
+SEARCH_HEARTBEAT_S = 10
+SEARCH_GRACE_S = 60
+
+
+def _open_study(optuna, s, seed: int):
+    """The search's study: in memory (seeded, repeatable), or shared through ``s.storage`` under ``s.study``."""
+    if s.storage is None:
+        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
+    try:
+        storage = optuna.storages.RDBStorage(
+            s.storage, engine_kwargs=engine, heartbeat_interval=SEARCH_HEARTBEAT_S, grace_period=SEARCH_GRACE_S,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    except Exception as exc:  # a bad URL, a missing driver, an unreachable database
+        raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    # workers share trials, not a random stream: an unseeded sampler, and running trials count as told
+    sampler = optuna.samplers.TPESampler(constant_liar=True)
+    return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
+                               load_if_exists=True)
+
+
+def _public_url(url: str) -> str:
+    """A storage URL without its password (it goes to the manifest and the console)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
 def _search(teacher, tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path, seed: int,
             teacher_logits) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optuna search of alpha / temperature / epochs on validation accuracy; returns (best params, details)."""
+    """Optuna search of alpha / temperature / epochs on validation accuracy; returns (best params, details).
+
+    With ``search.storage`` several workers (each maybe a whole torchrun job) share one study: each runs
+    trials until the study holds ``trials`` completed ones, then waits for the others' running trials,
+    so every worker picks the same best parameters; a worker started later resumes the study. Inside a
+    distributed job rank 0 asks the study and broadcasts each trial's parameters; every rank trains it.
+    """
     try:
         import optuna
     except ModuleNotFoundError:
@@ -217,19 +260,43 @@ def _search(teacher, tokenizer, data: LabelledData, spec: DistillSpec, seq_len: 
         return {}, {"search": msg}
     s = spec.search
 
-    def objective(trial) -> float:
-        params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
-                  "epochs": trial.suggest_int("epochs", *s.epochs)}
+    def run_trial(number: int, params: dict[str, Any]) -> float:
         student = make_student(teacher, spec.student)
         student, _ = train_student(teacher, student, tokenizer, data, lr=spec.lr, batch_size=spec.batch_size,
-                                   seq_len=seq_len, work_dir=work_dir / f"trial-{trial.number}", seed=seed,
+                                   seq_len=seq_len, work_dir=work_dir / f"trial-{number}", seed=seed,
                                    teacher_logits=teacher_logits, **params)
         return accuracy(student, tokenizer, data.validation, seq_len)
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=s.trials)
-    return dict(study.best_params), {"search": {"trials": s.trials, "best_params": study.best_params,
-                                                "best_val_accuracy": round(float(study.best_value), 4)}}
+    if not distributed.current().is_main:  # follow rank 0's trials until it says stop
+        while (order := distributed.broadcast_object(None, publish_wait=True)) is not None:
+            run_trial(*order)
+        return distributed.broadcast_object(None), {}
+    ran_here: list[int] = []
+
+    def objective(trial) -> float:
+        params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
+                  "epochs": trial.suggest_int("epochs", *s.epochs)}
+        distributed.broadcast_object((trial.number, params), publish_wait=True)
+        ran_here.append(trial.number)
+        return run_trial(trial.number, params)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(optuna, s, seed)
+    complete = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    running = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    while complete() < s.trials:
+        if complete() + running() >= s.trials:  # the rest is running on other workers: wait for it
+            time.sleep(SEARCH_HEARTBEAT_S / 5)
+            optuna.storages.fail_stale_trials(study)
+            continue
+        study.optimize(objective, n_trials=1)
+    distributed.broadcast_object(None, publish_wait=True)
+    info: dict[str, Any] = {"trials": s.trials, "best_params": study.best_params,
+                            "best_val_accuracy": round(float(study.best_value), 4), "trials_run_here": ran_here}
+    if s.storage is not None:
+        info.update(study=s.study, storage=_public_url(s.storage), completed_trials=complete())
+    best = distributed.broadcast_object(dict(study.best_params))
+    return best, {"search": info}
 
 
 def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
@@ -239,7 +306,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     probe = make_student(teacher, spec.student)
     _check_matching(teacher, probe, spec)
     live = spec.hidden_weight > 0 or spec.attention_weight > 0
-    teacher_logits = None if live else predict_logits(teacher, tokenizer, data.train.texts, seq_len)
+    teacher_logits = None if live else gather_logits(teacher, tokenizer, data.train.texts, seq_len)
     params = {"alpha": spec.alpha, "temperature": spec.temperature, "epochs": spec.epochs}
     details: dict[str, Any] = {}
     if spec.search is not None:
@@ -263,4 +330,5 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
         details["attention_weight"] = spec.attention_weight
     if trainer.state.best_metric is not None:
         details["best_val_accuracy"] = round(float(trainer.state.best_metric), 4)
+    details["training"] = training_record(trainer)
     return student, details
