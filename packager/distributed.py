@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
@@ -220,8 +220,8 @@ def broadcast_model(model) -> None:
 
 
 def describe(ranks: Ranks) -> str:
-    return f"{ranks.world_size} processes ({ranks.backend}, {ranks.device.split(':')[0]})"
-
-
-def ranks_dict(ranks: Ranks) -> dict[str, Any]:
-    return asdict(ranks)
+    """``2 processes (gloo, cpu)``; ``1 process (cpu)`` for a plain run."""
+    device = ranks.device.split(":")[0]
+    if not ranks.distributed:
+        return f"1 process ({device})"
+    return f"{ranks.world_size} processes ({ranks.backend}, {device})"

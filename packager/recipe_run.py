@@ -135,6 +135,12 @@ def check_gate(reference: float, max_drop: float, measured: dict[str, float]) ->
     return gate
 
 
+def _trains(stage) -> bool:
+    if stage.kind == "prune":
+        return stage.spec.method == "movement" or stage.spec.recovery is not None
+    return stage.kind in ("finetune", "distill")
+
+
 def _run_record(ranks: "distributed.Ranks", details: dict[str, Any] | None) -> dict[str, Any]:
     """A stage row's ``run``: where it ran, plus how it trained (``details['training']``, moved out)."""
     from .compress.common import TRAINING_PRECISION
@@ -191,8 +197,11 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     set_threads(recipe.threads)
     token = PROGRESS_BARS.set(show_bars and ranks.is_main)
     try:
+        trains = any(_trains(stage) for stage in recipe.stages)
         if ranks.distributed:
             step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
+        elif trains:
+            step(f"{distributed.describe(ranks)} (torchrun / accelerate launch --multi_gpu train on more)")
         step("load data")
         data = load_recipe_data(recipe)
         step("load model")
@@ -229,8 +238,11 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
                 elif not compressed:
                     reference = r.test_accuracy
         if not ranks.distributed:
-            return _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
-                         archive=archive, step=step, emit=emit)
+            outcome = _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
+                            archive=archive, step=step, emit=emit)
+            if trains:
+                outcome.message += f" · trained on {distributed.describe(ranks)}"
+            return outcome
         if not ranks.is_main:  # rank 0 packs; wait for its verdict (bounded by EDGEPACK_PUBLISH_TIMEOUT)
             code, message = distributed.broadcast_object(None, publish_wait=True)
             distributed.teardown()
@@ -241,7 +253,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         except BaseException as exc:
             _tell_ranks(2 if isinstance(exc, EdgepackError) else 1, f"rank 0 failed: {exc}")
             raise
-        outcome.message += f" (trained on {distributed.describe(ranks)})"
+        outcome.message += f" · trained on {distributed.describe(ranks)}"
         _tell_ranks(outcome.exit_code, outcome.message)
         distributed.teardown()
         return outcome

@@ -69,11 +69,12 @@ def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search
                "warmup_ratio": 0.0}
     if search:
         distill["search"] = search
+    stages = [{"finetune": {"epochs": epochs, "lr": 5.0e-4, "batch_size": batch_size, "warmup_ratio": 0.0}},
+              {"distill": distill}]
     recipe = {"model": "model", "task": "sequence-classification",
               "data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"},
               "seq_len": 16, "threads": 1, "calib_samples": 16, "targets": ["onnx-fp32"],
-              "stages": [{"finetune": {"epochs": epochs, "lr": 5.0e-4, "batch_size": batch_size, "warmup_ratio": 0.0}},
-                         {"distill": distill}]}
+              "stages": stages[1:] if search else stages}  # a search distils the model as loaded
     path = workspace / name
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -108,7 +109,7 @@ def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path)
     assert proc.returncode == 0, log[-4000:]
     assert log.count("bundle written to") == 1 and log.count("› publish bundle") == 1, log[-4000:]
     assert "2 processes (gloo, cpu): every rank trains, rank 0 packs" in log
-    assert "trained on 2 processes (gloo, cpu)" in log
+    assert "· trained on 2 processes (gloo, cpu)" in log
     assert sorted(p.name for p in out.parent.iterdir()) == ["two"]  # no staging or second copy left beside it
 
     manifest = Manifest.load(out)
@@ -181,7 +182,7 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
     from packager.recipe_run import run_recipe
 
     db = tmp_path / "search.db"
-    search = {"trials": 6, "epochs": [1, 1], "storage": f"sqlite:///{db}", "study": "shared"}
+    search = {"trials": 4, "epochs": [1, 1], "storage": f"sqlite:///{db}", "study": "shared"}
     recipe = _recipe(workspace, "search.yaml", PER_RANK_BATCH, epochs=1, search=search)
     outs = [tmp_path / f"worker{i}" for i in range(2)]
     procs = [subprocess.Popen([str(BIN / "edgepack"), "pack", "--recipe", str(recipe), "-o", str(o)], env=_env(),
@@ -191,15 +192,15 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
         assert p.returncode == 0, log[-3000:]
     infos = [next(r for r in Manifest.load(o).stages if r["stage"] == "distill")["details"]["search"] for o in outs]
     ran = [set(i["trials_run_here"]) for i in infos]
-    assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(range(6)), ran
+    assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(range(4)), ran
     assert all(ran), ran  # both workers took trials
     assert infos[0]["best_params"] == infos[1]["best_params"]  # each waited for the other's last trial
-    assert infos[0]["storage"] == f"sqlite:///{db}" and infos[0]["completed_trials"] == 6
+    assert infos[0]["storage"] == f"sqlite:///{db}" and infos[0]["completed_trials"] == 4
 
     # resumable: a later worker with a bigger budget runs only the missing trial
     resumed = load_recipe(recipe)
-    resumed.stages[1].spec.search.trials = 7
+    resumed.stages[0].spec.search.trials = 5
     outcome = run_recipe(resumed, tmp_path / "worker2", show_bars=False)
     assert outcome.exit_code == 0, outcome.message
     info = next(r for r in outcome.manifest.stages if r["stage"] == "distill")["details"]["search"]
-    assert info["trials_run_here"] == [6] and info["completed_trials"] == 7
+    assert info["trials_run_here"] == [4] and info["completed_trials"] == 5

@@ -108,6 +108,7 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         # divides by the batch's items summed over all ranks; BERT's classification loss is a plain mean, so
         # under DDP that doubled the gradient of a 2-process run. Each rank's mean, averaged by DDP, is right.
         average_tokens_across_devices=False,
+        ddp_find_unused_parameters=False,  # every parameter of these models takes part in the loss
     )
 
 

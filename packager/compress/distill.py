@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -220,13 +221,22 @@ def _open_study(optuna, s, seed: int):
     if s.storage is None:
         return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
-    try:
-        storage = optuna.storages.RDBStorage(
-            s.storage, engine_kwargs=engine, heartbeat_interval=SEARCH_HEARTBEAT_S, grace_period=SEARCH_GRACE_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
-    except Exception as exc:  # a bad URL, a missing driver, an unreachable database
-        raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
-                            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
+    retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
+        {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine, grace_period=SEARCH_GRACE_S,
+                                                     heartbeat_interval=SEARCH_HEARTBEAT_S, **retry_kwarg)
+            break
+        except Exception as exc:  # a bad URL, a missing driver, an unreachable database
+            if attempt < 4 and "IntegrityError" in type(exc).__name__:  # another worker created the tables meanwhile
+                time.sleep(1 + attempt)
+                continue
+            raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     # workers share trials, not a random stream: an unseeded sampler, and running trials count as told
     sampler = optuna.samplers.TPESampler(constant_liar=True)
     return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
