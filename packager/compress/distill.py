@@ -222,12 +222,12 @@ def _open_study(optuna, s, seed: int):
         return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
-    retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
-        {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats are marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
+                    {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
                 storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine, grace_period=SEARCH_GRACE_S,
                                                      heartbeat_interval=SEARCH_HEARTBEAT_S, **retry_kwarg)
             break
