@@ -64,7 +64,8 @@ def workspace(tmp_path_factory) -> Path:
     return root
 
 
-def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search: dict | None = None) -> Path:
+def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search: dict | None = None,
+            finetune: bool = True) -> Path:
     distill = {"student": {"layers": [0, 2]}, "epochs": epochs, "lr": 5.0e-4, "batch_size": batch_size,
                "warmup_ratio": 0.0}
     if search:
@@ -74,7 +75,7 @@ def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search
     recipe = {"model": "model", "task": "sequence-classification",
               "data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"},
               "seq_len": 16, "threads": 1, "calib_samples": 16, "targets": ["onnx-fp32"],
-              "stages": stages[1:] if search else stages}  # a search distils the model as loaded
+              "stages": stages if finetune else stages[1:]}
     path = workspace / name
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -98,13 +99,15 @@ def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path)
     from packager.recipe import load_recipe
     from packager.recipe_run import run_recipe
 
-    single = run_recipe(load_recipe(_recipe(workspace, "single.yaml", 2 * PER_RANK_BATCH)), tmp_path / "single",
-                        show_bars=False)
+    search = {"trials": 2, "epochs": [1, 2]}  # in a distributed job rank 0 asks optuna, every rank trains
+    single = run_recipe(load_recipe(_recipe(workspace, "single.yaml", 2 * PER_RANK_BATCH, search=search)),
+                        tmp_path / "single", show_bars=False)
     assert single.exit_code == 0, single.message
 
     out = tmp_path / "runs" / "two"
-    proc = subprocess.run(_torchrun("pack", "--recipe", str(_recipe(workspace, "two.yaml", PER_RANK_BATCH)),
-                                    "-o", str(out)), env=_env(), capture_output=True, text=True, timeout=600)
+    two = _recipe(workspace, "two.yaml", PER_RANK_BATCH, search=search)
+    proc = subprocess.run(_torchrun("pack", "--recipe", str(two), "-o", str(out)), env=_env(), capture_output=True,
+                          text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert log.count("bundle written to") == 1 and log.count("› publish bundle") == 1, log[-4000:]
@@ -115,6 +118,11 @@ def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path)
     manifest = Manifest.load(out)
     assert [t.status for t in manifest.targets] == ["ok"]
     assert {row["run"]["world_size"] for row in manifest.stages if row.get("run")} == {2}
+    searched = [next(r for r in m.stages if r["stage"] == "distill")["details"]["search"]
+                for m in (single.manifest, manifest)]
+    assert searched[0]["trials_run_here"] == searched[1]["trials_run_here"] == [0, 1]
+    assert searched[0]["best_params"] == searched[1]["best_params"]  # the seeded sampler, the same trial results
+    epochs = {"finetune": 3, "distill": searched[0]["best_params"]["epochs"]}
     two_runs, one_runs = _training_rows(manifest), _training_rows(single.manifest)
     for stage in ("finetune", "distill"):
         two, one = two_runs[stage], one_runs[stage]
@@ -124,7 +132,7 @@ def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path)
         assert two["batches_per_epoch_by_rank"] == [N_TRAIN // PER_RANK_BATCH // 2] * 2
         assert one["batches_per_epoch_by_rank"] == [N_TRAIN // (2 * PER_RANK_BATCH)]
         assert two["effective_batch_size"] == one["effective_batch_size"] == 2 * PER_RANK_BATCH
-        assert two["optimizer_steps"] == one["optimizer_steps"] == 3 * N_TRAIN // (2 * PER_RANK_BATCH)
+        assert two["optimizer_steps"] == one["optimizer_steps"] == epochs[stage] * N_TRAIN // (2 * PER_RANK_BATCH)
     one_acc = {r["stage"]: r["test_accuracy"] for r in single.manifest.stages}
     two_acc = {r["stage"]: r["test_accuracy"] for r in manifest.stages}
     assert one_acc["distill"] > one_acc["input"] + 0.2  # it learned, so the comparison means something
@@ -183,7 +191,7 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
 
     db = tmp_path / "search.db"
     search = {"trials": 4, "epochs": [1, 1], "storage": f"sqlite:///{db}", "study": "shared"}
-    recipe = _recipe(workspace, "search.yaml", PER_RANK_BATCH, epochs=1, search=search)
+    recipe = _recipe(workspace, "search.yaml", PER_RANK_BATCH, epochs=1, search=search, finetune=False)
     outs = [tmp_path / f"worker{i}" for i in range(2)]
     procs = [subprocess.Popen([str(BIN / "edgepack"), "pack", "--recipe", str(recipe), "-o", str(o)], env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for o in outs]
@@ -204,3 +212,15 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
     assert outcome.exit_code == 0, outcome.message
     info = next(r for r in outcome.manifest.stages if r["stage"] == "distill")["details"]["search"]
     assert info["trials_run_here"] == [4] and info["completed_trials"] == 5
+
+
+@pytest.mark.parametrize("search, key, message", [
+    ({"storage": "sqlite:///s.db"}, "search.study", "storage and study go together"),
+    ({"study": "s"}, "search.storage", "storage and study go together"),
+    ({"storage": "s.db", "study": "s"}, "search.storage", "expected a database URL"),
+])
+def test_a_shared_search_needs_a_storage_url_and_a_study_name(workspace, search, key, message):
+    from packager.recipe import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match=rf"^recipe stages\[0\]\.distill\.{key}: {message}"):
+        load_recipe(_recipe(workspace, "bad.yaml", 16, search=search, finetune=False))
