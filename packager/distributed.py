@@ -90,7 +90,7 @@ def current() -> Ranks:
         return Ranks(dist.get_world_size(), dist.get_rank(), local, dist.get_backend(), _device(local))
     world = _env_int("WORLD_SIZE", 1)
     local = _env_int("LOCAL_RANK", 0)
-    return Ranks(world, _env_int("RANK", 0), local, None, _device(local) if world > 1 else "cpu")
+    return Ranks(world, _env_int("RANK", 0), local, None, _device(local))
 
 
 def is_main_process() -> bool:

@@ -201,7 +201,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         if ranks.distributed:
             step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
         elif trains:
-            step(f"{distributed.describe(ranks)} (torchrun / accelerate launch --multi_gpu train on more)")
+            step(f"{distributed.describe(ranks)} trains (start it under torchrun or accelerate launch --multi_gpu for more)")
         step("load data")
         data = load_recipe_data(recipe)
         step("load model")
