@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import psutil
 
@@ -26,10 +27,12 @@ from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
-from .report import RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, LatencyStats, TargetResult
+from .records import RecordError, hints, matches, one_line
+from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, TargetResult, TimingMetrics,
+                     metric_values)
 from .runners import RUNNERS, runner_class
 from .thermal import ThermalConfig, read_zones, wait_until_cool
-from .worker import WorkerArgs
+from .worker import MemoryResult, TimingResult, WorkerArgs, WorkerError, decode_output
 
 PROTOCOL_VERSION = 1
 #: progress(done, total, label): called before each measurement and once at the end
@@ -50,39 +53,109 @@ def default_memory_limit_mb() -> int:
     return int(psutil.virtual_memory().total // 2**20)
 
 
+#: how a remote host may set an option: "yes" as given, "limit" only lowered below the agent's own value, "no" never
+REMOTE_YES, REMOTE_LIMIT, REMOTE_NO = "yes", "limit", "no"
+
+
+def _option(default: Any = dataclasses.MISSING, *, flag: str, low: float | None = None, high: float | None = None,
+            min_items: int = 0, max_items: int | None = None, max_len: int = 200, remote: str = REMOTE_YES,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """A BenchOptions field with its bounds: numbers (and list items) finite and in [low, high]; lists of
+    min_items..max_items; names of 1..max_len printable characters."""
+    meta = {"flag": flag, "low": low, "high": high, "min_items": min_items, "max_items": max_items, "max_len": max_len,
+            "remote": remote}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class BenchOptions:
-    targets: list[str] | None = None
-    runs: int = 100
-    min_seconds: float = 1.0
-    warmup: int = 10
-    threads: list[int | None] = field(default_factory=lambda: [None])
-    timeout_s: float = 600.0
-    memory_limit_mb: int | None = field(default_factory=default_memory_limit_mb)
-    memory_runs: int = 10
-    pin: bool = True
+    """The benchmark options: the one definition of their types and bounds.
+
+    ``validate`` checks them (CLI and agent alike), ``from_remote`` is the
+    agent's parser of the ``X-Edgepack-Options`` header and ``to_remote`` the
+    host's encoder; both are derived from these fields, so an option added here
+    is typed, bounded and carried over the wire without another edit.
+    """
+
+    targets: list[str] | None = _option(None, flag="--targets", max_items=64, max_len=200)
+    runs: int = _option(100, flag="--runs", low=1, high=100_000)
+    min_seconds: float = _option(1.0, flag="--min-seconds", low=0, high=600)
+    warmup: int = _option(10, flag="--warmup", low=0, high=10_000)
+    threads: list[int | None] = _option(flag="--threads", low=1, high=1024, min_items=1, max_items=16,
+                                        factory=lambda: [None])
+    timeout_s: float = _option(600.0, flag="--timeout", low=0.001, high=86_400, remote=REMOTE_LIMIT)
+    memory_limit_mb: int | None = _option(flag="--memory-limit-mb", low=64, high=1 << 24, remote=REMOTE_LIMIT,
+                                          factory=default_memory_limit_mb)
+    memory_runs: int = _option(10, flag="--memory-runs", low=1, high=1000, remote=REMOTE_NO)
+    pin: bool = _option(True, flag="--pin")
 
     def validate(self) -> None:
-        if self.runs < 1:
-            raise BenchError(f"--runs {self.runs}: must be at least 1")
-        if self.min_seconds < 0:
-            raise BenchError(f"--min-seconds {self.min_seconds}: must not be negative")
-        if self.warmup < 0:
-            raise BenchError(f"--warmup {self.warmup}: must not be negative")
-        if not self.threads:
-            raise BenchError("--threads: give at least one thread count")
-        for t in self.threads:
-            if t is not None and (not isinstance(t, int) or isinstance(t, bool) or t < 1):
-                raise BenchError(f"--threads {t!r}: must be a positive integer")
+        """Raise ``BenchError`` (naming the flag) unless every option has its type and lies within its bounds."""
+        types_ = hints(BenchOptions)
+        for f in dataclasses.fields(self):
+            _check_option(f, types_[f.name], getattr(self, f.name))
         if len(set(self.threads)) != len(self.threads):
             raise BenchError("--threads: a thread count is listed twice")
-        if self.timeout_s <= 0:
-            raise BenchError(f"--timeout {self.timeout_s}: must be positive")
-        if self.memory_limit_mb is not None and self.memory_limit_mb < 64:
-            raise BenchError(f"--memory-limit-mb {self.memory_limit_mb}: must be at least 64 (or unset)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_remote(self, limits: Iterable[str] = ()) -> dict[str, Any]:
+        """The options a host sends to an agent: every remote option, plus the ``limits`` the user set explicitly."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["remote"] == REMOTE_YES or (f.metadata["remote"] == REMOTE_LIMIT and f.name in limits
+                                                      and value is not None):
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_remote(cls, data: Any, agent: "BenchOptions") -> "BenchOptions":
+        """Parse a host's options (decoded JSON) against ``agent``'s defaults and limits; ``BenchError`` if invalid."""
+        if not isinstance(data, dict):
+            raise BenchError("expected a JSON object of options")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        opts = dataclasses.replace(agent)
+        for key, value in data.items():
+            f = fields.get(key)
+            if f is None or f.metadata["remote"] == REMOTE_NO:
+                raise BenchError(f"unknown option {one_line(repr(key), 60)}")
+            if f.metadata["remote"] == REMOTE_LIMIT:
+                if value is None:
+                    continue  # the agent's own limit applies
+                _check_option(f, hints(cls)[key], value)
+                own = getattr(agent, key)
+                value = value if own is None else min(value, own)
+            setattr(opts, key, value)
+        opts.validate()
+        return opts
+
+
+def _check_option(f: dataclasses.Field, hint: Any, value: Any) -> None:
+    meta = f.metadata
+    flag, low, high = meta["flag"], meta["low"], meta["high"]
+    shown = one_line(repr(value), 60)
+    if not matches(value, hint):
+        raise BenchError(f"{flag} {shown}: has the wrong type")
+    if isinstance(value, list):
+        if len(value) < meta["min_items"]:
+            raise BenchError(f"{flag}: give at least {meta['min_items']} value(s)")
+        if meta["max_items"] is not None and len(value) > meta["max_items"]:
+            raise BenchError(f"{flag}: at most {meta['max_items']} values")
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, str):
+            if not 0 < len(item) <= meta["max_len"] or not item.isprintable():
+                raise BenchError(f"{flag} {shown}: names must be 1 to {meta['max_len']} printable characters")
+            continue
+        if isinstance(item, float) and not math.isfinite(item):
+            raise BenchError(f"{flag} {shown}: must be a finite number")
+        if (low is not None and item < low) or (high is not None and item > high):
+            raise BenchError(f"{flag} {one_line(repr(item), 40)}: must be between {low:g} and {high:g}")
 
 
 # -- worker subprocesses ---------------------------------------------------------
@@ -125,8 +198,13 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_worker(args: WorkerArgs, timeout_s: float) -> dict[str, Any]:
-    """Run one worker process; its JSON result, or ``WorkerCrash`` with a one-line reason."""
+def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResult:
+    """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason.
+
+    Whatever happens here (timeout, a bad argument, an exception while talking
+    to it), the worker's process group is killed before this returns: no
+    worker outlives its measurement.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -140,24 +218,28 @@ def run_worker(args: WorkerArgs, timeout_s: float) -> dict[str, Any]:
     try:
         out, err = proc.communicate(json.dumps(dataclasses.asdict(args)), timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.communicate()
         raise WorkerCrash(f"timed out after {timeout_s:g} s (worker killed)") from None
     finally:
+        _kill_group(proc)  # also whatever it spawned; a no-op when the group is gone
+        try:
+            proc.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError, OSError):
+            proc.kill()
+            proc.wait()
         with _ACTIVE_LOCK:
             _ACTIVE.discard(proc)
-    result: dict[str, Any] | None = None
+    result: TimingResult | MemoryResult | WorkerError | None = None
     lines = out.strip().splitlines()
     if lines:
         try:
-            result = json.loads(lines[-1])
-        except json.JSONDecodeError:
+            result = decode_output(lines[-1], args.mode)
+        except RecordError:
             result = None
     if proc.returncode < 0:
         raise WorkerCrash(_signal_reason(proc.returncode, _last_line(err)))
-    if isinstance(result, dict) and result.get("error"):
-        raise WorkerCrash(str(result["error"]))
-    if proc.returncode != 0 or not isinstance(result, dict):
+    if isinstance(result, WorkerError):
+        raise WorkerCrash(result.error)
+    if proc.returncode != 0 or result is None:
         tail = _last_line(err)
         raise WorkerCrash(f"worker exited with status {proc.returncode}" + (f": {tail}" if tail else " and no result"))
     return result
@@ -212,23 +294,17 @@ def _skip_reason(entry: TargetEntry, runtimes: dict[str, str | None], problems: 
 
 
 def _integrity_problems(bundle: Path, manifest: Manifest, entries: list[TargetEntry]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
+    digests: dict[Path, str] = {}  # one hash per file, however many targets list it
     for entry in entries:
         if entry.file and entry.status != "failed":
-            problems = verify_files(bundle, dataclasses.replace(manifest, targets=[entry]))
+            problems = verify_files(bundle, dataclasses.replace(manifest, targets=[entry]), digests)
             if problems:
                 out[entry.name] = problems[0].split(": ", 1)[-1]
     return out
 
 
 # -- the bench ---------------------------------------------------------------------
-
-def _timing_fields(res: TargetResult, data: dict[str, Any]) -> None:
-    for key in ("load_cold_ms", "load_warm_ms", "first_inference_ms", "warmup_runs", "runs", "timed_s",
-                "throughput_ips", "cpu_time_s", "cpu_util", "output_shape", "raw_ms", "affinity"):
-        setattr(res, key, data.get(key))
-    res.latency_ms = LatencyStats(**data["latency_ms"])
-
 
 def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Manifest, opts: BenchOptions,
              meter: EnergyMeter | None, thermal: ThermalConfig | None, allowed: list[int]) -> TargetResult:
@@ -256,20 +332,19 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
     finally:
         if res.thermal is not None and thermal is not None:
             res.thermal.after_c = read_zones(thermal.root)
-    _timing_fields(res, timing)
+    res = dataclasses.replace(res, **metric_values(timing, TimingMetrics))
     if meter is not None:
         try:
-            res.energy = meter.result(sampler, tuple(timing["window_monotonic"]), timing["cpu_time_s"], timing["runs"])
-        except ValueError as exc:
+            res.energy = meter.result(sampler, tuple(timing.window_monotonic), timing.cpu_time_s, timing.runs)
+        except (ValueError, TypeError) as exc:
             res.notes.append(f"energy not computed: {exc}")
     try:
         memory = run_worker(dataclasses.replace(args, mode="memory"), opts.timeout_s)
     except WorkerCrash as exc:
         res.notes.append(f"memory pass failed: {exc}")
     else:
-        res.rss_after_load_mb = memory["rss_after_load_mb"]
-        res.peak_rss_mb = memory["peak_rss_mb"]
-        res.runtime_details = {**memory.get("runtime_details", {}), "rss_before_load_mb": memory["rss_before_load_mb"]}
+        res = dataclasses.replace(res, **metric_values(memory, MemoryMetrics))
+        res.runtime_details = {**res.runtime_details, "rss_before_load_mb": memory.rss_before_load_mb}
     return res
 
 

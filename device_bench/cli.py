@@ -86,6 +86,8 @@ def main() -> None:
 @click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR, show_default=True, help="Where jobs are kept.")
 @click.option("--max-upload-mb", type=int, default=512, show_default=True, help="Largest bundle archive accepted.")
 @click.option("--keep-jobs", type=int, default=20, show_default=True, help="Finished jobs kept on disk.")
+@click.option("--max-jobs-queued", type=int, default=16, show_default=True, help="Jobs queued or running at once; more get 503.")
+@click.option("--max-inflight-uploads", type=int, default=2, show_default=True, help="Uploads received and unpacked at once; others wait, then get 503.")
 @click.option("--name", help="Device label in reports (default: hostname).")
 @click.option("--timeout", "timeout_s", type=float, default=600.0, show_default=True, help="Per-worker time limit (s).")
 @click.option("--memory-limit-mb", type=int, help="Per-worker address-space limit; 0 = none (default: RAM).")
@@ -94,7 +96,7 @@ def main() -> None:
 @_energy_options
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
 def serve(host: str, port: int, token_file: Path | None, token: str | None, workdir: Path, max_upload_mb: int,
-          keep_jobs: int, name: str | None, timeout_s: float, memory_limit_mb: int | None, thermal_threshold: float,
+          keep_jobs: int, max_jobs_queued: int, max_inflight_uploads: int, name: str | None, timeout_s: float, memory_limit_mb: int | None, thermal_threshold: float,
           thermal_max_wait: float, sys_root: Path, power_cmd: str | None, power_profile: str | None,
           energy_backend: str | None, vcgencmd: str, sample_interval: float, idle_seconds: float, verbose: bool) -> None:
     """Serve the benchmark API until interrupted."""
@@ -110,13 +112,14 @@ def serve(host: str, port: int, token_file: Path | None, token: str | None, work
         raise AgentCliError(f"refusing to listen on {host} without a token: give --token-file (without one the agent binds to loopback only)")
     if token_file and secret and Path(token_file).expanduser().stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         click.echo(f"warning: {token_file} is readable by other users (chmod 600 it)", err=True)
-    if max_upload_mb < 1 or keep_jobs < 1 or timeout_s <= 0:
-        raise AgentCliError("--max-upload-mb, --keep-jobs and --timeout must be positive")
+    if min(max_upload_mb, keep_jobs, max_jobs_queued, max_inflight_uploads) < 1 or not 0 < timeout_s <= 86_400:
+        raise AgentCliError("--max-upload-mb, --keep-jobs, --max-jobs-queued, --max-inflight-uploads and --timeout must be positive")
     try:
         register_extra_runners()
         config = AgentConfig(
             workdir=workdir.expanduser(), token=secret, name=name or socket.gethostname(), max_upload_mb=max_upload_mb,
-            keep_jobs=keep_jobs, timeout_s=timeout_s,
+            keep_jobs=keep_jobs, timeout_s=timeout_s, max_jobs_queued=max_jobs_queued,
+            max_inflight_uploads=max_inflight_uploads,
             memory_limit_mb=default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None),
             energy=_energy_config(sys_root, power_cmd, power_profile, energy_backend, vcgencmd, sample_interval, idle_seconds),
             thermal=ThermalConfig(root=sys_root / "class" / "thermal", threshold_c=thermal_threshold, max_wait_s=thermal_max_wait),

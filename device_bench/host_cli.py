@@ -8,6 +8,7 @@ a target failed or a device was unreachable (the report still comes out),
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -90,18 +91,17 @@ def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) ->
         _console(False).print(render_table(report))
 
 
-def _remote_options(opts: BenchOptions, explicit_limits: dict[str, Any]) -> dict[str, Any]:
-    d = {k: v for k, v in opts.to_dict().items() if k in ("targets", "runs", "min_seconds", "warmup", "threads", "pin")}
-    d.update({k: v for k, v in explicit_limits.items() if v is not None})  # else the agent's own limits apply
-    return d
+def _default(name: str) -> Any:
+    """A BenchOptions default, so the flags cannot drift from the one definition of the options."""
+    return next(f.default for f in dataclasses.fields(BenchOptions) if f.name == name)
 
 
 @click.command("bench")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--targets", help="Comma-separated target names (default: every target in the bundle).")
-@click.option("--runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
-@click.option("--min-seconds", type=float, default=1.0, show_default=True, help="Minimum timed duration.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
+@click.option("--runs", type=int, default=_default("runs"), show_default=True, help="Minimum timed runs.")
+@click.option("--min-seconds", type=float, default=_default("min_seconds"), show_default=True, help="Minimum timed duration.")
+@click.option("--warmup", type=int, default=_default("warmup"), show_default=True, help="Untimed runs before timing.")
 @click.option("--threads", help="Thread sweep, e.g. 1,2,4 ('default' = the runtime's choice).")
 @click.option("--timeout", "timeout_s", type=float, help="Per-worker time limit in seconds (default 600).")
 @click.option("--memory-limit-mb", type=int, help="Per-worker address-space limit; 0 = none (default: the device's RAM).")
@@ -138,7 +138,8 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
         raise CliError("--power-cmd/--power-profile/--energy-backend apply to local runs; configure them on the agent (edgepack-agent serve)")
     if not remote and (token or token_file):
         raise CliError("--token/--token-file need --device")
-    limits = {"timeout_s": timeout_s, "memory_limit_mb": memory_limit_mb}
+    # the limits go to an agent only when set here (else the agent's own apply), and can only lower the agent's
+    limits = [name for name, given in (("timeout_s", timeout_s), ("memory_limit_mb", memory_limit_mb)) if given]
     report: BenchReport | FleetReport
     try:
         _check_bundle_locally(bundle)
@@ -146,10 +147,10 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
         spec = DeviceSpec(name=device_url, url=device_url, token=read_token(token, token_file)) if device_url else None
         with _progress_bar(True) as update:
             if fleet is not None:
-                report = bench_fleet(bundle, fleet, _remote_options(opts, limits), progress=update)
+                report = bench_fleet(bundle, fleet, opts.to_remote(limits), progress=update)
             elif spec is not None:
                 report = AgentClient(spec.url, spec.token).bench(
-                    bundle, _remote_options(opts, limits), progress=lambda d, n, label: update(spec.url, d, n, label))
+                    bundle, opts.to_remote(limits), progress=lambda d, n, label: update(spec.url, d, n, label))
             else:
                 energy = EnergyConfig(power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
                                       idle_seconds=idle_seconds)

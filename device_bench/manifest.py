@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .records import RecordError, check, load_json
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB; the agent refuses more (413)
 SAMPLES_NAME = "samples.npz"
 
 STATUS_OK = "ok"
@@ -124,7 +127,7 @@ class Manifest:
         if not isinstance(data, dict):
             raise ManifestError("manifest: expected a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if type(version) is not int or version != SCHEMA_VERSION:  # `true == 1` in Python
             raise ManifestError(
                 f"manifest: schema_version {version!r} is not supported (this edgepack reads {SCHEMA_VERSION})"
             )
@@ -156,9 +159,17 @@ class Manifest:
             for key in ("tokenizer", "samples"):
                 if kwargs.get(key) is not None:
                     _check_relative(kwargs[key], key)
-            return cls(**kwargs)
+            manifest = cls(**kwargs)
+            check(manifest, "manifest")  # every field of its declared type (a name is a string, …)
         except TypeError as exc:  # missing/extra constructor fields
             raise ManifestError(f"manifest: {exc}") from None
+        except RecordError as exc:
+            raise ManifestError(str(exc)) from None
+        names = [t.name for t in manifest.targets]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ManifestError(f"manifest: target {twice!r} is listed twice")
+        return manifest
 
     @classmethod
     def load(cls, bundle_dir: Path) -> "Manifest":
@@ -166,8 +177,11 @@ class Manifest:
         if not path.is_file():
             raise ManifestError(f"{bundle_dir}: not a bundle (no {MANIFEST_NAME})")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            size = path.stat().st_size
+            if size > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{path}: {size} bytes, over the limit of {MAX_MANIFEST_BYTES}")
+            data = load_json(path.read_bytes(), what=f"{path}", max_bytes=MAX_MANIFEST_BYTES, allow_nan=True)
+        except (OSError, RecordError) as exc:
             raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
         return cls.from_dict(data)
 
@@ -191,10 +205,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
-    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact."""
+def verify_files(bundle_dir: Path, manifest: Manifest, digests: dict[Path, str] | None = None) -> list[str]:
+    """Return a list of problems (missing file, size or sha256 mismatch); empty when intact.
+
+    A file listed by several targets is hashed once (``digests`` may carry the hashes across calls).
+    """
     problems = []
     root = Path(bundle_dir).resolve()
+    digests = {} if digests is None else digests
     for t in manifest.runnable_targets():
         path = (root / t.file).resolve()
         if root not in path.parents:
@@ -203,7 +221,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> list[str]:
             problems.append(f"{t.name}: missing file {t.file}")
         elif t.size_bytes is not None and path.stat().st_size != t.size_bytes:
             problems.append(f"{t.name}: size of {t.file} is {path.stat().st_size}, manifest says {t.size_bytes}")
-        elif sha256_file(path) != t.sha256:
+        elif (digests[path] if path in digests else digests.setdefault(path, sha256_file(path))) != t.sha256:
             problems.append(f"{t.name}: sha256 mismatch for {t.file}")
     return problems
 
@@ -232,7 +250,9 @@ def _build(cls: type, value: Any, where: str) -> Any:
         raise ManifestError(f"manifest: {where}: {exc}") from None
 
 
-def _check_relative(rel: str, where: str) -> None:
+def _check_relative(rel: Any, where: str) -> None:
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        raise ManifestError(f"manifest: {where} must be a non-empty path without NUL bytes, got {rel!r:.80}")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts:
         raise ManifestError(f"manifest: {where} must be a relative path inside the bundle, got {rel!r}")

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .records import RecordError, from_dict
+
 REPORT_SCHEMA_VERSION = 1
 
 RESULT_OK = "ok"
@@ -67,7 +69,9 @@ class ThermalResult:
 
 
 @dataclass
-class TargetResult:
+class ResultKey:
+    """Which measurement a result row is, and whether it ran."""
+
     target: str
     runtime: str
     precision: str
@@ -75,6 +79,12 @@ class TargetResult:
     status: str  # ok | failed | skipped
     error: str | None = None
     file_size_bytes: int | None = None
+
+
+@dataclass
+class TimingMetrics:
+    """What the timing worker measures; the worker fills these and the report carries them as they are."""
+
     affinity: list[int] | None = None
     load_cold_ms: float | None = None
     load_warm_ms: float | None = None
@@ -86,14 +96,31 @@ class TargetResult:
     throughput_ips: float | None = None
     cpu_time_s: float | None = None
     cpu_util: float | None = None  # CPU seconds per wall second over the timed window (1.0 = one core busy)
+    output_shape: list[int] | None = None
+    raw_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class MemoryMetrics:
+    """What the memory worker measures (its own pass: sampling would perturb timing)."""
+
     rss_after_load_mb: float | None = None
     peak_rss_mb: float | None = None
     runtime_details: dict[str, Any] = field(default_factory=dict)
-    output_shape: list[int] | None = None
+
+
+def metric_values(record: TimingMetrics | MemoryMetrics, kind: type) -> dict[str, Any]:
+    """The fields ``kind`` (TimingMetrics or MemoryMetrics) declares, read from ``record``: what a result takes over."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(kind)}
+
+
+@dataclass
+class TargetResult(MemoryMetrics, TimingMetrics, ResultKey):
+    """One row: target x thread count. Fields: ResultKey, then TimingMetrics, MemoryMetrics, then these."""
+
     energy: EnergyResult | None = None
     thermal: ThermalResult | None = None
     notes: list[str] = field(default_factory=list)
-    raw_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -191,15 +218,11 @@ def _check_header(data: Any, kind: str) -> None:
         raise ReportError(f"report: kind {data.get('kind')!r}, expected {kind!r}")
 
 
-def _result_from_dict(d: dict[str, Any]) -> TargetResult:
-    d = dict(d)
-    if d.get("latency_ms") is not None:
-        d["latency_ms"] = LatencyStats(**d["latency_ms"])
-    if d.get("energy") is not None:
-        d["energy"] = EnergyResult(**d["energy"])
-    if d.get("thermal") is not None:
-        d["thermal"] = ThermalResult(**d["thermal"])
-    return TargetResult(**d)
+def _result_from_dict(d: Any) -> TargetResult:
+    try:
+        return from_dict(TargetResult, d, "result")
+    except RecordError as exc:
+        raise ReportError(f"report: {exc}") from None
 
 
 # -- the readable table ------------------------------------------------------

@@ -8,8 +8,12 @@
 
 Every request needs ``Authorization: Bearer <token>`` when the agent has a
 token (compared in constant time); a missing or wrong token gets 401 before
-anything else is looked at, and an upload body is then not even read. Errors
-are ``{"error": "<one line>"}`` with a 4xx status.
+anything else is looked at, whatever the method, and an upload body is then
+not even read (nor is ``100 Continue`` sent). Every answer, errors of the
+HTTP layer included, is JSON: ``{"error": "<one line>"}`` with a 4xx status
+for anything the client got wrong, 503 (with ``Retry-After``) when the agent
+is busy, and a last-resort 500 if a handler ever raises. The limits are in
+``AgentConfig`` and ``uploads``; the README lists them with their answers.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import hmac
 import json
 import logging
 import os
-import shutil
+import re
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -33,19 +39,20 @@ from .bench import BenchError, BenchOptions, default_memory_limit_mb, run_bench
 from .client import OPTIONS_HEADER
 from .energy import EnergyConfig, detect
 from .fingerprint import AGENT_DISTRIBUTION, device_runtimes, fingerprint, package_version
-from .jobs import DONE, FAILED, Job, JobStore
+from .jobs import DONE, FAILED, Job, JobStore, QueueFull
+from .records import RecordError, load_json, one_line
 from .report import BenchReport
 from .thermal import ThermalConfig, read_zones
-from .uploads import UploadRejected, bundle_root, extract_archive, receive_body, validate_bundle
+from .uploads import MAX_MEMBERS, UploadRejected, bundle_root, extract_archive, receive_body, validate_bundle
 
 API_VERSION = 1
 log = logging.getLogger("edgepack.agent")
 #: packages the agent process must never import (they belong to the packing host or to worker subprocesses)
 FORBIDDEN_MODULES = ("torch", "transformers", "litert_torch", "ai_edge_quantizer", "tensorflow", "packager", "targets")
-_OPTION_TYPES: dict[str, tuple[type, ...]] = {
-    "targets": (list, type(None)), "runs": (int,), "min_seconds": (int, float), "warmup": (int,),
-    "threads": (list,), "pin": (bool,), "timeout_s": (int, float), "memory_limit_mb": (int, type(None)),
-}
+MAX_OPTIONS_BYTES = 8 << 10  # the X-Edgepack-Options header
+MAX_REQUEST_LINE = 65536
+#: after answering, how much of an unread request body is drained so the answer is not lost to a TCP reset
+_LINGER_BYTES, _LINGER_S = 1 << 20, 2.0
 
 
 @dataclass
@@ -60,8 +67,14 @@ class AgentConfig:
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
     sys_root: Path = Path("/sys")
-    max_runs: int = 100_000
-    max_min_seconds: float = 600.0
+    max_jobs_queued: int = 16  # queued or running; more -> 503
+    max_inflight_uploads: int = 2  # received/unpacked/verified at once; others wait up to upload_wait_s, then 503
+    upload_wait_s: float = 30.0
+    max_connections: int = 64  # open connections (one handler thread each); more get an immediate 503
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        return 4 * (self.max_upload_mb << 20)
 
 
 def loaded_forbidden_modules() -> list[str]:
@@ -69,35 +82,16 @@ def loaded_forbidden_modules() -> list[str]:
 
 
 def parse_options(raw: str | None, config: AgentConfig) -> BenchOptions:
-    """The client's options, type-checked and clamped to this agent's limits."""
+    """The client's options, decoded within bounds and checked by ``BenchOptions.from_remote`` against this agent."""
     try:
-        data = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
-        raise UploadRejected(400, f"{OPTIONS_HEADER}: not valid JSON") from None
-    if not isinstance(data, dict):
-        raise UploadRejected(400, f"{OPTIONS_HEADER}: expected a JSON object")
-    for key, value in data.items():
-        if key not in _OPTION_TYPES:
-            raise UploadRejected(400, f"{OPTIONS_HEADER}: unknown option {key!r}")
-        if not isinstance(value, _OPTION_TYPES[key]) or (isinstance(value, bool) and bool not in _OPTION_TYPES[key]):
-            raise UploadRejected(400, f"{OPTIONS_HEADER}: option {key!r} has the wrong type")
-    if data.get("targets") is not None and not all(isinstance(t, str) for t in data["targets"]):
-        raise UploadRejected(400, f"{OPTIONS_HEADER}: targets must be names")
-    opts = BenchOptions(memory_limit_mb=config.memory_limit_mb, timeout_s=config.timeout_s)
-    for key in ("targets", "runs", "min_seconds", "warmup", "threads", "pin"):
-        if key in data:
-            setattr(opts, key, data[key])
-    if data.get("timeout_s"):
-        opts.timeout_s = min(float(data["timeout_s"]), config.timeout_s)
-    if data.get("memory_limit_mb"):
-        opts.memory_limit_mb = min(int(data["memory_limit_mb"]), config.memory_limit_mb or int(data["memory_limit_mb"]))
-    if opts.runs > config.max_runs or opts.min_seconds > config.max_min_seconds:
-        raise UploadRejected(400, f"runs/min_seconds above this agent's limits ({config.max_runs} runs, {config.max_min_seconds:g} s)")
-    try:
-        opts.validate()
-    except BenchError as exc:
+        data = load_json(raw, what=OPTIONS_HEADER, max_bytes=MAX_OPTIONS_BYTES, max_depth=4) if raw and raw.strip() else {}
+    except RecordError as exc:
         raise UploadRejected(400, str(exc)) from None
-    return opts
+    agent = BenchOptions(memory_limit_mb=config.memory_limit_mb, timeout_s=config.timeout_s)
+    try:
+        return BenchOptions.from_remote(data, agent)
+    except BenchError as exc:
+        raise UploadRejected(400, f"{OPTIONS_HEADER}: {exc}") from None
 
 
 class AgentServer(ThreadingHTTPServer):
@@ -108,14 +102,59 @@ class AgentServer(ThreadingHTTPServer):
         self.config = config
         self.started_at = time.time()
         self.energy_detection = detect(config.energy)
-        self.store = JobStore(config.workdir, self._run_job, keep=config.keep_jobs)
+        self.store = JobStore(config.workdir, self._run_job, keep=config.keep_jobs, max_pending=config.max_jobs_queued)
+        self.upload_slots = threading.BoundedSemaphore(config.max_inflight_uploads)
+        self.connection_slots = threading.BoundedSemaphore(config.max_connections)
         super().__init__(address, AgentHandler)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """One thread per connection, up to ``max_connections``; past that, a 503 from the accepting thread."""
+        if not self.connection_slots.acquire(blocking=False):
+            return self._refuse(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connection_slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connection_slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        body = (json.dumps({"error": f"{self.config.max_connections} connections are open (this agent's limit); retry later"}) + "\n").encode()
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Retry-After: 5\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.setblocking(False)
+            try:
+                request.recv(1 << 16)  # what has arrived already, so closing does not reset the answer away
+            except (BlockingIOError, InterruptedError):
+                pass
+            request.settimeout(1.0)
+            request.sendall(head + body)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def _run_job(self, bundle: Path, options: dict[str, Any], progress) -> BenchReport:
         root = bundle_root(bundle)
         opts = BenchOptions(**options)
         return run_bench(root, opts, progress=progress, energy=self.config.energy, thermal=self.config.thermal,
                          device=self.config.name, sys_root=self.config.sys_root)
+
+    def limits(self) -> dict[str, Any]:
+        """The resource envelope, as /v1/info reports it (README: "Agent API")."""
+        from . import uploads
+
+        return {"max_upload_mb": self.config.max_upload_mb, "max_unpacked_mb": self.config.max_unpacked_bytes >> 20,
+                "max_manifest_bytes": uploads.MAX_MANIFEST_BYTES, "max_members": MAX_MEMBERS,
+                "max_depth": uploads.MAX_DEPTH, "max_path_bytes": uploads.MAX_PATH_BYTES,
+                "max_options_bytes": MAX_OPTIONS_BYTES, "max_jobs_queued": self.config.max_jobs_queued,
+                "max_inflight_uploads": self.config.max_inflight_uploads, "max_connections": self.config.max_connections}
 
     def info(self) -> dict[str, Any]:
         proc = psutil.Process()
@@ -132,6 +171,7 @@ class AgentServer(ThreadingHTTPServer):
                 "timeout_s": self.config.timeout_s,
                 "memory_limit_mb": self.config.memory_limit_mb,
                 "jobs_pending": self.store.pending(),
+                "limits": self.limits(),
             },
             "fingerprint": fingerprint(sys_root=self.config.sys_root),
             "runtimes": device_runtimes(),
@@ -140,20 +180,100 @@ class AgentServer(ThreadingHTTPServer):
                         "threshold_c": self.config.thermal.threshold_c},
         }
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr (the handler has already answered)."""
+        exc = sys.exc_info()[1]
+        log.warning("connection from %s: %s", client_address[0] if client_address else "?",
+                    one_line(f"{type(exc).__name__}: {exc}"))
+
+    def shutdown_request(self, request: socket.socket) -> None:
+        """Close gracefully: stop sending, drain (bounded) what the client still sends, then close.
+
+        Closing a socket with unread input makes the kernel send a reset, which
+        can destroy the answer (a 401 or 413 sent before the body was read)
+        before the client reads it.
+        """
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(0.25)
+            deadline, drained = time.monotonic() + _LINGER_S, 0
+            while drained < _LINGER_BYTES and time.monotonic() < deadline:
+                chunk = request.recv(1 << 16)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+        self.close_request(request)
+
 
 class AgentHandler(BaseHTTPRequestHandler):
     server: AgentServer
     protocol_version = "HTTP/1.1"
-    timeout = 120  # a stalled client cannot hold a thread forever
+    default_request_version = "HTTP/1.0"  # never answer without a status line (http.server omits it for "HTTP/0.9")
+    timeout = 30  # seconds a stalled client may hold its connection between reads
 
     def version_string(self) -> str:
         return f"edgepack-agent/{package_version(AGENT_DISTRIBUTION) or 'dev'}"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's signature
-        log.info("%s %s", self.address_string(), format % args)
+        log.info("%s %s", self.address_string(), one_line(format % args))
+
+    # -- the request loop: every request gets one JSON answer ------------------------
+    def handle_one_request(self) -> None:
+        self._answered = False
+        self.command, self.request_version, self.requestline = None, self.default_request_version, ""
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG, f"request line over {MAX_REQUEST_LINE} bytes")
+                return
+            if not self.parse_request():  # it has answered (400, 431, 505…) through send_error below
+                return
+            self._dispatch()
+            self.wfile.flush()
+        except (TimeoutError, ConnectionError) as exc:
+            self.close_connection = True
+            if not self._answered and self.requestline and not isinstance(exc, ConnectionError):
+                self._try_error(HTTPStatus.REQUEST_TIMEOUT, "the request stalled")
+        except Exception as exc:  # noqa: BLE001 - last resort: an answer, a log line, the agent serves on
+            log.error("internal error answering %r: %s", one_line(self.requestline, 100),
+                      one_line(f"{type(exc).__name__}: {exc}"))
+            self.close_connection = True
+            if not self._answered:
+                self._try_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error ({type(exc).__name__}); the agent logged it")
+
+    def _try_error(self, status: int, reason: str) -> None:
+        try:
+            self._error(status, reason, close=True)
+        except OSError:
+            pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, header too long, bad version…) as JSON, not HTML."""
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # a client fault: 4xx, as every client fault here
+            code, message = HTTPStatus.BAD_REQUEST, f"{message or phrase}; use HTTP/1.1"
+        self._error(code, message or phrase, close=True)
+
+    def handle_expect_100(self) -> bool:
+        return True  # 100 Continue is sent by _submit, after the token and the headers have been checked
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        if code >= 200:
+            self._answered = True
+        super().send_response_only(code, message)
 
     # -- responses ----------------------------------------------------------------
     def _send(self, status: int, payload: Any, close: bool = False, extra: dict[str, str] | None = None) -> None:
+        if self.request_version == "HTTP/0.9":  # http.server would drop the status line and headers
+            self.request_version = "HTTP/1.0"
         body = (json.dumps(payload) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -164,10 +284,11 @@ class AgentHandler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    def _error(self, status: int, reason: str, close: bool = False) -> None:
-        self._send(status, {"error": reason}, close=close)
+    def _error(self, status: int, reason: str, close: bool = False, extra: dict[str, str] | None = None) -> None:
+        self._send(status, {"error": one_line(reason)}, close=close, extra=extra)
 
     def _authorized(self) -> bool:
         token = self.server.config.token
@@ -175,22 +296,43 @@ class AgentHandler(BaseHTTPRequestHandler):
             return True
         header = self.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(errors="replace"), token.encode())
         if not ok:
-            self._send(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token"}, close=True,
-                       extra={"WWW-Authenticate": 'Bearer realm="edgepack-agent"'})
+            self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong token", close=True,
+                        extra={"WWW-Authenticate": 'Bearer realm="edgepack-agent"'})
         return ok
 
     def _route(self) -> list[str]:
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        parts = [p for p in self._target.split("/") if p]
         if not parts or parts[0] != f"v{API_VERSION}":
             return []
         return parts[1:]
 
+    def _not_found(self) -> None:
+        self._error(404, f"no such endpoint {one_line(self._target, 120)}")
+
     # -- methods ------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def _dispatch(self) -> None:
+        if len(self.requestline.split()) != 3:
+            return self._error(400, "request line must be METHOD PATH HTTP/1.x", close=True)
+        if not self.request_version.startswith("HTTP/1."):
+            return self._error(400, f"{one_line(self.request_version, 20)} is not supported; use HTTP/1.1", close=True)
+        if self.command != "POST" and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                                       or self.headers.get("Transfer-Encoding")):
+            self.close_connection = True  # a body this handler will not read: do not parse it as the next request
         if not self._authorized():
             return
+        try:
+            self._target = urlsplit(self.path).path
+        except ValueError:  # e.g. an absolute URL with a broken [IPv6] host
+            return self._error(400, f"malformed request target {one_line(repr(self.path), 80)}", close=True)
+        if self.command in ("GET", "HEAD"):
+            return self._get()
+        if self.command == "POST":
+            return self._post()
+        self._error(405, f"method {one_line(self.command, 20)} is not supported", close=True, extra={"Allow": "GET, HEAD, POST"})
+
+    def _get(self) -> None:
         parts = self._route()
         store = self.server.store
         if parts == ["info"]:
@@ -201,12 +343,12 @@ class AgentHandler(BaseHTTPRequestHandler):
             try:
                 job = store.get(parts[1])
             except KeyError:
-                return self._error(404, f"no job {parts[1]!r}")
+                return self._error(404, f"no job {one_line(repr(parts[1]), 80)}")
             if len(parts) == 2:
                 return self._send(200, job.public())
             if parts[2] == "report":
                 return self._report(job)
-        self._error(404, f"no such endpoint {urlsplit(self.path).path}")
+        self._not_found()
 
     def _report(self, job: Job) -> None:
         if job.status == FAILED:
@@ -214,61 +356,80 @@ class AgentHandler(BaseHTTPRequestHandler):
         if job.status != DONE:
             return self._error(409, f"job {job.id} is {job.status}; poll /v1/jobs/{job.id}")
         try:
-            text = self.server.store.report_path(job.id).read_text()
-        except OSError:
+            body = self.server.store.read_report(job.id)
+        except (OSError, ValueError):
             return self._error(410, f"report of job {job.id} is gone")
-        body = text.encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802
-        if not self._authorized():
-            return
+    def _post(self) -> None:
         if self._route() != ["jobs"]:
-            return self._error(404, f"no such endpoint {urlsplit(self.path).path}", close=True)
+            self.close_connection = True
+            return self._not_found()
         try:
             self._submit()
         except UploadRejected as exc:
             log.info("upload rejected (%s): %s", exc.status, exc.reason)
+            extra = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
             try:
-                self._error(exc.status, exc.reason, close=True)
+                self._error(exc.status, exc.reason, close=True, extra=extra)
             except OSError:  # the client is already gone
                 self.close_connection = True
 
+    def _content_length(self) -> int:
+        lengths = self.headers.get_all("Content-Length") or []
+        if self.headers.get_all("Transfer-Encoding"):
+            if lengths:
+                raise UploadRejected(400, "both Transfer-Encoding and Content-Length (RFC 9112 forbids it)")
+            raise UploadRejected(411, "send the bundle with a Content-Length (no chunked encoding)")
+        if not lengths:
+            raise UploadRejected(411, "Content-Length required")
+        if len(lengths) > 1:
+            raise UploadRejected(400, "more than one Content-Length header")
+        if not re.fullmatch(r"[0-9]{1,18}", lengths[0].strip()):
+            raise UploadRejected(400, f"Content-Length {one_line(repr(lengths[0]), 40)} is not a number of bytes")
+        return int(lengths[0])
+
     def _submit(self) -> None:
         config = self.server.config
-        if self.headers.get("Transfer-Encoding"):
-            raise UploadRejected(411, "send the bundle with a Content-Length (no chunked encoding)")
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            raise UploadRejected(411, "Content-Length required") from None
+        length = self._content_length()
         limit = config.max_upload_mb << 20
         if length <= 0:
             raise UploadRejected(400, "empty upload")
         if length > limit:
             raise UploadRejected(413, f"upload of {length / 2**20:.1f} MB is over this agent's limit of {config.max_upload_mb} MB")
-        opts = parse_options(self.headers.get(OPTIONS_HEADER), config)
+        raw_options = self.headers.get_all(OPTIONS_HEADER) or []
+        if len(raw_options) > 1:
+            raise UploadRejected(400, f"more than one {OPTIONS_HEADER} header")
+        opts = parse_options(raw_options[0] if raw_options else None, config)
         store = self.server.store
-        job_id, job_dir = store.new_job_dir()
+        if store.pending() >= config.max_jobs_queued:
+            raise UploadRejected(503, f"{store.pending()} jobs are queued or running (limit {config.max_jobs_queued}); retry later", retry_after_s=30)
+        if not self.server.upload_slots.acquire(timeout=config.upload_wait_s):
+            raise UploadRejected(503, f"{config.max_inflight_uploads} uploads are already being received; retry later", retry_after_s=5)
         try:
-            archive = job_dir / "upload.tar"
-            receive_body(self.rfile, length, archive)
-            extract_archive(archive, job_dir / "bundle", max_bytes=4 * limit)
-            archive.unlink()
-            manifest = validate_bundle(bundle_root(job_dir / "bundle"), opts.targets)
-        except BaseException:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            raise
-        job = Job(id=job_id, bundle=manifest.model.source, options=opts.to_dict())
-        ahead = store.submit(job)
+            if self.headers.get("Expect", "").strip().lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+                self.send_response_only(HTTPStatus.CONTINUE)
+                self.end_headers()
+            job_id, job_dir = store.new_job_dir()
+            try:
+                archive = job_dir / "upload.tar"
+                receive_body(self.rfile, length, archive)
+                extract_archive(archive, job_dir / "bundle", max_bytes=config.max_unpacked_bytes)
+                archive.unlink()
+                manifest = validate_bundle(bundle_root(job_dir / "bundle"), opts.targets)
+                job = Job(id=job_id, bundle=manifest.model.source, options=opts.to_dict())
+                ahead = store.submit(job)
+            except QueueFull as exc:
+                store.discard(job_dir)
+                raise UploadRejected(503, f"{exc}; retry later", retry_after_s=30) from None
+            except BaseException:
+                store.discard(job_dir)
+                raise
+        finally:
+            self.server.upload_slots.release()
         self._send(202, {"id": job_id, "status": job.status, "jobs_ahead": ahead})
-
-    def _method_not_allowed(self) -> None:
-        if self._authorized():
-            self._error(405, f"{self.command} is not supported", close=True)
-
-    do_PUT = do_DELETE = do_PATCH = _method_not_allowed  # noqa: N815

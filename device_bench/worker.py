@@ -29,9 +29,13 @@ import resource
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .records import RecordError, from_dict
+from .report import LatencyStats, MemoryMetrics, TimingMetrics
 
 EXIT_ERROR = 3  # the worker ran but the measurement failed; the JSON says why
 
@@ -56,10 +60,52 @@ class WorkerArgs:
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerArgs":
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("worker arguments must be a JSON object")
-        return cls(**data)
+        return from_dict(cls, json.loads(text), "worker arguments")
+
+
+@dataclass
+class TimingResult(TimingMetrics):
+    """The timing pass: the report's timing metrics plus the window the parent integrates power over."""
+
+    window_monotonic: list[float] = field(default_factory=list)  # [start, end] on CLOCK_MONOTONIC
+
+
+@dataclass
+class MemoryResult(MemoryMetrics):
+    rss_before_load_mb: float = 0.0
+    peak_rss_sampled_mb: float = 0.0
+    memory_runs: int = 0
+
+
+@dataclass
+class WorkerError:
+    error: str
+    error_kind: str  # "oom" | "unavailable" | "failed"
+
+
+WorkerOutput = TimingResult | MemoryResult | WorkerError
+_OUTPUT_TYPES = {"timing": TimingResult, "memory": MemoryResult}
+
+
+def encode_output(mode: str, result: WorkerOutput) -> str:
+    """The one line a worker prints: its mode and its record."""
+    return json.dumps({"mode": mode, "kind": "error" if isinstance(result, WorkerError) else "result",
+                       "record": dataclasses.asdict(result)})
+
+
+def decode_output(line: str, mode: str) -> WorkerOutput:
+    """Parse a worker's line back into its typed record; ``RecordError`` when it is not one."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        raise RecordError("worker output is not JSON") from None
+    if not isinstance(data, dict):
+        raise RecordError("worker output has the wrong shape")
+    if data.get("kind") == "error":
+        return from_dict(WorkerError, data.get("record"), "worker error")
+    if data.get("mode") != mode:
+        raise RecordError(f"worker answered for mode {data.get('mode')!r}, not {mode!r}")
+    return from_dict(_OUTPUT_TYPES[mode], data.get("record"), f"{mode} result")
 
 
 class WorkerFailure(RuntimeError):
@@ -103,20 +149,13 @@ def _ms(ns: int) -> float:
     return ns / 1e6
 
 
-def latency_stats(times_ns: list[int]) -> dict[str, float]:
+def latency_stats(times_ns: list[int]) -> LatencyStats:
     import numpy as np
 
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {
-        "mean": float(ms.mean()),
-        "std": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-        "min": float(ms.min()),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "max": float(ms.max()),
-    }
+    return LatencyStats(mean=float(ms.mean()), std=float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+                        min=float(ms.min()), p50=float(p50), p90=float(p90), p99=float(p99), max=float(ms.max()))
 
 
 def _cpu_seconds() -> float:
@@ -124,7 +163,7 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_timing(args: WorkerArgs) -> dict[str, Any]:
+def run_timing(args: WorkerArgs) -> TimingResult:
     feeds = load_feeds(args)
     n = len(feeds)
     t = time.perf_counter_ns()
@@ -156,22 +195,22 @@ def run_timing(args: WorkerArgs) -> dict[str, Any]:
     end, mono1, cpu1 = time.perf_counter_ns(), time.monotonic(), _cpu_seconds()
     gc.enable()
     wall_s = (end - start) / 1e9
-    return {
-        "load_cold_ms": _ms(load_cold),
-        "load_warm_ms": _ms(load_warm),
-        "first_inference_ms": _ms(first),
-        "warmup_runs": args.warmup,
-        "runs": len(times),
-        "timed_s": wall_s,
-        "window_monotonic": [mono0, mono1],
-        "latency_ms": latency_stats(times),
-        "throughput_ips": len(times) / wall_s if wall_s > 0 else None,
-        "cpu_time_s": cpu1 - cpu0,
-        "cpu_util": (cpu1 - cpu0) / wall_s if wall_s > 0 else None,
-        "output_shape": [int(d) for d in getattr(out, "shape", ())],
-        "raw_ms": [round(_ms(x), 4) for x in times],
-        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-    }
+    return TimingResult(
+        load_cold_ms=_ms(load_cold),
+        load_warm_ms=_ms(load_warm),
+        first_inference_ms=_ms(first),
+        warmup_runs=args.warmup,
+        runs=len(times),
+        timed_s=wall_s,
+        window_monotonic=[mono0, mono1],
+        latency_ms=latency_stats(times),
+        throughput_ips=len(times) / wall_s if wall_s > 0 else None,
+        cpu_time_s=cpu1 - cpu0,
+        cpu_util=(cpu1 - cpu0) / wall_s if wall_s > 0 else None,
+        output_shape=[int(d) for d in getattr(out, "shape", ())],
+        raw_ms=[round(_ms(x), 4) for x in times],
+        affinity=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    )
 
 
 class _RssSampler(threading.Thread):
@@ -215,7 +254,7 @@ def _hwm_rss_bytes() -> int:
     return value if sys.platform == "darwin" else value * 1024  # Linux reports KiB
 
 
-def run_memory(args: WorkerArgs) -> dict[str, Any]:
+def run_memory(args: WorkerArgs) -> MemoryResult:
     import psutil
 
     feeds = load_feeds(args)
@@ -231,14 +270,14 @@ def run_memory(args: WorkerArgs) -> dict[str, Any]:
     finally:
         peak = sampler.stop()
     details = runner.details()
-    return {
-        "rss_before_load_mb": rss_before / 2**20,
-        "rss_after_load_mb": rss_after_load / 2**20,
-        "peak_rss_mb": max(peak, _hwm_rss_bytes()) / 2**20,
-        "peak_rss_sampled_mb": peak / 2**20,
-        "memory_runs": max(1, args.memory_runs),
-        "runtime_details": _jsonable(details),
-    }
+    return MemoryResult(
+        rss_before_load_mb=rss_before / 2**20,
+        rss_after_load_mb=rss_after_load / 2**20,
+        peak_rss_mb=max(peak, _hwm_rss_bytes()) / 2**20,
+        peak_rss_sampled_mb=peak / 2**20,
+        memory_runs=max(1, args.memory_runs),
+        runtime_details=_jsonable(details),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,8 +289,8 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
-def measure(args: WorkerArgs) -> dict[str, Any]:
-    """Run the requested mode; failures come back as ``{"error": ...}`` rather than a traceback."""
+def measure(args: WorkerArgs) -> WorkerOutput:
+    """Run the requested mode; failures come back as a ``WorkerError`` rather than a traceback."""
     from .extra_runners import register_extra_runners
     from .runners import RunnerUnavailable
 
@@ -264,13 +303,13 @@ def measure(args: WorkerArgs) -> dict[str, Any]:
         raise WorkerFailure(f"unknown mode {args.mode!r}")
     except MemoryError as exc:
         limit = f" (memory limit {args.memory_limit_mb} MB)" if args.memory_limit_mb else ""
-        return {"error": f"out of memory{limit}: {_one_line(exc)}", "error_kind": "oom"}
+        return WorkerError(f"out of memory{limit}: {_one_line(exc)}", "oom")
     except RunnerUnavailable as exc:
-        return {"error": str(exc), "error_kind": "unavailable"}
+        return WorkerError(str(exc), "unavailable")
     except WorkerFailure as exc:
-        return {"error": str(exc), "error_kind": "failed"}
+        return WorkerError(str(exc), "failed")
     except Exception as exc:  # the runtime's own exception types vary; report, do not crash
-        return {"error": _one_line(exc), "error_kind": "failed"}
+        return WorkerError(_one_line(exc), "failed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,17 +317,18 @@ def main(argv: list[str] | None = None) -> int:
     result_fd = os.dup(1)
     os.dup2(2, 1)  # runtimes that print (absl, XNNPACK) must not corrupt the JSON on stdout
     sys.stdout = sys.stderr
+    mode = "unknown"
     try:
         args = WorkerArgs.from_json(argv[0] if argv else sys.stdin.read())
     except (ValueError, TypeError) as exc:
-        result = {"error": f"bad worker arguments: {_one_line(exc)}", "error_kind": "failed"}
+        result: WorkerOutput = WorkerError(f"bad worker arguments: {_one_line(exc)}", "failed")
     else:
+        mode = args.mode
         apply_limits(args)
         result = measure(args)
-        result["mode"] = args.mode
     with os.fdopen(result_fd, "w") as out:
-        out.write(json.dumps(result) + "\n")
-    return EXIT_ERROR if "error" in result else 0
+        out.write(encode_output(mode, result) + "\n")
+    return EXIT_ERROR if isinstance(result, WorkerError) else 0
 
 
 if __name__ == "__main__":

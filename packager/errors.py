@@ -12,3 +12,7 @@ class MissingExtraError(EdgepackError):
         super().__init__(
             f"this command needs the packing extra ({module} is not installed): pip install 'edgepack[pack]'"
         )
+
+
+class RecipeError(EdgepackError):
+    """A recipe that does not validate; the message starts with the key path."""

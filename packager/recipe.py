@@ -13,14 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from .errors import EdgepackError
+from .errors import EdgepackError, RecipeError
 
 RECIPE_SCHEMA_VERSION = 1
 SUPPORTED_TASK = "sequence-classification"
-
-
-class RecipeError(EdgepackError):
-    """A recipe that does not validate; the message starts with the key path."""
 
 
 @dataclass
@@ -493,7 +489,7 @@ def load_recipe(path: Path | str | None, overrides: list[tuple[str, Any]] | None
     validation; with ``path=None`` they are the whole recipe."""
     import yaml
 
-    from .recipe_flags import apply_overrides
+    from .recipe_flags import apply_overrides  # recipe_flags needs only errors: no cycle
 
     if path is None:
         raw = apply_overrides({}, overrides or [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .recipe import RecipeError
+from .errors import RecipeError
 
 #: flags of `pack` that only mean something without a recipe, with the recipe key that replaces them
 NOT_FOR_RECIPES = {

@@ -76,6 +76,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from .tflite_schema import builtin_names, opcode_names, tensor_type_names
+
 REPORT_SCHEMA_VERSION = 1
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TFLITE_TABLE = DATA_DIR / "tflite_op_versions.json"
@@ -185,32 +187,6 @@ def tflite_ops(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             entry["required_because"] = why
         ops.append(entry)
     return ops, facts
-
-
-@lru_cache(maxsize=None)
-def builtin_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-
-@lru_cache(maxsize=None)
-def tensor_type_names() -> dict[int, str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-
-
-def opcode_names(model) -> list[str]:
-    """The op name of each entry of a (packed) model's operator-code table; ``CUSTOM:<code>`` for custom ops."""
-    names = builtin_names()
-    out = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        name = names.get(builtin, f"BUILTIN_{builtin}")
-        out.append(f"CUSTOM:{(code.CustomCode() or b'').decode()}" if name == "CUSTOM" else name)
-    return out
 
 
 def _type_implied_version(name: str, op, graph) -> tuple[int, str]:

@@ -254,7 +254,7 @@ def float_ops(path: Path) -> list[str]:
     """Op types that still compute in float32 (no integer kernel in the recipe)."""
     from ai_edge_litert import schema_py_generated as schema
 
-    from .compat import builtin_names
+    from .tflite_schema import builtin_names
 
     names = builtin_names()
     model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .compat import opcode_names, tensor_type_names
+from .tflite_schema import opcode_names, tensor_type_names
 
 KERNEL_TABLE = Path(__file__).resolve().parent / "data" / "tflite_kernel_signatures.json"
 #: ops whose options point at other subgraphs: a one-operator cut cannot keep them

@@ -138,13 +138,15 @@ def test_unsafe_archive_members(agent, extra, reason):
 def test_size_limit_and_framing(agent):
     _assert_rejected(agent, b"x" * (2 << 20), 413, "over this agent's limit of 1 MB",
                      headers={"Content-Length": str(2 << 20)}, send_body=False)
-    _assert_rejected(agent, b"", 411, "Content-Length", headers={"Transfer-Encoding": "chunked"}, send_body=False)
+    _assert_rejected(agent, None, 411, "Content-Length", headers={"Transfer-Encoding": "chunked"})
+    _assert_rejected(agent, b"", 400, "both Transfer-Encoding and Content-Length",
+                     headers={"Transfer-Encoding": "chunked"}, send_body=False)
 
 
 def test_corrupt_archives_and_bad_bundles(agent):
     good = _tar(_bundle_files())
     _assert_rejected(agent, good[: len(good) // 2], 400, "corrupt or truncated archive")
-    _assert_rejected(agent, b"definitely not a tarball" * 10, 400, "corrupt or truncated archive")
+    _assert_rejected(agent, b"definitely not a tarball" * 10, 415, "not gzip-compressed")
     _assert_rejected(agent, _tar(_bundle_files(corrupt=True)), 400, "sha256 mismatch")
     _assert_rejected(agent, _tar(_bundle_files(schema_version=99)), 400, "bad manifest: manifest: schema_version 99")
     _assert_rejected(agent, _tar({"samples.npz": b"x"}), 400, "no manifest.json")

@@ -15,6 +15,7 @@ from device_bench.bench import BenchError, bench_bundle
 from device_bench.host_cli import bench as bench_cmd
 from device_bench.manifest import Manifest, TargetEntry
 from device_bench.report import BenchReport, render_table
+from device_bench.worker import MemoryResult, WorkerError, decode_output
 from test_device_bench_fixture import HIDDEN, tiny_bundle_dir
 
 FAST = dict(runs=12, min_seconds=0.0, warmup=2)
@@ -104,10 +105,11 @@ def test_worker_prints_exactly_one_json_object(bundle):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.strip().splitlines()
-    data = json.loads(line)
-    assert data["mode"] == "memory" and data["peak_rss_mb"] >= data["rss_after_load_mb"] > data["rss_before_load_mb"]
+    result = decode_output(line, "memory")  # a typed record, not a dict
+    assert isinstance(result, MemoryResult) and result.peak_rss_mb >= result.rss_after_load_mb > result.rss_before_load_mb
     bad = subprocess.run([sys.executable, "-m", "device_bench.worker", "{not json"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0 and "bad worker arguments" in json.loads(bad.stdout)["error"]
+    error = decode_output(bad.stdout, "memory")
+    assert bad.returncode != 0 and isinstance(error, WorkerError) and "bad worker arguments" in error.error
 
 
 def test_cli_json_and_errors(bundle, tmp_path):
