@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def launch_line(launcher: str, nproc: int, recipe: Path, out: Path) -> list[str]:
+def launch_line(launcher: str, nproc: int, recipe: Path, out: Path, sets: list[str]) -> list[str]:
     pack = [str(BIN / "edgepack"), "pack", "--recipe", str(recipe), "-o", str(out), "--force"]
+    pack += [arg for value in sets for arg in ("--set", value)]
     if launcher == "single":
         return pack
     if launcher == "torchrun":
@@ -41,6 +42,8 @@ def main() -> int:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--launchers", default="torchrun,accelerate")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "distributed-bench")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to every `edgepack pack` (e.g. a shorter run: --set stages.0.finetune.epochs=1)")
     args = parser.parse_args()
 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
@@ -48,7 +51,7 @@ def main() -> int:
     for launcher in ["single", *[l.strip() for l in args.launchers.split(",") if l.strip()]]:
         out = args.out / launcher
         shutil.rmtree(out, ignore_errors=True)
-        cmd = launch_line(launcher, args.nproc, args.recipe, out)
+        cmd = launch_line(launcher, args.nproc, args.recipe, out, args.sets)
         print("$", " ".join(cmd), flush=True)
         started = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
