@@ -1,6 +1,14 @@
-"""CLINC150 case study: fine-tuned MiniLM-L6 teacher → distilled student → pruned → trimmed → int8 targets.
+"""CLINC150 case study: fine-tuned teacher → distilled student → pruned → trimmed → int8 targets.
 
-    python benchmarks/clinc150.py --data ../shared/data/clinc150/data_oos_plus.json
+    python benchmarks/clinc150.py --data ../shared/data/clinc150/data_oos_plus.json                  # MiniLM chain
+    python benchmarks/fetch_mpnet_teacher.py && \
+    python benchmarks/clinc150.py --data ../shared/data/clinc150/data_oos_plus.json --setting mpnet   # the book's
+
+``--setting mpnet`` is the book's setting: the fine-tuned MPNet-base teacher, the
+pretrained MiniLM-L6 fine-tuned alone, MiniLM-L6 distilled from the teacher (its own
+tokenizer; teacher-labelled augmented copies of the training texts; optuna search
+with pruning) → int8 per target, then structured pruning and vocabulary trimming →
+int8 per target, so the table shows whether pruning/trimming pay.
 
 151 intents (``oos`` is a class): train = train + oos_train, validation = val +
 oos_val, test = test + oos_test (5500). Every model is packed as a bundle and
@@ -122,22 +130,210 @@ def pack(name: str, key: dict[str, Any], model, tokenizer, labels, data, targets
     return bundle, result.manifest
 
 
+@dataclass
+class Stage:
+    """One model of a chain: packed as fp32 (and with the final targets when ``finals``), benched, tabled."""
+
+    name: str
+    description: str
+    model: Any
+    tokenizer: Any
+    key: dict[str, Any]
+    finals: bool = False
+
+
+def subsample(data, max_train: int | None, max_eval: int | None):
+    """A seeded sample of each split (a smoke run); None keeps the split whole."""
+    import random
+
+    from packager.labelled_data import LabelledSplit
+
+    def take(split, n):
+        if n is None or n >= len(split):
+            return split
+        idx = sorted(random.Random(42).sample(range(len(split)), n))
+        return LabelledSplit([split.texts[i] for i in idx], [split.labels[i] for i in idx])
+
+    data.train = take(data.train, max_train)
+    data.validation = take(data.validation, max_eval)
+    data.test = take(data.test, max_eval)
+    return data
+
+
+def minilm_teacher(args, data, cache: Path, work: Path, seq_len: int):
+    """The built-in MiniLM-L6 fine-tuned on the labels: the MiniLM chain's teacher, the MPNet chain's student alone."""
+    from packager.compress.common import seed_all
+    from packager.compress.finetune import finetune
+    from packager.models import load_model
+    from packager.recipe import FinetuneSpec
+
+    def build():
+        seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
+        loaded = load_model(None, "sequence-classification", labels=data.labels)
+        spec = FinetuneSpec(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32)
+        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len, work_dir=work / "teacher")
+        return model, loaded.tokenizer, details
+
+    key = {"epochs": args.teacher_epochs, "lr": args.teacher_lr, "seq_len": seq_len, "intents": args.intents,
+           **smoke_key(args)}
+    model, tokenizer, details = cached(cache, "teacher", key, build)
+    return model, tokenizer, details, key
+
+
+def smoke_key(args) -> dict[str, Any]:
+    return {k: v for k, v in (("max_train", args.max_train), ("max_eval", args.max_eval)) if v is not None}
+
+
+def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, tokenizer, student_key,
+                   stage_details: dict[str, Any]) -> list[Stage]:
+    """Structured pruning (+ recovery distilled from the unpruned student), then vocabulary trimming."""
+    from transformers import AutoModelForSequenceClassification
+
+    from packager.compress.prune import prune
+    from packager.compress.trim_vocab import trim_vocab
+    from packager.recipe import PruneSpec, RecoverySpec, TrimVocabSpec
+
+    def build_pruned():
+        spec = PruneSpec(method="structured", heads=args.prune_heads, ffn=args.prune_ffn, batch_size=32,
+                         importance_batches=64, recovery=RecoverySpec(epochs=args.recovery_epochs, lr=1e-4,
+                                                                        temperature=args.temperature, alpha=args.alpha))
+        model, details = prune(student, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "pruned")
+        return model, tokenizer, details
+
+    pruned_key = {"student": student_key, "heads": args.prune_heads, "ffn": args.prune_ffn,
+                  "recovery_epochs": args.recovery_epochs}
+    prefix = "mpnet-" if args.setting == "mpnet" else ""
+    pruned_name = f"{prefix}pruned-h{args.prune_heads:g}-f{args.prune_ffn:g}-r{args.recovery_epochs:g}"
+    pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
+    trim_splits = args.trim_splits
+    trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
+    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
+        pruned, tokenizer, trim_texts, TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars,
+                                                     keep_top=args.trim_keep_top))
+    # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
+    pruned = AutoModelForSequenceClassification.from_pretrained(cache / pruned_name, attn_implementation="eager").eval()
+    trim_key = {"pruned": pruned_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top}
+    if trim_splits != ["train"]:
+        trim_key["splits"] = trim_splits
+    return [Stage("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})",
+                  pruned, tokenizer, pruned_key),
+            Stage("trimmed", f"+ vocabulary trimmed to the {'+'.join(trim_splits)} tokens"
+                  + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""), trimmed, trimmed_tok,
+                  trim_key, finals=True)]
+
+
+def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
+    """Fine-tuned MiniLM-L6 teacher → student cut from its layers → pruned → trimmed → int8."""
+    from packager.compress.distill import distill
+    from packager.recipe import AugmentSpec, DistillSpec, StudentSpec
+
+    teacher, tokenizer, stage_details["teacher"], teacher_key = minilm_teacher(args, data, cache, work, seq_len)
+    layers = [int(x) for x in args.student_layers.split(",")]
+
+    def build_student():
+        spec = DistillSpec(student=StudentSpec(layers=layers), temperature=args.temperature, alpha=args.alpha,
+                           epochs=args.student_epochs, lr=args.student_lr, batch_size=32, student_alone=False,
+                           augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None)
+        return distill(teacher, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "student")
+
+    student_key = {"teacher": teacher_key, "layers": layers, "T": args.temperature, "alpha": args.alpha,
+                   "epochs": args.student_epochs, "lr": args.student_lr}
+    if args.augment_copies:  # (absent otherwise: students cached before augmentation existed stay valid)
+        student_key["augment"] = args.augment_copies
+    student, _, stage_details["student"] = cached(cache, "student", student_key, build_student)
+    return [Stage("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer, teacher_key),
+            Stage("student", f"distilled student (teacher layers {layers})", student, tokenizer, student_key),
+            *prune_and_trim(args, data, cache, work, seq_len, student, tokenizer, student_key, stage_details)]
+
+
+def mpnet_dir(args) -> Path | None:
+    if args.teacher_dir is not None:
+        return args.teacher_dir
+    done = ROOT / "benchmarks" / ".cache" / "mpnet" / "edgepack-fetch.json"
+    return Path(json.loads(done.read_text())["model_dir"]) if done.is_file() else None
+
+
+def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
+    """The book's setting: fine-tuned MPNet-base teacher → MiniLM-L6 alone → MiniLM-L6 distilled (own tokenizer,
+    augmented transfer set, optuna search) → int8 → pruned → trimmed → int8."""
+    from packager.compress.common import seed_all
+    from packager.compress.distill import distill
+    from packager.compress.finetune import finetune
+    from packager.models import load_model
+    from packager.recipe import AugmentSpec, DistillSpec, FinetuneSpec, SearchSpec, StudentSpec
+
+    folder = mpnet_dir(args)
+
+    def build_teacher():
+        seed_all(42)
+        loaded = load_model(str(folder), "sequence-classification", labels=data.labels)
+        spec = FinetuneSpec(epochs=args.mpnet_epochs, lr=args.mpnet_lr, batch_size=32)
+        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len,
+                                  work_dir=work / "mpnet-teacher")
+        return model, loaded.tokenizer, details
+
+    teacher_key = {"model": "all-mpnet-base-v2", "epochs": args.mpnet_epochs, "lr": args.mpnet_lr, "seq_len": seq_len,
+                   "intents": args.intents, **smoke_key(args)}
+    teacher, teacher_tok, stage_details["teacher"] = cached(cache, "mpnet-teacher", teacher_key, build_teacher)
+    alone, alone_tok, stage_details["student alone"], alone_key = minilm_teacher(args, data, cache, work, seq_len)
+
+    search = None
+    if args.search_trials:
+        search = SearchSpec(trials=args.search_trials, alpha=[0.0, 1.0], temperature=[1.0, 10.0],
+                            epochs=[int(x) for x in args.search_epochs.split(",")],
+                            lr=[float(x) for x in args.search_lr.split(",")])
+    spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
+                       epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
+                       augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None,
+                       student_alone=False)
+
+    def build_student():
+        return distill(teacher, teacher_tok, data, spec, seq_len=seq_len, work_dir=work / "mpnet-student")
+
+    student_key = {"teacher": teacher_key, "student": "builtin MiniLM-L6", "T": args.temperature,
+                   "alpha": args.alpha, "epochs": args.student_epochs, "lr": args.student_lr,
+                   "augment": args.augment_copies, "search": search and asdict(search)}
+    student, student_tok, stage_details["student"] = cached(cache, "mpnet-student", student_key, build_student)
+    return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
+            Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),
+            Stage("student", "MiniLM-L6 distilled from the MPNet teacher", student, student_tok, student_key,
+                  finals=True),
+            *prune_and_trim(args, data, cache, work, seq_len, student, student_tok, student_key, stage_details)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="data_oos_plus.json of CLINC150 (required unless --replot)")
+    ap.add_argument("--setting", choices=("minilm", "mpnet"), default="minilm",
+                    help="minilm: MiniLM-L6 teacher, student cut from its layers; mpnet: the book's setting, a "
+                         "fine-tuned MPNet-base teacher distilled into the pretrained MiniLM-L6 (its own tokenizer)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache" / "clinc150")
     ap.add_argument("--intents", type=int, default=None, help="keep only N intents (+ oos): a quick slice")
+    ap.add_argument("--max-train", type=int, default=None, help="smoke run: a seeded sample of N training rows")
+    ap.add_argument("--max-eval", type=int, default=None, help="smoke run: N validation and N test rows")
     ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1, help="threads of every timed runtime (batch-1 latency)")
     ap.add_argument("--train-threads", type=int, default=1, help="torch threads for training and evaluation")
-    ap.add_argument("--teacher-epochs", type=float, default=2.0)
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="training precision (auto: bf16 autocast where the CPU/GPU has bf16)")
+    ap.add_argument("--teacher-epochs", type=float, default=2.0, help="MiniLM fine-tuning epochs (teacher / alone)")
     ap.add_argument("--teacher-lr", type=float, default=1.5e-4)
+    ap.add_argument("--teacher-dir", type=Path, default=None,
+                    help="mpnet: the all-mpnet-base-v2 folder (default: where fetch_mpnet_teacher.py put it)")
+    ap.add_argument("--mpnet-epochs", type=float, default=3.0)
+    ap.add_argument("--mpnet-lr", type=float, default=5e-5)
     ap.add_argument("--student-layers", default="0,2,4")
     ap.add_argument("--student-epochs", type=float, default=2.0)
     ap.add_argument("--student-lr", type=float, default=2e-4)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.3)
+    ap.add_argument("--augment-copies", type=int, default=None,
+                    help="teacher-labelled variants per training text in the distillation (default: 4 for mpnet, "
+                         "0 for minilm)")
+    ap.add_argument("--search-trials", type=int, default=12, help="mpnet: optuna trials of the distillation (0: off)")
+    ap.add_argument("--search-epochs", default="2,6", help="mpnet: epoch range of the search (on the 5x augmented set)")
+    ap.add_argument("--search-lr", default="5e-5,5e-4", help="mpnet: learning-rate range of the search")
     ap.add_argument("--prune-heads", type=float, default=0.25)
     ap.add_argument("--prune-ffn", type=float, default=0.5)
     ap.add_argument("--recovery-epochs", type=float, default=1.0)
@@ -149,10 +345,14 @@ def main() -> int:
     ap.add_argument("--trim-splits", default="train,validation",
                     help="splits whose tokens trim_vocab keeps (never test)")
     ap.add_argument("--runs", type=int, default=300, help="timed runs per artifact")
-    ap.add_argument("--name", default="clinc150", help="basename of the .md/.png/.json written to --out")
+    ap.add_argument("--name", default=None, help="basename of the .md/.png/.json written to --out "
+                                                 "(default: clinc150, or clinc150-mpnet for --setting mpnet)")
     ap.add_argument("--replot", action="store_true",
                     help="only redraw <out>/<name>.png from the <name>.json an earlier run wrote")
     args = ap.parse_args()
+    args.name = args.name or ("clinc150-mpnet" if args.setting == "mpnet" else "clinc150")
+    if args.augment_copies is None:
+        args.augment_copies = 4 if args.setting == "mpnet" else 0
     if args.replot:
         saved = args.out / f"{args.name}.json"
         if not saved.is_file():
@@ -163,115 +363,67 @@ def main() -> int:
     if args.data is None or not args.data.is_file():
         print(f"clinc150: --data {args.data}: no such file", file=sys.stderr)
         return 2
+    args.trim_splits = [s.strip() for s in args.trim_splits.split(",") if s.strip()]
+    if "test" in args.trim_splits or not set(args.trim_splits) <= {"train", "validation"}:
+        print("clinc150: --trim-splits takes train and/or validation", file=sys.stderr)
+        return 2
+    if args.setting == "mpnet" and (mpnet_dir(args) is None or not (mpnet_dir(args) / "config.json").is_file()):
+        print("clinc150: --setting mpnet: no MPNet teacher folder (run benchmarks/fetch_mpnet_teacher.py or give "
+              "--teacher-dir)", file=sys.stderr)
+        return 2
 
     import torch
 
-    from packager.compress.common import seed_all, set_threads
-    from packager.compress.distill import distill
+    from packager.compress.common import TRAIN_PRECISION, resolve_precision, set_threads
     from packager.compress.evaluate import accuracy, count_params
-    from packager.compress.finetune import finetune
-    from packager.compress.prune import prune
-    from packager.compress.trim_vocab import trim_vocab
-    from packager.models import load_model
-    from packager.recipe import DistillSpec, FinetuneSpec, PruneSpec, RecoverySpec, StudentSpec, TrimVocabSpec
     from packager.recipe_run import calibration_texts
 
     set_threads(args.train_threads)
+    TRAIN_PRECISION.set(args.precision)
     started = time.perf_counter()
-    data = load_clinc(args.data, args.intents)
-    log(f"data: {data.summary()}; torch threads {torch.get_num_threads()}")
+    data = subsample(load_clinc(args.data, args.intents), args.max_train, args.max_eval)
+    precision, device = resolve_precision()
+    log(f"data: {data.summary()}; torch threads {torch.get_num_threads()}; training {precision} on {device}")
     cache = args.cache if args.intents is None else args.cache.with_name(args.cache.name + f"-{args.intents}")
+    if args.max_train is not None or args.max_eval is not None:
+        cache = cache.with_name(cache.name + f"-smoke{args.max_train}-{args.max_eval}")
     work = cache / "work"
     seq_len = args.seq_len
-    layers = [int(x) for x in args.student_layers.split(",")]
     stage_details: dict[str, Any] = {}
+    chain = mpnet_chain if args.setting == "mpnet" else minilm_chain
+    stages = chain(args, data, cache, work, seq_len, stage_details)
 
-    def build_teacher():
-        seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
-        loaded = load_model(None, "sequence-classification", labels=data.labels)
-        spec = FinetuneSpec(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32)
-        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len, work_dir=work / "teacher")
-        return model, loaded.tokenizer, details
-
-    teacher_key = {"epochs": args.teacher_epochs, "lr": args.teacher_lr, "seq_len": seq_len, "intents": args.intents}
-    teacher, tokenizer, stage_details["teacher"] = cached(cache, "teacher", teacher_key, build_teacher)
-
-    def build_student():
-        spec = DistillSpec(student=StudentSpec(layers=layers), temperature=args.temperature, alpha=args.alpha,
-                           epochs=args.student_epochs, lr=args.student_lr, batch_size=32)
-        model, details = distill(teacher, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "student")
-        return model, tokenizer, details
-
-    student_key = {"teacher": teacher_key, "layers": layers, "T": args.temperature, "alpha": args.alpha,
-                   "epochs": args.student_epochs, "lr": args.student_lr}
-    student, _, stage_details["student"] = cached(cache, "student", student_key, build_student)
-
-    def build_pruned():
-        spec = PruneSpec(method="structured", heads=args.prune_heads, ffn=args.prune_ffn, batch_size=32,
-                         importance_batches=64, recovery=RecoverySpec(epochs=args.recovery_epochs, lr=1e-4,
-                                                                        temperature=args.temperature, alpha=args.alpha))
-        model, details = prune(student, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "pruned")
-        return model, tokenizer, details
-
-    pruned_key = {"student": student_key, "heads": args.prune_heads, "ffn": args.prune_ffn,
-                  "recovery_epochs": args.recovery_epochs}
-    pruned_name = f"pruned-h{args.prune_heads:g}-f{args.prune_ffn:g}-r{args.recovery_epochs:g}"
-    pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
-
-    trim_splits = [s.strip() for s in args.trim_splits.split(",") if s.strip()]
-    if "test" in trim_splits or not set(trim_splits) <= {"train", "validation"}:
-        print("clinc150: --trim-splits takes train and/or validation", file=sys.stderr)
-        return 2
-    trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
-    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
-        pruned, tokenizer, trim_texts, TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars,
-                                                     keep_top=args.trim_keep_top))
-    # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
-    from transformers import AutoModelForSequenceClassification
-
-    pruned = AutoModelForSequenceClassification.from_pretrained(cache / pruned_name, attn_implementation="eager").eval()
-
-    models = [("teacher", "fine-tuned MiniLM-L6 teacher", teacher, tokenizer),
-              ("student", f"distilled student (teacher layers {layers})", student, tokenizer),
-              ("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})", pruned, tokenizer),
-              ("trimmed", f"+ vocabulary trimmed to the {'+'.join(trim_splits)} tokens"
-               + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""), trimmed, trimmed_tok)]
     fp32_acc = {}
-    for name, _, model, tok in models:
-        fp32_acc[name] = accuracy(model, tok, data.test, seq_len)
-        log(f"{name}: fp32 PyTorch test accuracy {fp32_acc[name]:.4f}, {count_params(model) / 1e6:.2f}M params")
+    for st in stages:
+        fp32_acc[st.name] = accuracy(st.model, st.tokenizer, data.test, seq_len)
+        log(f"{st.name}: fp32 PyTorch test accuracy {fp32_acc[st.name]:.4f}, {count_params(st.model) / 1e6:.2f}M params")
 
     from targets import TARGETS
 
     finals = [t for t in FINAL_TARGETS if t in TARGETS]
     calib = calibration_texts(data, 200, 42)
     bundles_dir = cache / "bundles"
-    trim_key = {"pruned": pruned_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top}
-    if trim_splits != ["train"]:
-        trim_key["splits"] = trim_splits
-    keys = {"teacher": teacher_key, "student": student_key, "pruned": pruned_key, "trimmed": trim_key}
     bundles = []
-    for name, _, model, tok in models:
-        targets = [FP32_TARGET] + (finals if name == "trimmed" else [])
-        bundles.append((name, *pack(name, keys[name], model, tok, data.labels, data, targets, bundles_dir, seq_len,
-                                          calib)))
+    for st in stages:
+        targets = [FP32_TARGET] + (finals if st.finals else [])
+        bundles.append((st, *pack(st.name.replace(" ", "-"), st.key, st.model, st.tokenizer, data.labels, data,
+                                  targets, bundles_dir, seq_len, calib)))
 
     from device_bench.bench import bench_bundle
 
     rows: list[Row] = []
-    descriptions = {name: desc for name, desc, _, _ in models}
-    params = {name: count_params(model) for name, _, model, _ in models}
-    for name, bundle, manifest in bundles:
-        log(f"bench {name}")
-        report = bench_bundle(bundle, threads=[args.threads], runs=args.runs, min_seconds=2.0, warmup=20)
+    for st, bundle, manifest in bundles:
+        log(f"bench {st.name}")
+        report = bench_bundle(bundle, threads=[args.threads], runs=args.runs, min_seconds=2.0 if args.runs >= 100 else 0.0,
+                              warmup=min(20, args.runs))
         timing = {r.target: r for r in report.results}
         for entry in manifest.targets:
             res = timing.get(entry.name)
-            row = Row(name=descriptions[name] if entry.name == FP32_TARGET else f"final: {entry.name}",
-                      stage=name, target=entry.name, precision=entry.precision or "-",
+            row = Row(name=st.description if entry.name == FP32_TARGET else f"final ({st.name}): {entry.name}",
+                      stage=st.name, target=entry.name, precision=entry.precision or "-",
                       test_accuracy=entry.parity.accuracy if entry.parity else None,
-                      size_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None, params=params[name],
-                      status=entry.status, note=entry.error or "")
+                      size_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None,
+                      params=count_params(st.model), status=entry.status, note=entry.error or "")
             if res is not None and res.latency_ms is not None:
                 row.latency_p50_ms, row.latency_std_ms = res.latency_ms.p50, res.latency_ms.std
                 row.peak_rss_mb = res.peak_rss_mb
@@ -283,8 +435,10 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
     raw = {"rows": [asdict(r) for r in rows], "fp32_pytorch_accuracy": fp32_acc, "stages": stage_details,
-           "fingerprint": fp, "command": command, "seconds": round(elapsed), "args": vars(args) | {
-               "data": str(args.data), "out": str(args.out), "cache": str(args.cache)},
+           "fingerprint": fp, "command": command, "seconds": round(elapsed), "setting": args.setting,
+           "training": {"precision": precision, "device": device},
+           "args": vars(args) | {"data": str(args.data), "out": str(args.out), "cache": str(args.cache),
+                                 "teacher_dir": str(args.teacher_dir) if args.teacher_dir else None},
            "data": data.summary(), "protocol": report.protocol}
     (args.out / f"{args.name}.json").write_text(json.dumps(raw, indent=2, default=str))
     write_markdown(args.out / f"{args.name}.md", rows, raw)
@@ -300,8 +454,10 @@ def _fmt(x: float | None, spec: str) -> str:
 
 def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
     teacher = next(r for r in rows if r.stage == "teacher")
+    title = ("MPNet-base teacher distilled into MiniLM-L6 (its own tokenizer), pruning, vocabulary trimming and int8"
+             if raw.get("setting") == "mpnet" else "distillation, pruning, vocabulary trimming and int8 on MiniLM-L6")
     lines = [
-        "# CLINC150: distillation, pruning, vocabulary trimming and int8 on MiniLM-L6",
+        f"# CLINC150: {title}",
         "",
         f"Test split: {raw['data']['test']} utterances, {raw['data']['classes']} classes (150 intents + `oos`). "
         f"Batch 1, seq_len {raw['args']['seq_len']}, {raw['args']['threads']} thread(s), every row timed in one run "
@@ -321,6 +477,16 @@ def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
                      f"{_fmt(faster, '.1f')} | {_fmt(r.peak_rss_mb, '.0f')} |")
     lines += ["", "fp32 PyTorch (eager) test accuracy per stage: " + ", ".join(
         f"{k} {v * 100:.2f}%" for k, v in raw["fp32_pytorch_accuracy"].items()), ""]
+    search = (raw["stages"].get("student") or {}).get("search")
+    if isinstance(search, dict) and search.get("tried"):
+        lines += [f"## Distillation search: {search['trials']} trials, pruner {search['pruner']} "
+                  f"({search['pruned']} stopped early)", "",
+                  "| trial | α | T | epochs | lr | epochs run | val acc % | state |", "|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for t in search["tried"]:
+            lines.append(f"| {t['trial']} | {_fmt(t.get('alpha'), '.3f')} | {_fmt(t.get('temperature'), '.2f')} | "
+                         f"{t.get('epochs', '-')} | {_fmt(t.get('lr'), '.2e')} | {t.get('epochs_run') or '-'} | "
+                         f"{_fmt(t.get('val_accuracy') and t['val_accuracy'] * 100, '.2f')} | {t['state']} |")
+        lines.append("")
     lines += ["## Stages", "", "```json", json.dumps(raw["stages"], indent=1, default=str)[:6000], "```", ""]
     fp = raw["fingerprint"]
     lines += ["## Machine", "", "```json", json.dumps(fp, indent=1, default=str)[:3000], "```", "",

@@ -5,7 +5,7 @@ package-data folder holding the built-in sample texts.)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import EdgepackError
@@ -33,12 +33,46 @@ class LabelledData:
     labels: list[str]  # label names in id order
     validation: LabelledSplit | None = None
     test: LabelledSplit | None = None
+    #: texts without labels (``data.unlabeled``): a distill stage has the teacher label them
+    unlabeled: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> LabelledSplit | None:
         return getattr(self, name)
 
     def summary(self) -> dict[str, int]:
-        return {name: len(s) for name in SPLITS if (s := self.split(name)) is not None} | {"classes": len(self.labels)}
+        counts = {name: len(s) for name in SPLITS if (s := self.split(name)) is not None}
+        return counts | ({"unlabeled": len(self.unlabeled)} if self.unlabeled else {}) | {"classes": len(self.labels)}
+
+
+def read_texts(path: Path, column: str, where: str = "data.unlabeled") -> list[str]:
+    """Unlabeled texts: a .txt file holds one text a line (blank lines skipped), other files a text column."""
+    import datasets
+
+    if not path.is_file():
+        raise EdgepackError(f"recipe {where}: {path}: no such file")
+    if path.suffix.lower() == ".txt":
+        try:
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({type(exc).__name__})") from None
+    else:
+        builder = BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise EdgepackError(f"recipe {where}: {path.name}: unsupported file type (use .txt, {', '.join(BUILDERS)})")
+        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        datasets.disable_progress_bars()
+        try:
+            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except Exception as exc:  # datasets raises many types for malformed files
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({first})") from None
+        if column not in ds.column_names:
+            raise EdgepackError(f"recipe {where}: {path.name} has no column {column!r} (has {', '.join(ds.column_names)}; "
+                                "set data.unlabeled_column)")
+        texts = [t.strip() for t in ds[column] if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise EdgepackError(f"recipe {where}: {path.name} has no texts")
+    return texts
 
 
 def read_split(path: Path, text_column: str, label_column: str, where: str) -> tuple[list[str], list]:

@@ -17,6 +17,7 @@ from .errors import EdgepackError, RecipeError
 
 RECIPE_SCHEMA_VERSION = 1
 SUPPORTED_TASK = "sequence-classification"
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -30,6 +31,11 @@ class DataSpec:
     label_column: str = "label"
     #: label names in id order; default: sorted distinct labels of the train split
     labels: list[str] | None = None
+    #: texts without labels that the teacher labels for a distill stage: a .txt file (one text a line) or a
+    #: CSV / JSON / JSONL / parquet file read through `datasets`
+    unlabeled: str | None = None
+    #: the column holding the unlabeled texts (default: text_column); not used for a .txt file
+    unlabeled_column: str | None = None
 
 
 @dataclass
@@ -52,19 +58,42 @@ class StudentSpec:
     model: str | None = None
 
 
+SEARCH_PRUNERS = ("median", "none")
+
+
 @dataclass
 class SearchSpec:
-    """Hyper-parameter search over alpha, temperature and epochs (needs optuna)."""
+    """Hyper-parameter search over alpha, temperature, epochs (and lr when given) on validation (needs optuna)."""
 
     trials: int = 8
     alpha: list[float] = field(default_factory=lambda: [0.0, 1.0])
     temperature: list[float] = field(default_factory=lambda: [1.0, 10.0])
     epochs: list[int] = field(default_factory=lambda: [1, 5])
+    #: learning-rate range, searched on a log scale; null keeps distill.lr
+    lr: list[float] | None = field(default_factory=lambda: [2.0e-5, 5.0e-4])
+    #: "median": stop a trial after an epoch whose validation accuracy is below the median of earlier trials at
+    #: that epoch (optuna MedianPruner, after 2 complete trials); "none": run every trial to the end
+    pruner: str = "median"
     #: an optuna storage URL (``sqlite:///search.db``, ``postgresql://…``) shared by several workers; with it
     #: ``trials`` is the study's total of completed trials and a worker started later resumes the study
     storage: str | None = None
     #: the study's name in ``storage`` (the same name on every worker)
     study: str | None = None
+
+
+@dataclass
+class AugmentSpec:
+    """Teacher-labelled variants of the training texts: each copy drops, swaps and replaces some words.
+
+    Replacement words are drawn from the training texts' own vocabulary; the recipe seed makes it repeatable."""
+
+    copies: int = 4
+    #: probability that a word is dropped
+    word_dropout: float = 0.1
+    #: probability that a word swaps places with its right-hand neighbour
+    swap: float = 0.1
+    #: probability that a word is replaced by a word of the training data
+    replace: float = 0.1
 
 
 @dataclass
@@ -82,6 +111,10 @@ class DistillSpec:
     #: weight of the MSE between student and teacher attention maps (same head count only)
     attention_weight: float = 0.0
     search: SearchSpec | None = None
+    #: teacher-labelled variants of the training texts added to the transfer set
+    augment: AugmentSpec | None = None
+    #: also train the student on the labels alone (same epochs / lr), a row showing what distillation bought
+    student_alone: bool = True
 
 
 @dataclass
@@ -179,6 +212,9 @@ class Recipe:
     seed: int = 42
     #: torch threads for training and measurement (None: torch's default)
     threads: int | None = None
+    #: training precision: "auto" (bf16 autocast on a GPU with bf16 or a CPU with AVX512-BF16/AMX, else fp32),
+    #: "bf16" or "fp32"; models are measured and packed in fp32 either way
+    precision: str = "auto"
     stages: list[Stage] = field(default_factory=list)
     targets: list[str] | None = None
     #: per-target options, e.g. {"tflite-int8-full": {"io": "int8"}} (see `edgepack targets --options`)
@@ -352,10 +388,14 @@ def _parse_stage(raw: Any, i: int) -> Stage:
             s = spec.search
             if s.trials < 1:
                 raise RecipeError(f"recipe {where}.search.trials: must be at least 1")
-            for name in ("alpha", "temperature", "epochs"):
+            for name in ("alpha", "temperature", "epochs", "lr"):
                 bounds = getattr(s, name)
-                if len(bounds) != 2 or bounds[0] > bounds[1]:
+                if bounds is not None and (len(bounds) != 2 or bounds[0] > bounds[1]):
                     raise RecipeError(f"recipe {where}.search.{name}: expected [low, high], got {bounds}")
+            if s.lr is not None and s.lr[0] <= 0:
+                raise RecipeError(f"recipe {where}.search.lr: must be above 0, got {s.lr}")
+            if s.pruner not in SEARCH_PRUNERS:
+                raise RecipeError(f"recipe {where}.search.pruner: {s.pruner!r} is not one of {', '.join(SEARCH_PRUNERS)}")
             if (s.storage is None) != (s.study is None):
                 missing = "study" if s.study is None else "storage"
                 raise RecipeError(f"recipe {where}.search.{missing}: storage and study go together (the workers "
@@ -363,6 +403,15 @@ def _parse_stage(raw: Any, i: int) -> Stage:
             if s.storage is not None and "://" not in s.storage:
                 raise RecipeError(f"recipe {where}.search.storage: expected a database URL such as "
                                   f"sqlite:///search.db, got {s.storage!r}")
+        if spec.augment is not None:
+            a = spec.augment
+            if a.copies < 1:
+                raise RecipeError(f"recipe {where}.augment.copies: must be at least 1")
+            for name in ("word_dropout", "swap", "replace"):
+                _check_range(getattr(a, name), 0.0, 1.0, f"{where}.augment.{name}", high_open=True)
+            if a.word_dropout == a.swap == a.replace == 0:
+                raise RecipeError(f"recipe {where}.augment: word_dropout, swap and replace are all 0 (copies would be "
+                                  "the training texts again)")
     if isinstance(spec, PruneSpec):
         if spec.method not in PRUNE_METHODS:
             raise RecipeError(f"recipe {where}.method: {spec.method!r} is not one of {', '.join(PRUNE_METHODS)}")
@@ -462,6 +511,11 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError(f"recipe threads: {recipe.threads} must be at least 1")
     if recipe.calib_samples < 1:
         raise RecipeError(f"recipe calib_samples: {recipe.calib_samples} must be at least 1")
+    if recipe.precision not in TRAIN_PRECISIONS:
+        raise RecipeError(f"recipe precision: {recipe.precision!r} is not one of {', '.join(TRAIN_PRECISIONS)}")
+    if recipe.data.unlabeled is not None and not any(s.kind == "distill" for s in recipe.stages):
+        raise RecipeError("recipe data.unlabeled: only a distill stage uses unlabeled texts (the teacher labels them), "
+                          "and the recipe has none")
     if recipe.targets is not None and not recipe.targets:
         raise RecipeError("recipe targets: at least one target is needed")
     _check_target_options(recipe)

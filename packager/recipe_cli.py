@@ -40,6 +40,26 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
     return table
 
 
+def search_tables(rows: list[StageRow]):
+    """One rich table per distill search: every trial, its parameters, how far it ran and its validation accuracy."""
+    from rich.table import Table
+
+    for r in rows:
+        search = r.details.get("search") if r.details else None
+        if not isinstance(search, dict) or not search.get("tried"):
+            continue
+        params = [k for k in ("alpha", "temperature", "epochs", "lr") if any(k in t for t in search["tried"])]
+        table = Table(title=f"Distillation search ({search['trials']} trials, pruner {search['pruner']}: "
+                            f"{search['pruned']} stopped early)")
+        for col in ("trial", *params, "epochs run", "val acc %", "state"):
+            table.add_column(col, justify="left" if col == "state" else "right")
+        for t in search["tried"]:
+            values = [f"{t[k]:.3g}" if isinstance(t.get(k), float) else str(t.get(k, "-")) for k in params]
+            state = t["state"] + (" (best)" if t["trial"] == search.get("best_trial") else "")
+            table.add_row(str(t["trial"]), *values, str(t.get("epochs_run") or "-"), _pct(t.get("val_accuracy")), state)
+        yield table
+
+
 def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
                      progress: bool | None = None, search_trials: int | None = None,
                      overrides: list[tuple[str, Any]] | None = None) -> int:
@@ -76,6 +96,8 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
             console.print(f"[red]rank {current().rank}: {outcome.message}")
         return outcome.exit_code
     console.print(stage_table(outcome.rows, outcome.reference_accuracy))
+    for table in search_tables(outcome.rows):
+        console.print(table)
     console.print(("[green]" if outcome.exit_code == 0 else "[red]") + outcome.message)
     if as_json and outcome.manifest is not None:
         click.echo(outcome.manifest.to_json())

@@ -3,7 +3,8 @@
 The reference for the gate is the *fine-tuned teacher*: the model as it stands
 before the first compressing stage (distill / prune / trim_vocab). Every row
 carries validation and test accuracy, so a failing gate shows where accuracy was
-lost.
+lost. A distill stage adds the teacher's row and the student trained on the labels
+alone next to the distilled one, so the table shows what distillation bought.
 
 Under ``torchrun`` or ``accelerate launch`` every rank runs the stages (see ``distributed``); rank 0
 alone builds the fp32 reference, exports, verifies and publishes the bundle, once.
@@ -11,6 +12,7 @@ alone builds the fp32 reference, exports, verifies and publishes the bundle, onc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -22,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import distributed
-from .compress.common import PROGRESS_BARS, seed_all, set_threads
+from .compress.common import PROGRESS_BARS, TRAIN_PRECISION, seed_all, set_threads
 from .compress.evaluate import StageRow, measure
 from .errors import EdgepackError
-from .labelled_data import LabelledData, load_labelled
+from .labelled_data import LabelledData, load_labelled, read_texts
 from .recipe import Recipe
 
 COMPRESSING_STAGES = ("distill", "prune", "trim_vocab")
@@ -39,6 +41,8 @@ class GateResult:
     max_accuracy_drop: float
     #: "name: accuracy (drop)" for every measured model/artifact below the line
     failures: list[str] = field(default_factory=list)
+    #: teacher / student-alone / distilled test accuracy, when the recipe distils
+    distillation: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -46,11 +50,32 @@ class GateResult:
 
     def to_row(self, params: int) -> StageRow:
         text = "passed" if self.passed else "FAILED: " + "; ".join(self.failures)
+        if self.distillation:
+            text += " — " + distillation_note(self.distillation)
+        details = {"reference": "fine-tuned teacher", "reference_accuracy": self.reference_accuracy,
+                   "max_accuracy_drop": self.max_accuracy_drop, "passed": self.passed, "failures": self.failures}
+        if self.distillation:
+            details["distillation"] = self.distillation
         return StageRow(stage="gate", description=text, params=params, fp32_mb=0.0,
-                        test_accuracy=self.reference_accuracy,
-                        details={"reference": "fine-tuned teacher", "reference_accuracy": self.reference_accuracy,
-                                 "max_accuracy_drop": self.max_accuracy_drop, "passed": self.passed,
-                                 "failures": self.failures})
+                        test_accuracy=self.reference_accuracy, details=details)
+
+
+def distillation_note(acc: dict[str, float]) -> str:
+    """'teacher 87.00%, student alone 84.10%, distilled 86.20% (distillation +2.10 pt)'."""
+    parts = [f"{name} {value * 100:.2f}%" for name, value in acc.items()]
+    if "student alone" in acc and "distilled" in acc:
+        parts[-1] += f" (distillation {(acc['distilled'] - acc['student alone']) * 100:+.2f} pt)"
+    return ", ".join(parts)
+
+
+def distillation_accuracies(rows: list[StageRow]) -> dict[str, float]:
+    """Test accuracy of the last distill stage's teacher, student-alone and distilled rows."""
+    names = {"teacher": "teacher", "student alone": "student alone", "distill": "distilled"}
+    found: dict[str, float] = {}
+    for r in rows:
+        if r.stage in names and r.test_accuracy is not None:
+            found[names[r.stage]] = r.test_accuracy
+    return found if "distilled" in found else {}
 
 
 @dataclass
@@ -67,7 +92,11 @@ class RecipeOutcome:
 
 def load_recipe_data(recipe: Recipe) -> LabelledData:
     paths = {split: recipe.data_path(split) for split in ("train", "validation", "test")}
-    return load_labelled(paths, recipe.data.text_column, recipe.data.label_column, recipe.data.labels)
+    data = load_labelled(paths, recipe.data.text_column, recipe.data.label_column, recipe.data.labels)
+    unlabeled = recipe.data_path("unlabeled")
+    if unlabeled is not None:
+        data.unlabeled = read_texts(unlabeled, recipe.data.unlabeled_column or recipe.data.text_column)
+    return data
 
 
 def model_source(recipe: Recipe) -> str | None:
@@ -85,13 +114,34 @@ def calibration_texts(data: LabelledData, n: int, seed: int) -> list[str]:
     return texts[:n]
 
 
-def _describe(kind: str, spec: Any) -> str:
+def _ran_on(details: dict[str, Any]) -> str:
+    return f", {details['precision']} on {details['device']}" if details.get("precision") else ""
+
+
+def _describe(kind: str, spec: Any, details: dict[str, Any] | None = None) -> str:
+    details = details or {}
     if kind == "finetune":
-        return f"fine-tune {spec.epochs:g} ep, lr {spec.lr:g}"
-    if kind == "distill":
+        return f"fine-tune {spec.epochs:g} ep, lr {spec.lr:g}" + _ran_on(details)
+    if kind in ("distill", "student alone"):
         s = spec.student
         student = f"layers {s.layers}" if s.layers is not None else (f"config {s.config}" if s.config else s.model)
-        return f"distil → {student}, T={spec.temperature:g}, α={spec.alpha:g}, {spec.epochs:g} ep"
+    if kind == "student alone":
+        return f"{student} on the labels alone, {details['epochs']:g} ep, lr {details['lr']:.2g}" + _ran_on(details)
+    if kind == "distill":
+        if str(details.get("student_tokenizer", "")).startswith("its own"):
+            student += " (own tokenizer)"
+        used = {k: details.get(k, getattr(spec, k)) for k in ("temperature", "alpha", "epochs", "lr")}
+        text = (f"distil → {student}, T={used['temperature']:.3g}, α={used['alpha']:.2g}, {used['epochs']:g} ep, "
+                f"lr {used['lr']:.2g}")
+        counts = details.get("transfer_set") or {}
+        extra = [f"+{counts[k]} {k}" for k in ("unlabeled", "augmented") if counts.get(k)]
+        if extra:
+            text += f"; {counts['train']} train {' '.join(extra)} teacher-labelled"
+        search = details.get("search")
+        if isinstance(search, dict):
+            text += (f"; search {search['trials']} trials ({search['pruned']} pruned), best val "
+                     f"{search['best_val_accuracy'] * 100:.2f}%")
+        return text + _ran_on(details)
     if kind == "prune":
         if spec.method == "structured":
             return f"structured: heads −{spec.heads:.0%}, FFN −{spec.ffn:.0%}" + (" + recovery" if spec.recovery else "")
@@ -112,7 +162,7 @@ def run_stage(kind: str, spec: Any, model, tokenizer, data: LabelledData, *, seq
     elif kind == "distill":
         from .compress.distill import distill
 
-        model, details = distill(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
+        model, tokenizer, details = distill(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
     elif kind == "prune":
         from .compress.prune import prune
 
@@ -125,6 +175,21 @@ def run_stage(kind: str, spec: Any, model, tokenizer, data: LabelledData, *, seq
     else:
         raise EdgepackError(f"unknown stage {kind!r}")
     return model, tokenizer, details
+
+
+def student_alone_row(teacher, teacher_tokenizer, data: LabelledData, spec: Any, distilled: dict[str, Any],
+                      recipe: Recipe, work_dir: Path, emit: Callable[[StageRow], None]) -> StageRow:
+    """Train and measure the distill stage's student on the labels alone, with the epochs / lr it was distilled with."""
+    from .compress.distill import train_alone
+
+    started = time.perf_counter()
+    model, tokenizer, details = train_alone(teacher, teacher_tokenizer, data, spec, epochs=distilled["epochs"],
+                                            lr=distilled["lr"], seq_len=recipe.seq_len, work_dir=work_dir,
+                                            seed=recipe.seed)
+    r = measure("student alone", _describe("student alone", spec, details), model, tokenizer, recipe.seq_len,
+                validation=data.validation, test=data.test, seconds=time.perf_counter() - started, details=details)
+    emit(r)
+    return r
 
 
 def check_gate(reference: float, max_drop: float, measured: dict[str, float]) -> GateResult:
@@ -196,6 +261,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     threads_before = torch.get_num_threads()
     set_threads(recipe.threads)
     token = PROGRESS_BARS.set(show_bars and ranks.is_main)
+    precision_token = TRAIN_PRECISION.set(recipe.precision)
     try:
         trains = any(_trains(stage) for stage in recipe.stages)
         if ranks.distributed:
@@ -219,6 +285,11 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
             emit(r)
             return r
 
+        for stage in recipe.stages:  # a distill request that cannot work fails now, not after hours of training
+            if stage.kind == "distill":
+                from .compress.distill import preflight
+
+                preflight(model, tokenizer, stage.spec, data.train.texts, recipe.seq_len)
         step("measure input model")
         rows = [row("input", loaded.source, None, None)]
         reference = rows[0].test_accuracy
@@ -226,12 +297,25 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         with _work_dir(ranks) as tmp:
             for i, stage in enumerate(recipe.stages):
                 step(f"stage {i + 1}/{len(recipe.stages)}: {stage.kind}")
+                work_dir = Path(tmp) / f"{i}-{stage.kind}"
+                if stage.kind == "distill":
+                    rows.append(dataclasses.replace(rows[-1], stage="teacher", seconds=None, details={},
+                                                    description=f"teacher of the distillation (= {rows[-1].stage} row)"))
+                    emit(rows[-1])
+                    teacher, teacher_tokenizer = model, tokenizer
                 started = time.perf_counter()
                 model, tokenizer, details = run_stage(stage.kind, stage.spec, model, tokenizer, data,
-                                                      seq_len=recipe.seq_len, work_dir=tmp / f"{i}-{stage.kind}",
-                                                      seed=recipe.seed)
+                                                      seq_len=recipe.seq_len, work_dir=work_dir, seed=recipe.seed)
+                seconds = time.perf_counter() - started
+                if stage.kind == "distill":
+                    if stage.spec.student_alone:
+                        step(f"stage {i + 1}/{len(recipe.stages)}: the student on the labels alone "
+                             "(what distillation buys)")
+                        rows.append(student_alone_row(teacher, teacher_tokenizer, data, stage.spec, details, recipe,
+                                                      work_dir / "alone", emit))
+                    del teacher, teacher_tokenizer  # the teacher's memory is free for the later stages
                 distributed.broadcast_model(model)
-                r = row(stage.kind, _describe(stage.kind, stage.spec), time.perf_counter() - started, details)
+                r = row(stage.kind, _describe(stage.kind, stage.spec, details), seconds, details)
                 rows.append(r)
                 if stage.kind in COMPRESSING_STAGES:
                     compressed = True
@@ -259,6 +343,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         return outcome
     finally:
         PROGRESS_BARS.reset(token)
+        TRAIN_PRECISION.reset(precision_token)
         torch.set_num_threads(threads_before)
 
 
@@ -282,6 +367,7 @@ def _pack(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, toke
     max_drop = recipe.gate.max_accuracy_drop
     if max_drop is not None and reference is not None:
         gate = check_gate(reference, max_drop, {"final fp32": rows[-1].test_accuracy})
+        gate.distillation = distillation_accuracies(rows)
         if not gate.passed:  # no point converting a model that already misses the line
             rows.append(gate.to_row(final_params))
             emit(rows[-1])
@@ -306,6 +392,7 @@ def _pack(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, toke
             measured = {f"target {e.name}": e.parity.accuracy for e in manifest.targets
                         if e.status == "ok" and e.parity is not None and e.parity.accuracy is not None}
             verdict["gate"] = check_gate(reference, max_drop, measured)
+            verdict["gate"].distillation = distillation_accuracies(rows)
             rows.append(verdict["gate"].to_row(final_params))
             emit(rows[-1])
         manifest.stages = [r.to_dict() for r in rows]

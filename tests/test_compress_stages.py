@@ -73,13 +73,18 @@ def make_model(vocab_size: int, num_labels: int = 4):
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread_quiet():
-    """Tiny models gain nothing from threads, and on a shared 2-core box extra threads thrash."""
-    from packager.compress.common import PROGRESS_BARS
+    """Tiny models gain nothing from threads, and on a shared 2-core box extra threads thrash.
+
+    Training runs in fp32 here: the pruning-importance margins below were set on fp32-trained tiny teachers
+    (bf16 autocast training is exercised by test_cross_tokenizer_distill and the recipe tests)."""
+    from packager.compress.common import PROGRESS_BARS, TRAIN_PRECISION
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     token = PROGRESS_BARS.set(False)
+    precision = TRAIN_PRECISION.set("fp32")
     yield
+    TRAIN_PRECISION.reset(precision)
     PROGRESS_BARS.reset(token)
     torch.set_num_threads(threads)
 
@@ -132,7 +137,7 @@ def test_student_from_layers_copies_the_chosen_blocks(teacher):
 def test_distill_to_half_the_layers(teacher, tokenizer, data, tmp_path):
     spec = DistillSpec(student=StudentSpec(layers=[1, 3]), temperature=4.0, alpha=0.5, epochs=2, lr=1e-3,
                        batch_size=16, hidden_weight=0.1)
-    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    student, _, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
     assert student.config.num_hidden_layers == 2 and details["layer_map"] == [1, 3]
     assert details["teacher_logits_cached"] is False  # hidden-state matching runs the teacher live
     assert accuracy(student, tokenizer, data.test, SEQ_LEN) >= 0.85
@@ -141,7 +146,7 @@ def test_distill_to_half_the_layers(teacher, tokenizer, data, tmp_path):
 def test_distill_from_config_with_cached_logits(teacher, tokenizer, data, tmp_path):
     spec = DistillSpec(student=StudentSpec(config={"num_hidden_layers": 1, "intermediate_size": 64}),
                        epochs=1, lr=1e-3, batch_size=16)
-    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    student, _, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
     assert student.config.num_hidden_layers == 1 and student.config.intermediate_size == 64
     assert details["teacher_logits_cached"] is True
 
@@ -264,7 +269,7 @@ def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokeni
 
     monkeypatch.setattr(builtins, "__import__", no_optuna)
     spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=SearchSpec(trials=2))
-    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    student, _, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
     assert details["search"].startswith("skipped: optuna is not installed")
     assert student.config.num_hidden_layers == 1
 
@@ -275,7 +280,7 @@ def test_distill_search_with_optuna_tries_the_budget_within_the_ranges(teacher, 
 
     search = SearchSpec(trials=2, alpha=[0.1, 0.9], temperature=[2.0, 6.0], epochs=[1, 2])
     spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=search)
-    student, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
+    student, _, details = distill(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
     found = details["search"]
     assert found["trials"] == 2 and 0.0 <= found["best_val_accuracy"] <= 1.0
     best = found["best_params"]

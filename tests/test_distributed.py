@@ -75,6 +75,7 @@ def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search
     recipe = {"model": "model", "task": "sequence-classification",
               "data": {"train": "train.jsonl", "validation": "val.jsonl", "test": "test.jsonl"},
               "seq_len": 16, "threads": 1, "calib_samples": 16, "targets": ["onnx-fp32"],
+              "precision": "fp32",  # the 1-vs-2-process comparison is about distribution, not bf16 rounding
               "stages": stages if finetune else stages[1:]}
     path = workspace / name
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))

@@ -141,8 +141,8 @@ def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_p
     manifest = Manifest.load(out)
     assert printed == manifest.to_dict()
     rows = {r["stage"]: r for r in manifest.stages}
-    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "distill", "prune", "trim_vocab",
-                                                     "target torchscript-mobile", "gate"]
+    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "teacher", "student alone", "distill",
+                                                     "prune", "trim_vocab", "target torchscript-mobile", "gate"]
     assert rows["finetune"]["test_accuracy"] >= 0.9
     assert rows["distill"]["params"] < rows["finetune"]["params"]
     assert rows["prune"]["details"]["heads_after"] != rows["prune"]["details"]["heads_before"]

@@ -18,6 +18,37 @@ from ..labelled_data import LabelledSplit
 
 #: whether the Trainer shows its progress bars (the CLI turns them off for --json)
 PROGRESS_BARS: ContextVar[bool] = ContextVar("edgepack_progress_bars", default=True)
+#: training precision asked for by the recipe ("auto", "bf16", "fp32"); see ``resolve_precision``
+TRAIN_PRECISION: ContextVar[str] = ContextVar("edgepack_train_precision", default="auto")
+#: /proc/cpuinfo flags of CPUs with native bf16 arithmetic (without them bf16 is emulated and slower than fp32)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX): only then does bf16 autocast pay on a CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in CPU_BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(requested: str | None = None) -> tuple[str, str]:
+    """(precision, device) training runs in: a GPU when there is one; bf16 where the hardware has it."""
+    requested = requested or TRAIN_PRECISION.get()
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        device = "cuda"
+    else:
+        bf16 = cpu_has_bf16()
+        device = "cpu"
+    if requested == "fp32" or (requested == "auto" and not bf16):
+        return "fp32", device
+    return "bf16", device
 
 
 def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.ndarray | None = None):
@@ -81,6 +112,7 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         steps = math.ceil(math.ceil(n_train / batch_size) / distributed.current().world_size) * epochs
         warmup_steps = int(steps * warmup_ratio)
     keep_best = best_by_accuracy and evaluate
+    precision, device = resolve_precision()
     return TrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=epochs,
@@ -103,7 +135,8 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         disable_tqdm=not PROGRESS_BARS.get(),
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
         # the Trainer multiplies the loss by the process count for models taking **kwargs, assuming their loss
         # divides by the batch's items summed over all ranks; BERT's classification loss is a plain mean, so
         # under DDP that doubled the gradient of a 2-process run. Each rank's mean, averaged by DDP, is right.
@@ -112,8 +145,22 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
     )
 
 
-#: training_args sets neither fp16 nor bf16: every stage trains in fp32
-TRAINING_PRECISION = "fp32"
+def run_info(args) -> dict[str, str]:
+    """What a training stage ran on, for its stage row: device and precision."""
+    return {"device": str(args.device), "precision": "bf16 autocast" if args.bf16 else "fp32"}
+
+
+def to_cpu(model):
+    """Models go back to the CPU, where they are measured and exported."""
+    return model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
+
+
+def trained_model(trainer):
+    """The Trainer's model, ready to measure and export: on the CPU, in eval mode, and without the autocast
+    wrapper that mixed-precision training leaves around ``forward`` (an exported graph would keep its casts)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return to_cpu(extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)).eval()
 
 
 def training_record(trainer) -> dict[str, Any]:
@@ -124,7 +171,7 @@ def training_record(trainer) -> dict[str, Any]:
     args = trainer.args
     ranks = distributed.current()
     mine = len(trainer.get_train_dataloader())  # this rank's shard, as the Trainer iterates it
-    return {**ranks.record(), "precision": TRAINING_PRECISION,
+    return {**ranks.record(), **run_info(args),
             "per_device_batch_size": int(args.per_device_train_batch_size),
             "effective_batch_size": int(args.per_device_train_batch_size * args.gradient_accumulation_steps
                                         * args.world_size),

@@ -3,15 +3,28 @@
 Loss (Hinton et al. 2015, as in DistilBERT):
 ``alpha * CE(student, labels) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))``,
 optionally plus MSE matching of hidden states / attention maps. When nothing but
-logits is matched, the teacher runs once over the training set and its logits are
+logits is matched, the teacher runs once over the transfer set and its logits are
 cached in the dataset, so each epoch costs only the student's forward/backward.
+
+The teacher scores *raw text* with its own tokenizer, so the student may be any
+pretrained model with its own tokenizer (an MPNet or RoBERTa teacher, a MiniLM
+student): the student trains on its own tokenization of the same texts and the
+stage hands back the student's tokenizer, which the later stages and the bundle
+use. Hidden-state / attention matching compares positions, so it needs the
+teacher's tokenization and equal shapes; it is refused otherwise.
+
+The transfer set is the training split plus ``data.unlabeled`` and ``augment``
+variants of the training texts; the teacher labels those (its argmax is their
+hard label, its logits their soft one).
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +33,11 @@ import torch.nn.functional as F
 
 from .. import distributed
 from ..errors import EdgepackError
-from ..labelled_data import LabelledData
+from ..labelled_data import LabelledData, LabelledSplit
 from ..recipe import DistillSpec, StudentSpec
-from .common import (PadCollator, accuracy_metric, encode, encoder_layers, pad_id, seed_all, training_args,
-                     training_record)
+from .augment import augment_texts
+from .common import (PadCollator, accuracy_metric, encode, encoder_layers, pad_id, run_info, seed_all, to_cpu,
+                     trained_model, training_args, training_record)
 from .evaluate import accuracy, gather_logits
 
 log = logging.getLogger(__name__)
@@ -81,28 +95,60 @@ def student_from_config(teacher, overrides: dict[str, Any]):
     return student
 
 
+#: names under which ``distill.student.model`` means the built-in all-MiniLM-L6-v2 (no download)
+BUILTIN_STUDENT_NAMES = ("builtin", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+#: training texts whose tokenization is compared to decide whether teacher and student tokenize alike
+TOKENIZATION_PROBE = 64
+
+
+def student_source(source: str) -> str:
+    """A student folder: the built-in MiniLM for its names, else as given (folder or Hub id in the local cache)."""
+    if source in BUILTIN_STUDENT_NAMES:
+        from ..models import default_model_path
+
+        return str(default_model_path())
+    return str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source
+
+
 def student_from_model(teacher, source: str):
-    from transformers import AutoModelForSequenceClassification
+    """A pretrained student with its own tokenizer; the teacher's labels, a fresh classification head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     cfg = teacher.config
+    folder = student_source(source)
     try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
         student = AutoModelForSequenceClassification.from_pretrained(
-            source, num_labels=cfg.num_labels, id2label=cfg.id2label, label2id=cfg.label2id,
+            folder, num_labels=cfg.num_labels, id2label=cfg.id2label, label2id=cfg.label2id,
             ignore_mismatched_sizes=True, attn_implementation="eager")
-    except (OSError, ValueError) as exc:
-        raise EdgepackError(f"recipe distill.student.model: cannot load {source!r} ({str(exc).splitlines()[0]})") from None
-    if student.config.vocab_size != cfg.vocab_size:
-        raise EdgepackError(f"recipe distill.student.model: vocabulary size {student.config.vocab_size} differs from "
-                            f"the teacher's {cfg.vocab_size} (the student must share the teacher's tokenizer)")
-    return student
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgepackError(f"recipe distill.student.model: cannot load {source!r} ({first})") from None
+    return student, tokenizer
 
 
-def make_student(teacher, spec: StudentSpec):
+def make_student(teacher, tokenizer, spec: StudentSpec):
+    """(student, its tokenizer): cut from the teacher (the teacher's tokenizer) or a pretrained model (its own)."""
     if spec.layers is not None:
-        return student_from_layers(teacher, spec.layers)
+        return student_from_layers(teacher, spec.layers), tokenizer
     if spec.config is not None:
-        return student_from_config(teacher, spec.config)
+        return student_from_config(teacher, spec.config), tokenizer
     return student_from_model(teacher, str(spec.model))
+
+
+def tokenization_mismatch(teacher_tokenizer, student_tokenizer, texts: list[str]) -> str | None:
+    """Why teacher and student do not see the same token positions, or None when they tokenize alike."""
+    if teacher_tokenizer is student_tokenizer:
+        return None
+    t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if len(t_vocab) != len(s_vocab):
+        return f"teacher vocabulary {len(t_vocab)}, student {len(s_vocab)}"
+    if t_vocab != s_vocab:
+        return "their vocabularies differ"
+    probe = texts[:TOKENIZATION_PROBE]
+    if teacher_tokenizer(probe)["input_ids"] != student_tokenizer(probe)["input_ids"]:
+        return "they split the training texts differently"
+    return None
 
 
 def layer_map(spec: StudentSpec, n_student: int, n_teacher: int) -> list[int]:
@@ -114,6 +160,7 @@ def layer_map(spec: StudentSpec, n_student: int, n_teacher: int) -> list[int]:
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, alpha: float,
             temperature: float) -> torch.Tensor:
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()  # bf16 autocast: loss in fp32
     ce = F.cross_entropy(student_logits, labels)
     kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
                   F.log_softmax(teacher_logits / temperature, dim=-1), log_target=True, reduction="batchmean")
@@ -171,7 +218,14 @@ def _make_trainer_class():
     return DistillTrainer
 
 
-def _check_matching(teacher, student, spec: DistillSpec) -> None:
+def _check_matching(teacher, student, spec: DistillSpec, mismatch: str | None) -> None:
+    """Refuse, in one line, a hidden-state / attention matching request that cannot line up."""
+    for key, weight, what in (("hidden_weight", spec.hidden_weight, "hidden-state"),
+                              ("attention_weight", spec.attention_weight, "attention")):
+        if weight > 0 and mismatch is not None:
+            raise EdgepackError(f"recipe distill.{key}: {what} matching compares token positions, but the student "
+                                f"tokenizes differently from the teacher ({mismatch}); distil from logits only "
+                                f"({key}: 0)")
     if spec.hidden_weight > 0 and teacher.config.hidden_size != student.config.hidden_size:
         raise EdgepackError("recipe distill.hidden_weight: hidden-state matching needs the same hidden size "
                             f"(teacher {teacher.config.hidden_size}, student {student.config.hidden_size})")
@@ -184,6 +238,31 @@ def _check_matching(teacher, student, spec: DistillSpec) -> None:
                                 "in the matched layers")
 
 
+def preflight(teacher, tokenizer, spec: DistillSpec, texts: list[str], seq_len: int) -> None:
+    """Checks of a pretrained student that need only its config and tokenizer: run before any training.
+
+    (Earlier stages keep the hidden size and the tokenizer's kind, so these verdicts still hold at the distill
+    stage; students cut from the teacher are checked when they are built.)"""
+    if spec.student.model is None:
+        return
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = student_source(str(spec.student.model))
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        student_tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgepackError(f"recipe distill.student.model: cannot load {spec.student.model!r} ({first})") from None
+    limit = getattr(config, "max_position_embeddings", seq_len)
+    if seq_len > limit:
+        raise EdgepackError(f"recipe distill.student: the student takes at most {limit} positions (recipe seq_len {seq_len})")
+    _check_matching(teacher, SimpleNamespace(config=config), spec,
+                    tokenization_mismatch(tokenizer, student_tokenizer, texts))
+
+
 def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: float, temperature: float,
                   epochs: float, lr: float, batch_size: int, seq_len: int, work_dir: Path, seed: int,
                   weight_decay: float = 0.01, warmup_ratio: float = 0.1, hidden_weight: float = 0.0,
@@ -191,7 +270,10 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
                   teacher_logits=None, best_by_accuracy: bool = True, **trainer_kwargs):
     """Distil ``teacher`` into ``student`` (trained in place); returns the student and the Trainer.
 
-    ``trainer_kwargs`` (``optimizers``, ``callbacks``) go to the Trainer: movement pruning needs both.
+    ``tokenizer`` is the student's; the teacher's logits come cached (``teacher_logits``, rows of
+    ``data.train``) unless states are matched live. With neither a teacher nor logits this is plain
+    fine-tuning on the labels. ``trainer_kwargs`` (``optimizers``, ``callbacks``) go to the Trainer:
+    movement pruning needs both.
     """
     seed_all(seed)
     live = hidden_weight > 0 or attention_weight > 0
@@ -201,13 +283,92 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
                          weight_decay=weight_decay, warmup_ratio=warmup_ratio, evaluate=val is not None,
                          best_by_accuracy=best_by_accuracy, n_train=len(train))
     student.train()
+    live_teacher = teacher if live or teacher_logits is None else None
     trainer = _make_trainer_class()(
         model=student, args=args, train_dataset=train, eval_dataset=val, data_collator=PadCollator(pad_id(tokenizer)),
-        compute_metrics=accuracy_metric, teacher=teacher if live or teacher_logits is None else None,
+        compute_metrics=accuracy_metric, teacher=live_teacher,
         alpha=alpha, temperature=temperature, hidden_weight=hidden_weight, attention_weight=attention_weight,
         teacher_layers=teacher_layers, **trainer_kwargs)
-    trainer.train()
-    return trainer.model.eval(), trainer
+    try:
+        trainer.train()
+    finally:
+        if live_teacher is not None:
+            to_cpu(live_teacher)
+    return trained_model(trainer), trainer
+
+
+def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int,
+                 seed: int) -> tuple[LabelledSplit, Any, dict[str, int]]:
+    """The texts the student learns the teacher from, the teacher's logits on them, and how many of each kind.
+
+    Training texts keep their labels; unlabeled texts and augmented variants take the teacher's argmax. In a
+    distributed run each rank scores a share of the texts and all get every logit (a collective)."""
+    import numpy as np
+
+    extra = list(data.unlabeled)
+    augmented = augment_texts(data.train.texts, spec.augment, seed) if spec.augment is not None else []
+    extra += augmented
+    texts = list(data.train.texts) + extra
+    if torch.cuda.is_available():  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
+        try:
+            logits = gather_logits(teacher.to("cuda"), teacher_tokenizer, texts, seq_len)
+        finally:
+            to_cpu(teacher)
+    else:
+        logits = gather_logits(teacher, teacher_tokenizer, texts, seq_len)
+    labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
+    counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
+    return LabelledSplit(texts, labels), logits, counts
+
+
+class _ReportToTrial:
+    """Trainer callback: each epoch's validation accuracy goes to the optuna trial, which may stop it early."""
+
+    def __init__(self, trial) -> None:
+        self.trial, self.pruned, self.epochs_run = trial, False, 0
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class Callback(TrainerCallback):
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+                accuracy_now = (metrics or {}).get("eval_accuracy")
+                if accuracy_now is None:
+                    return
+                outer.epochs_run = int(round(state.epoch or 0))
+                outer.trial.report(float(accuracy_now), step=outer.epochs_run)
+                if outer.trial.should_prune():
+                    outer.pruned = True
+                    control.should_training_stop = True
+
+        return Callback()
+
+
+def _rounded(name: str, value: Any) -> Any:
+    """Stage-table precision: 4 decimals, a learning rate to 4 significant digits."""
+    if not isinstance(value, float):
+        return value
+    return float(f"{value:.4g}") if name == "lr" else round(value, 4)
+
+
+def _pruner(optuna, name: str):
+    if name == "median":  # two complete trials first, then judge each epoch against the median at that epoch
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class _Trained:
+    """A trial's trained student, kept while it is the best so far: the final student need not be trained again."""
+
+    student: Any
+    tokenizer: Any
+    best_metric: float | None
+    run: dict[str, str]
+    #: ``training_record`` of the trial's Trainer (processes, batch sizes) for the stage row
+    training: dict[str, Any]
 
 
 #: a shared study's workers beat this often; a trial silent for the grace period (its worker died) is failed
@@ -216,10 +377,10 @@ SEARCH_HEARTBEAT_S = 10
 SEARCH_GRACE_S = 60
 
 
-def _open_study(optuna, s, seed: int):
+def _open_study(optuna, s, seed: int, pruner):
     """The search's study: in memory (seeded, repeatable), or shared through ``s.storage`` under ``s.study``."""
     if s.storage is None:
-        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
     engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
     for attempt in range(5):
@@ -240,7 +401,7 @@ def _open_study(optuna, s, seed: int):
     # workers share trials, not a random stream: an unseeded sampler, and running trials count as told
     sampler = optuna.samplers.TPESampler(constant_liar=True)
     return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
-                               load_if_exists=True)
+                               pruner=pruner, load_if_exists=True)
 
 
 def _public_url(url: str) -> str:
@@ -253,92 +414,184 @@ def _public_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def _search(teacher, tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path, seed: int,
-            teacher_logits) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Optuna search of alpha / temperature / epochs on validation accuracy; returns (best params, details).
+def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
+            seed: int, teacher_logits) -> tuple[dict[str, Any], dict[str, Any], _Trained | None]:
+    """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy.
+
+    ``data.train`` is the transfer set and ``teacher_logits`` its cached logits; every trial shares them.
+    Returns (best params, details, the best trial's student when this process trained it).
 
     With ``search.storage`` several workers (each maybe a whole torchrun job) share one study: each runs
     trials until the study holds ``trials`` completed ones, then waits for the others' running trials,
     so every worker picks the same best parameters; a worker started later resumes the study. Inside a
-    distributed job rank 0 asks the study and broadcasts each trial's parameters; every rank trains it.
-    """
+    distributed job rank 0 asks the study and broadcasts each trial's parameters; every rank trains it
+    (the pruner is off there: stopping a trial early on rank 0 alone would desynchronise the ranks)."""
     try:
         import optuna
     except ModuleNotFoundError:
         msg = "skipped: optuna is not installed (pip install optuna); used the recipe's alpha/temperature/epochs"
         log.warning("distill.search %s", msg)
-        return {}, {"search": msg}
+        return {}, {"search": msg}, None
     s = spec.search
+    kept: dict[int, _Trained] = {}
+    best_so_far = [0.0]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def run_trial(number: int, params: dict[str, Any]) -> float:
-        student = make_student(teacher, spec.student)
-        student, _ = train_student(teacher, student, tokenizer, data, lr=spec.lr, batch_size=spec.batch_size,
-                                   seq_len=seq_len, work_dir=work_dir / f"trial-{number}", seed=seed,
-                                   teacher_logits=teacher_logits, **params)
-        return accuracy(student, tokenizer, data.validation, seq_len)
+    ranks = distributed.current()
 
-    if not distributed.current().is_main:  # follow rank 0's trials until it says stop
+    def run_trial(number: int, params: dict[str, Any], trial=None) -> float | None:
+        """Train one trial's student on every rank; None when the pruner stopped it."""
+        params = dict(params)
+        lr = params.pop("lr", spec.lr)
+        seed_all(seed)  # the same fresh head in every trial: trials differ by their parameters alone
+        student, student_tokenizer = make_student(teacher, teacher_tokenizer, spec.student)
+        reporter = _ReportToTrial(trial) if trial is not None and not ranks.distributed else None
+        student, trainer = train_student(teacher, student, student_tokenizer, data, lr=lr, batch_size=spec.batch_size,
+                                         seq_len=seq_len, work_dir=work_dir / f"trial-{number}", seed=seed,
+                                         weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
+                                         teacher_logits=teacher_logits,
+                                         callbacks=[reporter.callback()] if reporter else None, **params)
+        if trial is not None:
+            trial.set_user_attr("epochs_run", reporter.epochs_run if reporter else int(round(trainer.state.epoch or 0)))
+        if reporter is not None and reporter.pruned:
+            return None
+        record = training_record(trainer)  # a collective: before anything that differs between ranks
+        value = accuracy(student, student_tokenizer, data.validation, seq_len)
+        if not kept or value > best_so_far[0]:  # strictly better: on a tie optuna's best trial is the earlier one
+            best_so_far[0] = value
+            kept.clear()
+            kept[number] = _Trained(student, student_tokenizer, trainer.state.best_metric, run_info(trainer.args),
+                                    record)
+        return value
+
+    if not ranks.is_main:  # follow rank 0's trials until it says stop
         while (order := distributed.broadcast_object(None, publish_wait=True)) is not None:
             run_trial(*order)
-        return distributed.broadcast_object(None), {}
+        best, best_number = distributed.broadcast_object(None)
+        if best_number is None:
+            raise EdgepackError("recipe distill.search: no trial completed")
+        return best, {}, kept.get(best_number)  # rank 0's manifest holds the summary
     ran_here: list[int] = []
 
     def objective(trial) -> float:
         params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
                   "epochs": trial.suggest_int("epochs", *s.epochs)}
+        if s.lr is not None:
+            params["lr"] = trial.suggest_float("lr", *s.lr, log=True)
         distributed.broadcast_object((trial.number, params), publish_wait=True)
         ran_here.append(trial.number)
-        return run_trial(trial.number, params)
+        value = run_trial(trial.number, params, trial)
+        if value is None:
+            raise optuna.TrialPruned()
+        return value
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(optuna, s, seed)
-    complete = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    study = _open_study(optuna, s, seed, optuna.pruners.NopPruner() if ranks.distributed else _pruner(optuna, s.pruner))
+    done = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED)))
     running = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
-    while complete() < s.trials:
-        if complete() + running() >= s.trials:  # the rest is running on other workers: wait for it
+    while done() < s.trials:
+        if done() + running() >= s.trials:  # the rest is running on other workers: wait for it
             time.sleep(SEARCH_HEARTBEAT_S / 5)
             optuna.storages.fail_stale_trials(study)
             continue
         study.optimize(objective, n_trials=1)
     distributed.broadcast_object(None, publish_wait=True)
-    info: dict[str, Any] = {"trials": s.trials, "best_params": study.best_params,
-                            "best_val_accuracy": round(float(study.best_value), 4), "trials_run_here": ran_here}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        distributed.broadcast_object(({}, None))
+        raise EdgepackError("recipe distill.search: no trial completed")
+    tried = [{"trial": t.number, "state": t.state.name.lower(),
+              **{k: _rounded(k, v) for k, v in t.params.items()},
+              "epochs_run": t.user_attrs.get("epochs_run"),
+              "val_accuracy": round(float(t.value), 4) if t.value is not None else
+              (round(float(max(t.intermediate_values.values())), 4) if t.intermediate_values else None)}
+             for t in study.trials]
+    summary = {"trials": s.trials, "pruner": "none (distributed run)" if ranks.distributed else s.pruner,
+               "pruned": sum(t["state"] == "pruned" for t in tried),
+               "best_trial": study.best_trial.number, "best_params": study.best_params,
+               "best_val_accuracy": round(float(study.best_value), 4),
+               "tried": tried, "trials_run_here": ran_here}
     if s.storage is not None:
-        info.update(study=s.study, storage=_public_url(s.storage), completed_trials=complete())
-    best = distributed.broadcast_object(dict(study.best_params))
-    return best, {"search": info}
+        summary.update(study=s.study, storage=_public_url(s.storage), completed_trials=len(complete))
+    best, best_number = distributed.broadcast_object((dict(study.best_params), study.best_trial.number))
+    return best, {"search": summary}, kept.get(best_number)
 
 
 def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
-            seed: int = 42) -> tuple[Any, dict[str, Any]]:
-    """Build the student named by ``spec.student`` and distil ``teacher`` into it."""
+            seed: int = 42) -> tuple[Any, Any, dict[str, Any]]:
+    """Build the student named by ``spec.student`` and distil ``teacher`` into it.
+
+    Returns (student, the student's tokenizer, details); ``tokenizer`` is the teacher's."""
     teacher.eval()
-    probe = make_student(teacher, spec.student)
-    _check_matching(teacher, probe, spec)
+    seed_all(seed)
+    probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
+    limit = getattr(probe.config, "max_position_embeddings", seq_len)
+    if seq_len > limit:
+        raise EdgepackError(f"recipe distill.student: the student takes at most {limit} positions (recipe seq_len {seq_len})")
+    mismatch = tokenization_mismatch(tokenizer, student_tokenizer, data.train.texts)
+    _check_matching(teacher, probe, spec, mismatch)
     live = spec.hidden_weight > 0 or spec.attention_weight > 0
-    teacher_logits = None if live else gather_logits(teacher, tokenizer, data.train.texts, seq_len)
-    params = {"alpha": spec.alpha, "temperature": spec.temperature, "epochs": spec.epochs}
+    if data.unlabeled or spec.augment is not None or not live:
+        transfer, logits, counts = transfer_set(teacher, tokenizer, data, spec, seq_len, seed)
+    else:
+        transfer, logits, counts = data.train, None, {"train": len(data.train), "unlabeled": 0, "augmented": 0}
+    taught = dataclasses.replace(data, train=transfer)
+    teacher_logits = None if live else logits
+    params = {"alpha": spec.alpha, "temperature": spec.temperature, "epochs": spec.epochs, "lr": spec.lr}
     details: dict[str, Any] = {}
     if spec.search is not None:
         if data.validation is None:
             raise EdgepackError("recipe distill.search: needs data.validation")
-        best, details = _search(teacher, tokenizer, data, spec, seq_len, work_dir / "search", seed, teacher_logits)
+        best, details, winner = _search(teacher, tokenizer, taught, spec, seq_len, work_dir / "search", seed,
+                                        teacher_logits)
         params.update(best)
+    else:
+        winner = None
     n_teacher = len(encoder_layers(teacher))
     mapped = layer_map(spec.student, probe.config.num_hidden_layers, n_teacher)
-    student, trainer = train_student(
-        teacher, probe, tokenizer, data, seq_len=seq_len, work_dir=work_dir / "student", seed=seed, lr=spec.lr,
-        batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
-        hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
-        teacher_logits=teacher_logits, **params)
-    details.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in params.items()})
+    if winner is not None:  # the best trial ran with exactly the final settings (same seed, data, parameters)
+        student, student_tokenizer = winner.student, winner.tokenizer
+        best_metric, run, training = winner.best_metric, winner.run, winner.training
+        if "search" in details:  # rank 0 (the other ranks of a distributed run keep no summary)
+            details["search"]["final"] = "the best trial's student (not trained again)"
+    else:
+        seed_all(seed)
+        if spec.search is not None:  # the probe's head was drawn before the search's students: draw it again
+            probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
+        student, trainer = train_student(
+            teacher, probe, student_tokenizer, taught, seq_len=seq_len, work_dir=work_dir / "student", seed=seed,
+            batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
+            hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
+            teacher_logits=teacher_logits, **params)
+        best_metric, run, training = trainer.state.best_metric, run_info(trainer.args), training_record(trainer)
+    details.update({k: _rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
-                   teacher_logits_cached=teacher_logits is not None, lr=spec.lr)
+                   teacher_logits_cached=teacher_logits is not None, transfer_set=counts,
+                   student_tokenizer="the teacher's" if mismatch is None else f"its own ({mismatch})", **run)
+    if spec.augment is not None:
+        details["augment"] = dataclasses.asdict(spec.augment)
     if spec.hidden_weight:
         details["hidden_weight"] = spec.hidden_weight
     if spec.attention_weight:
         details["attention_weight"] = spec.attention_weight
+    if best_metric is not None:
+        details["best_val_accuracy"] = round(float(best_metric), 4)
+    details["training"] = training
+    return student, student_tokenizer, details
+
+
+def train_alone(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, epochs: float, lr: float,
+                seq_len: int, work_dir: Path, seed: int = 42) -> tuple[Any, Any, dict[str, Any]]:
+    """The same student fine-tuned on the labelled training split alone, with the distilled run's epochs and lr.
+
+    Its row next to the distilled one shows what the teacher (and the transfer set) bought."""
+    seed_all(seed)
+    student, student_tokenizer = make_student(teacher, tokenizer, spec.student)
+    student, trainer = train_student(None, student, student_tokenizer, data, alpha=1.0, temperature=1.0,
+                                     epochs=epochs, lr=lr, batch_size=spec.batch_size, seq_len=seq_len,
+                                     work_dir=work_dir, seed=seed, weight_decay=spec.weight_decay,
+                                     warmup_ratio=spec.warmup_ratio)
+    details: dict[str, Any] = {"epochs": epochs, "lr": lr, "train": len(data.train), **run_info(trainer.args)}
     if trainer.state.best_metric is not None:
         details["best_val_accuracy"] = round(float(trainer.state.best_metric), 4)
-    details["training"] = training_record(trainer)
-    return student, details
+    return student, student_tokenizer, details

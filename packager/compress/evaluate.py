@@ -29,6 +29,7 @@ def predict_logits(model, tokenizer, texts: list[str], seq_len: int, batch_size:
     enc = tokenizer(texts, truncation=True, max_length=seq_len)
     order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     for start in range(0, len(texts), batch_size):
         idx = order[start : start + batch_size]
@@ -39,7 +40,7 @@ def predict_logits(model, tokenizer, texts: list[str], seq_len: int, batch_size:
             n = len(enc["input_ids"][i])
             ids[row, :n] = torch.as_tensor(enc["input_ids"][i])
             mask[row, :n] = 1
-        out[idx] = model(input_ids=ids, attention_mask=mask).logits.float().numpy()
+        out[idx] = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu().numpy()
     return out
 
 

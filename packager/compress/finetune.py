@@ -10,7 +10,8 @@ from typing import Any
 
 from ..labelled_data import LabelledData
 from ..recipe import FinetuneSpec
-from .common import PadCollator, accuracy_metric, encode, pad_id, seed_all, training_args, training_record
+from .common import (PadCollator, accuracy_metric, encode, pad_id, run_info, seed_all, trained_model, training_args,
+                     training_record)
 
 
 def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_len: int, work_dir: Path,
@@ -28,9 +29,9 @@ def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_le
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       data_collator=PadCollator(pad_id(tokenizer)), compute_metrics=accuracy_metric)
     result = trainer.train()
-    model = trainer.model.eval()
+    model = trained_model(trainer)
     details: dict[str, Any] = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size,
-                               "train_loss": round(float(result.training_loss), 4), "seed": seed}
+                               "train_loss": round(float(result.training_loss), 4), "seed": seed, **run_info(args)}
     best = trainer.state.best_metric
     if best is not None:
         details["best_val_accuracy"] = round(float(best), 4)

@@ -1,0 +1,247 @@
+"""Distillation into a pretrained student with its own tokenizer, teacher-labelled augmentation, and the refusals.
+
+The teacher (tiny random BERT, word-level vocabulary) and the student (smaller tiny BERT whose
+vocabulary splits the class keywords into pieces: another size, other ids) never share a token id,
+so only the raw text links them — as with an MPNet teacher and a MiniLM student.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from device_bench.manifest import Manifest
+from packager.compress.augment import augment_texts
+from packager.errors import EdgepackError
+from packager.labelled_data import LabelledData, LabelledSplit
+from packager.recipe import AugmentSpec, DistillSpec, StudentSpec, load_recipe
+
+KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
+            "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
+FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
+LETTERS = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    names = list(KEYWORDS)
+    rows = []
+    for i in range(n):
+        label = names[i % len(names)]
+        words = rng.sample(FILLER, 3) + [rng.choice(KEYWORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "intent": label})
+    return rows
+
+
+def _save_bert(folder: Path, tokens: list[str], *, hidden: int, heads: int, classifier: bool, seed: int) -> Path:
+    from transformers import (BertConfig, BertForSequenceClassification, BertModel, BertTokenizer)
+
+    tokens = list(dict.fromkeys(tokens))  # a word that is also a letter or a piece ("a", "for") once
+    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokens), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                        intermediate_size=2 * hidden, max_position_embeddings=64)
+    (BertForSequenceClassification(config) if classifier else BertModel(config)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Teacher without a task head (fine-tuned by the recipe), a student with its own tokenizer, data files."""
+    root = tmp_path_factory.mktemp("xtok")
+    teacher_tokens = SPECIALS + LETTERS + [f"##{c}" for c in LETTERS] + FILLER + [w for ws in KEYWORDS.values() for w in ws]
+    _save_bert(root / "teacher", teacher_tokens, hidden=64, heads=4, classifier=False, seed=0)
+    # the student's vocabulary: other order, keywords in two pieces ("rai" "##n"), unused words trim_vocab drops
+    pieces = sorted({p for ws in KEYWORDS.values() for w in ws for p in (w[:3], "##" + w[3:]) if len(w) > 3} |
+                    {w for ws in KEYWORDS.values() for w in ws if len(w) <= 3})
+    student_tokens = (SPECIALS + [f"##{c}" for c in LETTERS] + LETTERS + pieces + sorted(FILLER)
+                      + [f"spare{i}" for i in range(40)])
+    _save_bert(root / "student", student_tokens, hidden=32, heads=2, classifier=False, seed=1)
+    data = root / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 200, 1), ("val", 48, 2), ("test", 48, 3)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    (data / "more.txt").write_text("".join(r["text"] + "\n" for r in _rows(40, 4)))
+    return root
+
+
+def _recipe(root: Path, distill: dict, **extra) -> Path:
+    raw = {"model": str(root / "teacher"), "task": "sequence-classification",
+           "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
+                    "label_column": "intent", **extra.pop("data", {})},
+           "seq_len": 16, "threads": 1, "calib_samples": 24, "targets": ["onnx-int8"],
+           "stages": [{"finetune": {"epochs": 8, "lr": 2.0e-3, "batch_size": 16}}, {"distill": distill},
+                      *extra.pop("after", [])], **extra}
+    path = root / f"recipe-{len(list(root.glob('recipe-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from packager.compress.common import resolve_precision
+    from packager.recipe_cli import pack_from_recipe
+
+    distill = {"student": {"model": str(workspace / "student")}, "augment": {"copies": 2}, "epochs": 6,
+               "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5}
+    path = _recipe(workspace, distill, data={"unlabeled": "data/more.txt"}, after=[{"trim_vocab": {}}],
+                   gate={"max_accuracy_drop": 0.3})
+    out = tmp_path / "bundle"
+    assert pack_from_recipe(path, out, force=False, archive=False, progress=False) == 0
+    table = capsys.readouterr().err
+    manifest = Manifest.load(out)
+    stages = [r["stage"] for r in manifest.stages]
+    assert stages == ["input", "finetune", "teacher", "student alone", "distill", "trim_vocab", "target onnx-int8",
+                      "gate"]
+    rows = {r["stage"]: r for r in manifest.stages}
+    assert rows["finetune"]["test_accuracy"] >= 0.9
+    assert rows["teacher"]["test_accuracy"] == rows["finetune"]["test_accuracy"]
+    distilled = rows["distill"]
+    assert distilled["test_accuracy"] >= 0.75  # chance is 0.25
+    d = distilled["details"]
+    assert d["student_tokenizer"].startswith("its own (teacher vocabulary")
+    assert d["transfer_set"] == {"train": 200, "unlabeled": 40, "augmented": 400}
+    precision, device = resolve_precision()
+    assert d["device"] == device == "cpu"
+    assert d["precision"] == ("bf16 autocast" if precision == "bf16" else "fp32")
+    assert "own tokenizer" in distilled["description"] and "student alone" in table
+    assert rows["student alone"]["details"]["epochs"] == 6 and rows["student alone"]["test_accuracy"] is not None
+    # the bundle carries the student's (trimmed) tokenizer and the labels
+    student_vocab = AutoTokenizer.from_pretrained(workspace / "student").get_vocab()
+    shipped = AutoTokenizer.from_pretrained(out / "tokenizer").get_vocab()
+    assert set(shipped) < set(student_vocab) and "rai" in shipped and "rain" not in shipped
+    assert not any(t.startswith("spare") for t in shipped)
+    trimmed = rows["trim_vocab"]["details"]
+    assert trimmed["vocab_before"] == len(student_vocab) and trimmed["vocab_after"] == len(shipped)
+    assert manifest.model.vocab_size == len(shipped) and manifest.model.hidden_size == 32
+    assert manifest.labels == sorted(KEYWORDS)
+    (target,) = manifest.targets
+    assert target.status == "ok" and target.parity.accuracy >= 0.7
+    gate = rows["gate"]
+    assert gate["details"]["passed"] and set(gate["details"]["distillation"]) == {"teacher", "student alone", "distilled"}
+    assert "distillation" in gate["description"] and " pt)" in gate["description"]
+
+
+def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.compress.distill import transfer_set
+
+    texts = [r["text"] for r in _rows(12, 7)]
+    spec = AugmentSpec(copies=3, word_dropout=0.2, swap=0.2, replace=0.2)
+    variants = augment_texts(texts, spec, seed=5)
+    assert len(variants) == 3 * len(texts)
+    assert variants == augment_texts(texts, spec, seed=5)
+    assert variants != augment_texts(texts, spec, seed=6)
+    assert sum(v != texts[i // 3] for i, v in enumerate(variants)) >= 0.9 * len(variants)
+    vocabulary = {w for t in texts for w in t.split()}
+    assert {w for v in variants for w in v.split()} <= vocabulary  # replacements come from the data's own words
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
+    data = LabelledData(train=LabelledSplit(texts, [i % 4 for i in range(12)]), labels=list(KEYWORDS),
+                        unlabeled=["what is the forecast", "play some jazz"])
+    split, logits, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spec), seq_len=16, seed=5)
+    assert counts == {"train": 12, "unlabeled": 2, "augmented": 36}
+    assert len(split) == logits.shape[0] == 50 and split.texts[14:] == variants
+    assert split.labels[:12] == data.train.labels  # labelled rows keep their labels ...
+    assert split.labels[12:] == [int(i) for i in logits[12:].argmax(axis=1)]  # ... the rest take the teacher's
+
+
+def test_hidden_state_matching_across_tokenizers_is_refused_in_one_line(workspace, tmp_path, capsys):
+    from packager.cli import main
+
+    distill = {"student": {"model": str(workspace / "student")}, "hidden_weight": 1.0}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pack", "--recipe", str(_recipe(workspace, distill)), "-o", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert not any(line.startswith("› measure") for line in lines)  # refused before any training or measuring
+    errors = [line for line in lines if "error" in line]
+    assert errors == [lines[-1]] and lines[-1].startswith(
+        "edgepack: error: recipe distill.hidden_weight: hidden-state matching compares token positions, but the "
+        "student tokenizes differently from the teacher (teacher vocabulary 82, student 130)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_hidden_state_matching_across_hidden_sizes_is_refused(workspace):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.compress.distill import distill
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
+    data = LabelledData(train=LabelledSplit(["rain today"] * 4, [0, 1, 2, 3]), labels=list(KEYWORDS))
+    spec = DistillSpec(student=StudentSpec(config={"hidden_size": 32, "num_attention_heads": 2}), hidden_weight=1.0)
+    with pytest.raises(EdgepackError, match=r"^recipe distill.hidden_weight: hidden-state matching needs the same "
+                                            r"hidden size \(teacher 64, student 32\)$"):
+        distill(teacher, tokenizer, data, spec, seq_len=16, work_dir=Path("unused"))
+
+
+def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkeypatch):
+    optuna = pytest.importorskip("optuna")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.compress import distill as distill_module
+    from packager.compress.common import PROGRESS_BARS
+    from packager.recipe import SearchSpec
+    from packager.recipe_cli import search_tables
+    from packager.compress.evaluate import StageRow
+
+    class PruneAllButTheFirst(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.number >= 1
+
+    monkeypatch.setattr(distill_module, "_pruner", lambda optuna, name: PruneAllButTheFirst())
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
+    rows = _rows(48, 9)
+    split = LabelledSplit([r["text"] for r in rows], [sorted(KEYWORDS).index(r["intent"]) for r in rows])
+    data = LabelledData(train=split, validation=split.head(16), labels=sorted(KEYWORDS))
+    search = SearchSpec(trials=3, epochs=[2, 2], lr=[1e-4, 1e-3])
+    spec = DistillSpec(student=StudentSpec(model=str(workspace / "student")), batch_size=16, search=search,
+                       student_alone=False)
+    token = PROGRESS_BARS.set(False)
+    try:
+        student, student_tokenizer, details = distill_module.distill(teacher, tokenizer, data, spec, seq_len=16,
+                                                                     work_dir=tmp_path, seed=0)
+    finally:
+        PROGRESS_BARS.reset(token)
+    found = details["search"]
+    assert [t["state"] for t in found["tried"]] == ["complete", "pruned", "pruned"] and found["pruned"] == 2
+    assert [t["epochs_run"] for t in found["tried"]] == [2, 1, 1]  # a pruned trial stopped after its first epoch
+    assert all(1e-4 <= t["lr"] <= 1e-3 for t in found["tried"]) and details["lr"] == float(f'{found["best_params"]["lr"]:.4g}')
+    assert found["final"] == "the best trial's student (not trained again)"
+    assert len(student_tokenizer) != len(tokenizer) and student.config.vocab_size == len(student_tokenizer)
+    assert next(student.parameters()).device.type == "cpu" and not student.training
+    (table,) = search_tables([StageRow(stage="distill", description="", params=0, fp32_mb=0.0, details=details)])
+    assert table.row_count == 3 and "2 stopped early" in str(table.title)
+    assert list(table.columns[-1].cells) == ["complete (best)", "pruned", "pruned"]
+
+
+def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path):
+    from packager.recipe import RecipeError
+    from packager.recipe_run import load_recipe_data
+
+    (workspace / "data" / "pool.csv").write_text("utterance,source\nplay some jazz,log\ncheck my balance,log\n")
+    recipe = load_recipe(_recipe(workspace, {"student": {"model": "builtin"}},
+                                 data={"unlabeled": "data/pool.csv", "unlabeled_column": "utterance"}))
+    assert load_recipe_data(recipe).unlabeled == ["play some jazz", "check my balance"]
+    bad_column = load_recipe(_recipe(workspace, {"student": {"model": "builtin"}}, data={"unlabeled": "data/pool.csv"}))
+    with pytest.raises(EdgepackError, match=r"^recipe data.unlabeled: pool.csv has no column 'text'"):
+        load_recipe_data(bad_column)
+    path = _recipe(workspace, {"augment": {"copies": 0}})
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.copies: must be at least 1$"):
+        load_recipe(path)
+    path = _recipe(workspace, {"search": {"pruner": "hyper"}})
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.search.pruner: 'hyper' is not one of"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match=r"^recipe precision: 'fp8' is not one of auto, bf16, fp32$"):
+        load_recipe(_recipe(workspace, {}, precision="fp8"))
