@@ -207,11 +207,10 @@ def _trains(stage) -> bool:
 
 
 def _run_record(ranks: "distributed.Ranks", details: dict[str, Any] | None) -> dict[str, Any]:
-    """A stage row's ``run``: where it ran, plus how it trained (``details['training']``, moved out)."""
-    from .compress.common import TRAINING_PRECISION
-
+    """A stage row's ``run``: where it ran, plus how it trained (``details['training']``, moved out; rows
+    without training are measured in fp32)."""
     training = (details or {}).pop("training", None) or {}
-    return {**ranks.record(), "precision": TRAINING_PRECISION, "effective_batch_size": None, **training}
+    return {**ranks.record(), "precision": "fp32", "effective_batch_size": None, **training}
 
 
 @contextlib.contextmanager

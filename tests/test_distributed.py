@@ -67,7 +67,7 @@ def workspace(tmp_path_factory) -> Path:
 def _recipe(workspace: Path, name: str, batch_size: int, epochs: int = 3, search: dict | None = None,
             finetune: bool = True) -> Path:
     distill = {"student": {"layers": [0, 2]}, "epochs": epochs, "lr": 5.0e-4, "batch_size": batch_size,
-               "warmup_ratio": 0.0}
+               "warmup_ratio": 0.0, "student_alone": False}
     if search:
         distill["search"] = search
     stages = [{"finetune": {"epochs": epochs, "lr": 5.0e-4, "batch_size": batch_size, "warmup_ratio": 0.0}},
@@ -100,7 +100,7 @@ def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path)
     from packager.recipe import load_recipe
     from packager.recipe_run import run_recipe
 
-    search = {"trials": 2, "epochs": [1, 2]}  # in a distributed job rank 0 asks optuna, every rank trains
+    search = {"trials": 2, "epochs": [1, 2], "lr": None}  # in a distributed job rank 0 asks optuna, every rank trains
     single = run_recipe(load_recipe(_recipe(workspace, "single.yaml", 2 * PER_RANK_BATCH, search=search)),
                         tmp_path / "single", show_bars=False)
     assert single.exit_code == 0, single.message
@@ -191,7 +191,8 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
     from packager.recipe_run import run_recipe
 
     db = tmp_path / "search.db"
-    search = {"trials": 4, "epochs": [1, 1], "storage": f"sqlite:///{db}", "study": "shared"}
+    search = {"trials": 4, "epochs": [1, 1], "lr": None, "pruner": "none", "storage": f"sqlite:///{db}",
+              "study": "shared"}
     recipe = _recipe(workspace, "search.yaml", PER_RANK_BATCH, epochs=1, search=search, finetune=False)
     outs = [tmp_path / f"worker{i}" for i in range(2)]
     procs = [subprocess.Popen([str(BIN / "edgepack"), "pack", "--recipe", str(recipe), "-o", str(o)], env=_env(),

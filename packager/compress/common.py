@@ -171,7 +171,7 @@ def training_record(trainer) -> dict[str, Any]:
     args = trainer.args
     ranks = distributed.current()
     mine = len(trainer.get_train_dataloader())  # this rank's shard, as the Trainer iterates it
-    return {**ranks.record(), **run_info(args),
+    return {**run_info(args), **ranks.record(),
             "per_device_batch_size": int(args.per_device_train_batch_size),
             "effective_batch_size": int(args.per_device_train_batch_size * args.gradient_accumulation_steps
                                         * args.world_size),
