@@ -43,8 +43,15 @@ class InputSpec:
     outputs: list[TensorSpec]
     padding_side: str = "right"
     truncation: bool = True
-    pooling: str | None = None  # "mean" for sentence embeddings, None for logits
+    pooling: str | None = None  # sentence embeddings: "mean", "cls", "max", "mean+max"...; None for logits
     normalize: bool = False
+    #: where the pooling came from: "sentence-transformers" (the model's modules), "default" (plain encoder:
+    #: mean + normalize), "--pooling" (overridden at pack time)
+    pooling_source: str | None = None
+    dense: list[dict[str, Any]] = field(default_factory=list)  # Dense layers after pooling, in order
+    prompt: str | None = None  # prepended to every text before tokenizing (the model's default prompt)
+    include_prompt: bool = True  # False: the prompt's tokens are left out of the pooling
+    output_activation: str | None = None  # "sigmoid": multi-label scores (compare with label_thresholds)
 
 
 @dataclass
@@ -68,6 +75,8 @@ class Parity:
     mean_cosine: float | None = None
     min_cosine: float | None = None
     top1_agreement: float | None = None
+    token_agreement: float | None = None  # token classification: per-token top-1 on real tokens
+    label_agreement: float | None = None  # multi-label: per-label decisions at the label thresholds
     max_abs_error: float | None = None
     mean_abs_error: float | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -102,6 +111,8 @@ class Manifest:
     tokenizer: str | None
     targets: list[TargetEntry]
     labels: list[str] | None = None
+    label_thresholds: list[float] | None = None  # multi-label: a label is predicted when its score >= this
+    parity_reference: str | None = None  # what the targets' parity was measured against
     samples: str | None = SAMPLES_NAME
     recipe: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)

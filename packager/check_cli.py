@@ -15,6 +15,7 @@ import click
 
 from device_bench.manifest import Manifest, TargetEntry
 
+from .declarations import parse_runtime_declarations
 from .errors import EdgepackError
 
 EXIT_INCOMPATIBLE = 1  # as `pack` exits when a target failed
@@ -56,8 +57,6 @@ def check(bundle: Path, runtime_specs: tuple[str, ...], strict: bool, as_json: b
     """Check a bundle's artifacts against device runtimes; exit 1 if one is incompatible."""
     if not (bundle / "manifest.json").is_file():
         raise EdgepackError(f"{bundle}: not a bundle folder (no manifest.json)")
-    from .pack import parse_runtime_declarations
-
     rows = check_bundle(bundle, parse_runtime_declarations(runtime_specs))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -10,7 +10,8 @@ class MissingExtraError(EdgepackError):
 
     def __init__(self, module: str) -> None:
         super().__init__(
-            f"this command needs the packing extra ({module} is not installed): pip install 'edgepack[pack]'"
+            f"this command needs the pack extra ({module} is not installed): "
+            "pip install 'edgepack[pack]' (in a checkout: pip install '.[pack]')"
         )
 
 

@@ -58,13 +58,17 @@ def resolve_source(source: str | None) -> str:
 
 
 def load_model(source: str | None, task: str | Task, num_labels: int | None = None,
-               labels: list[str] | None = None) -> LoadedModel:
-    """Load model + tokenizer for ``task``, eager attention (exportable everywhere), eval mode."""
+               labels: list[str] | None = None, pooling: str | None = None) -> LoadedModel:
+    """Load model + tokenizer for ``task``, eager attention (exportable everywhere), eval mode.
+
+    The task is then configured from the model's own files (an embedding model's
+    sentence-transformers pipeline, a classifier's problem type); ``pooling``
+    overrides an embedding model's pooling."""
     import transformers
 
     from .compress import pruned_bert  # noqa: F401  (head-pruned folders from a recipe reload like any BERT)
 
-    task_obj = get_task(task) if isinstance(task, str) else task
+    task_obj = get_task(task, **({"pooling": pooling} if pooling else {})) if isinstance(task, str) else task
     resolved = resolve_source(source)
     auto = getattr(transformers, task_obj.auto_class)
     kwargs: dict[str, Any] = {"attn_implementation": "eager"}
@@ -73,6 +77,8 @@ def load_model(source: str | None, task: str | Task, num_labels: int | None = No
                       label2id={l: i for i, l in enumerate(labels)})
     elif num_labels:
         kwargs["num_labels"] = num_labels
+    if task_obj.name == "multi-label-classification":
+        kwargs["problem_type"] = "multi_label_classification"
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(resolved)
         model = auto.from_pretrained(resolved, **kwargs)
@@ -80,7 +86,8 @@ def load_model(source: str | None, task: str | Task, num_labels: int | None = No
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgepackError(f"cannot load model {source or DEFAULT_MODEL_NAME!r}: {first}") from None
     model.eval()
-    if labels is None and task_obj.predictions is not Task.predictions:
+    task_obj = task_obj.configure(resolved, model, tokenizer)
+    if labels is None and task_obj.has_labels:
         id2label = getattr(model.config, "id2label", None) or {}
         labels = [str(id2label[i]) for i in sorted(id2label)] if id2label else None
     return LoadedModel(model=model, tokenizer=tokenizer, source=source or DEFAULT_MODEL_NAME, task=task_obj,

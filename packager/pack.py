@@ -38,7 +38,9 @@ from device_bench.manifest import (
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
 from .calib import tokenize
+from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported: pack's TARGET=SPEC parser)
 from .errors import EdgepackError
+from .families import check_support
 from .models import LoadedModel, max_seq_len, model_info
 from .tasks import INPUT_NAMES
 
@@ -111,17 +113,6 @@ def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, d
         if not sep or not dot or not target or not key or not raw.strip():
             raise EdgepackError(f"--option {value!r}: expected TARGET.KEY=VALUE, e.g. tflite-int8-full.io=int8")
         out.setdefault(target, {})[key] = raw.strip()
-    return out
-
-
-def parse_runtime_declarations(values: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
-    """``TARGET=SPEC`` strings (``tflite-int8=tflite-runtime==2.14``) -> [(target, spec), ...] in order."""
-    out = []
-    for value in values:
-        target, sep, spec = value.partition("=")
-        if not sep or not target.strip() or not spec.strip():
-            raise EdgepackError(f"--runtime {value!r}: expected TARGET=SPEC, e.g. tflite-int8=tflite-runtime==2.14")
-        out.append((target.strip(), spec.strip()))
     return out
 
 
@@ -221,17 +212,18 @@ def pack_model(
     options = resolve_target_options(target_options or {}, targets)
     step = progress or (lambda _msg: None)
     task = loaded.task
+    check_support(str(getattr(loaded.config, "model_type", "")), task.name, targets)
     wrapper = task.make_wrapper(loaded.model)
 
-    calib = tokenize(loaded.tokenizer, calib_texts, seq_len)
+    calib = tokenize(loaded.tokenizer, task.prepare_texts(calib_texts), seq_len)
     step("fp32 reference")
-    reference = run_reference(wrapper, calib)
+    reference, reference_name = task.reference(run_reference(wrapper, calib), calib_texts, seq_len)
     thresholds = task.thresholds(min_cosine, min_agreement)
 
     eval_inputs = eval_labels = None
     accuracy = None
     if labelled is not None:
-        eval_inputs = tokenize(loaded.tokenizer, labelled[0], seq_len)
+        eval_inputs = tokenize(loaded.tokenizer, task.prepare_texts(labelled[0]), seq_len)
         eval_labels = np.asarray(labelled[1])
         ref_pred = task.predictions(run_reference(wrapper, eval_inputs))
         if ref_pred is None:
@@ -246,7 +238,7 @@ def pack_model(
         np.savez(stage / SAMPLES_NAME, **calib)
         (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in calib_texts) + "\n")
         ctx = ExportContext(
-            wrapper=wrapper, hf_model=loaded.model, task=task.name, seq_len=seq_len, input_names=list(INPUT_NAMES),
+            wrapper=wrapper, hf_model=loaded.model, task=task, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
             output_name=task.output_name,
         )
@@ -266,13 +258,14 @@ def pack_model(
             input_spec=InputSpec(
                 seq_len=seq_len,
                 inputs=[TensorSpec(n, "int32", [1, seq_len]) for n in INPUT_NAMES],
-                outputs=[TensorSpec(task.output_name, "float32", [1, task.output_dim(loaded.model)])],
+                outputs=[TensorSpec(task.output_name, "float32", task.output_shape(loaded.model, seq_len))],
                 padding_side=getattr(loaded.tokenizer, "padding_side", "right"),
-                pooling=task.pooling,
-                normalize=task.normalize,
+                **task.spec(),
             ),
             tokenizer=TOKENIZER_DIR,
             labels=loaded.labels,
+            label_thresholds=task.label_thresholds(),
+            parity_reference=reference_name,
             targets=entries,
             recipe=recipe,
             stages=list(stages or []),
@@ -327,7 +320,7 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
         entry.error = f"artifact does not run: {_first_line(exc)}"
         _drop_artifact(entry, path)
         return entry
-    metrics = task.parity(reference, outputs)
+    metrics = task.parity(reference, outputs, calib)
     shortfalls = task.shortfalls(metrics, thresholds)
     entry.parity = Parity(n_samples=len(reference), passed=not shortfalls, thresholds=thresholds, accuracy=accuracy,
                           **{k: v for k, v in metrics.items() if k in Parity.__dataclass_fields__})

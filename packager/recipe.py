@@ -487,6 +487,22 @@ def _check_runtimes(recipe: Recipe) -> None:
         raise RecipeError(f"recipe runtimes: {str(exc).replace('--runtime ', '')}") from None
 
 
+def _check_task(recipe: Recipe) -> None:
+    """The task exists and supports every stage, said in one line (each task declares its stages)."""
+    from .tasks import RECIPE_STAGES, TASKS
+
+    if recipe.task not in TASKS:
+        raise RecipeError(f"recipe task: unknown task {recipe.task!r} (known: {', '.join(TASKS)})")
+    supported = TASKS[recipe.task].stages
+    if not supported:
+        raise RecipeError(f"recipe task: {recipe.task} supports none of the recipe stages "
+                          f"({', '.join(RECIPE_STAGES)}): pack it without a recipe (edgepack pack --task {recipe.task})")
+    refused = sorted({s.kind for s in recipe.stages if s.kind not in supported})
+    if refused:
+        raise RecipeError(f"recipe task: {recipe.task} does not support the stage(s) {', '.join(refused)} "
+                          f"(supported: {', '.join(supported)})")
+
+
 def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
     """Validate a recipe mapping (as loaded from YAML) into a ``Recipe``."""
     if not isinstance(raw, dict):
@@ -500,11 +516,10 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError("recipe data: required key is missing")
     recipe = build(Recipe, raw, "")
     recipe.base_dir = str(Path(base_dir))
-    if recipe.task != SUPPORTED_TASK:
-        raise RecipeError(f"recipe task: {recipe.task!r} is not supported by recipes (only {SUPPORTED_TASK})")
     if not isinstance(stages_raw, list):
         raise RecipeError("recipe stages: expected a list of stages")
     recipe.stages = [_parse_stage(s, i) for i, s in enumerate(stages_raw)]
+    _check_task(recipe)
     if recipe.seq_len < 2:
         raise RecipeError(f"recipe seq_len: {recipe.seq_len} must be at least 2")
     if recipe.threads is not None and recipe.threads < 1:

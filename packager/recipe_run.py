@@ -241,7 +241,8 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
 
     from .bundle import check_destination
     from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
-    from .models import load_model
+    from .families import check_support, model_type_of
+    from .models import load_model, resolve_source
     from .pack import validate_request
 
     out_dir = Path(out_dir)
@@ -271,6 +272,18 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         data = load_recipe_data(recipe)
         step("load model")
         seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
+        kinds = [stage.kind for stage in recipe.stages]
+        check_support(model_type_of(resolve_source(model_source(recipe))), recipe.task, targets, kinds)
+        for index, stage in enumerate(recipe.stages):  # a pretrained student is checked before any training
+            student = getattr(stage.spec, "student", None)
+            if student is not None and student.model is not None:
+                from .compress.distill import student_source
+
+                try:
+                    check_support(model_type_of(student_source(str(student.model))), recipe.task, targets,
+                                  kinds[index + 1:])
+                except EdgepackError as exc:
+                    raise EdgepackError(f"recipe stages[{index}].distill.student.model: {exc}") from None
         loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):

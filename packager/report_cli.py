@@ -1,6 +1,7 @@
 """`edgepack report`: bundles and bench reports joined into the accuracy–latency–size trade-off."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def report(items: tuple[Path, ...], plot_path: Path | None, md_path: Path | None
 
     Reports are matched to bundles by the bundle's folder name, so one row per
     stage × target carries size, accuracy/parity, latency, memory and energy.
+    --plot needs matplotlib (in the pack extra); the table and --json do not.
     """
+    if plot_path and importlib.util.find_spec("matplotlib") is None:
+        raise EdgepackError("--plot needs matplotlib, which is not installed here (pip install 'matplotlib>=3.8,<4'); "
+                            "without --plot the table still comes out")
     bundles = [p for p in items if p.is_dir()]
     reports = [p for p in items if p.is_file()]
     missing = [p for p in items if not p.exists()]

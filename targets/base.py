@@ -17,6 +17,8 @@ from device_bench.runners import Runner, load_runner
 if TYPE_CHECKING:  # heavy imports only for type checkers
     import torch
 
+    from packager.tasks import Task
+
 
 class TargetError(RuntimeError):
     """A target could not be exported; the message is shown to the user as-is."""
@@ -33,7 +35,7 @@ class ExportContext:
 
     wrapper: "torch.nn.Module"
     hf_model: Any
-    task: str
+    task: "Task"  # owns the quantization-friendly wrapper, parity metrics and goals; targets never branch on its name
     seq_len: int
     input_names: list[str]
     example_inputs: dict[str, np.ndarray]  # one real tokenized sample, int32 [1, seq_len]

@@ -357,13 +357,44 @@ def _describe_tflite_op(op: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------- PyTorch Lite
 def ptl_info(path: Path) -> tuple[int, list[dict[str, Any]]]:
-    """Bytecode version and root operators (name, number of schema arguments) of a ``.ptl``."""
-    from torch.jit.mobile import _get_model_bytecode_version, _get_model_ops_and_info
+    """Bytecode version and root operators (name, number of schema arguments) of a ``.ptl``, read from the
+    file itself without torch (``edgepack check`` runs on devices): ``bytecode.pkl`` in the zip holds
+    ``(version, (method, (("instructions", ...), ("operators", ((name, overload, n_args), ...)), ...)), ...)``.
+    Tensors and classes in it are not rebuilt. The same answers as ``torch.jit.mobile``'s
+    ``_get_model_bytecode_version`` / ``_get_model_ops_and_info`` (checked by the tests)."""
+    import io
+    import pickle
+    import zipfile
 
-    version = int(_get_model_bytecode_version(str(path)))
-    ops = _get_model_ops_and_info(str(path))
-    listed = [{"op": name, "version": getattr(info, "num_schema_args", None)} for name, info in sorted(ops.items())]
-    return version, listed
+    class _Opaque:  # whatever torch would rebuild (tensors, custom classes): not needed for the verdict
+        def __init__(self, *args: Any, **kwargs: Any) -> None: ...
+
+        def __setstate__(self, state: Any) -> None: ...
+
+    class _BytecodeReader(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            return _Opaque
+
+        def persistent_load(self, pid: Any) -> Any:
+            return _Opaque()
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.rpartition("/")[2] == "bytecode.pkl" and n.count("/") <= 1]
+            if not names:
+                raise CompatibilityError(f"{path}: no bytecode.pkl (not a PyTorch Lite .ptl file)")
+            data = archive.read(names[0])
+        bytecode = _BytecodeReader(io.BytesIO(data)).load()
+        version = int(bytecode[0])
+        ops: dict[str, int | None] = {}
+        for method in bytecode[1:]:
+            for op in dict(method[1]).get("operators", ()):
+                ops[f"{op[0]}.{op[1]}" if op[1] else op[0]] = int(op[2]) if len(op) > 2 else None
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, OSError, TypeError, ValueError, IndexError) as exc:
+        if isinstance(exc, CompatibilityError):
+            raise
+        raise CompatibilityError(f"{path}: unreadable .ptl ({type(exc).__name__}: {exc})") from None
+    return version, [{"op": name, "version": n_args} for name, n_args in sorted(ops.items())]
 
 
 def _check_torch_lite(path: Path, declared: str | None) -> CompatReport:

@@ -6,7 +6,7 @@ on MiniLM, measured); three causes, three fixes:
 
 1. Additive attention masks built from ``finfo.min`` (or -1e4) stretch the
    calibrated range of the attention scores so far that int8 keeps no
-   information about the real scores. ``QuantFriendlyEncoder`` builds the mask
+   information about the real scores. The task's quantization-friendly wrapper builds the mask
    itself with the smallest bounded constant (-10, -20, -40 ...) whose float
    output matches the reference on the calibration texts.
 2. ``nn.Embedding`` lowers to EMBEDDING_LOOKUP, which static recipes leave in
@@ -47,35 +47,11 @@ SENSITIVE_BUDGET = 2e-3  # an op type whose int8-alone output cosine is below 1 
 DEFAULT_CALIB_SAMPLES = 100
 SELECTION_SAMPLES = 64  # held-out texts scoring the op-type choice (16 let 1.5% top-1 disagreement through)
 VALIDATION_SAMPLES = 4  # samples for each per-op-type ai-edge-quantizer validation
-GOAL = {"feature-extraction": ("mean_cosine", 0.995), "sequence-classification": ("top1_agreement", 0.99)}
 
 
 def quant_friendly_wrapper(ctx: ExportContext, mask_value: float):
-    """Export wrapper with a bounded additive mask and a gather-based embedding lookup."""
-    import torch
-    from torch import nn
-
-    class QuantFriendlyEncoder(nn.Module):
-        """forward(input_ids:int32, attention_mask:int32) -> embedding or logits, like ``ctx.wrapper``."""
-
-        def __init__(self, model: nn.Module, task: str, mask_value: float) -> None:
-            super().__init__()
-            self.model, self.task, self.mask_value = model, task, float(mask_value)
-            self.embeddings = model.get_input_embeddings()
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            mask = attention_mask.to(torch.float32)
-            bias = ((1.0 - mask) * -self.mask_value)[:, None, None, :]
-            embeds = torch.index_select(self.embeddings.weight, 0, input_ids.reshape(-1).long())
-            embeds = embeds.reshape(input_ids.shape[0], input_ids.shape[1], -1)
-            out = self.model(inputs_embeds=embeds, attention_mask=bias)
-            if self.task == "sequence-classification":
-                return out.logits
-            weights = mask.unsqueeze(-1)
-            pooled = (out.last_hidden_state * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-            return nn.functional.normalize(pooled, p=2.0, dim=-1)
-
-    return QuantFriendlyEncoder(ctx.hf_model, ctx.task, mask_value).eval()
+    """The task's export wrapper with a bounded additive mask and a gather-based embedding lookup."""
+    return ctx.task.make_quant_friendly_wrapper(ctx.hf_model, mask_value)
 
 
 @contextlib.contextmanager
@@ -229,10 +205,10 @@ def run_tflite(path: Path, samples: list[dict[str, np.ndarray]]) -> np.ndarray:
     return np.concatenate([runner.run(s) for s in samples])
 
 
-def parity_metric(task: str, reference: np.ndarray, candidate: np.ndarray) -> float:
-    if GOAL[task][0] == "top1_agreement":
-        return float((reference.argmax(1) == candidate.argmax(1)).mean())
-    return float(_cosines(reference, candidate).mean())
+def parity_metric(task, reference: np.ndarray, candidate: np.ndarray, samples: list[dict[str, np.ndarray]]) -> float:
+    """The task's own parity metric named by its ``integer_goal``."""
+    inputs = {k: np.concatenate([s[k] for s in samples]) for k in samples[0]}
+    return float(task.parity(reference, candidate, inputs)[task.integer_goal[0]])
 
 
 def tensor_dtypes(path: Path) -> dict[str, int]:
@@ -272,18 +248,19 @@ def float_ops(path: Path) -> list[str]:
     return sorted(found)
 
 
-def select_precisions(fq: FullIntegerQuantizer, task: str, selection_samples: list[dict[str, np.ndarray]],
+def select_precisions(fq: FullIntegerQuantizer, task, selection_samples: list[dict[str, np.ndarray]],
                       reference: np.ndarray, validation_samples: list[dict[str, np.ndarray]], workdir: Path,
                       int8_only: bool) -> tuple[Path, Selection]:
     """int8 where the accuracy allows, int16 activations where it does not (see the module docstring)."""
-    metric, goal = GOAL[task]
+    metric, goal = task.integer_goal
     trial = workdir / "tflite-int8-full.trial.tflite"
     all_ops = list(fq.op_types)
     steps: list[dict[str, Any]] = []
 
     def score(int16_ops: list[str]) -> float:
         int8_ops = [o for o in all_ops if o not in int16_ops]
-        value = parity_metric(task, reference, run_tflite(fq.quantize(int16_ops, int8_ops, trial), selection_samples))
+        value = parity_metric(task, reference, run_tflite(fq.quantize(int16_ops, int8_ops, trial), selection_samples),
+                              selection_samples)
         steps.append({"int16_ops": list(int16_ops), metric: round(value, 5)})
         return value
 
@@ -388,8 +365,6 @@ class TFLiteInt8Full(Target):
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         import litert_torch
 
-        if ctx.task not in GOAL:
-            raise TargetError(f"tflite-int8-full: task {ctx.task!r} is not supported")
         n_calib = int(ctx.options.get("calib_samples", DEFAULT_CALIB_SAMPLES))
         samples = ctx.calibration_samples()
         if len(samples) < 2:
@@ -450,7 +425,7 @@ class TFLiteInt8Full(Target):
                 "weights": "int8 per-channel", "activations_per_op": dict(sorted(per_op.items())),
                 "float_ops": leftover_float, "sensitivity_int8_alone_cosine": selection.sensitivity,
                 "sensitivity_method": sorted(set(fq.sensitivity_method.values())),
-                "selection_steps": selection.steps, "selection_goal": dict([GOAL[ctx.task]]),
+                "selection_steps": selection.steps, "selection_goal": dict([ctx.task.integer_goal]),
                 "calibration_samples": len(calibration), "selection_samples": len(held_out),
                 "mask_constant": -mask_value, "mask_wrapper_max_abs_error": mask_err,
                 "tensor_dtypes": dtypes, "fp32_tflite_size_bytes": float_size,

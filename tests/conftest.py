@@ -38,7 +38,8 @@ def save_tiny_model(out: Path, *, classifier: bool = False, layers: int = 2, see
     out.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), model_max_length=128)
+    # ``vocab=`` (a path or a dict): on transformers 5 ``vocab_file=`` is ignored and every word becomes [UNK]
+    tokenizer = BertTokenizerFast(vocab=str(out / "vocab.txt"), model_max_length=128)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
                         intermediate_size=128, max_position_embeddings=128)

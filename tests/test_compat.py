@@ -278,7 +278,7 @@ def full_int_artifact(tmp_path_factory):
     calib = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     work = tmp_path_factory.mktemp("full")
     ctx = ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model,
-                        task="feature-extraction", seq_len=16, input_names=["input_ids", "attention_mask"],
+                        task=get_task("feature-extraction"), seq_len=16, input_names=["input_ids", "attention_mask"],
                         example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
                         options={"calib_samples": 20})
     path = work / "model.tflite"
@@ -326,6 +326,25 @@ def test_ptl_bytecode_checked_against_declared_torch(ptl_artifact):
     old = check_compatibility("torch-lite", ptl_artifact, "torch==1.9.0")
     assert old["compatible"] is False
     assert "bytecode version" in old["problems"][0] and "_backport_for_mobile" in old["remedy"]
+
+
+def test_ptl_info_reads_the_file_as_torch_does_without_torch(ptl_artifact, tiny_bundle, tmp_path):
+    """`edgepack check` reads a .ptl's bytecode version and operators from the zip (no torch on a device):
+    the same answers as torch.jit.mobile, on every bytecode version the installed torch can backport to."""
+    from torch.jit.mobile import _backport_for_mobile, _get_model_bytecode_version, _get_model_ops_and_info
+
+    from targets.compat import ptl_info
+
+    files = [ptl_artifact, tiny_bundle / "torchscript_mobile.ptl"]
+    for version in range(5, _get_model_bytecode_version(str(ptl_artifact))):
+        out = tmp_path / f"v{version}.ptl"
+        assert _backport_for_mobile(str(ptl_artifact), str(out), version)
+        files.append(out)
+    for path in files:
+        version, ops = ptl_info(path)
+        assert version == _get_model_bytecode_version(str(path)), path
+        expected = {name: info.num_schema_args for name, info in _get_model_ops_and_info(str(path)).items()}
+        assert {o["op"]: o["version"] for o in ops} == expected, path
 
 
 # ---------------------------------------------------------------- kernel signatures (tflite_kernels)

@@ -29,6 +29,7 @@ def _tiny_context(tmp_path, task: str = "feature-extraction"):
     import torch
     import transformers
 
+    from packager.tasks import get_task
     from targets import ExportContext
 
     torch.manual_seed(0)
@@ -55,7 +56,7 @@ def _tiny_context(tmp_path, task: str = "feature-extraction"):
     mask = np.ones((6, 16), np.int32)
     mask[:, 10:] = 0
     calib = {"input_ids": ids, "attention_mask": mask}
-    return ExportContext(wrapper=Wrapper().eval(), hf_model=model, task=task, seq_len=16,
+    return ExportContext(wrapper=Wrapper().eval(), hf_model=model, task=get_task(task), seq_len=16,
                          input_names=["input_ids", "attention_mask"],
                          example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=tmp_path)
 

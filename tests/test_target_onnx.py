@@ -34,7 +34,7 @@ def ctx(tmp_path_factory):
                                      intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
     model = transformers.BertModel(config).eval()
     calib = _inputs(8, seed=1)
-    return ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model, task="feature-extraction", seq_len=SEQ,
+    return ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ,
                          input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
                          workdir=tmp_path_factory.mktemp("onnx"))
 

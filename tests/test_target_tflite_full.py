@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
     wrapper = get_task("feature-extraction").make_wrapper(model)
     calib = _inputs(110, seed=1)
     work = tmp_path_factory.mktemp("full")
-    ctx = ExportContext(wrapper=wrapper, hf_model=model, task="feature-extraction", seq_len=SEQ, input_names=NAMES,
+    ctx = ExportContext(wrapper=wrapper, hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ, input_names=NAMES,
                         example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
                         options={"calib_samples": 100})
     target = get_target("tflite-int8-full")

@@ -196,12 +196,19 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def encoder_layers(model) -> list[torch.nn.Module]:
-    """The transformer blocks of a BERT-family model (``model.<base>.encoder.layer``)."""
-    base = getattr(model, model.base_model_prefix, model)
-    try:
-        return list(base.encoder.layer)
-    except AttributeError:
-        from ..errors import EdgepackError
+    """The transformer blocks, where the model's family declares them (``packager.families``)."""
+    from ..errors import EdgepackError
+    from ..families import family_of
 
-        raise EdgepackError(
-            f"{type(model).__name__}: compression stages support BERT-family encoders (encoder.layer blocks)") from None
+    family = family_of(str(getattr(model.config, "model_type", "")))
+    if family is None:
+        raise EdgepackError(f"{type(model).__name__}: compression stages need a declared model family "
+                            f"(see `edgepack targets --models`)")
+    return family.encoder_layers(model)
+
+
+def encoder_layer_prefix(model) -> str:
+    """State-dict key prefix of the encoder blocks (``bert.encoder.layer.`` for BERT)."""
+    from ..families import family_of
+
+    return family_of(str(model.config.model_type)).layer_prefix(model)

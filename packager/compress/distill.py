@@ -36,8 +36,8 @@ from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
 from ..recipe import DistillSpec, StudentSpec
 from .augment import augment_texts
-from .common import (PadCollator, accuracy_metric, encode, encoder_layers, pad_id, run_info, seed_all, to_cpu,
-                     trained_model, training_args, training_record)
+from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, pad_id, run_info,
+                     seed_all, to_cpu, trained_model, training_args, training_record)
 from .evaluate import accuracy, gather_logits
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def student_from_layers(teacher, layers: list[int]):
         raise EdgepackError(f"recipe distill.student.layers: layer {bad[0]} does not exist (the teacher has {n_teacher})")
     student = type(teacher)(_subset_config(teacher.config, layers))
     state = teacher.state_dict()
-    prefix = f"{teacher.base_model_prefix}.encoder.layer."
+    prefix = encoder_layer_prefix(teacher)
     remapped = {}
     for key, value in state.items():
         if key.startswith(prefix):

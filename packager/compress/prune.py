@@ -22,7 +22,8 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData
 from ..recipe import PruneSpec, RecoverySpec
-from .common import PadCollator, count_params, encode, encoder_layers, pad_id, seed_all, training_record
+from .common import (PadCollator, count_params, encode, encoder_layer_prefix, encoder_layers, pad_id, seed_all,
+                     training_record)
 from .distill import train_student
 from .evaluate import gather_logits, gzip_size_bytes, nonzero_params
 from .pruned_bert import MODEL_TYPE, PrunedBertConfig
@@ -237,7 +238,7 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
         new_config = type(config)(**cfg_dict)
     new_model = AutoModelForSequenceClassification.from_config(new_config, attn_implementation="eager")
     state = model.state_dict()
-    prefix = f"{model.base_model_prefix}.encoder.layer."
+    prefix = encoder_layer_prefix(model)
     for i, (heads, neurons) in enumerate(zip(keep_heads, keep_ffn)):
         p = f"{prefix}{i}."
         rows = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads])

@@ -1,7 +1,7 @@
-"""The `edgepack` command line.
+"""`edgepack pack` and `edgepack targets`: the packing side of the command line.
 
-Every command turns bad input into one line on stderr and exit code 2; the
-packing commands import torch and the converters only when they run.
+Importing this module is light (click and the manifest): torch, transformers and the converters are
+imported only once `pack` runs, after `_require_pack_extra` has said which extra is missing.
 """
 from __future__ import annotations
 
@@ -13,26 +13,9 @@ from typing import Any
 
 import click
 
-from device_bench.manifest import Manifest, ManifestError, verify_files
-
-from . import __version__
-from .errors import EdgepackError, MissingExtraError
-
-EXIT_BAD_INPUT = 2
-EXIT_TARGET_FAILED = 1
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _stdout_console():
-    """Tables stay readable when piped: no wrapping at 80 columns."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=200)
+from ..errors import EdgepackError, MissingExtraError
+from .common import EXIT_TARGET_FAILED, stderr_console as _stderr_console, stdout_console as _stdout_console
+from .inspect import print_manifest as _print_manifest
 
 
 def _require_pack_extra() -> None:
@@ -60,12 +43,6 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgepack")
-def cli() -> None:
-    """Compress a Hugging Face transformer, convert it for edge runtimes, verify it, benchmark it."""
 
 
 # ---------------------------------------------------------------- targets
@@ -107,26 +84,65 @@ def _print_targets(as_json: bool, with_options: bool = False) -> None:
     click.echo("* default targets")
 
 
-@cli.command("targets")
+def _print_models(as_json: bool) -> None:
+    """The model families and what each supports (``packager.families``)."""
+    from targets import TARGETS
+
+    from ..families import support_matrix
+    from ..tasks import RECIPE_STAGES, TASKS
+
+    rows = support_matrix(list(TASKS), sorted(TARGETS), RECIPE_STAGES)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="edgepack model families")
+    for col in ("family", "model types", "encoder blocks", "mask", "tasks", "recipe stages", "targets"):
+        table.add_column(col)
+
+    def listed(flags: dict[str, bool]) -> str:
+        return "all" if all(flags.values()) else ", ".join(k for k, ok in flags.items() if ok) or "none"
+
+    for r in rows:
+        table.add_row(r["family"], ", ".join(r["model_types"]), r["layers"], r["mask_form"], listed(r["tasks"]),
+                      listed(r["stages"]), listed(r["targets"]))
+    _stdout_console().print(table)
+    click.echo("tasks: " + "; ".join(f"{name}: {cls.summary}" for name, cls in TASKS.items()))
+
+
+@click.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--options", "with_options", is_flag=True, help="List each target's --option keys with defaults.")
-def targets_cmd(as_json: bool, with_options: bool) -> None:
+@click.option("--models", "with_models", is_flag=True,
+              help="The model families and which tasks, recipe stages and targets each supports.")
+def targets_cmd(as_json: bool, with_options: bool, with_models: bool) -> None:
     """List the conversion targets."""
+    if with_models:
+        _require_pack_extra()
+        _print_models(as_json)
+        return
     _print_targets(as_json, with_options)
 
 
 # ---------------------------------------------------------------- pack
 def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
-    from .pack import parse_runtime_declarations
+    from ..declarations import parse_runtime_declarations
 
     return dict(parse_runtime_declarations(values))
 
 
-@cli.command("pack")
+@click.command("pack")
 @click.option("--model", "model", default=None, metavar="ID_OR_DIR",
               help="Hugging Face model id or local folder [default: built-in all-MiniLM-L6-v2].")
 @click.option("--task", default="feature-extraction", show_default=True, metavar="TASK",
-              help="feature-extraction (mean-pooled, L2-normalised embedding) or sequence-classification (logits).")
+              help="feature-extraction (the model's own sentence-transformers pooling/Dense/Normalize, else mean + "
+                   "L2 normalize), sequence-classification (logits), token-classification (per-token logits) or "
+                   "multi-label-classification (sigmoid scores; also chosen for a problem_type "
+                   "multi_label_classification model).")
+@click.option("--pooling", default=None, metavar="MODE",
+              help="feature-extraction: override the model's pooling (cls, mean, max, mean-sqrt-len, weighted-mean, "
+                   "last-token; several joined by +).")
 @click.option("--targets", "target_list", default=None, metavar="A,B",
               help="Comma list of targets (see `edgepack targets`) [default: torchscript-mobile,tflite-int8].")
 @click.option("--seq-len", type=int, default=128, show_default=True, help="Static sequence length (pad/truncate).")
@@ -165,7 +181,7 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_context
-def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
+def pack_cmd(ctx, model, task, pooling, target_list, seq_len, calib, calib_column, calib_limit, out_dir, force, archive,
              min_cosine, min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials,
              stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
              set_values, list_targets, as_json) -> None:
@@ -185,10 +201,12 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
         raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
     _quiet_libraries()
+    if (recipe is not None or recipe_flags) and pooling is not None:
+        raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
     if recipe is not None or recipe_flags:
-        from .pack import parse_option_assignments
-        from .recipe_cli import pack_from_recipe
-        from .recipe_flags import cli_overrides
+        from ..pack import parse_option_assignments
+        from ..recipe_cli import pack_from_recipe
+        from ..recipe_flags import cli_overrides
 
         given = {name for name in ("model", "task", "target_list", "seq_len", "calib", "calib_column", "calib_limit",
                                    "min_cosine", "min_agreement", "allow_parity_failure")
@@ -203,23 +221,34 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
                                   data_columns={"text_column": text_column, "label_column": label_column})
         sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json,
                                   search_trials=search_trials, overrides=overrides))
-    from .distributed import current as distributed_ranks
+    from ..distributed import current as distributed_ranks
 
     if distributed_ranks().distributed:  # every rank would convert and publish the same bundle
         raise EdgepackError("pack without a recipe trains nothing: run it without torchrun / accelerate launch")
 
     from targets import DEFAULT_TARGETS
 
-    from .bundle import check_destination
-    from .calib import builtin_sample, read_texts
-    from .models import load_model
-    from .pack import pack_model, parse_option_assignments, resolve_target_options, validate_request, validate_runtimes
-    from .tasks import TASKS
+    from ..bundle import check_destination
+    from ..calib import builtin_sample, read_texts
+    from ..families import check_support, model_type_of
+    from ..models import load_model, resolve_source
+    from ..pack import pack_model, parse_option_assignments, resolve_target_options, validate_request, validate_runtimes
+    from ..tasks import TASKS
 
     targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
     if task not in TASKS:
         raise EdgepackError(f"--task {task!r}: unknown task (known: {', '.join(TASKS)})")
+    if pooling is not None:
+        if task != "feature-extraction":
+            raise EdgepackError(f"--pooling: applies to --task feature-extraction only (not {task})")
+        from ..embedding_pipeline import parse_pooling
+
+        try:
+            parse_pooling(pooling)
+        except ValueError as exc:
+            raise EdgepackError(str(exc)) from None
     validate_request(targets, seq_len)
+    check_support(model_type_of(resolve_source(model)), task, targets)
     runtimes = _parse_runtimes(runtime_specs)
     validate_runtimes(runtimes, targets)
     target_options = parse_option_assignments(option_values)
@@ -231,12 +260,18 @@ def pack_cmd(ctx, model, task, target_list, seq_len, calib, calib_column, calib_
 
     console = _stderr_console()
     with console.status("loading model") as status:
-        loaded = load_model(model, task)
+        loaded = load_model(model, task, pooling=pooling)
         validate_request(targets, seq_len, loaded)
-        if loaded.task.name == "sequence-classification" and getattr(loaded.config, "architectures", None) \
-                and not any("ForSequenceClassification" in a for a in loaded.config.architectures):
-            console.print("[yellow]warning:[/] the checkpoint has no classification head: it is randomly "
-                          "initialised (fine-tune it first, e.g. with a recipe)")
+        if loaded.task.name != task:
+            console.print(f"[yellow]note:[/] the model's problem_type is multi_label_classification: packed as "
+                          f"{loaded.task.name} (sigmoid scores, a threshold per label)")
+        if loaded.task.name == "feature-extraction":
+            console.print(f"embedding pipeline: {loaded.task.pipeline.describe()}", highlight=False)
+        head = loaded.task.auto_class.removeprefix("AutoModel")
+        if head and getattr(loaded.config, "architectures", None) \
+                and not any(head in a for a in loaded.config.architectures):
+            console.print(f"[yellow]warning:[/] the checkpoint has no {head.removeprefix('For')} head: it is "
+                          "randomly initialised (fine-tune it first)")
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
@@ -272,116 +307,3 @@ def _run_with_progress(console, total: int, work):
         result = work(step)
         progress.update(task_id, completed=total, description="done")
     return result
-
-
-# ---------------------------------------------------------------- inspect
-def _fmt_mb(n: int | None) -> str:
-    return "-" if n is None else f"{n / 1e6:.2f}"
-
-
-def _fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def _print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | None = None) -> None:
-    from rich.table import Table
-
-    m = manifest.model
-    console = _stdout_console()
-    console.print(f"[bold]{bundle_dir}[/]  (schema {manifest.schema_version}, edgepack {manifest.edgepack_version}, "
-                  f"{manifest.created_at})")
-    console.print(f"model: {m.source}  {m.architecture} ({m.model_type}), {m.num_parameters / 1e6:.1f}M params, "
-                  f"fp32 {m.fp32_size_bytes / 1e6:.1f} MB; task {manifest.task}; seq_len {manifest.input_spec.seq_len}")
-    if manifest.accuracy:
-        console.print(f"reference accuracy: {manifest.accuracy.get('reference', 0):.4f} "
-                      f"on {manifest.accuracy.get('n_samples')} labelled texts")
-    table = Table()
-    for col in ("target", "status", "precision", "runtime", "file", "size MB", "vs fp32", "mean cos", "min cos",
-                "top-1 agree", "max |err|", "accuracy"):
-        table.add_column(col, justify="left" if col in ("target", "status", "precision", "runtime", "file") else "right")
-    for t in manifest.targets:
-        p = t.parity
-        ratio = f"{t.size_bytes / m.fp32_size_bytes:.0%}" if t.size_bytes and m.fp32_size_bytes else "-"
-        style = {"ok": "green", "parity-failed": "yellow", "failed": "red"}[t.status]
-        table.add_row(t.name, f"[{style}]{t.status}[/]", t.precision or "-", t.runtime, t.file or "-",
-                      _fmt_mb(t.size_bytes), ratio, _fmt(p and p.mean_cosine), _fmt(p and p.min_cosine),
-                      _fmt(p and p.top1_agreement, 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
-    console.print(table)
-    for t in manifest.targets:
-        for note in ([t.error] if t.error else []) + t.notes:
-            console.print(f"  {t.name}: {note}", highlight=False)
-        compat = t.details.get("compatibility") if t.details else None
-        if compat and compat.get("declared"):
-            verdict = {True: "compatible", False: "INCOMPATIBLE", None: "unchecked"}[compat.get("compatible")]
-            console.print(f"  {t.name}: runtime {compat['declared']}: {verdict}", highlight=False)
-            if note := _kernel_coverage_note(compat):
-                console.print(f"  {t.name}: {note}", highlight=False)
-    for problem in problems or []:
-        console.print(f"[red]integrity:[/] {problem}")
-
-
-def _kernel_coverage_note(compat: dict[str, Any]) -> str | None:
-    try:  # the checker's wording; a device-side install may lack the targets package's dependencies
-        from targets.compat import kernel_coverage_note
-    except ImportError:
-        return None
-    return kernel_coverage_note(compat)
-
-
-@cli.command("inspect")
-@click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest (and integrity check) as JSON.")
-def inspect_cmd(bundle: Path, as_json: bool) -> None:
-    """Show what is in a bundle and check its files against the manifest."""
-    manifest = Manifest.load(bundle)
-    problems = verify_files(bundle, manifest)
-    if as_json:
-        click.echo(json.dumps({"bundle": str(bundle), "intact": not problems, "problems": problems,
-                               "manifest": manifest.to_dict()}, indent=2))
-    else:
-        _print_manifest(manifest, bundle, problems)
-        if not problems:
-            click.echo("integrity: all files match their sha256")
-    if problems:
-        sys.exit(EXIT_TARGET_FAILED)
-
-
-def _register_optional_commands() -> None:
-    """Commands that live beside their subsystem: bench/devices/agent in device_bench; recipes, reports and
-    runtime checks here."""
-    from device_bench.cli import main as agent_cli
-    from device_bench.host_cli import bench, devices
-
-    from .check_cli import check
-    from .recipe_cli import recipe
-    from .report_cli import report
-
-    for command, name in ((bench, "bench"), (devices, "devices"), (agent_cli, "agent"), (recipe, "recipe"),
-                          (report, "report"), (check, "check")):
-        if name not in cli.commands:
-            cli.add_command(command, name)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors with exit code 2 instead of tracebacks."""
-    _register_optional_commands()
-    try:
-        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("edgepack: aborted", err=True)
-        sys.exit(130)
-    except (EdgepackError, ManifestError) as exc:
-        click.echo(f"edgepack: error: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        click.echo("edgepack: interrupted", err=True)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,168 @@
+"""Use a bundle on the device: text in, label or embedding out. What `edgepack run` and an application call.
+
+    from device_bench.predict import Bundle
+
+    bundle = Bundle("out/intent")                 # the best target this device can run
+    for p in bundle.predict(["book a table for two", "what's my balance"]):
+        print(p.label, p.score)
+
+The bundle's own tokenizer (HF ``tokenizers``) turns each text into ids, padded only to the input shape
+the artifact needs (``shape_for_length``), the device runner runs the artifact, and the task's decoder
+(``decoders``) turns the output into a prediction. No torch, no transformers: only the runner of the
+chosen artifact imports its runtime (torch for ``.ptl``/``.pte``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from .decoders import DecoderError, Prediction, decoder_for
+from .extra_runners import ExtraRunnerError, register_extra_runners
+from .fingerprint import device_runtimes
+from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, verify_files
+from .runners import RUNNERS, Runner, RunnerUnavailable, load_runner, runner_class
+from .tokenizer import BundleTokenizer, TokenizedText, TokenizerError
+
+#: runtimes whose runner loads torch into the process: chosen by default only when nothing lighter can run
+TORCH_RUNTIMES = ("torch-lite", "executorch")
+
+
+class BundleError(ValueError):
+    """The bundle cannot be run here as asked; one line for the user."""
+
+
+def max_tokens(manifest: Manifest, entry: TargetEntry) -> int:
+    """The most tokens ``entry``'s artifact takes: longer texts are truncated to this."""
+    return int(manifest.input_spec.seq_len)
+
+
+def shape_for_length(manifest: Manifest, entry: TargetEntry, n_tokens: int) -> int:
+    """The sequence length to pad a text of ``n_tokens`` tokens to for ``entry``'s artifact.
+
+    One static shape per artifact today (the manifest's ``seq_len``); the single place that changes when an
+    artifact accepts several lengths (the smallest bucket >= n_tokens, or n_tokens itself on a dynamic axis)."""
+    return int(manifest.input_spec.seq_len)
+
+
+def _runtime_problem(entry: TargetEntry, installed: dict[str, str | None]) -> str | None:
+    if entry.runtime not in RUNNERS:
+        return f"unknown runtime {entry.runtime!r}"
+    if installed.get(entry.runtime) is None:
+        try:
+            dists = " or ".join(runner_class(entry.runtime).distributions)
+        except (ImportError, AttributeError):
+            dists = f"a runner for {entry.runtime!r}"
+        return f"runtime {entry.runtime!r} is not installed here (pip install {dists})"
+    return None
+
+
+def choose_target(manifest: Manifest, name: str | None = None,
+                  installed: dict[str, str | None] | None = None) -> TargetEntry:
+    """``name``'s entry, checked; else the best target this device can run: parity passed first, then
+    runtimes that do not load torch (tflite, onnxruntime), then the bundle's own order (``pack --targets``)."""
+    installed = device_runtimes() if installed is None else installed
+    if name is not None:
+        known = {t.name: t for t in manifest.targets}
+        if name not in known:
+            raise BundleError(f"--target {name}: not in this bundle (it has: {', '.join(known) or 'none'})")
+        entry = known[name]
+        if entry not in manifest.runnable_targets():
+            raise BundleError(f"--target {name}: no artifact (failed at pack time: {entry.error or 'unknown error'})")
+        problem = _runtime_problem(entry, installed)
+        if problem:
+            raise BundleError(f"--target {name}: {problem}")
+        return entry
+    runnable = manifest.runnable_targets()
+    if not runnable:
+        raise BundleError("this bundle has no artifact (every target failed at pack time)")
+    candidates = [(i, t) for i, t in enumerate(runnable) if _runtime_problem(t, installed) is None]
+    if not candidates:
+        why = "; ".join(f"{t.name}: {_runtime_problem(t, installed)}" for t in runnable)
+        raise BundleError(f"no target of this bundle can run here ({why})")
+    return min(candidates, key=lambda it: (it[1].status != STATUS_OK, it[1].runtime in TORCH_RUNTIMES, it[0]))[1]
+
+
+class Bundle:
+    """A packed bundle, ready to run one of its artifacts on texts here.
+
+    ``target``: a target name from the manifest (default: ``choose_target``); ``threads``: the runtime's
+    thread count (default: the runtime's choice); ``verify``: check the artifact's sha256 before loading it.
+    """
+
+    def __init__(self, path: Path | str, target: str | None = None, threads: int | None = None,
+                 top_k: int = 3, verify: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path}: no such bundle folder")
+        if threads is not None and threads < 1:
+            raise BundleError(f"--threads {threads}: must be at least 1")
+        if top_k < 1:
+            raise BundleError(f"--top-k {top_k}: must be at least 1")
+        try:
+            register_extra_runners()
+            self.manifest = Manifest.load(self.path)
+        except (ManifestError, ExtraRunnerError) as exc:
+            raise BundleError(str(exc)) from None
+        self.target = choose_target(self.manifest, target)
+        if verify:
+            problems = verify_files(self.path, _only(self.manifest, self.target))
+            if problems:
+                raise BundleError(f"{self.path}: {problems[0]}")
+        if not self.manifest.tokenizer:
+            raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
+        try:
+            self.decoder = decoder_for(self.manifest.task, self.manifest.labels, top_k=top_k,
+                                       thresholds=self.manifest.label_thresholds)
+            self.tokenizer = BundleTokenizer.from_dir(self.path / self.manifest.tokenizer,
+                                                      padding_side=self.manifest.input_spec.padding_side)
+        except (DecoderError, TokenizerError) as exc:
+            raise BundleError(str(exc)) from None
+        self.threads = threads
+        self.input_names = [spec.name for spec in self.manifest.input_spec.inputs]
+        self.runner = self._load_runner()
+
+    def _load_runner(self) -> Runner:
+        try:
+            return load_runner(self.target.runtime, self.path / self.target.file, threads=self.threads)
+        except RunnerUnavailable as exc:
+            raise BundleError(f"target {self.target.name}: {exc}") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise BundleError(f"target {self.target.name}: cannot load {self.target.file} "
+                              f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})") from None
+
+    def tokenize(self, texts: list[str]) -> list[TokenizedText]:
+        return self.tokenizer.tokenize(texts, max_tokens(self.manifest, self.target))
+
+    def inputs_for(self, tokens: TokenizedText) -> dict[str, np.ndarray]:
+        """The artifact's inputs for one text: padded to ``shape_for_length``, in the manifest's input order."""
+        padded = self.tokenizer.pad(tokens, shape_for_length(self.manifest, self.target, tokens.n_tokens))
+        return {name: padded[name] for name in self.input_names}
+
+    def outputs(self, texts: list[str]) -> np.ndarray:
+        """The artifact's raw float32 outputs, one row per text ([N, D])."""
+        return np.concatenate([self.runner.run(self.inputs_for(t)) for t in self.tokenize(_texts(texts))], axis=0)
+
+    def predict(self, texts: list[str] | str) -> list[Prediction]:
+        """One prediction per text, in order: label/score/top-k for classification, the embedding for
+        feature-extraction."""
+        predictions = []
+        for tokens in self.tokenize(_texts(texts)):
+            inputs = self.inputs_for(tokens)
+            predictions.append(self.decoder.decode(self.runner.run(inputs), tokens, inputs["attention_mask"]))
+        return predictions
+
+
+def _texts(texts: list[str] | str) -> list[str]:
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise BundleError("no texts to run")
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise BundleError(f"texts must be strings, got {bad[0]}")
+    return texts
+
+
+def _only(manifest: Manifest, entry: TargetEntry) -> Manifest:
+    return dataclasses.replace(manifest, targets=[entry])

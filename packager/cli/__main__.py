@@ -1,0 +1,4 @@
+"""`python -m packager.cli`: the same as the `edgepack` command."""
+from . import main
+
+main()

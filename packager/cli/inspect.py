@@ -1,0 +1,95 @@
+"""`edgepack inspect`: what is in a bundle, its files checked against the manifest. Base install only."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from device_bench.manifest import Manifest, verify_files
+
+from .common import EXIT_TARGET_FAILED, stdout_console
+
+
+def _fmt_mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | None = None) -> None:
+    from rich.table import Table
+
+    m = manifest.model
+    console = stdout_console()
+    console.print(f"[bold]{bundle_dir}[/]  (schema {manifest.schema_version}, edgepack {manifest.edgepack_version}, "
+                  f"{manifest.created_at})")
+    console.print(f"model: {m.source}  {m.architecture} ({m.model_type}), {m.num_parameters / 1e6:.1f}M params, "
+                  f"fp32 {m.fp32_size_bytes / 1e6:.1f} MB; task {manifest.task}; seq_len {manifest.input_spec.seq_len}")
+    spec = manifest.input_spec
+    if spec.pooling:
+        console.print(f"embedding: {spec.pooling} pooling"
+                      + "".join(f" + Dense {d.get('in_features')}->{d.get('out_features')}" for d in spec.dense)
+                      + (" + Normalize" if spec.normalize else "") + f" ({spec.pooling_source or 'default'})"
+                      + (f"; prompt {spec.prompt!r}" if spec.prompt else ""), highlight=False)
+    if manifest.parity_reference:
+        console.print(f"parity reference: {manifest.parity_reference}", highlight=False)
+    if manifest.accuracy:
+        console.print(f"reference accuracy: {manifest.accuracy.get('reference', 0):.4f} "
+                      f"on {manifest.accuracy.get('n_samples')} labelled texts")
+    agreement = {"token-classification": ("token agree", "token_agreement"),
+                 "multi-label-classification": ("label agree", "label_agreement")}.get(
+        manifest.task, ("top-1 agree", "top1_agreement"))
+    table = Table()
+    for col in ("target", "status", "precision", "runtime", "file", "size MB", "vs fp32", "mean cos", "min cos",
+                agreement[0], "max |err|", "accuracy"):
+        table.add_column(col, justify="left" if col in ("target", "status", "precision", "runtime", "file") else "right")
+    for t in manifest.targets:
+        p = t.parity
+        ratio = f"{t.size_bytes / m.fp32_size_bytes:.0%}" if t.size_bytes and m.fp32_size_bytes else "-"
+        style = {"ok": "green", "parity-failed": "yellow", "failed": "red"}[t.status]
+        table.add_row(t.name, f"[{style}]{t.status}[/]", t.precision or "-", t.runtime, t.file or "-",
+                      _fmt_mb(t.size_bytes), ratio, _fmt(p and p.mean_cosine), _fmt(p and p.min_cosine),
+                      _fmt(p and getattr(p, agreement[1]), 3), _fmt(p and p.max_abs_error), _fmt(p and p.accuracy))
+    console.print(table)
+    for t in manifest.targets:
+        for note in ([t.error] if t.error else []) + t.notes:
+            console.print(f"  {t.name}: {note}", highlight=False)
+        compat = t.details.get("compatibility") if t.details else None
+        if compat and compat.get("declared"):
+            verdict = {True: "compatible", False: "INCOMPATIBLE", None: "unchecked"}[compat.get("compatible")]
+            console.print(f"  {t.name}: runtime {compat['declared']}: {verdict}", highlight=False)
+            if note := _kernel_coverage_note(compat):
+                console.print(f"  {t.name}: {note}", highlight=False)
+    for problem in problems or []:
+        console.print(f"[red]integrity:[/] {problem}")
+
+
+def _kernel_coverage_note(compat: dict[str, Any]) -> str | None:
+    try:  # the checker's wording; a device-side install may lack the targets package's dependencies
+        from targets.compat import kernel_coverage_note
+    except ImportError:
+        return None
+    return kernel_coverage_note(compat)
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest (and integrity check) as JSON.")
+def inspect_cmd(bundle: Path, as_json: bool) -> None:
+    """Show what is in a bundle and check its files against the manifest."""
+    manifest = Manifest.load(bundle)
+    problems = verify_files(bundle, manifest)
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle), "intact": not problems, "problems": problems,
+                               "manifest": manifest.to_dict()}, indent=2))
+    else:
+        print_manifest(manifest, bundle, problems)
+        if not problems:
+            click.echo("integrity: all files match their sha256")
+    if problems:
+        sys.exit(EXIT_TARGET_FAILED)

@@ -1,0 +1,78 @@
+"""`edgepack run`: a bundle on texts, on this device. Base install only (the device side's ``Bundle``)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from ..errors import EdgepackError
+
+
+def read_text_lines(path: str) -> list[str]:
+    """Non-empty lines of ``path`` (``-``: standard input), one text each."""
+    try:
+        raw = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        raise EdgepackError(f"--file {path}: cannot read ({reason})") from None
+    return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Runtimes log from C++ straight to fd 2 while loading ("Created TensorFlow Lite XNNPACK delegate"...);
+    the command's stderr stays for its own lines. Python exceptions still carry the reason."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+@click.command("run")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option("--file", "text_file", metavar="PATH", help="Texts, one per line ('-' = standard input); after TEXT...")
+@click.option("--target", help="Target to run (default: the best one this device can run, see the README).")
+@click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
+@click.option("--top-k", type=int, default=3, show_default=True, help="Classification: how many labels to list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with a `results` list.")
+def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target: str | None, threads: int | None,
+            top_k: int, as_json: bool) -> None:
+    """Tokenize TEXT... with the bundle's own tokenizer and run one artifact on them: label, probability and
+    top-k for classification; the embedding (dims and norm; the vector with --json) for feature-extraction."""
+    from device_bench.predict import Bundle, BundleError
+
+    all_texts = [t for t in texts if t.strip()] + (read_text_lines(text_file) if text_file is not None else [])
+    if not all_texts:
+        raise EdgepackError("no texts: give TEXT arguments or --file (one text per line)")
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the .ptl runner's deprecation chatter
+    try:
+        with native_stderr_silenced():
+            loaded = Bundle(bundle, target=target, threads=threads, top_k=top_k)
+        predictions = loaded.predict(all_texts)
+    except BundleError as exc:
+        raise EdgepackError(str(exc)) from None
+    entry = loaded.target
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle), "task": loaded.manifest.task, "target": entry.name,
+                               "runtime": entry.runtime, "seq_len": loaded.manifest.input_spec.seq_len,
+                               "results": [p.to_dict() for p in predictions]}, indent=2))
+        return
+    click.echo(f"{entry.name} ({entry.runtime}, {entry.precision or 'precision n/a'}) on {loaded.manifest.task}",
+               err=True)
+    for prediction in predictions:
+        cut = " [truncated]" if prediction.truncated else ""
+        click.echo(f"{json.dumps(prediction.text, ensure_ascii=False)}{cut}\n  {prediction.summary()}")

@@ -1,0 +1,148 @@
+"""Model families: what edgepack knows about an architecture, declared once.
+
+A family names the ``config.model_type`` values it covers, where its encoder
+blocks live (the compression stages read them there), the attention-mask form
+its export wrappers rely on, and which tasks, recipe stages and targets it
+supports. ``pack`` checks the pair (model, target) against this table from the
+model's ``config.json`` before loading any weights, so an unsupported
+architecture is refused in one line instead of failing inside a converter;
+``edgepack targets --models`` prints the table. Adding a family is one
+``register(ModelFamily(...))`` here, after packing a tiny random model of it to
+every target it declares.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import EdgepackError
+
+ALL = ("*",)
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str
+    model_types: tuple[str, ...]  # config.model_type values
+    layers: str  # attribute path of the encoder blocks under the base model
+    #: how the quantization-friendly wrappers pass the mask: "additive-4d" = ``inputs_embeds`` plus a
+    #: [batch, 1, 1, seq] float bias the model adds to the attention scores
+    mask_form: str
+    tasks: tuple[str, ...] = ALL
+    stages: tuple[str, ...] = ALL
+    targets: tuple[str, ...] = ALL
+
+    def supports_task(self, task: str) -> bool:
+        return self.tasks == ALL or task in self.tasks
+
+    def supports_stage(self, stage: str) -> bool:
+        return self.stages == ALL or stage in self.stages
+
+    def supports_target(self, target: str) -> bool:
+        return self.targets == ALL or target in self.targets
+
+    def encoder_layers(self, model: Any) -> list[Any]:
+        node = getattr(model, model.base_model_prefix, model)
+        for part in self.layers.split("."):
+            node = getattr(node, part)
+        return list(node)
+
+    def layer_prefix(self, model: Any) -> str:
+        """State-dict key prefix of the encoder blocks, e.g. ``bert.encoder.layer.``."""
+        base = model.base_model_prefix if hasattr(model, model.base_model_prefix) else ""
+        return f"{base}.{self.layers}." if base else f"{self.layers}."
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register(family: ModelFamily) -> ModelFamily:
+    for other in FAMILIES.values():
+        if set(other.model_types) & set(family.model_types):
+            raise ValueError(f"model type claimed by both {other.name} and {family.name}")
+    FAMILIES[family.name] = family
+    return family
+
+
+register(ModelFamily(
+    name="bert", model_types=("bert", "edgepack_pruned_bert"), layers="encoder.layer", mask_form="additive-4d"))
+# Verified by packing tiny random models of each to every target (feature-extraction and token-classification
+# for RoBERTa, token- and sequence-classification for DistilBERT); the recipe stages are exercised on BERT only.
+register(ModelFamily(
+    name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
+    stages=()))
+# Verified with scripts/verify_model_family.py (tiny random models, feature-extraction and sequence-classification,
+# every target packed with parity ok). MPNet: its relative-position bucketing feeds an index op that the int8
+# full-integer TFLite quantizer and the pt2e ExecuTorch int8 export do not take, so those two are not declared.
+register(ModelFamily(
+    name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=()))
+register(ModelFamily(
+    name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=()))
+# DeBERTa-v2/v3: its disentangled attention does not take the additive mask the full-integer wrapper feeds it, and
+# the ExecuTorch export loses parity; the six others pack with parity ok.
+register(ModelFamily(
+    name="deberta-v2", model_types=("deberta-v2",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32")))
+register(ModelFamily(
+    name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
+    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
+             "torchscript-mobile-fp32")))
+register(ModelFamily(
+    name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
+    tasks=("sequence-classification", "token-classification", "multi-label-classification"), stages=()))
+
+
+def family_of(model_type: str) -> ModelFamily | None:
+    return next((f for f in FAMILIES.values() if model_type in f.model_types), None)
+
+
+def model_type_of(source: str) -> str:
+    """``config.model_type`` of a folder or Hub id, read from config.json without loading weights."""
+    path = Path(source).expanduser()
+    try:
+        if path.is_dir():
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            return str(config.get("model_type", ""))
+        from transformers import AutoConfig
+
+        from .compress import pruned_bert  # noqa: F401  (registers edgepack's own model type)
+
+        return str(AutoConfig.from_pretrained(source).model_type)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise EdgepackError(f"--model {source}: cannot read its config ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def check_support(model_type: str, task: str, targets: list[str], stages: list[str] = ()) -> ModelFamily:
+    """The model's family, or one line saying what it does not support."""
+    family = family_of(model_type)
+    if family is None:
+        known = ", ".join(f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES.values())
+        raise EdgepackError(f"model type {model_type!r} is not a supported model family (supported: {known}; "
+                            f"see `edgepack targets --models`)")
+    if not family.supports_task(task):
+        raise EdgepackError(f"the {family.name} family does not support task {task} "
+                            f"(supported: {', '.join(family.tasks)})")
+    refused = [t for t in targets if not family.supports_target(t)]
+    if refused:
+        raise EdgepackError(f"the {family.name} family does not support target(s) {', '.join(refused)} "
+                            f"(supported: {', '.join(family.targets)})")
+    refused = [s for s in stages if not family.supports_stage(s)]
+    if refused:
+        raise EdgepackError(f"the {family.name} family does not support recipe stage(s) {', '.join(refused)} "
+                            f"(supported: {', '.join(family.stages) or 'none'})")
+    return family
+
+
+def support_matrix(task_names: list[str], target_names: list[str], stage_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """One row per family: its model types, layout, and yes/no for every task, stage and target."""
+    return [{"family": f.name, "model_types": list(f.model_types), "layers": f.layers, "mask_form": f.mask_form,
+             "tasks": {t: f.supports_task(t) for t in task_names},
+             "stages": {s: f.supports_stage(s) for s in stage_names},
+             "targets": {t: f.supports_target(t) for t in target_names}} for f in FAMILIES.values()]

