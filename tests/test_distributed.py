@@ -203,7 +203,8 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
     infos = [next(r for r in Manifest.load(o).stages if r["stage"] == "distill")["details"]["search"] for o in outs]
     ran = [set(i["trials_run_here"]) for i in infos]
     assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(range(4)), ran
-    assert all(ran), ran  # both workers took trials
+    # (which worker draws how many depends on start-up timing: on a loaded machine one may find them all taken;
+    # the resumed worker below shows deterministically that a second process continues the first's study)
     assert infos[0]["best_params"] == infos[1]["best_params"]  # each waited for the other's last trial
     assert infos[0]["storage"] == f"sqlite:///{db}" and infos[0]["completed_trials"] == 4
 
