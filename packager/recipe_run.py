@@ -107,6 +107,34 @@ def model_source(recipe: Recipe) -> str | None:
     return str(local) if not Path(recipe.model).is_absolute() and local.is_dir() else recipe.model
 
 
+def check_recipe_support(recipe: Recipe, targets: list[str]) -> None:
+    """Each model of the recipe against its family, before any training.
+
+    The stages up to a distill with a pretrained student act on the teacher; that distill only asks the teacher
+    for logits (any HF model of the task will do), and what follows, the targets included, acts on the student.
+    """
+    from .compress.distill import student_source
+    from .families import check_support, model_type_of
+    from .models import resolve_source
+
+    def check(source: str, where: str, stages: list[str], targets: list[str]) -> None:
+        try:
+            check_support(model_type_of(source), recipe.task, targets, stages)
+        except EdgepackError as exc:
+            raise EdgepackError(f"{where}: {exc}") from None
+
+    holder, where, pending = resolve_source(model_source(recipe)), "recipe model", []
+    for index, stage in enumerate(recipe.stages):
+        student = getattr(stage.spec, "student", None)
+        if student is None or student.model is None:
+            pending.append(stage.kind)
+            continue
+        if pending:
+            check(holder, where, pending, [])
+        holder, where, pending = student_source(str(student.model)), f"recipe stages[{index}].distill.student.model", []
+    check(holder, where, pending, targets)
+
+
 def calibration_texts(data: LabelledData, n: int, seed: int) -> list[str]:
     """A seeded sample of training texts: what the targets calibrate on and check parity with."""
     texts = list(data.train.texts)
@@ -241,8 +269,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
 
     from .bundle import check_destination
     from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
-    from .families import check_support, model_type_of
-    from .models import load_model, resolve_source
+    from .models import load_model
     from .pack import validate_request
 
     out_dir = Path(out_dir)
@@ -272,18 +299,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         data = load_recipe_data(recipe)
         step("load model")
         seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
-        kinds = [stage.kind for stage in recipe.stages]
-        check_support(model_type_of(resolve_source(model_source(recipe))), recipe.task, targets, kinds)
-        for index, stage in enumerate(recipe.stages):  # a pretrained student is checked before any training
-            student = getattr(stage.spec, "student", None)
-            if student is not None and student.model is not None:
-                from .compress.distill import student_source
-
-                try:
-                    check_support(model_type_of(student_source(str(student.model))), recipe.task, targets,
-                                  kinds[index + 1:])
-                except EdgepackError as exc:
-                    raise EdgepackError(f"recipe stages[{index}].distill.student.model: {exc}") from None
+        check_recipe_support(recipe, targets)  # before any training
         loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
