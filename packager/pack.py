@@ -261,11 +261,14 @@ def pack_model(
     target_options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
     buckets: list[int] | str | None = AUTO_BUCKETS,
+    finalize: Callable[[Manifest], None] | None = None,
 ) -> PackResult:
     """Export, verify and bundle ``loaded`` for each target; see the module docstring.
 
     ``buckets``: "auto" (from the calibration texts' token lengths), None (one static shape, seq_len), or
-    ascending lengths ending at seq_len. Dynamic targets (ONNX, ExecuTorch) take any length up to seq_len."""
+    ascending lengths ending at seq_len. Dynamic targets (ONNX, ExecuTorch) take any length up to seq_len.
+    ``finalize`` completes the manifest (a recipe's target rows and gate) before the bundle is published,
+    so the folder is final when it appears."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -352,6 +355,8 @@ def pack_model(
             stages=list(stages or []),
             accuracy=accuracy,
         )
+        if finalize is not None:
+            finalize(manifest)
         manifest.write(stage)
         step("publish bundle")
         publish(stage, out_dir)

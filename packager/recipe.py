@@ -74,6 +74,11 @@ class SearchSpec:
     #: "median": stop a trial after an epoch whose validation accuracy is below the median of earlier trials at
     #: that epoch (optuna MedianPruner, after 2 complete trials); "none": run every trial to the end
     pruner: str = "median"
+    #: an optuna storage URL (``sqlite:///search.db``, ``postgresql://…``) shared by several workers; with it
+    #: ``trials`` is the study's total of completed trials and a worker started later resumes the study
+    storage: str | None = None
+    #: the study's name in ``storage`` (the same name on every worker)
+    study: str | None = None
 
 
 @dataclass
@@ -391,6 +396,13 @@ def _parse_stage(raw: Any, i: int) -> Stage:
                 raise RecipeError(f"recipe {where}.search.lr: must be above 0, got {s.lr}")
             if s.pruner not in SEARCH_PRUNERS:
                 raise RecipeError(f"recipe {where}.search.pruner: {s.pruner!r} is not one of {', '.join(SEARCH_PRUNERS)}")
+            if (s.storage is None) != (s.study is None):
+                missing = "study" if s.study is None else "storage"
+                raise RecipeError(f"recipe {where}.search.{missing}: storage and study go together (the workers "
+                                  "of one search name the same database and study)")
+            if s.storage is not None and "://" not in s.storage:
+                raise RecipeError(f"recipe {where}.search.storage: expected a database URL such as "
+                                  f"sqlite:///search.db, got {s.storage!r}")
         if spec.augment is not None:
             a = spec.augment
             if a.copies < 1:

@@ -70,6 +70,7 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
     from rich.console import Console
 
     from .recipe_run import run_recipe
+    from .distributed import current, is_main_process
 
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)  # logs stay readable
     recipe = load_recipe(recipe_path, overrides)
@@ -90,6 +91,10 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
     with contextlib.redirect_stdout(sys.stderr):
         outcome = run_recipe(recipe, Path(out_dir), force=force, archive=archive, progress=step, on_row=on_row,
                              show_bars=progress)
+    if not is_main_process():  # under torchrun / accelerate launch rank 0 speaks for the run
+        if outcome.exit_code != 0:
+            console.print(f"[red]rank {current().rank}: {outcome.message}")
+        return outcome.exit_code
     console.print(stage_table(outcome.rows, outcome.reference_accuracy))
     for table in search_tables(outcome.rows):
         console.print(table)

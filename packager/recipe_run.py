@@ -5,17 +5,25 @@ before the first compressing stage (distill / prune / trim_vocab). Every row
 carries validation and test accuracy, so a failing gate shows where accuracy was
 lost. A distill stage adds the teacher's row and the student trained on the labels
 alone next to the distilled one, so the table shows what distillation bought.
+
+Under ``torchrun`` or ``accelerate launch`` every rank runs the stages (see ``distributed``); rank 0
+alone builds the fp32 reference, exports, verifies and publishes the bundle, once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+import os
 import random
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from . import distributed
 from .compress.common import PROGRESS_BARS, TRAIN_PRECISION, seed_all, set_threads
 from .compress.evaluate import StageRow, measure
 from .errors import EdgepackError
@@ -24,6 +32,7 @@ from .recipe import Recipe
 
 COMPRESSING_STAGES = ("distill", "prune", "trim_vocab")
 Progress = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -219,19 +228,50 @@ def check_gate(reference: float, max_drop: float, measured: dict[str, float]) ->
     return gate
 
 
+def _trains(stage) -> bool:
+    if stage.kind == "prune":
+        return stage.spec.method == "movement" or stage.spec.recovery is not None
+    return stage.kind in ("finetune", "distill")
+
+
+def _run_record(ranks: "distributed.Ranks", details: dict[str, Any] | None) -> dict[str, Any]:
+    """A stage row's ``run``: where it ran, plus how it trained (``details['training']``, moved out; rows
+    without training are measured in fp32)."""
+    training = (details or {}).pop("training", None) or {}
+    return {**ranks.record(), "precision": "fp32", "effective_batch_size": None, **training}
+
+
+@contextlib.contextmanager
+def _work_dir(ranks: "distributed.Ranks") -> Iterator[Path]:
+    """Checkpoints of the training stages: one folder for the ranks of a node (rank 0's, so every rank
+    loads the best checkpoint rank 0 saved); a rank on another node gets its own and rank 0's weights by
+    broadcast after each stage."""
+    path = tempfile.mkdtemp(prefix="edgepack-recipe-") if ranks.is_main else None
+    path = distributed.broadcast_object(path)
+    own = ranks.is_main or not os.path.isdir(path)
+    if own and not ranks.is_main:
+        path = tempfile.mkdtemp(prefix="edgepack-recipe-")
+    try:
+        yield Path(path)
+    finally:
+        if own:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: bool = False,
                progress: Progress | None = None, on_row: Callable[[StageRow], None] | None = None,
                show_bars: bool = True) -> RecipeOutcome:
-    """Execute ``recipe`` and pack the result to ``out_dir``; see the module docstring."""
+    """Execute ``recipe`` and pack the result to ``out_dir``; see the module docstring.
+
+    Under ``torchrun`` / ``accelerate launch`` every rank runs this: all train and measure (sharded),
+    rank 0 alone packs and publishes, the others return rank 0's exit code and message."""
     from targets import DEFAULT_TARGETS
 
-    from .bundle import check_destination, write_archive
+    from .bundle import check_destination
     from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
-    from .models import LoadedModel, load_model
-    from .pack import pack_model, validate_request
+    from .models import load_model
+    from .pack import validate_request
 
-    step = progress or (lambda _msg: None)
-    emit = on_row or (lambda _row: None)
     out_dir = Path(out_dir)
     targets = list(recipe.targets or DEFAULT_TARGETS)
     try:
@@ -242,24 +282,34 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     check_destination(out_dir, force)  # before hours of training, not after
     import torch
 
+    ranks = distributed.setup()
+    step = (progress or (lambda _msg: None)) if ranks.is_main else (lambda _msg: None)
+    emit = (on_row or (lambda _row: None)) if ranks.is_main else (lambda _row: None)
     threads_before = torch.get_num_threads()
     set_threads(recipe.threads)
-    token = PROGRESS_BARS.set(show_bars)
+    token = PROGRESS_BARS.set(show_bars and ranks.is_main)
     precision_token = TRAIN_PRECISION.set(recipe.precision)
     try:
+        trains = any(_trains(stage) for stage in recipe.stages)
+        if ranks.distributed:
+            step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
+        elif trains:
+            step(f"{distributed.describe(ranks)} trains (start it under torchrun or accelerate launch --multi_gpu for more)")
         step("load data")
         data = load_recipe_data(recipe)
         step("load model")
         seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
-        check_recipe_support(recipe, targets)
+        check_recipe_support(recipe, targets)  # before any training
         loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
         model, tokenizer = loaded.model, loaded.tokenizer
         if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
             raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
 
         def row(stage: str, description: str, seconds: float | None, details: dict | None) -> StageRow:
+            run = _run_record(ranks, details)
             r = measure(stage, description, model, tokenizer, recipe.seq_len, validation=data.validation,
                         test=data.test, seconds=seconds, details=details)
+            r.run = run
             emit(r)
             return r
 
@@ -272,7 +322,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
         rows = [row("input", loaded.source, None, None)]
         reference = rows[0].test_accuracy
         compressed = False
-        with tempfile.TemporaryDirectory(prefix="edgepack-recipe-") as tmp:
+        with _work_dir(ranks) as tmp:
             for i, stage in enumerate(recipe.stages):
                 step(f"stage {i + 1}/{len(recipe.stages)}: {stage.kind}")
                 work_dir = Path(tmp) / f"{i}-{stage.kind}"
@@ -292,58 +342,96 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
                         rows.append(student_alone_row(teacher, teacher_tokenizer, data, stage.spec, details, recipe,
                                                       work_dir / "alone", emit))
                     del teacher, teacher_tokenizer  # the teacher's memory is free for the later stages
+                distributed.broadcast_model(model)
                 r = row(stage.kind, _describe(stage.kind, stage.spec, details), seconds, details)
                 rows.append(r)
                 if stage.kind in COMPRESSING_STAGES:
                     compressed = True
                 elif not compressed:
                     reference = r.test_accuracy
-        final_params = rows[-1].params
-        max_drop = recipe.gate.max_accuracy_drop
-        if max_drop is not None and reference is not None:
-            gate = check_gate(reference, max_drop, {"final fp32": rows[-1].test_accuracy})
-            gate.distillation = distillation_accuracies(rows)
-            if not gate.passed:  # no point converting a model that already misses the line
-                rows.append(gate.to_row(final_params))
-                emit(rows[-1])
-                return RecipeOutcome(rows, reference, gate, None, [], 1,
-                                     f"accuracy gate failed before packing: {'; '.join(gate.failures)} "
-                                     f"vs the fine-tuned teacher's {reference:.4f} (max drop {max_drop})")
-        final = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=loaded.source, task=loaded.task,
-                            labels=data.labels)
-        labelled = (data.test.texts, data.test.labels) if data.test is not None else None
-        step("pack")
-        result = pack_model(final, out_dir, targets, recipe.seq_len, calibration_texts(data, recipe.calib_samples, recipe.seed),
-                            labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
-                            force=force, archive=False, min_cosine=recipe.parity.min_cosine,
-                            min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
-                            runtimes=recipe.runtimes,
-                            progress=step)
+        if not ranks.distributed:
+            outcome = _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
+                            archive=archive, step=step, emit=emit)
+            if trains:
+                outcome.message += f" · trained on {distributed.describe(ranks)}"
+            return outcome
+        if not ranks.is_main:  # rank 0 packs; wait for its verdict (bounded by EDGEPACK_PUBLISH_TIMEOUT)
+            code, message = distributed.broadcast_object(None, publish_wait=True)
+            distributed.teardown()
+            return RecipeOutcome(rows, reference, None, None, [], code, message)
+        try:
+            outcome = _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
+                            archive=archive, step=step, emit=emit)
+        except BaseException as exc:
+            _tell_ranks(2 if isinstance(exc, EdgepackError) else 1, f"rank 0 failed: {exc}")
+            raise
+        outcome.message += f" · trained on {distributed.describe(ranks)}"
+        _tell_ranks(outcome.exit_code, outcome.message)
+        distributed.teardown()
+        return outcome
     finally:
         PROGRESS_BARS.reset(token)
         TRAIN_PRECISION.reset(precision_token)
         torch.set_num_threads(threads_before)
 
-    for entry in result.manifest.targets:
-        acc = entry.parity.accuracy if entry.parity is not None else None
-        target_row = StageRow(stage=f"target {entry.name}", description=f"{entry.precision or '-'} · {entry.status}",
-                              params=final_params, fp32_mb=rows[-1].fp32_mb, test_accuracy=acc,
-                              artifact_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None,
-                              details={"status": entry.status, "error": entry.error} if entry.error else {"status": entry.status})
-        rows.append(target_row)
-        emit(target_row)
-    gate = None
+
+def _tell_ranks(code: int, message: str) -> None:
+    """Rank 0's exit code and message to the waiting ranks (never masks rank 0's own failure)."""
+    try:
+        distributed.broadcast_object((code, message), publish_wait=True)
+    except Exception as exc:  # the others may be gone already
+        log.warning("could not tell the other ranks the outcome: %s", exc)
+
+
+def _pack(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, tokenizer, data: LabelledData,
+          rows: list[StageRow], reference: float | None, *, force: bool, archive: bool, step: Progress,
+          emit: Callable[[StageRow], None]) -> RecipeOutcome:
+    """The gate on the final fp32 model, then export, verify and publish once (target rows and the gate
+    are in the manifest before the bundle appears)."""
+    from .models import LoadedModel
+    from .pack import pack_model
+
+    final_params = rows[-1].params
+    max_drop = recipe.gate.max_accuracy_drop
     if max_drop is not None and reference is not None:
-        measured = {f"target {e.name}": e.parity.accuracy for e in result.manifest.targets
-                    if e.status == "ok" and e.parity is not None and e.parity.accuracy is not None}
-        gate = check_gate(reference, max_drop, measured)
+        gate = check_gate(reference, max_drop, {"final fp32": rows[-1].test_accuracy})
         gate.distillation = distillation_accuracies(rows)
-        rows.append(gate.to_row(final_params))
-        emit(rows[-1])
-    result.manifest.stages = [r.to_dict() for r in rows]
-    result.manifest.write(out_dir)
-    if archive:
-        write_archive(out_dir)
+        if not gate.passed:  # no point converting a model that already misses the line
+            rows.append(gate.to_row(final_params))
+            emit(rows[-1])
+            return RecipeOutcome(rows, reference, gate, None, [], 1,
+                                 f"accuracy gate failed before packing: {'; '.join(gate.failures)} "
+                                 f"vs the fine-tuned teacher's {reference:.4f} (max drop {max_drop})")
+    final = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=loaded.source, task=loaded.task,
+                        labels=data.labels)
+    labelled = (data.test.texts, data.test.labels) if data.test is not None else None
+    verdict: dict[str, GateResult | None] = {"gate": None}
+
+    def finalize(manifest) -> None:
+        for entry in manifest.targets:
+            acc = entry.parity.accuracy if entry.parity is not None else None
+            target_row = StageRow(stage=f"target {entry.name}", description=f"{entry.precision or '-'} · {entry.status}",
+                                  params=final_params, fp32_mb=rows[-1].fp32_mb, test_accuracy=acc,
+                                  artifact_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None,
+                                  details={"status": entry.status, "error": entry.error} if entry.error else {"status": entry.status})
+            rows.append(target_row)
+            emit(target_row)
+        if max_drop is not None and reference is not None:
+            measured = {f"target {e.name}": e.parity.accuracy for e in manifest.targets
+                        if e.status == "ok" and e.parity is not None and e.parity.accuracy is not None}
+            verdict["gate"] = check_gate(reference, max_drop, measured)
+            verdict["gate"].distillation = distillation_accuracies(rows)
+            rows.append(verdict["gate"].to_row(final_params))
+            emit(rows[-1])
+        manifest.stages = [r.to_dict() for r in rows]
+
+    step("pack")
+    result = pack_model(final, out_dir, targets, recipe.seq_len, calibration_texts(data, recipe.calib_samples, recipe.seed),
+                        labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
+                        force=force, archive=archive, min_cosine=recipe.parity.min_cosine,
+                        min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
+                        runtimes=recipe.runtimes, progress=step, finalize=finalize)
+    gate = verdict["gate"]
     failed = list(result.failed)
     if gate is not None and not gate.passed:
         return RecipeOutcome(rows, reference, gate, out_dir, failed, 1,

@@ -426,7 +426,7 @@ def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
     from packager.recipe import parse_recipe
     from packager.recipe_run import check_recipe_support
 
-    teacher = _config_only(tmp_path / "teacher", "deberta-v2")  # no family of its own: it only scores texts
+    teacher = _config_only(tmp_path / "teacher", "xlnet")  # no family of its own: it only scores texts
     student = _config_only(tmp_path / "student", "bert")
     data = {"train": "t.csv", "validation": "v.csv", "test": "x.csv"}
 
@@ -434,7 +434,7 @@ def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
         return parse_recipe({"model": teacher, "data": data, "stages": stages}, tmp_path)
 
     check_recipe_support(recipe([{"distill": {"student": {"model": student}}}, {"prune": {"heads": 0.25}}]), ["tflite-int8"])
-    with pytest.raises(EdgepackError, match=r"^recipe model: model type 'deberta-v2' is not a supported"):
+    with pytest.raises(EdgepackError, match=r"^recipe model: model type 'xlnet' is not a supported"):
         check_recipe_support(recipe([{"prune": {"heads": 0.25}}, {"distill": {"student": {"model": student}}}]), ["tflite-int8"])
     roberta = _config_only(tmp_path / "roberta", "roberta")
     with pytest.raises(EdgepackError, match=r"^recipe stages\[0\]\.distill\.student\.model: the roberta family does "

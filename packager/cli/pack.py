@@ -227,6 +227,10 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
                                   data_columns={"text_column": text_column, "label_column": label_column})
         sys.exit(pack_from_recipe(recipe, out_dir, force=force, archive=archive, as_json=as_json,
                                   search_trials=search_trials, overrides=overrides))
+    from ..distributed import current as distributed_ranks
+
+    if distributed_ranks().distributed:  # every rank would convert and publish the same bundle
+        raise EdgepackError("pack without a recipe trains nothing: run it without torchrun / accelerate launch")
 
     from targets import DEFAULT_TARGETS
 

@@ -105,9 +105,11 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
     """
     from transformers import TrainingArguments
 
+    from .. import distributed
+
     warmup_steps = 0
-    if n_train and warmup_ratio:
-        steps = math.ceil(n_train / batch_size) * epochs
+    if n_train and warmup_ratio:  # batch_size is per process: each optimizer step takes one batch per rank
+        steps = math.ceil(math.ceil(n_train / batch_size) / distributed.current().world_size) * epochs
         warmup_steps = int(steps * warmup_ratio)
     keep_best = best_by_accuracy and evaluate
     precision, device = resolve_precision()
@@ -135,6 +137,11 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         dataloader_num_workers=0,
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
+        # the Trainer multiplies the loss by the process count for models taking **kwargs, assuming their loss
+        # divides by the batch's items summed over all ranks; BERT's classification loss is a plain mean, so
+        # under DDP that doubled the gradient of a 2-process run. Each rank's mean, averaged by DDP, is right.
+        average_tokens_across_devices=False,
+        ddp_find_unused_parameters=False,  # every parameter of these models takes part in the loss
     )
 
 
@@ -154,6 +161,22 @@ def trained_model(trainer):
     from accelerate.utils import extract_model_from_parallel
 
     return to_cpu(extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)).eval()
+
+
+def training_record(trainer) -> dict[str, Any]:
+    """How a finished Trainer ran, for the manifest's stage row: processes, backend, device, precision,
+    batch sizes, and per rank the batches of one epoch it trained on (a collective in a distributed run)."""
+    from .. import distributed
+
+    args = trainer.args
+    ranks = distributed.current()
+    mine = len(trainer.get_train_dataloader())  # this rank's shard, as the Trainer iterates it
+    return {**run_info(args), **ranks.record(),
+            "per_device_batch_size": int(args.per_device_train_batch_size),
+            "effective_batch_size": int(args.per_device_train_batch_size * args.gradient_accumulation_steps
+                                        * args.world_size),
+            "optimizer_steps": int(trainer.state.global_step),
+            "batches_per_epoch_by_rank": [int(b) for b in distributed.all_gather_object(mine)]}
 
 
 def set_threads(threads: int | None) -> None:

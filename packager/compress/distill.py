@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +31,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
 from ..recipe import DistillSpec, StudentSpec
 from .augment import augment_texts
 from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, pad_id, run_info,
-                     seed_all, to_cpu, trained_model, training_args)
-from .evaluate import accuracy, predict_logits
+                     seed_all, to_cpu, trained_model, training_args, training_record)
+from .evaluate import accuracy, gather_logits
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +301,8 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
                  seed: int) -> tuple[LabelledSplit, Any, dict[str, int]]:
     """The texts the student learns the teacher from, the teacher's logits on them, and how many of each kind.
 
-    Training texts keep their labels; unlabeled texts and augmented variants take the teacher's argmax."""
+    Training texts keep their labels; unlabeled texts and augmented variants take the teacher's argmax. In a
+    distributed run each rank scores a share of the texts and all get every logit (a collective)."""
     import numpy as np
 
     extra = list(data.unlabeled)
@@ -307,11 +311,11 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
     texts = list(data.train.texts) + extra
     if torch.cuda.is_available():  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
         try:
-            logits = predict_logits(teacher.to("cuda"), teacher_tokenizer, texts, seq_len)
+            logits = gather_logits(teacher.to("cuda"), teacher_tokenizer, texts, seq_len)
         finally:
             to_cpu(teacher)
     else:
-        logits = predict_logits(teacher, teacher_tokenizer, texts, seq_len)
+        logits = gather_logits(teacher, teacher_tokenizer, texts, seq_len)
     labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
     counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
     return LabelledSplit(texts, labels), logits, counts
@@ -363,6 +367,51 @@ class _Trained:
     tokenizer: Any
     best_metric: float | None
     run: dict[str, str]
+    #: ``training_record`` of the trial's Trainer (processes, batch sizes) for the stage row
+    training: dict[str, Any]
+
+
+#: a shared study's workers beat this often; a trial silent for the grace period (its worker died) is failed
+#: and run again by the next worker that asks (optuna's heartbeat + RetryFailedTrialCallback)
+SEARCH_HEARTBEAT_S = 10
+SEARCH_GRACE_S = 60
+
+
+def _open_study(optuna, s, seed: int, pruner):
+    """The search's study: in memory (seeded, repeatable), or shared through ``s.storage`` under ``s.study``."""
+    if s.storage is None:
+        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+    engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
+                    {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
+                storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine, grace_period=SEARCH_GRACE_S,
+                                                     heartbeat_interval=SEARCH_HEARTBEAT_S, **retry_kwarg)
+            break
+        except Exception as exc:  # a bad URL, a missing driver, an unreachable database
+            if attempt < 4 and "IntegrityError" in type(exc).__name__:  # another worker created the tables meanwhile
+                time.sleep(1 + attempt)
+                continue
+            raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    # workers share trials, not a random stream: an unseeded sampler, and running trials count as told
+    sampler = optuna.samplers.TPESampler(constant_liar=True)
+    return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def _public_url(url: str) -> str:
+    """A storage URL without its password (it goes to the manifest and the console)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
 
 
 def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
@@ -370,7 +419,13 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
     """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy.
 
     ``data.train`` is the transfer set and ``teacher_logits`` its cached logits; every trial shares them.
-    Returns (best params, details, the best trial's student when this process trained it)."""
+    Returns (best params, details, the best trial's student when this process trained it).
+
+    With ``search.storage`` several workers (each maybe a whole torchrun job) share one study: each runs
+    trials until the study holds ``trials`` completed ones, then waits for the others' running trials,
+    so every worker picks the same best parameters; a worker started later resumes the study. Inside a
+    distributed job rank 0 asks the study and broadcasts each trial's parameters; every rank trains it
+    (the pruner is off there: stopping a trial early on rank 0 alone would desynchronise the ranks)."""
     try:
         import optuna
     except ModuleNotFoundError:
@@ -382,32 +437,68 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
     best_so_far = [0.0]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def objective(trial) -> float:
-        params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
-                  "epochs": trial.suggest_int("epochs", *s.epochs)}
-        lr = trial.suggest_float("lr", *s.lr, log=True) if s.lr is not None else spec.lr
+    ranks = distributed.current()
+
+    def run_trial(number: int, params: dict[str, Any], trial=None) -> float | None:
+        """Train one trial's student on every rank; None when the pruner stopped it."""
+        params = dict(params)
+        lr = params.pop("lr", spec.lr)
         seed_all(seed)  # the same fresh head in every trial: trials differ by their parameters alone
         student, student_tokenizer = make_student(teacher, teacher_tokenizer, spec.student)
-        reporter = _ReportToTrial(trial)
+        reporter = _ReportToTrial(trial) if trial is not None and not ranks.distributed else None
         student, trainer = train_student(teacher, student, student_tokenizer, data, lr=lr, batch_size=spec.batch_size,
-                                   seq_len=seq_len, work_dir=work_dir / f"trial-{trial.number}", seed=seed,
-                                   weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
-                                   teacher_logits=teacher_logits, callbacks=[reporter.callback()], **params)
-        trial.set_user_attr("epochs_run", reporter.epochs_run)
-        if reporter.pruned:
-            raise optuna.TrialPruned()
+                                         seq_len=seq_len, work_dir=work_dir / f"trial-{number}", seed=seed,
+                                         weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
+                                         teacher_logits=teacher_logits,
+                                         callbacks=[reporter.callback()] if reporter else None, **params)
+        if trial is not None:
+            trial.set_user_attr("epochs_run", reporter.epochs_run if reporter else int(round(trainer.state.epoch or 0)))
+        if reporter is not None and reporter.pruned:
+            return None
+        record = training_record(trainer)  # a collective: before anything that differs between ranks
         value = accuracy(student, student_tokenizer, data.validation, seq_len)
         if not kept or value > best_so_far[0]:  # strictly better: on a tie optuna's best trial is the earlier one
             best_so_far[0] = value
             kept.clear()
-            kept[trial.number] = _Trained(student, student_tokenizer, trainer.state.best_metric, run_info(trainer.args))
+            kept[number] = _Trained(student, student_tokenizer, trainer.state.best_metric, run_info(trainer.args),
+                                    record)
         return value
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=_pruner(optuna, s.pruner))
-    study.optimize(objective, n_trials=s.trials)
+    if not ranks.is_main:  # follow rank 0's trials until it says stop
+        while (order := distributed.broadcast_object(None, publish_wait=True)) is not None:
+            run_trial(*order)
+        best, best_number = distributed.broadcast_object(None)
+        if best_number is None:
+            raise EdgepackError("recipe distill.search: no trial completed")
+        return best, {}, kept.get(best_number)  # rank 0's manifest holds the summary
+    ran_here: list[int] = []
+
+    def objective(trial) -> float:
+        params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
+                  "epochs": trial.suggest_int("epochs", *s.epochs)}
+        if s.lr is not None:
+            params["lr"] = trial.suggest_float("lr", *s.lr, log=True)
+        distributed.broadcast_object((trial.number, params), publish_wait=True)
+        ran_here.append(trial.number)
+        value = run_trial(trial.number, params, trial)
+        if value is None:
+            raise optuna.TrialPruned()
+        return value
+
+    study = _open_study(optuna, s, seed, optuna.pruners.NopPruner() if ranks.distributed else _pruner(optuna, s.pruner))
+    done = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED)))
+    running = lambda: len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    while done() < s.trials:
+        if done() + running() >= s.trials:  # the rest is running on other workers: wait for it
+            time.sleep(SEARCH_HEARTBEAT_S / 5)
+            optuna.storages.fail_stale_trials(study)
+            continue
+        study.optimize(objective, n_trials=1)
+    distributed.broadcast_object(None, publish_wait=True)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
+        distributed.broadcast_object(({}, None))
         raise EdgepackError("recipe distill.search: no trial completed")
     tried = [{"trial": t.number, "state": t.state.name.lower(),
               **{k: _rounded(k, v) for k, v in t.params.items()},
@@ -415,11 +506,15 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
               "val_accuracy": round(float(t.value), 4) if t.value is not None else
               (round(float(max(t.intermediate_values.values())), 4) if t.intermediate_values else None)}
              for t in study.trials]
-    summary = {"trials": s.trials, "pruner": s.pruner, "pruned": sum(t["state"] == "pruned" for t in tried),
+    summary = {"trials": s.trials, "pruner": "none (distributed run)" if ranks.distributed else s.pruner,
+               "pruned": sum(t["state"] == "pruned" for t in tried),
                "best_trial": study.best_trial.number, "best_params": study.best_params,
                "best_val_accuracy": round(float(study.best_value), 4),
-               "tried": tried}
-    return dict(study.best_params), {"search": summary}, kept.get(study.best_trial.number)
+               "tried": tried, "trials_run_here": ran_here}
+    if s.storage is not None:
+        summary.update(study=s.study, storage=_public_url(s.storage), completed_trials=len(complete))
+    best, best_number = distributed.broadcast_object((dict(study.best_params), study.best_trial.number))
+    return best, {"search": summary}, kept.get(best_number)
 
 
 def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
@@ -456,8 +551,9 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     mapped = layer_map(spec.student, probe.config.num_hidden_layers, n_teacher)
     if winner is not None:  # the best trial ran with exactly the final settings (same seed, data, parameters)
         student, student_tokenizer = winner.student, winner.tokenizer
-        best_metric, run = winner.best_metric, winner.run
-        details["search"]["final"] = "the best trial's student (not trained again)"
+        best_metric, run, training = winner.best_metric, winner.run, winner.training
+        if "search" in details:  # rank 0 (the other ranks of a distributed run keep no summary)
+            details["search"]["final"] = "the best trial's student (not trained again)"
     else:
         seed_all(seed)
         if spec.search is not None:  # the probe's head was drawn before the search's students: draw it again
@@ -467,7 +563,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
             batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
             hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
             teacher_logits=teacher_logits, **params)
-        best_metric, run = trainer.state.best_metric, run_info(trainer.args)
+        best_metric, run, training = trainer.state.best_metric, run_info(trainer.args), training_record(trainer)
     details.update({k: _rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
                    teacher_logits_cached=teacher_logits is not None, transfer_set=counts,
@@ -480,6 +576,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
         details["attention_weight"] = spec.attention_weight
     if best_metric is not None:
         details["best_val_accuracy"] = round(float(best_metric), 4)
+    details["training"] = training
     return student, student_tokenizer, details
 
 

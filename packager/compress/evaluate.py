@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import distributed
 from ..labelled_data import LabelledSplit
 from .common import count_params
 
@@ -43,9 +44,24 @@ def predict_logits(model, tokenizer, texts: list[str], seq_len: int, batch_size:
     return out
 
 
+def gather_logits(model, tokenizer, texts: list[str], seq_len: int) -> np.ndarray:
+    """``predict_logits`` of all ``texts``, each rank of a distributed run computing a share (a collective:
+    every rank calls it at the same point); a plain run computes them all."""
+    return distributed.sharded_rows(len(texts), model.config.num_labels,
+                                    lambda idx: predict_logits(model, tokenizer, [texts[i] for i in idx], seq_len))
+
+
 def accuracy(model, tokenizer, split: LabelledSplit, seq_len: int) -> float:
-    logits = predict_logits(model, tokenizer, split.texts, seq_len)
-    return float((logits.argmax(axis=1) == np.asarray(split.labels)).mean())
+    """Accuracy on ``split``; in a distributed run each rank scores a share and the counts are summed
+    (a collective: every rank calls it at the same point)."""
+    ranks = distributed.current()
+    mine = range(ranks.rank, len(split.texts), ranks.world_size)
+    correct = 0.0
+    if len(mine):
+        logits = predict_logits(model, tokenizer, [split.texts[i] for i in mine], seq_len)
+        correct = float((logits.argmax(axis=1) == np.asarray(split.labels)[list(mine)]).sum())
+    correct, total = distributed.all_sum([correct, float(len(mine))])
+    return correct / total if total else float("nan")
 
 
 @torch.inference_mode()
@@ -100,6 +116,9 @@ class StageRow:
     artifact_mb: float | None = None
     seconds: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: where the stage ran: world_size, backend, device; training stages add precision, per-device and
+    #: effective batch size, optimizer steps and the batches each rank trained on per epoch
+    run: dict[str, Any] | None = None
     schema_version: int = STAGE_ROW_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,8 +128,12 @@ class StageRow:
 def measure(stage: str, description: str, model, tokenizer, seq_len: int, *, validation: LabelledSplit | None,
             test: LabelledSplit | None = None, seconds: float | None = None,
             details: dict[str, Any] | None = None, latency_runs: int = 30) -> StageRow:
-    """Measure a model after a stage (test accuracy only when ``test`` is given)."""
-    p50, std = latency_ms(model, seq_len, runs=latency_runs)
+    """Measure a model after a stage (test accuracy only when ``test`` is given).
+
+    In a distributed run every rank calls it (accuracy is sharded); only rank 0 times the latency."""
+    p50 = std = None
+    if distributed.current().is_main:
+        p50, std = latency_ms(model, seq_len, runs=latency_runs)
     return StageRow(
         stage=stage,
         description=description,
@@ -118,8 +141,8 @@ def measure(stage: str, description: str, model, tokenizer, seq_len: int, *, val
         fp32_mb=round(fp32_size_bytes(model) / 1e6, 2),
         val_accuracy=accuracy(model, tokenizer, validation, seq_len) if validation is not None else None,
         test_accuracy=accuracy(model, tokenizer, test, seq_len) if test is not None else None,
-        latency_ms=round(p50, 3),
-        latency_std_ms=round(std, 3),
+        latency_ms=round(p50, 3) if p50 is not None else None,
+        latency_std_ms=round(std, 3) if std is not None else None,
         seconds=round(seconds, 1) if seconds is not None else None,
         details=dict(details or {}),
     )

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..labelled_data import LabelledData
 from ..recipe import FinetuneSpec
-from .common import PadCollator, accuracy_metric, encode, pad_id, run_info, seed_all, trained_model, training_args
+from .common import (PadCollator, accuracy_metric, encode, pad_id, run_info, seed_all, trained_model, training_args,
+                     training_record)
 
 
 def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_len: int, work_dir: Path,
@@ -35,4 +36,5 @@ def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_le
     if best is not None:
         details["best_val_accuracy"] = round(float(best), 4)
         details["best_checkpoint"] = Path(trainer.state.best_model_checkpoint or "").name or None
+    details["training"] = training_record(trainer)
     return model, details

@@ -22,9 +22,10 @@ from torch.nn.utils import prune as torch_prune
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData
 from ..recipe import PruneSpec, RecoverySpec
-from .common import PadCollator, count_params, encode, encoder_layer_prefix, encoder_layers, pad_id, seed_all
+from .common import (PadCollator, count_params, encode, encoder_layer_prefix, encoder_layers, pad_id, seed_all,
+                     training_record)
 from .distill import train_student
-from .evaluate import gzip_size_bytes, nonzero_params, predict_logits
+from .evaluate import gather_logits, gzip_size_bytes, nonzero_params
 from .pruned_bert import MODEL_TYPE, PrunedBertConfig
 
 UNSTRUCTURED_NOTE = ("unstructured zeros do not shrink the dense fp32 file nor speed up dense kernels; "
@@ -44,7 +45,7 @@ def linear_sparsity(model) -> float:
 
 def _recover(teacher, student, tokenizer, data: LabelledData, recovery: RecoverySpec, *, seq_len: int,
              work_dir: Path, seed: int, best_by_accuracy: bool, **trainer_kwargs):
-    logits = predict_logits(teacher, tokenizer, data.train.texts, seq_len)
+    logits = gather_logits(teacher, tokenizer, data.train.texts, seq_len)
     student, trainer = train_student(
         teacher, student, tokenizer, data, alpha=recovery.alpha, temperature=recovery.temperature,
         epochs=recovery.epochs, lr=recovery.lr, batch_size=recovery.batch_size, seq_len=seq_len,
@@ -281,8 +282,9 @@ def prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int
         model, info = structured_prune(model, tokenizer, data, spec, seq_len=seq_len, seed=seed)
         details.update(info, heads_fraction=spec.heads, ffn_fraction=spec.ffn)
         if spec.recovery is not None:
-            model, _ = _recover(original, model, tokenizer, data, spec.recovery, seq_len=seq_len,
+            model, trainer = _recover(original, model, tokenizer, data, spec.recovery, seq_len=seq_len,
                                 work_dir=work_dir / "recovery", seed=seed, best_by_accuracy=True)
+            details["training"] = training_record(trainer)
             details["recovery"] = {"epochs": spec.recovery.epochs, "lr": spec.recovery.lr,
                                    "alpha": spec.recovery.alpha, "temperature": spec.recovery.temperature}
     else:
@@ -291,8 +293,9 @@ def prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int
             teacher = copy.deepcopy(model).eval() if spec.recovery is not None else None
             masks = magnitude_prune(model, spec.sparsity)
             if spec.recovery is not None:
-                model, _ = _recover(teacher, model, tokenizer, data, spec.recovery, seq_len=seq_len,
+                model, trainer = _recover(teacher, model, tokenizer, data, spec.recovery, seq_len=seq_len,
                                     work_dir=work_dir / "recovery", seed=seed, best_by_accuracy=False)
+                details["training"] = training_record(trainer)
                 details["recovery"] = {"epochs": spec.recovery.epochs, "lr": spec.recovery.lr}
             finalize_masks(masks)
         else:
