@@ -22,7 +22,8 @@ from .decoders import DecoderError, Prediction, decoder_for
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import device_runtimes
 from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, verify_files
-from .runners import RUNNERS, Runner, RunnerUnavailable, load_runner, runner_class
+from .runners import RUNNERS, Runner, RunnerUnavailable, load_target, runner_class
+from .shapes import padded_length
 from .tokenizer import BundleTokenizer, TokenizedText, TokenizerError
 
 #: runtimes whose runner loads torch into the process: chosen by default only when nothing lighter can run
@@ -39,11 +40,9 @@ def max_tokens(manifest: Manifest, entry: TargetEntry) -> int:
 
 
 def shape_for_length(manifest: Manifest, entry: TargetEntry, n_tokens: int) -> int:
-    """The sequence length to pad a text of ``n_tokens`` tokens to for ``entry``'s artifact.
-
-    One static shape per artifact today (the manifest's ``seq_len``); the single place that changes when an
-    artifact accepts several lengths (the smallest bucket >= n_tokens, or n_tokens itself on a dynamic axis)."""
-    return int(manifest.input_spec.seq_len)
+    """The sequence length to pad a text of ``n_tokens`` tokens to for ``entry``'s artifact: the smallest
+    bucket that holds it, the text's own length on a dynamic axis, ``seq_len`` for a single static shape."""
+    return padded_length(entry, int(manifest.input_spec.seq_len), n_tokens)
 
 
 def _runtime_problem(entry: TargetEntry, installed: dict[str, str | None]) -> str | None:
@@ -125,7 +124,7 @@ class Bundle:
 
     def _load_runner(self) -> Runner:
         try:
-            return load_runner(self.target.runtime, self.path / self.target.file, threads=self.threads)
+            return load_target(self.path, self.manifest, self.target.name, threads=self.threads)
         except RunnerUnavailable as exc:
             raise BundleError(f"target {self.target.name}: {exc}") from None
         except (OSError, ValueError, RuntimeError) as exc:

@@ -293,3 +293,22 @@ def test_buckets_none_gives_one_static_shape(tmp_path, tiny_bundle):
     assert result.manifest.input_spec.buckets is None and entry.shapes.buckets == [TEXTS_SEQ]
     runner = load_target(tmp_path / "b", result.manifest, "onnx-int8")
     assert runner.lengths() == ([TEXTS_SEQ], None) and runner.choose_length(5) == TEXTS_SEQ
+
+
+def test_edgepack_run_pads_only_to_the_shape_the_artifact_needs(tiny_bundle, dynamic_bundle):
+    """`Bundle.predict` (edgepack run): the smallest fitting bucket on a bucketed file, the text's own length on a
+    dynamic axis — and the same embedding as the full static width would give on the dynamic artifact."""
+    from device_bench.predict import Bundle
+
+    texts = ["a short one", " ".join(["the weather in paris and the music of vienna"] * 2)]
+    bucketed = Bundle(tiny_bundle, target="tflite-int8")
+    widths = [bucketed.inputs_for(t)["input_ids"].shape[1] for t in bucketed.tokenize(texts)]
+    assert widths == [16 if t.n_tokens <= 16 else 32 for t in bucketed.tokenize(texts)] and 16 in widths
+
+    bundle_dir, _ = dynamic_bundle
+    dynamic = Bundle(bundle_dir, target="onnx-int8")
+    tokens = dynamic.tokenize(texts)
+    assert [dynamic.inputs_for(t)["input_ids"].shape[1] for t in tokens] == [t.n_tokens for t in tokens]
+    full = np.concatenate([dynamic.runner.run(dynamic.tokenizer.pad(t, TEXTS_SEQ)) for t in tokens])
+    cos = (dynamic.outputs(texts) * full).sum(axis=1)
+    assert (cos > 0.999).all(), cos
