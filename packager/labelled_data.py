@@ -44,10 +44,24 @@ class LabelledData:
         return counts | ({"unlabeled": len(self.unlabeled)} if self.unlabeled else {}) | {"classes": len(self.labels)}
 
 
-def read_texts(path: Path, column: str, where: str = "data.unlabeled") -> list[str]:
-    """Unlabeled texts: a .txt file holds one text a line (blank lines skipped), other files a text column."""
+def _load_table(path: Path, where: str, also: str = ""):
+    """A local CSV/TSV/JSON/JSONL/parquet file through ``datasets``; errors name the recipe key and the file."""
     import datasets
 
+    builder = BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise EdgepackError(f"recipe {where}: {path.name}: unsupported file type (use {also}{', '.join(BUILDERS)})")
+    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except Exception as exc:  # datasets raises many types for malformed files
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({first})") from None
+
+
+def read_texts(path: Path, column: str, where: str = "data.unlabeled") -> list[str]:
+    """Unlabeled texts: a .txt file holds one text a line (blank lines skipped), other files a text column."""
     if not path.is_file():
         raise EdgepackError(f"recipe {where}: {path}: no such file")
     if path.suffix.lower() == ".txt":
@@ -56,16 +70,7 @@ def read_texts(path: Path, column: str, where: str = "data.unlabeled") -> list[s
         except (OSError, UnicodeDecodeError) as exc:
             raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({type(exc).__name__})") from None
     else:
-        builder = BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise EdgepackError(f"recipe {where}: {path.name}: unsupported file type (use .txt, {', '.join(BUILDERS)})")
-        kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-        datasets.disable_progress_bars()
-        try:
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-        except Exception as exc:  # datasets raises many types for malformed files
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({first})") from None
+        ds = _load_table(path, where, also=".txt, ")
         if column not in ds.column_names:
             raise EdgepackError(f"recipe {where}: {path.name} has no column {column!r} (has {', '.join(ds.column_names)}; "
                                 "set data.unlabeled_column)")
@@ -77,20 +82,9 @@ def read_texts(path: Path, column: str, where: str = "data.unlabeled") -> list[s
 
 def read_split(path: Path, text_column: str, label_column: str, where: str) -> tuple[list[str], list]:
     """Texts and raw labels of one file; errors name the recipe key and the file."""
-    import datasets
-
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise EdgepackError(f"recipe {where}: {path.name}: unsupported file type (use {', '.join(BUILDERS)})")
-    if not path.is_file():
+    if path.suffix.lower() in BUILDERS and not path.is_file():
         raise EdgepackError(f"recipe {where}: {path}: no such file")
-    kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
-    datasets.disable_progress_bars()
-    try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
-    except Exception as exc:  # datasets raises many types for malformed files
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise EdgepackError(f"recipe {where}: {path.name}: cannot read ({first})") from None
+    ds = _load_table(path, where)
     for column, key in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in ds.column_names:
             raise EdgepackError(
