@@ -55,8 +55,9 @@ def report(items: tuple[Path, ...], plot_path: Path | None, length_plot_path: Pa
         raise EdgepackError("no runnable targets in the given bundles/reports")
     series = length_series(_reports(reports))
     if as_json:
-        click.echo(json.dumps({"points": points_as_dicts(points), "latency_vs_length": [asdict(s) for s in series]}
-                              if series else points_as_dicts(points), indent=2))
+        # one shape whatever the inputs: the rows, and the latency-by-length series (empty without reports)
+        click.echo(json.dumps({"points": points_as_dicts(points), "latency_vs_length": [asdict(s) for s in series]},
+                              indent=2))
     else:
         click.echo(markdown_table(points), nl=False)
         if series:

@@ -15,14 +15,17 @@ def test_report_joins_bundle_and_bench(tmp_path, tiny_bundle):
     png, md = tmp_path / "tradeoff.png", tmp_path / "table.md"
     proc = run("report", str(tiny_bundle), str(report_path), "--plot", str(png), "--markdown", str(md), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = {r["target"]: r for r in json.loads(proc.stdout)}
+    doc = json.loads(proc.stdout)
+    rows = {r["target"]: r for r in doc["points"]}
+    assert {s["label"].split(" (")[0] for s in doc["latency_vs_length"]} == set(TINY_TARGETS)
     assert set(rows) == set(TINY_TARGETS)
     for row in rows.values():
         assert row["stage"] == tiny_bundle.name
         assert row["p50_ms"] > 0 and row["size_mb"] > 0 and row["mean_cosine"] >= 0.99
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     table = md.read_text()
-    assert table.count("\n") == 2 + len(TINY_TARGETS) and "tflite-int8" in table
+    rows_table = table.split("\n\n")[0]
+    assert len(rows_table.strip().splitlines()) == 2 + len(TINY_TARGETS) and "tflite-int8" in rows_table
 
 
 def test_report_errors(tmp_path):

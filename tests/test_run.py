@@ -71,13 +71,18 @@ def test_tokenizer_reproduces_the_pack_time_inputs(tiny_bundle):
     bundle = Bundle(tiny_bundle)
     with np.load(tiny_bundle / "samples.npz") as samples:
         expected = {k: samples[k] for k in ("input_ids", "attention_mask")}
-    rows = [bundle.inputs_for(t) for t in bundle.tokenize(samples_texts(tiny_bundle))]
+    tokens = bundle.tokenize(samples_texts(tiny_bundle))
+    rows = [bundle.tokenizer.pad(t, TINY_SEQ_LEN) for t in tokens]  # the pack-time width
+    for t, row in zip(tokens, rows):  # what run feeds the artifact: the same ids, cut to the bucket's width
+        fed = bundle.inputs_for(t)
+        assert fed["input_ids"].shape[1] >= t.n_tokens
+        assert np.array_equal(fed["input_ids"][0], row["input_ids"][0, : fed["input_ids"].shape[1]])
     for name in expected:
         assert np.array_equal(np.concatenate([r[name] for r in rows]), expected[name]), name
     hf = tokenize(AutoTokenizer.from_pretrained(tiny_bundle / "tokenizer"), TEXTS, TINY_SEQ_LEN)
     tokens = bundle.tokenize(TEXTS)
     for i, t in enumerate(tokens):
-        row = bundle.inputs_for(t)
+        row = bundle.tokenizer.pad(t, TINY_SEQ_LEN)
         assert np.array_equal(row["input_ids"][0], hf["input_ids"][i]) and row["input_ids"].dtype == np.int32
         assert np.array_equal(row["attention_mask"][0], hf["attention_mask"][i])
     full = AutoTokenizer.from_pretrained(tiny_bundle / "tokenizer")(TEXTS)["input_ids"]

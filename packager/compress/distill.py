@@ -393,7 +393,8 @@ def _open_study(optuna, s, seed: int, pruner):
                                                      heartbeat_interval=SEARCH_HEARTBEAT_S, **retry_kwarg)
             break
         except Exception as exc:  # a bad URL, a missing driver, an unreachable database
-            if attempt < 4 and "IntegrityError" in type(exc).__name__:  # another worker created the tables meanwhile
+            # another worker created the schema meanwhile: sqlite says IntegrityError or "table … already exists"
+            if attempt < 4 and ("IntegrityError" in type(exc).__name__ or "already exists" in str(exc)):
                 time.sleep(1 + attempt)
                 continue
             raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
