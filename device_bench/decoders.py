@@ -22,7 +22,7 @@ class DecoderError(ValueError):
 
 
 @dataclass
-class Prediction:
+class Prediction(ABC):
     """What every task's prediction carries: the text and how much of it the model saw."""
 
     text: str
@@ -32,8 +32,9 @@ class Prediction:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @abstractmethod
     def summary(self) -> str:
-        raise NotImplementedError
+        """One line for the console."""
 
 
 @dataclass

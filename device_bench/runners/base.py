@@ -75,7 +75,7 @@ class Runner(ABC):
         """Run ``entry`` on inputs in its own order; outputs in its own order, as float32.
 
         Not abstract: a device owner's runner (``EDGEPACK_EXTRA_RUNNERS``) may override ``run`` instead."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither _invoke nor run")
+        raise TypeError(f"runner {type(self).__name__} implements neither _invoke nor run")
 
     def _describe(self) -> list[EntryPoint]:
         """The artifact's entry points (called once, after the subclass loaded the artifact)."""
