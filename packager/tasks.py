@@ -131,8 +131,10 @@ class Task(ABC):
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         """Compare the artifact's outputs with the reference (``inputs``: the tokenized texts, for masks)."""
 
-    @abstractmethod
-    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]: ...
+    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
+        """The pack's gate values for this task's ``gates`` (``min_cosine`` / ``min_agreement``)."""
+        given = {"min_cosine": min_cosine, "min_agreement": min_agreement}
+        return {gate: given[gate] for gate in self.gates}
 
     def shortfalls(self, metrics: dict[str, float], thresholds: dict[str, float]) -> list[str]:
         """Human-readable gates that failed; empty when the artifact passes."""
@@ -164,6 +166,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _errors(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     return {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean())}
+
+
+def _agreement_metrics(name: str, agree: np.ndarray, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """A classifier's parity: its decision agreement under ``name``, plus cosine and error of the raw outputs."""
+    cos = _cosines(reference, candidate)
+    return {name: float(agree.mean()), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
+            **_errors(reference, candidate)}
 
 
 class FeatureExtraction(Task):
@@ -217,9 +226,6 @@ class FeatureExtraction(Task):
         cos = _cosines(reference, candidate)
         return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), **_errors(reference, candidate)}
 
-    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
-        return {"min_cosine": min_cosine}
-
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         width = self.pipeline.dense[-1].out_features if self.pipeline.dense else \
             int(model.config.hidden_size) * len(self.pipeline.pooling)
@@ -252,12 +258,7 @@ class SequenceClassification(Task):
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         agree = np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)
-        cos = _cosines(reference, candidate)
-        return {"top1_agreement": float(agree.mean()), "mean_cosine": float(cos.mean()),
-                "min_cosine": float(cos.min()), **_errors(reference, candidate)}
-
-    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
-        return {"min_agreement": min_agreement}
+        return _agreement_metrics("top1_agreement", agree, reference, candidate)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray | None:
         return np.argmax(outputs, axis=1)
@@ -288,12 +289,7 @@ class TokenClassification(Task):
             real = inputs["attention_mask"][: len(reference)].astype(bool)
         ref, cand = reference[real], candidate[real]  # [real tokens, labels]
         agree = np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)
-        cos = _cosines(ref, cand)
-        return {"token_agreement": float(agree.mean()), "mean_cosine": float(cos.mean()),
-                "min_cosine": float(cos.min()), **_errors(ref, cand)}
-
-    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
-        return {"min_agreement": min_agreement}
+        return _agreement_metrics("token_agreement", agree, ref, cand)
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, seq_len, int(model.config.num_labels)]
@@ -327,12 +323,7 @@ class MultiLabelClassification(Task):
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
         limits = np.asarray(self.thresholds_by_label or [DEFAULT_LABEL_THRESHOLD] * reference.shape[1])
         agree = (reference >= limits) == (candidate >= limits)
-        cos = _cosines(reference, candidate)
-        return {"label_agreement": float(agree.mean()), "mean_cosine": float(cos.mean()),
-                "min_cosine": float(cos.min()), **_errors(reference, candidate)}
-
-    def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
-        return {"min_agreement": min_agreement}
+        return _agreement_metrics("label_agreement", agree, reference, candidate)
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, int(model.config.num_labels)]
