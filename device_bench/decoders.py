@@ -71,6 +71,8 @@ class OutputDecoder(ABC):
     """Decodes the output of one text for one task."""
 
     task: ClassVar[str]
+    #: the manifest's parity field holding this task's decision agreement (shown by ``inspect``)
+    agreement_metric: ClassVar[str] = "top1_agreement"
 
     def __init__(self, labels: list[str] | None = None, top_k: int = 3,
                  thresholds: list[float] | None = None) -> None:
@@ -180,6 +182,7 @@ class MultiLabelDecoder(OutputDecoder):
     """Sigmoid scores → the labels at or above their thresholds (0.5 where the manifest gives none)."""
 
     task = "multi-label-classification"
+    agreement_metric = "label_agreement"
 
     def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> LabelsPrediction:
         scores = _single_row(output, self.task)
@@ -194,6 +197,7 @@ class TokenClassificationDecoder(OutputDecoder):
     """Per-token logits of the real tokens → words (pieces merged) → entities with character offsets."""
 
     task = "token-classification"
+    agreement_metric = "token_agreement"
 
     def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> EntitiesPrediction:
         logits = np.asarray(output, dtype=np.float32)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from device_bench.decoders import DECODERS
 from device_bench.manifest import Manifest, verify_files
 
 from .common import EXIT_TARGET_FAILED, stdout_console
@@ -41,9 +42,8 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
     if manifest.accuracy:
         console.print(f"reference accuracy: {manifest.accuracy.get('reference', 0):.4f} "
                       f"on {manifest.accuracy.get('n_samples')} labelled texts")
-    agreement = {"token-classification": ("token agree", "token_agreement"),
-                 "multi-label-classification": ("label agree", "label_agreement")}.get(
-        manifest.task, ("top-1 agree", "top1_agreement"))
+    metric = getattr(DECODERS.get(manifest.task), "agreement_metric", "top1_agreement")
+    agreement = (metric.replace("top1", "top-1").replace("_agreement", " agree"), metric)
     table = Table()
     for col in ("target", "status", "precision", "runtime", "file", "size MB", "vs fp32", "mean cos", "min cos",
                 agreement[0], "max |err|", "accuracy"):
