@@ -165,7 +165,7 @@ def minilm_teacher(args, data, cache: Path, work: Path, seq_len: int):
     from packager.compress.common import seed_all
     from packager.compress.finetune import finetune
     from packager.models import load_model
-    from packager.recipe import FinetuneSpec
+    from packager.stages.finetune import FinetuneSpec
 
     def build():
         seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
@@ -191,7 +191,8 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
 
     from packager.compress.prune import prune
     from packager.compress.trim_vocab import trim_vocab
-    from packager.recipe import PruneSpec, RecoverySpec, TrimVocabSpec
+    from packager.stages.prune import PruneSpec, RecoverySpec
+    from packager.stages.trim_vocab import TrimVocabSpec
 
     def build_pruned():
         spec = PruneSpec(method="structured", heads=args.prune_heads, ffn=args.prune_ffn, batch_size=32,
@@ -225,7 +226,7 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
 def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
     """Fine-tuned MiniLM-L6 teacher → student cut from its layers → pruned → trimmed → int8."""
     from packager.compress.distill import distill
-    from packager.recipe import AugmentSpec, DistillSpec, StudentSpec
+    from packager.stages.distill import AugmentSpec, DistillSpec, StudentSpec
 
     teacher, tokenizer, stage_details["teacher"], teacher_key = minilm_teacher(args, data, cache, work, seq_len)
     layers = [int(x) for x in args.student_layers.split(",")]
@@ -260,7 +261,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
     from packager.compress.distill import distill
     from packager.compress.finetune import finetune
     from packager.models import load_model
-    from packager.recipe import AugmentSpec, DistillSpec, FinetuneSpec, SearchSpec, StudentSpec
+    from packager.stages.distill import AugmentSpec, DistillSpec, SearchSpec, StudentSpec
+    from packager.stages.finetune import FinetuneSpec
 
     folder = mpnet_dir(args)
 

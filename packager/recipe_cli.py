@@ -44,11 +44,13 @@ def search_tables(rows: list[StageRow]):
     """One rich table per distill search: every trial, its parameters, how far it ran and its validation accuracy."""
     from rich.table import Table
 
+    from .stages.distill import TRAINING_KNOBS
+
     for r in rows:
         search = r.details.get("search") if r.details else None
         if not isinstance(search, dict) or not search.get("tried"):
             continue
-        params = [k for k in ("alpha", "temperature", "epochs", "lr") if any(k in t for t in search["tried"])]
+        params = [k.option for k in TRAINING_KNOBS if any(k.option in t for t in search["tried"])]
         table = Table(title=f"Distillation search ({search['trials']} trials, pruner {search['pruner']}: "
                             f"{search['pruned']} stopped early)")
         for col in ("trial", *params, "epochs run", "val acc %", "state"):
@@ -107,7 +109,7 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
 def enable_search(recipe, trials: int) -> None:
     """``--search TRIALS``: turn on the hyper-parameter search of every distill stage (ranges as in the recipe)."""
     from .errors import EdgepackError
-    from .recipe import SearchSpec
+    from .stages.distill import SearchSpec
 
     if trials < 1:
         raise EdgepackError(f"--search {trials}: needs at least 1 trial")

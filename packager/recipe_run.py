@@ -12,7 +12,6 @@ alone builds the fp32 reference, exports, verifies and publishes the bundle, onc
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -29,8 +28,8 @@ from .compress.evaluate import StageRow, measure
 from .errors import EdgepackError
 from .labelled_data import LabelledData, load_labelled, read_texts
 from .recipe import Recipe
+from .stages import StageContext
 
-COMPRESSING_STAGES = ("distill", "prune", "trim_vocab")
 Progress = Callable[[str], None]
 log = logging.getLogger(__name__)
 
@@ -110,10 +109,10 @@ def model_source(recipe: Recipe) -> str | None:
 def check_recipe_support(recipe: Recipe, targets: list[str]) -> None:
     """Each model of the recipe against its family, before any training.
 
-    The stages up to a distill with a pretrained student act on the teacher; that distill only asks the teacher
-    for logits (any HF model of the task will do), and what follows, the targets included, acts on the student.
+    The stages up to one that swaps in a pretrained model of its own (a distill with a pretrained student) act on
+    the teacher; that stage only asks the teacher for logits (any HF model of the task will do), and what follows,
+    the targets included, acts on the new model.
     """
-    from .compress.distill import student_source
     from .families import check_support, model_type_of
     from .models import resolve_source
 
@@ -125,13 +124,14 @@ def check_recipe_support(recipe: Recipe, targets: list[str]) -> None:
 
     holder, where, pending = resolve_source(model_source(recipe)), "recipe model", []
     for index, stage in enumerate(recipe.stages):
-        student = getattr(stage.spec, "student", None)
-        if student is None or student.model is None:
+        own = stage.pretrained_source()
+        if own is None:
             pending.append(stage.kind)
             continue
         if pending:
             check(holder, where, pending, [])
-        holder, where, pending = student_source(str(student.model)), f"recipe stages[{index}].distill.student.model", []
+        source, key = own
+        holder, where, pending = source, f"recipe stages[{index}].{stage.kind}.{key}", []
     check(holder, where, pending, targets)
 
 
@@ -142,84 +142,6 @@ def calibration_texts(data: LabelledData, n: int, seed: int) -> list[str]:
     return texts[:n]
 
 
-def _ran_on(details: dict[str, Any]) -> str:
-    return f", {details['precision']} on {details['device']}" if details.get("precision") else ""
-
-
-def _describe(kind: str, spec: Any, details: dict[str, Any] | None = None) -> str:
-    details = details or {}
-    if kind == "finetune":
-        return f"fine-tune {spec.epochs:g} ep, lr {spec.lr:g}" + _ran_on(details)
-    if kind in ("distill", "student alone"):
-        s = spec.student
-        student = f"layers {s.layers}" if s.layers is not None else (f"config {s.config}" if s.config else s.model)
-    if kind == "student alone":
-        return f"{student} on the labels alone, {details['epochs']:g} ep, lr {details['lr']:.2g}" + _ran_on(details)
-    if kind == "distill":
-        if str(details.get("student_tokenizer", "")).startswith("its own"):
-            student += " (own tokenizer)"
-        used = {k: details.get(k, getattr(spec, k)) for k in ("temperature", "alpha", "epochs", "lr")}
-        text = (f"distil → {student}, T={used['temperature']:.3g}, α={used['alpha']:.2g}, {used['epochs']:g} ep, "
-                f"lr {used['lr']:.2g}")
-        counts = details.get("transfer_set") or {}
-        extra = [f"+{counts[k]} {k}" for k in ("unlabeled", "augmented") if counts.get(k)]
-        if extra:
-            text += f"; {counts['train']} train {' '.join(extra)} teacher-labelled"
-        search = details.get("search")
-        if isinstance(search, dict):
-            text += (f"; search {search['trials']} trials ({search['pruned']} pruned), best val "
-                     f"{search['best_val_accuracy'] * 100:.2f}%")
-        return text + _ran_on(details)
-    if kind == "prune":
-        if spec.method == "structured":
-            return f"structured: heads −{spec.heads:.0%}, FFN −{spec.ffn:.0%}" + (" + recovery" if spec.recovery else "")
-        return f"{spec.method} {spec.sparsity:.0%} sparsity" + (" + recovery" if spec.recovery else "")
-    if kind == "trim_vocab":
-        extra = (f" + first {spec.keep_top} ids" if spec.keep_top else "") + (" + ASCII chars" if spec.keep_ascii_chars else "")
-        return f"trim vocab to {'+'.join(spec.splits)} tokens{extra}"
-    return kind
-
-
-def run_stage(kind: str, spec: Any, model, tokenizer, data: LabelledData, *, seq_len: int, work_dir: Path,
-              seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """Dispatch one stage; returns (model, tokenizer, details)."""
-    if kind == "finetune":
-        from .compress.finetune import finetune
-
-        model, details = finetune(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
-    elif kind == "distill":
-        from .compress.distill import distill
-
-        model, tokenizer, details = distill(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
-    elif kind == "prune":
-        from .compress.prune import prune
-
-        model, details = prune(model, tokenizer, data, spec, seq_len=seq_len, work_dir=work_dir, seed=seed)
-    elif kind == "trim_vocab":
-        from .compress.trim_vocab import trim_vocab
-
-        texts = [t for split in spec.splits for t in data.split(split).texts]
-        model, tokenizer, details = trim_vocab(model, tokenizer, texts, spec)
-    else:
-        raise EdgepackError(f"unknown stage {kind!r}")
-    return model, tokenizer, details
-
-
-def student_alone_row(teacher, teacher_tokenizer, data: LabelledData, spec: Any, distilled: dict[str, Any],
-                      recipe: Recipe, work_dir: Path, emit: Callable[[StageRow], None]) -> StageRow:
-    """Train and measure the distill stage's student on the labels alone, with the epochs / lr it was distilled with."""
-    from .compress.distill import train_alone
-
-    started = time.perf_counter()
-    model, tokenizer, details = train_alone(teacher, teacher_tokenizer, data, spec, epochs=distilled["epochs"],
-                                            lr=distilled["lr"], seq_len=recipe.seq_len, work_dir=work_dir,
-                                            seed=recipe.seed)
-    r = measure("student alone", _describe("student alone", spec, details), model, tokenizer, recipe.seq_len,
-                validation=data.validation, test=data.test, seconds=time.perf_counter() - started, details=details)
-    emit(r)
-    return r
-
-
 def check_gate(reference: float, max_drop: float, measured: dict[str, float]) -> GateResult:
     gate = GateResult(reference_accuracy=reference, max_accuracy_drop=max_drop)
     for name, acc in measured.items():
@@ -228,13 +150,7 @@ def check_gate(reference: float, max_drop: float, measured: dict[str, float]) ->
     return gate
 
 
-def _trains(stage) -> bool:
-    if stage.kind == "prune":
-        return stage.spec.method == "movement" or stage.spec.recovery is not None
-    return stage.kind in ("finetune", "distill")
-
-
-def _run_record(ranks: "distributed.Ranks", details: dict[str, Any] | None) -> dict[str, Any]:
+def run_record(ranks: "distributed.Ranks", details: dict[str, Any] | None) -> dict[str, Any]:
     """A stage row's ``run``: where it ran, plus how it trained (``details['training']``, moved out; rows
     without training are measured in fp32)."""
     training = (details or {}).pop("training", None) or {}
@@ -290,7 +206,7 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     token = PROGRESS_BARS.set(show_bars and ranks.is_main)
     precision_token = TRAIN_PRECISION.set(recipe.precision)
     try:
-        trains = any(_trains(stage) for stage in recipe.stages)
+        trains = any(stage.trains() for stage in recipe.stages)
         if ranks.distributed:
             step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
         elif trains:
@@ -306,52 +222,47 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
             raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
 
         def row(stage: str, description: str, seconds: float | None, details: dict | None) -> StageRow:
-            run = _run_record(ranks, details)
+            run = run_record(ranks, details)
             r = measure(stage, description, model, tokenizer, recipe.seq_len, validation=data.validation,
                         test=data.test, seconds=seconds, details=details)
             r.run = run
             emit(r)
             return r
 
-        for stage in recipe.stages:  # a distill request that cannot work fails now, not after hours of training
-            if stage.kind == "distill":
-                from .compress.distill import preflight
-
-                preflight(model, tokenizer, stage.spec, data.train.texts, recipe.seq_len)
+        for stage in recipe.stages:  # a request that cannot work fails now, not after hours of training
+            stage.preflight(model, tokenizer, data, recipe.seq_len)
         step("measure input model")
         rows = [row("input", loaded.source, None, None)]
         reference = rows[0].test_accuracy
         compressed = False
         with _work_dir(ranks) as tmp:
             for i, stage in enumerate(recipe.stages):
-                step(f"stage {i + 1}/{len(recipe.stages)}: {stage.kind}")
-                work_dir = Path(tmp) / f"{i}-{stage.kind}"
-                if stage.kind == "distill":
-                    rows.append(dataclasses.replace(rows[-1], stage="teacher", seconds=None, details={},
-                                                    description=f"teacher of the distillation (= {rows[-1].stage} row)"))
-                    emit(rows[-1])
-                    teacher, teacher_tokenizer = model, tokenizer
+                where = f"stage {i + 1}/{len(recipe.stages)}"
+                step(f"{where}: {stage.kind}")
+                ctx = StageContext(data=data, seq_len=recipe.seq_len, seed=recipe.seed,
+                                   work_dir=Path(tmp) / f"{i}-{stage.kind}", rows=rows,
+                                   step=lambda message, where=where: step(f"{where}: {message}"))
+                for extra in stage.rows_before(rows[-1]):
+                    rows.append(extra)
+                    emit(extra)
                 started = time.perf_counter()
-                model, tokenizer, details = run_stage(stage.kind, stage.spec, model, tokenizer, data,
-                                                      seq_len=recipe.seq_len, work_dir=work_dir, seed=recipe.seed)
+                output = stage.run(model, tokenizer, ctx)
                 seconds = time.perf_counter() - started
-                if stage.kind == "distill":
-                    if stage.spec.student_alone:
-                        step(f"stage {i + 1}/{len(recipe.stages)}: the student on the labels alone "
-                             "(what distillation buys)")
-                        rows.append(student_alone_row(teacher, teacher_tokenizer, data, stage.spec, details, recipe,
-                                                      work_dir / "alone", emit))
-                    del teacher, teacher_tokenizer  # the teacher's memory is free for the later stages
+                for extra in stage.rows_after(model, tokenizer, output, ctx):
+                    rows.append(extra)
+                    emit(extra)
+                model, tokenizer, details = output  # the input's memory is free for the later stages
+                del output
                 distributed.broadcast_model(model)
-                r = row(stage.kind, _describe(stage.kind, stage.spec, details), seconds, details)
+                r = row(stage.kind, stage.describe(details), seconds, details)
                 rows.append(r)
-                if stage.kind in COMPRESSING_STAGES:
+                if stage.compresses:
                     compressed = True
                 elif not compressed:
                     reference = r.test_accuracy
         if not ranks.distributed:
-            outcome = _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
-                            archive=archive, step=step, emit=emit)
+            outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
+                                    force=force, archive=archive, step=step, emit=emit)
             if trains:
                 outcome.message += f" · trained on {distributed.describe(ranks)}"
             return outcome
@@ -360,8 +271,8 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
             distributed.teardown()
             return RecipeOutcome(rows, reference, None, None, [], code, message)
         try:
-            outcome = _pack(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference, force=force,
-                            archive=archive, step=step, emit=emit)
+            outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
+                                    force=force, archive=archive, step=step, emit=emit)
         except BaseException as exc:
             _tell_ranks(2 if isinstance(exc, EdgepackError) else 1, f"rank 0 failed: {exc}")
             raise
@@ -383,9 +294,9 @@ def _tell_ranks(code: int, message: str) -> None:
         log.warning("could not tell the other ranks the outcome: %s", exc)
 
 
-def _pack(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, tokenizer, data: LabelledData,
-          rows: list[StageRow], reference: float | None, *, force: bool, archive: bool, step: Progress,
-          emit: Callable[[StageRow], None]) -> RecipeOutcome:
+def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, tokenizer, data: LabelledData,
+                  rows: list[StageRow], reference: float | None, *, force: bool, archive: bool, step: Progress,
+                  emit: Callable[[StageRow], None]) -> RecipeOutcome:
     """The gate on the final fp32 model, then export, verify and publish once (target rows and the gate
     are in the manifest before the bundle appears)."""
     from .models import LoadedModel

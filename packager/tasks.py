@@ -26,10 +26,11 @@ from .embedding_pipeline import (
     sentence_transformers_reference,
 )
 from .errors import EdgepackError
+from .stages import STAGES
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
-#: every recipe stage kind (see ``recipe``); a task lists the ones it supports
-RECIPE_STAGES = ("finetune", "distill", "prune", "trim_vocab")
+#: every recipe stage kind (the ``stages`` registry); a task lists the ones it supports
+RECIPE_STAGES = tuple(STAGES)
 #: an export wrapper must reproduce the model's own pipeline this closely (fp32 against fp32)
 PIPELINE_FIDELITY = 0.9999
 DEFAULT_LABEL_THRESHOLD = 0.5

@@ -20,7 +20,10 @@ from packager.compress.finetune import finetune
 from packager.compress.prune import linear_sparsity, prune
 from packager.compress.trim_vocab import trim_vocab
 from packager.labelled_data import LabelledData, LabelledSplit
-from packager.recipe import DistillSpec, FinetuneSpec, PruneSpec, RecoverySpec, StudentSpec, TrimVocabSpec
+from packager.stages.distill import DistillSpec, StudentSpec
+from packager.stages.finetune import FinetuneSpec
+from packager.stages.prune import PruneSpec, RecoverySpec
+from packager.stages.trim_vocab import TrimVocabSpec
 
 SEQ_LEN = 16
 KEYWORDS = {
@@ -258,7 +261,7 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
 def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokenizer, data, tmp_path, monkeypatch):
     import builtins
 
-    from packager.recipe import SearchSpec
+    from packager.stages.distill import SearchSpec
 
     real_import = builtins.__import__
 
@@ -276,7 +279,7 @@ def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokeni
 
 def test_distill_search_with_optuna_tries_the_budget_within_the_ranges(teacher, tokenizer, data, tmp_path):
     pytest.importorskip("optuna")
-    from packager.recipe import SearchSpec
+    from packager.stages.distill import SearchSpec
 
     search = SearchSpec(trials=2, alpha=[0.1, 0.9], temperature=[2.0, 6.0], epochs=[1, 2])
     spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=search)

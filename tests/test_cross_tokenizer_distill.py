@@ -18,7 +18,8 @@ from device_bench.manifest import Manifest
 from packager.compress.augment import augment_texts
 from packager.errors import EdgepackError
 from packager.labelled_data import LabelledData, LabelledSplit
-from packager.recipe import AugmentSpec, DistillSpec, StudentSpec, load_recipe
+from packager.recipe import load_recipe
+from packager.stages.distill import AugmentSpec, DistillSpec, StudentSpec
 
 KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
             "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
@@ -191,7 +192,7 @@ def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkey
 
     from packager.compress import distill as distill_module
     from packager.compress.common import PROGRESS_BARS
-    from packager.recipe import SearchSpec
+    from packager.stages.distill import SearchSpec
     from packager.recipe_cli import search_tables
     from packager.compress.evaluate import StageRow
 

@@ -10,8 +10,10 @@ augmentation, without any outside resource). Everything is drawn from one seeded
 from __future__ import annotations
 
 import random
+from typing import Any
 
-from ..recipe import AugmentSpec
+# ``spec`` is the distill stage's ``augment`` options (``stages.distill.AugmentSpec``), read by attribute: that
+# stage calls this module, so importing its spec here would be an import cycle.
 
 #: draws per copy before a copy equal to its source is accepted (very short texts)
 ATTEMPTS = 8
@@ -22,7 +24,7 @@ def data_words(texts: list[str]) -> list[str]:
     return [word for text in texts for word in text.split()]
 
 
-def perturb(words: list[str], rng: random.Random, spec: AugmentSpec, pool: list[str]) -> list[str]:
+def perturb(words: list[str], rng: random.Random, spec: Any, pool: list[str]) -> list[str]:
     """One variant of ``words``: dropout, replacement (per word), then swaps of right-hand neighbours."""
     out = []
     for word in words:
@@ -39,7 +41,7 @@ def perturb(words: list[str], rng: random.Random, spec: AugmentSpec, pool: list[
     return out or [rng.choice(words)]
 
 
-def augment_texts(texts: list[str], spec: AugmentSpec, seed: int) -> list[str]:
+def augment_texts(texts: list[str], spec: Any, seed: int) -> list[str]:
     """``spec.copies`` variants of each text, in order (text 0's copies first); deterministic under ``seed``."""
     rng = random.Random(seed)
     pool = data_words(texts)

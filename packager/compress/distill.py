@@ -34,11 +34,13 @@ import torch.nn.functional as F
 from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
-from ..recipe import DistillSpec, StudentSpec
 from .augment import augment_texts
 from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, pad_id, run_info,
                      seed_all, to_cpu, trained_model, training_args, training_record)
 from .evaluate import accuracy, gather_logits
+
+# ``spec`` arguments are the options of ``stages.distill`` (that stage calls this module; importing its spec here
+# would be an import cycle), read by attribute.
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ def student_from_model(teacher, source: str):
     return student, tokenizer
 
 
-def make_student(teacher, tokenizer, spec: StudentSpec):
+def make_student(teacher, tokenizer, spec: Any):
     """(student, its tokenizer): cut from the teacher (the teacher's tokenizer) or a pretrained model (its own)."""
     if spec.layers is not None:
         return student_from_layers(teacher, spec.layers), tokenizer
@@ -151,7 +153,7 @@ def tokenization_mismatch(teacher_tokenizer, student_tokenizer, texts: list[str]
     return None
 
 
-def layer_map(spec: StudentSpec, n_student: int, n_teacher: int) -> list[int]:
+def layer_map(spec: Any, n_student: int, n_teacher: int) -> list[int]:
     """Teacher layer matched by each student layer: the copied one, else evenly spaced."""
     if spec.layers is not None:
         return list(spec.layers)
@@ -218,7 +220,7 @@ def _make_trainer_class():
     return DistillTrainer
 
 
-def _check_matching(teacher, student, spec: DistillSpec, mismatch: str | None) -> None:
+def _check_matching(teacher, student, spec: Any, mismatch: str | None) -> None:
     """Refuse, in one line, a hidden-state / attention matching request that cannot line up."""
     for key, weight, what in (("hidden_weight", spec.hidden_weight, "hidden-state"),
                               ("attention_weight", spec.attention_weight, "attention")):
@@ -238,7 +240,7 @@ def _check_matching(teacher, student, spec: DistillSpec, mismatch: str | None) -
                                 "in the matched layers")
 
 
-def preflight(teacher, tokenizer, spec: DistillSpec, texts: list[str], seq_len: int) -> None:
+def preflight(teacher, tokenizer, spec: Any, texts: list[str], seq_len: int) -> None:
     """Checks of a pretrained student that need only its config and tokenizer: run before any training.
 
     (Earlier stages keep the hidden size and the tokenizer's kind, so these verdicts still hold at the distill
@@ -297,7 +299,7 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
     return trained_model(trainer), trainer
 
 
-def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int,
+def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: int,
                  seed: int) -> tuple[LabelledSplit, Any, dict[str, int]]:
     """The texts the student learns the teacher from, the teacher's logits on them, and how many of each kind.
 
@@ -319,6 +321,17 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
     labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
     counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
     return LabelledSplit(texts, labels), logits, counts
+
+
+def _shared(shared: tuple[dict, str] | None, what: tuple, compute):
+    """``compute()``, once per (shared key, ``what``) when a memo is shared."""
+    if shared is None:
+        return compute()
+    memo, key = shared
+    full = ("transfer_set", key, *what)
+    if full not in memo:
+        memo[full] = compute()
+    return memo[full]
 
 
 class _ReportToTrial:
@@ -415,7 +428,7 @@ def _public_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
+def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: int, work_dir: Path,
             seed: int, teacher_logits) -> tuple[dict[str, Any], dict[str, Any], _Trained | None]:
     """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy.
 
@@ -475,10 +488,8 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
     ran_here: list[int] = []
 
     def objective(trial) -> float:
-        params = {"alpha": trial.suggest_float("alpha", *s.alpha), "temperature": trial.suggest_float("temperature", *s.temperature),
-                  "epochs": trial.suggest_int("epochs", *s.epochs)}
-        if s.lr is not None:
-            params["lr"] = trial.suggest_float("lr", *s.lr, log=True)
+        # the stage's declared knobs, with the recipe's ranges (``SearchSpec.searched``)
+        params = {knob.option: knob.suggest(trial, knob.option, bounds=bounds) for knob, bounds in s.searched()}
         distributed.broadcast_object((trial.number, params), publish_wait=True)
         ran_here.append(trial.number)
         value = run_trial(trial.number, params, trial)
@@ -518,11 +529,13 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, s
     return best, {"search": summary}, kept.get(best_number)
 
 
-def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
-            seed: int = 42) -> tuple[Any, Any, dict[str, Any]]:
+def distill(teacher, tokenizer, data: LabelledData, spec: Any, *, seq_len: int, work_dir: Path,
+            seed: int = 42, shared_transfer: tuple[dict, str] | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """Build the student named by ``spec.student`` and distil ``teacher`` into it.
 
-    Returns (student, the student's tokenizer, details); ``tokenizer`` is the teacher's."""
+    Returns (student, the student's tokenizer, details); ``tokenizer`` is the teacher's. ``shared_transfer``
+    (a memo, a key naming the teacher and data): the transfer set and the teacher's logits are computed once
+    per key and reused (a tune's trials distil the same teacher many times)."""
     teacher.eval()
     seed_all(seed)
     probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
@@ -533,7 +546,8 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     _check_matching(teacher, probe, spec, mismatch)
     live = spec.hidden_weight > 0 or spec.attention_weight > 0
     if data.unlabeled or spec.augment is not None or not live:
-        transfer, logits, counts = transfer_set(teacher, tokenizer, data, spec, seq_len, seed)
+        transfer, logits, counts = _shared(shared_transfer, (repr(spec.augment), seq_len, seed),
+                                           lambda: transfer_set(teacher, tokenizer, data, spec, seq_len, seed))
     else:
         transfer, logits, counts = data.train, None, {"train": len(data.train), "unlabeled": 0, "augmented": 0}
     taught = dataclasses.replace(data, train=transfer)
@@ -581,7 +595,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     return student, student_tokenizer, details
 
 
-def train_alone(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, epochs: float, lr: float,
+def train_alone(teacher, tokenizer, data: LabelledData, spec: Any, *, epochs: float, lr: float,
                 seq_len: int, work_dir: Path, seed: int = 42) -> tuple[Any, Any, dict[str, Any]]:
     """The same student fine-tuned on the labelled training split alone, with the distilled run's epochs and lr.
 

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ..labelled_data import LabelledData
-from ..recipe import FinetuneSpec
 from .common import (PadCollator, accuracy_metric, encode, pad_id, run_info, seed_all, trained_model, training_args,
                      training_record)
 
+# ``spec`` arguments are the options of ``stages.finetune`` (that stage calls this module; importing its spec here
+# would be an import cycle), read by attribute.
 
-def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_len: int, work_dir: Path,
+
+def finetune(model, tokenizer, data: LabelledData, spec: Any, *, seq_len: int, work_dir: Path,
              seed: int = 42) -> tuple[Any, dict[str, Any]]:
     """Train ``model`` in place on data.train; returns it (best validation epoch) and a details dict."""
     from transformers import Trainer

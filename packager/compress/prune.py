@@ -10,6 +10,7 @@ recovers accuracy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ from torch.nn.utils import prune as torch_prune
 
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData
-from ..recipe import PruneSpec, RecoverySpec
 from .common import (PadCollator, count_params, encode, encoder_layer_prefix, encoder_layers, pad_id, seed_all,
                      training_record)
 from .distill import train_student
 from .evaluate import gather_logits, gzip_size_bytes, nonzero_params
 from .pruned_bert import MODEL_TYPE, PrunedBertConfig
+
+# ``spec`` arguments are the options of ``stages.prune`` (that stage calls this module; importing its spec here
+# would be an import cycle), read by attribute.
 
 UNSTRUCTURED_NOTE = ("unstructured zeros do not shrink the dense fp32 file nor speed up dense kernels; "
                      "nonzero_params and gzip_mb show the real storage gain")
@@ -43,13 +46,15 @@ def linear_sparsity(model) -> float:
     return zeros / sum(w.numel() for w in weights)
 
 
-def _recover(teacher, student, tokenizer, data: LabelledData, recovery: RecoverySpec, *, seq_len: int,
-             work_dir: Path, seed: int, best_by_accuracy: bool, **trainer_kwargs):
+def _recover(teacher, student, tokenizer, data: LabelledData, *, alpha: float, temperature: float, epochs: float,
+             lr: float, batch_size: int, seq_len: int, work_dir: Path, seed: int, best_by_accuracy: bool,
+             **trainer_kwargs):
+    """Distil the unpruned ``teacher`` (its logits cached) into the pruned ``student``."""
     logits = gather_logits(teacher, tokenizer, data.train.texts, seq_len)
     student, trainer = train_student(
-        teacher, student, tokenizer, data, alpha=recovery.alpha, temperature=recovery.temperature,
-        epochs=recovery.epochs, lr=recovery.lr, batch_size=recovery.batch_size, seq_len=seq_len,
-        work_dir=work_dir, seed=seed, teacher_logits=logits, best_by_accuracy=best_by_accuracy, **trainer_kwargs)
+        teacher, student, tokenizer, data, alpha=alpha, temperature=temperature, epochs=epochs, lr=lr,
+        batch_size=batch_size, seq_len=seq_len, work_dir=work_dir, seed=seed, teacher_logits=logits,
+        best_by_accuracy=best_by_accuracy, **trainer_kwargs)
     return student, trainer
 
 
@@ -123,7 +128,7 @@ def _schedule_callback(schedule: SparsitySchedule):
     return ScheduleCallback()
 
 
-def movement_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int, work_dir: Path,
+def movement_prune(model, tokenizer, data: LabelledData, spec: Any, *, seq_len: int, work_dir: Path,
                    seed: int) -> Any:
     """Fine-tune with learned movement scores (distilling from the unpruned model); masks are baked in at the end."""
     teacher = copy.deepcopy(model).eval()
@@ -136,10 +141,10 @@ def movement_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq
     others = [p for p in model.parameters() if id(p) not in score_ids]
     optimizer = torch.optim.AdamW([{"params": others, "lr": spec.lr, "weight_decay": 0.01},
                                    {"params": scores, "lr": spec.score_lr, "weight_decay": 0.0}])
-    recovery = spec.recovery or RecoverySpec(alpha=1.0)
-    training = RecoverySpec(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size,
-                            temperature=recovery.temperature, alpha=recovery.alpha)
-    model, _ = _recover(teacher, model, tokenizer, data, training, seq_len=seq_len, work_dir=work_dir, seed=seed,
+    # without a recovery the labels alone teach (alpha 1; the temperature then does not matter)
+    alpha, temperature = (spec.recovery.alpha, spec.recovery.temperature) if spec.recovery else (1.0, 2.0)
+    model, _ = _recover(teacher, model, tokenizer, data, alpha=alpha, temperature=temperature, epochs=spec.epochs,
+                        lr=spec.lr, batch_size=spec.batch_size, seq_len=seq_len, work_dir=work_dir, seed=seed,
                         best_by_accuracy=False, optimizers=(optimizer, None),
                         callbacks=[_schedule_callback(schedule)])
     schedule.current = schedule.final
@@ -254,7 +259,7 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
     return new_model.eval()
 
 
-def structured_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int,
+def structured_prune(model, tokenizer, data: LabelledData, spec: Any, *, seq_len: int,
                      seed: int = 42) -> tuple[Any, dict]:
     if model.config.model_type not in ("bert", MODEL_TYPE):
         raise EdgepackError(f"recipe prune: structured pruning supports BERT models, not {model.config.model_type!r}")
@@ -271,7 +276,7 @@ def structured_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, s
 
 # -- entry point -------------------------------------------------------------------
 
-def prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int, work_dir: Path,
+def prune(model, tokenizer, data: LabelledData, spec: Any, *, seq_len: int, work_dir: Path,
           seed: int = 42) -> tuple[Any, dict[str, Any]]:
     """Run the pruning method of ``spec``; returns the pruned model and what changed."""
     model.eval()
@@ -282,8 +287,8 @@ def prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int
         model, info = structured_prune(model, tokenizer, data, spec, seq_len=seq_len, seed=seed)
         details.update(info, heads_fraction=spec.heads, ffn_fraction=spec.ffn)
         if spec.recovery is not None:
-            model, trainer = _recover(original, model, tokenizer, data, spec.recovery, seq_len=seq_len,
-                                work_dir=work_dir / "recovery", seed=seed, best_by_accuracy=True)
+            model, trainer = _recover(original, model, tokenizer, data, **dataclasses.asdict(spec.recovery),
+                                      seq_len=seq_len, work_dir=work_dir / "recovery", seed=seed, best_by_accuracy=True)
             details["training"] = training_record(trainer)
             details["recovery"] = {"epochs": spec.recovery.epochs, "lr": spec.recovery.lr,
                                    "alpha": spec.recovery.alpha, "temperature": spec.recovery.temperature}
@@ -293,8 +298,9 @@ def prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int
             teacher = copy.deepcopy(model).eval() if spec.recovery is not None else None
             masks = magnitude_prune(model, spec.sparsity)
             if spec.recovery is not None:
-                model, trainer = _recover(teacher, model, tokenizer, data, spec.recovery, seq_len=seq_len,
-                                    work_dir=work_dir / "recovery", seed=seed, best_by_accuracy=False)
+                model, trainer = _recover(teacher, model, tokenizer, data, **dataclasses.asdict(spec.recovery),
+                                          seq_len=seq_len, work_dir=work_dir / "recovery", seed=seed,
+                                          best_by_accuracy=False)
                 details["training"] = training_record(trainer)
                 details["recovery"] = {"epochs": spec.recovery.epochs, "lr": spec.recovery.lr}
             finalize_masks(masks)

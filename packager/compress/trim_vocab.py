@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from ..errors import EdgepackError
-from ..recipe import TrimVocabSpec
+
+# ``spec`` is the options of ``stages.trim_vocab``, read by attribute: that stage calls this module, so importing
+# its spec here would be an import cycle.
 
 
 def used_ids(tokenizer, texts: list[str], batch_size: int = 1024) -> set[int]:
@@ -94,7 +96,7 @@ def regular_ids(tokenizer) -> list[int]:
     return [i for t, i in vocab if i not in specials and not (t.startswith("[unused") and t.endswith("]"))]
 
 
-def trim_vocab(model, tokenizer, texts: list[str], spec: TrimVocabSpec) -> tuple[Any, Any, dict[str, Any]]:
+def trim_vocab(model, tokenizer, texts: list[str], spec: Any) -> tuple[Any, Any, dict[str, Any]]:
     """Keep the ids seen in ``texts`` + specials (+ ASCII characters); returns (model, tokenizer, details)."""
     old_size = model.get_input_embeddings().weight.shape[0]
     keep = used_ids(tokenizer, texts) | set(tokenizer.all_special_ids)
