@@ -262,13 +262,15 @@ def pack_model(
     progress: Progress | None = None,
     buckets: list[int] | str | None = AUTO_BUCKETS,
     finalize: Callable[[Manifest], None] | None = None,
+    sample_texts: list[str] | None = None,
 ) -> PackResult:
     """Export, verify and bundle ``loaded`` for each target; see the module docstring.
 
     ``buckets``: "auto" (from the calibration texts' token lengths), None (one static shape, seq_len), or
     ascending lengths ending at seq_len. Dynamic targets (ONNX, ExecuTorch) take any length up to seq_len.
     ``finalize`` completes the manifest (a recipe's target rows and gate) before the bundle is published,
-    so the folder is final when it appears."""
+    so the folder is final when it appears. ``sample_texts``: the texts of samples.npz, the device benchmark's
+    inputs at their real lengths (default: the calibration texts)."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -313,9 +315,13 @@ def pack_model(
         work.mkdir()
         loaded.tokenizer.save_pretrained(str(stage / TOKENIZER_DIR))
         # lengths: real tokens per row (after truncation), so the device feeds real-length inputs
-        np.savez(stage / SAMPLES_NAME, **calib, lengths=calib["attention_mask"].sum(1).astype(np.int32),
-                 token_counts=counts.astype(np.int32))
-        (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in calib_texts) + "\n")
+        samples, sample_counts, sample_texts = calib, counts, sample_texts or calib_texts
+        if sample_texts is not calib_texts:
+            samples = tokenize(loaded.tokenizer, task.prepare_texts(sample_texts), seq_len)
+            sample_counts = token_counts(loaded.tokenizer, task.prepare_texts(sample_texts))
+        np.savez(stage / SAMPLES_NAME, **samples, lengths=samples["attention_mask"].sum(1).astype(np.int32),
+                 token_counts=sample_counts.astype(np.int32))
+        (stage / "samples.txt").write_text("\n".join(t.replace("\n", " ") for t in sample_texts) + "\n")
         ctx = ExportContext(
             wrapper=wrapper, hf_model=loaded.model, task=task, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,

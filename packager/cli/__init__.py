@@ -53,6 +53,8 @@ COMMANDS: dict[str, CommandSpec] = {
                         "write a bundle.", side="pack"),
     "recipe": CommandSpec("packager.recipe_cli:recipe", "Compression recipes (YAML): fine-tune, distil, prune, "
                           "trim vocabulary, then pack.", side="pack"),
+    "tune": CommandSpec("packager.tune_cli:tune_cmd", "Search the recipe's stage knobs for the fastest bundle within "
+                        "an accuracy budget.", side="pack"),
 }
 
 

@@ -1,0 +1,657 @@
+"""`edgepack tune`: the fastest (or smallest) bundle whose validation accuracy stays within a budget of the teacher's.
+
+Each optuna trial samples the knobs the recipe's stages declare (``search_space``), runs the stages, exports the
+recipe's primary (first) target and scores it: the artifact's accuracy on the **validation** split, and
+``device_bench`` here (p50 latency over the validation texts at their real lengths, peak RSS, file size). The
+stages before the first compressing one are the reference (the fine-tuned teacher): they run once, and the
+budget is measured against their validation accuracy. The winner is the fastest trial within the budget; it
+is packed to every requested target through the normal pack path (test split, the normal gate).
+
+Every stage's output is cached on disk under a key made of the stage's options and its input's key, so trials
+share the teacher, its logits (in memory) and any common prefix of stages, and a rerun (a resumed study) trains
+nothing that is already there. The optuna study lives in a database (default: sqlite in the work folder):
+running the same command again continues it; finished trials are not repeated.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import EdgepackError
+from .recipe import GateSpec, Recipe
+from .search_space import TunedKnob, describe, first_tuned_stage, resolve
+from .stages import STAGES, Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+TUNE_SCHEMA_VERSION = 1
+OBJECTIVES = ("latency", "size")
+#: a study shared through a database: a trial silent this long (its process died) is failed on the next start
+HEARTBEAT_S = 10
+GRACE_S = 60
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TuneOptions:
+    max_accuracy_drop: float
+    trials: int
+    objective: str = "latency"
+    #: stop starting trials after this many seconds (a running trial finishes)
+    timeout_s: float | None = None
+    #: optuna storage URL (default: sqlite in ``work_dir``) and study name (default "tune")
+    storage: str | None = None
+    study: str | None = None
+    #: stage cache, study and trial bundles (default: next to the output, ``OUT.tune``)
+    work_dir: Path | None = None
+    #: device_bench settings of each trial (runs, minimum seconds, warm-up runs)
+    bench_runs: int = 50
+    bench_seconds: float = 0.5
+    bench_warmup: int = 5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise EdgepackError(f"--max-accuracy-drop: {self.max_accuracy_drop} is outside [0, 1]")
+        if self.trials < 1:
+            raise EdgepackError(f"--trials: {self.trials} must be at least 1")
+        if self.objective not in OBJECTIVES:
+            raise EdgepackError(f"--objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.timeout_s is not None and self.timeout_s <= 0:
+            raise EdgepackError("--timeout: must be above 0")
+        if (self.storage is None) != (self.study is None) and self.storage is not None:
+            raise EdgepackError("--storage needs --study (the study's name in that database)")
+        if self.storage is not None and "://" not in self.storage:
+            raise EdgepackError(f"--storage: expected a database URL such as sqlite:///tune.db, got {self.storage!r}")
+        if self.bench_runs < 1 or self.bench_seconds < 0:
+            raise EdgepackError("--bench-runs must be at least 1 and --bench-seconds not negative")
+
+
+def parse_duration(text: str) -> float:
+    """'2h', '90m', '45s', '3600' -> seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1.0)
+    except ValueError:
+        raise EdgepackError(f"--timeout {text!r}: expected a duration such as 2h, 90m, 45s or 3600") from None
+    if seconds <= 0:
+        raise EdgepackError(f"--timeout {text!r}: must be above 0")
+    return seconds
+
+
+@dataclass
+class TrialRecord:
+    """One trial: the knobs it sampled and how its primary artifact scored."""
+
+    number: int
+    state: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    val_accuracy: float | None = None
+    #: teacher's validation accuracy minus the artifact's (positive: lost)
+    accuracy_drop: float | None = None
+    latency_ms: float | None = None
+    size_bytes: int | None = None
+    peak_rss_mb: float | None = None
+    within_budget: bool = False
+    #: on the accuracy / objective Pareto front of the completed trials
+    pareto: bool = False
+    #: stage kinds this trial trained, and those it found in the cache
+    trained: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class TuneSummary:
+    """What the tune did, stored as the ``tune`` row's details in the manifest."""
+
+    objective: str
+    max_accuracy_drop: float
+    teacher_val_accuracy: float
+    primary_target: str
+    study: str
+    storage: str
+    space: list[str]
+    trials: list[TrialRecord]
+    winner: int | None = None
+    schema_version: int = TUNE_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TuneOutcome:
+    summary: TuneSummary | None
+    #: the winner's stage rows and targets (empty when no trial met the budget)
+    rows: list[Any]
+    reference_accuracy: float | None
+    bundle_dir: Path | None
+    exit_code: int
+    message: str
+    manifest: Any = None
+
+
+class TrialFailed(Exception):
+    """A trial that cannot be scored (a bad knob combination, a failed export or benchmark): recorded, not fatal."""
+
+
+# -- the stage cache -----------------------------------------------------------------------------------------
+
+def _digest(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _file_fingerprint(path: Path | None) -> Any:
+    if path is None:
+        return None
+    if path.is_dir():
+        return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in path.rglob("*") if p.is_file())
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
+
+
+def input_key(recipe: Recipe, source: str) -> str:
+    """What the first stage's input depends on: the model, the data, and the settings that shape training."""
+    folder = Path(source)
+    data = {split: _file_fingerprint(recipe.data_path(split)) for split in ("train", "validation", "test", "unlabeled")}
+    return _digest({"model": _file_fingerprint(folder) if folder.is_dir() else source, "data": data,
+                    "columns": [recipe.data.text_column, recipe.data.label_column, recipe.data.unlabeled_column],
+                    "labels": recipe.data.labels, "task": recipe.task, "seq_len": recipe.seq_len, "seed": recipe.seed,
+                    "precision": recipe.precision})
+
+
+class StageCache:
+    """Stage outputs on disk (model, tokenizer, the measured row), keyed by the stage's options and its input."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(input_key: str, stage: Stage) -> str:
+        return _digest({"input": input_key, "stage": stage.to_dict()})
+
+    def has(self, key: str) -> bool:
+        return (self.root / key / "meta.json").is_file()
+
+    def meta(self, key: str) -> dict[str, Any]:
+        return json.loads((self.root / key / "meta.json").read_text())
+
+    def row(self, key: str):
+        from .compress.evaluate import StageRow
+
+        return StageRow(**self.meta(key)["row"])
+
+    def save(self, key: str, model: Any, tokenizer: Any, row: Any) -> None:
+        """Written to a temporary folder, then renamed: an interrupted save leaves nothing half-written."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        try:
+            model.save_pretrained(tmp / "model")
+            tokenizer.save_pretrained(tmp / "model")
+            meta = {"row": row.to_dict(), "num_layers": getattr(model.config, "num_hidden_layers", None)}
+            (tmp / "meta.json").write_text(json.dumps(meta, default=str))
+            if (self.root / key).exists():
+                shutil.rmtree(self.root / key)
+            tmp.rename(self.root / key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self, key: str, task: Any, labels: list[str] | None):
+        from .models import load_model
+
+        loaded = load_model(str(self.root / key / "model"), task, labels=labels)
+        return loaded.model, loaded.tokenizer
+
+
+# -- the tune ----------------------------------------------------------------------------------------------
+
+def _public_url(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1] if "@" in url else url
+
+
+def _open_study(optuna, storage_url: str, name: str, seed: int):
+    """The tune's study in its database (created, or loaded to resume), minimising the objective under the
+    accuracy-budget constraint (a trial's ``constraint`` <= 0: within the budget)."""
+    engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # heartbeats and constraints are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=GRACE_S)
+        except Exception as exc:
+            raise EdgepackError(f"--storage: cannot open {_public_url(storage_url)} "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
+        study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
+                                    load_if_exists=True)
+        optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, so they are run again
+    return study
+
+
+def pareto_front(points: dict[int, tuple[float, float]]) -> set[int]:
+    """Trials no other trial beats on both accuracy (higher) and cost (lower)."""
+    front = set()
+    for n, (acc, cost) in points.items():
+        if not any((a >= acc and c <= cost) and (a > acc or c < cost) for m, (a, c) in points.items() if m != n):
+            front.add(n)
+    return front
+
+
+class Tuner:
+    """One tune: the recipe, its data and teacher, the stage cache and the study."""
+
+    def __init__(self, recipe: Recipe, options: TuneOptions, work_dir: Path, *, step: Progress) -> None:
+        self.recipe, self.options, self.work_dir, self.step = recipe, options, work_dir, step
+        self.cache = StageCache(work_dir / "stages")
+        self.memo: dict[Any, Any] = {}  # the teacher's logits on the transfer set, shared by the trials
+        self.space: list[TunedKnob] = resolve(recipe.search_space, recipe.stages)
+        self.start = first_tuned_stage(recipe.stages)
+        self.trained: list[str] = []  # every stage trained in this process, in order (for the log)
+        self.primary = ""  # the target each trial exports and benchmarks (the recipe's first)
+        # set by ``prepare``: the data, the input model, the cache keys of the reference stages, the teacher's row
+        self.data: Any = None
+        self.loaded: Any = None
+        self.task: Any = None
+        self.prefix_keys: list[str] = []
+        self.teacher: Any = None
+
+    # -- stages --------------------------------------------------------------------------------------------
+
+    def advance(self, key: str, stage: Stage, index: int, current: tuple | None) -> tuple[str, tuple | None, bool]:
+        """Run ``stage`` on the output cached under ``key`` unless its own output is cached.
+
+        ``current``: that input already in memory (model, tokenizer), or None. Returns (the output's key, the
+        output in memory or None when it came from the cache, whether it trained)."""
+        from .compress.evaluate import measure
+        from .recipe_run import run_record
+        from . import distributed
+
+        out_key = self.cache.key(key, stage)
+        if self.cache.has(out_key):
+            return out_key, None, False
+        model, tokenizer = current if current is not None else self.cache.load(key, self.task, self.data.labels)
+        where = f"stages[{index}].{stage.kind}"
+        self.step(f"{where}: run")
+        with tempfile.TemporaryDirectory(prefix="edgepack-tune-") as tmp:
+            ctx = StageContext(data=self.data, seq_len=self.recipe.seq_len, seed=self.recipe.seed, work_dir=Path(tmp),
+                               step=lambda message: self.step(f"{where}: {message}"), rows=[self.cache.row(key)],
+                               memo=self.memo, input_key=key)
+            started = time.perf_counter()
+            output = stage.run(model, tokenizer, ctx)
+            seconds = time.perf_counter() - started
+        details = dict(output.details)
+        run = run_record(distributed.current(), details)
+        row = measure(stage.kind, stage.describe(details), output.model, output.tokenizer, self.recipe.seq_len,
+                      validation=self.data.validation, test=self.data.test, seconds=seconds, details=details)
+        row.run = run
+        self.cache.save(out_key, output.model, output.tokenizer, row)
+        self.trained.append(stage.kind)
+        return out_key, (output.model, output.tokenizer), True
+
+    def prepare(self, targets: list[str]) -> None:
+        """Data, the input model (cached as the chain's root), preflight checks, and the reference stages."""
+        from .compress.common import seed_all
+        from .compress.evaluate import measure
+        from .models import load_model
+        from .recipe_run import check_recipe_support, load_recipe_data, model_source
+
+        recipe = self.recipe
+        self.step("load data")
+        self.data = load_recipe_data(recipe)
+        if self.data.validation is None:
+            raise EdgepackError("recipe data.validation: tune scores every trial on the validation split")
+        self.step("load model")
+        seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
+        check_recipe_support(recipe, targets)
+        self.loaded = load_model(model_source(recipe), recipe.task, labels=self.data.labels)
+        self.task = self.loaded.task
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
+            raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
+        for stage in recipe.stages:
+            stage.preflight(model, tokenizer, self.data, recipe.seq_len)
+        root = input_key(recipe, self.loaded.source)
+        if not self.cache.has(root):
+            self.step("measure input model")
+            row = measure("input", self.loaded.source, model, tokenizer, recipe.seq_len,
+                          validation=self.data.validation, test=self.data.test)
+            self.cache.save(root, model, tokenizer, row)
+        self.prefix_keys = [root]
+        current: tuple | None = (model, tokenizer)
+        for index, stage in enumerate(recipe.stages[: self.start]):
+            key, current, _ = self.advance(self.prefix_keys[-1], stage, index, current)
+            self.prefix_keys.append(key)
+        self.teacher = self.cache.row(self.prefix_keys[-1])
+        if self.teacher.val_accuracy is None:
+            raise EdgepackError("tune: the reference model has no validation accuracy")
+
+    def trial_stages(self, trial: Any, key: str) -> tuple[list[Stage], list[str], list[str], list[str], dict]:
+        """Sample this trial's knobs stage by stage (define-by-run: a student's depth range needs its input's
+        depth), running each stage that is not cached. Returns (stages, row keys, trained, cached, sampled)."""
+        from .errors import RecipeError
+
+        stages, keys, trained, cached, sampled = [], [], [], [], {}
+        current = None
+        depth = self.cache.meta(key).get("num_layers")
+        for index in range(self.start, len(self.recipe.stages)):
+            stage = self.recipe.stages[index]
+            values = dict(stage.tune_fixed)
+            for t in (t for t in self.space if t.stage_index == index):
+                if t.fixed:
+                    if t.value is not None:
+                        values[t.knob.option] = stage.knob_option(t.knob, t.value, depth)
+                    continue
+                value = t.knob.suggest(trial, t.name, input_depth=depth)
+                sampled[t.name] = value
+                values[t.knob.option] = stage.knob_option(t.knob, value, depth)
+            try:
+                tuned = stage.with_options(values, f"stages[{index}].{stage.kind}")
+            except RecipeError as exc:
+                raise TrialFailed(str(exc)) from None
+            try:
+                key, current, ran = self.advance(key, tuned, index, current)
+            except EdgepackError as exc:
+                raise TrialFailed(f"stages[{index}].{stage.kind}: {exc}") from None
+            (trained if ran else cached).append(stage.kind)
+            stages.append(tuned)
+            keys.append(key)
+            depth = self.cache.meta(key).get("num_layers")
+        return stages, keys, trained, cached, sampled
+
+    # -- scoring -------------------------------------------------------------------------------------------
+
+    def score(self, key: str, number: int) -> dict[str, Any]:
+        """Export the primary target of the model cached under ``key`` and benchmark it here."""
+        from device_bench.bench import BenchError, bench_bundle
+
+        from .models import LoadedModel
+        from .pack import pack_model
+        from .recipe_run import calibration_texts
+
+        recipe, data, primary = self.recipe, self.data, self.primary
+        model, tokenizer = self.cache.load(key, self.task, data.labels)
+        final = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=self.loaded.source, task=self.task,
+                            labels=data.labels)
+        bundle = self.work_dir / "trials" / str(number)
+        shutil.rmtree(bundle, ignore_errors=True)
+        try:
+            self.step(f"trial {number}: export {primary}")
+            result = pack_model(final, bundle, [primary], recipe.seq_len,
+                                calibration_texts(data, recipe.calib_samples, recipe.seed),
+                                labelled=(data.validation.texts, data.validation.labels),
+                                sample_texts=list(data.validation.texts),
+                                target_options={k: v for k, v in recipe.target_options.items() if k == primary},
+                                runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
+                                min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
+                                force=True)
+            (entry,) = result.manifest.targets
+            if entry.status != "ok" or entry.parity is None or entry.parity.accuracy is None:
+                raise TrialFailed(f"{primary}: {entry.error or entry.status}")
+            self.step(f"trial {number}: benchmark {primary} (validation texts at their real lengths)")
+            try:
+                report = bench_bundle(bundle, targets=[primary], runs=self.options.bench_runs,
+                                      min_seconds=self.options.bench_seconds, warmup=self.options.bench_warmup,
+                                      threads=[recipe.threads])
+            except BenchError as exc:
+                raise TrialFailed(f"benchmark: {exc}") from None
+            (res,) = report.results
+            if res.status != "ok" or res.latency_ms is None:
+                raise TrialFailed(f"benchmark of {primary}: {res.error or res.status}")
+            return {"val_accuracy": float(entry.parity.accuracy), "latency_ms": float(res.latency_ms.p50),
+                    "size_bytes": int(entry.size_bytes or 0), "peak_rss_mb": res.peak_rss_mb}
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    def objective(self, trial: Any) -> float:
+        started = time.perf_counter()
+        try:
+            stages, keys, trained, cached, sampled = self.trial_stages(trial, self.prefix_keys[-1])
+            trial.set_user_attr("stages", [s.to_dict() for s in stages])
+            trial.set_user_attr("trained", trained)
+            trial.set_user_attr("cached", cached)
+            scores = self.score(keys[-1], trial.number)
+        except (TrialFailed, EdgepackError) as exc:  # recorded; the next trial runs
+            trial.set_user_attr("error", str(exc))
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+            self.step(f"trial {trial.number}: failed: {exc}")
+            raise TrialFailed(str(exc)) from None
+        drop = self.teacher.val_accuracy - scores["val_accuracy"]
+        for name, value in scores.items():
+            trial.set_user_attr(name, value)
+        trial.set_user_attr("accuracy_drop", round(drop, 6))
+        trial.set_user_attr("constraint", [drop - self.options.max_accuracy_drop])
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
+        return scores["latency_ms"] if self.options.objective == "latency" else float(scores["size_bytes"])
+
+    # -- the study -----------------------------------------------------------------------------------------
+
+    def own_values(self) -> dict[str, Any]:
+        """The recipe's own values of the searched knobs (those in range): the first trial of a new study."""
+        from .stages.base import in_range
+
+        depth = self.cache.meta(self.prefix_keys[-1]).get("num_layers")
+        values = {}
+        for t in self.space:
+            if t.fixed:
+                continue
+            value = self.recipe.stages[t.stage_index].knob_value(t.knob)
+            if t.knob.kind in ("int", "depth") and isinstance(value, float) and value.is_integer():
+                value = int(value)  # epochs: 3.0 in the spec, an integer knob
+            if in_range(t.knob, value, depth if t.knob.kind == "depth" else None):
+                values[t.name] = value
+        return values
+
+    def records(self, study: Any) -> list[TrialRecord]:
+        import optuna
+
+        states = {optuna.trial.TrialState.COMPLETE: "complete", optuna.trial.TrialState.FAIL: "failed",
+                  optuna.trial.TrialState.RUNNING: "running", optuna.trial.TrialState.PRUNED: "pruned",
+                  optuna.trial.TrialState.WAITING: "waiting"}
+        out = []
+        budget = self.options.max_accuracy_drop
+        for t in study.trials:
+            if t.state == optuna.trial.TrialState.WAITING:
+                continue
+            a = t.user_attrs
+            complete = t.state == optuna.trial.TrialState.COMPLETE
+            drop = a.get("accuracy_drop") if complete else None
+            out.append(TrialRecord(
+                number=t.number, state=states.get(t.state, str(t.state)), knobs=dict(t.params),
+                val_accuracy=a.get("val_accuracy") if complete else None, accuracy_drop=drop,
+                latency_ms=a.get("latency_ms") if complete else None, size_bytes=a.get("size_bytes") if complete else None,
+                peak_rss_mb=a.get("peak_rss_mb") if complete else None,
+                within_budget=complete and drop is not None and drop <= budget + 1e-9,
+                trained=list(a.get("trained", [])), cached=list(a.get("cached", [])), seconds=a.get("seconds"),
+                error=a.get("error")))
+        cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
+        front = pareto_front({r.number: (r.val_accuracy, cost(r)) for r in out if r.state == "complete"})
+        for r in out:
+            r.pareto = r.number in front
+        return out
+
+    def winner(self, records: list[TrialRecord]) -> TrialRecord | None:
+        cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
+        within = [r for r in records if r.within_budget]
+        return min(within, key=lambda r: (cost(r), -r.val_accuracy, r.number)) if within else None
+
+    def progress_line(self, record: TrialRecord, best: TrialRecord | None, done: int) -> str:
+        knobs = ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
+                          for k, v in record.knobs.items())
+        if record.state != "complete":
+            text = f"trial {record.number} ({done}/{self.options.trials}) {record.state}: {record.error or '-'}"
+        else:
+            mark = "within budget" if record.within_budget else "over budget"
+            text = (f"trial {record.number} ({done}/{self.options.trials}): {knobs} → val "
+                    f"{record.val_accuracy * 100:.2f}% ({-record.accuracy_drop * 100:+.2f} pt, {mark}), "
+                    f"{record.latency_ms:.3f} ms, {record.size_bytes / 1e6:.2f} MB")
+        best_text = (f"#{best.number} {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB, "
+                     f"val {best.val_accuracy * 100:.2f}%") if best else "none within the budget yet"
+        return f"{text} · best so far: {best_text}"
+
+    def search(self, study: Any) -> None:
+        import optuna
+
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+        done = lambda: len(study.get_trials(deepcopy=False, states=finished))
+        if not study.trials and (own := self.own_values()):
+            study.enqueue_trial(own, skip_if_exists=True)  # the recipe as written is the first trial
+        if done() >= self.options.trials:
+            self.step(f"the study already holds {done()} finished trials (--trials {self.options.trials}): "
+                      "nothing to run")
+        deadline = None if self.options.timeout_s is None else time.monotonic() + self.options.timeout_s
+        while done() < self.options.trials:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.step(f"--timeout reached after {done()} trials")
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))
+            records = self.records(study)
+            self.step(self.progress_line(records[-1] if records else None, self.winner(records), done()))
+
+
+def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool = False, archive: bool = False,
+             progress: Progress | None = None, on_row: Callable[[Any], None] | None = None,
+             show_bars: bool = False) -> TuneOutcome:
+    """Tune ``recipe`` and pack the winner to ``out_dir``; see the module docstring."""
+    from targets import DEFAULT_TARGETS
+
+    from .bundle import check_destination
+    from .pack import validate_request
+
+    options.validate()
+    out_dir = Path(out_dir)
+    targets = list(recipe.targets or DEFAULT_TARGETS)
+    try:
+        validate_request(targets, recipe.seq_len)
+    except EdgepackError as exc:  # name the recipe key, not the CLI flag
+        message = str(exc).replace("--targets", "recipe targets").replace("--seq-len", "recipe seq_len")
+        raise EdgepackError(message) from None
+    check_destination(out_dir, force)  # before hours of training, not after
+    if first_tuned_stage(recipe.stages) == len(recipe.stages):
+        kinds = ", ".join(k for k, cls in STAGES.items() if cls.compresses)
+        raise EdgepackError(f"recipe stages: nothing to tune (no compressing stage: {kinds})")
+    step = progress or (lambda _message: None)
+    emit = on_row or (lambda _row: None)
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise EdgepackError("edgepack tune needs optuna (pip install optuna)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    work_dir = Path(options.work_dir) if options.work_dir else out_dir.with_name(out_dir.name + ".tune")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    storage = options.storage or f"sqlite:///{(work_dir / 'study.db').resolve()}"
+    study_name = options.study or "tune"
+    tuner = Tuner(recipe, options, work_dir, step=step)
+    if not any(not t.fixed for t in tuner.space):
+        raise EdgepackError("recipe search_space: every knob is fixed (nothing to tune)")
+    tuner.primary = targets[0]
+    with _training_context(recipe, show_bars):
+        tuner.prepare(targets)
+        study = _open_study(optuna, storage, study_name, recipe.seed)
+        step(f"tune: {len(tuner.space)} knobs; study {study_name!r} in {_public_url(storage)}; "
+             f"teacher val {tuner.teacher.val_accuracy * 100:.2f}%")
+        for line in describe(tuner.space):
+            step(f"  {line}")
+        tuner.search(study)
+        records = tuner.records(study)
+        best = tuner.winner(records)
+        summary = TuneSummary(objective=options.objective, max_accuracy_drop=options.max_accuracy_drop,
+                              teacher_val_accuracy=tuner.teacher.val_accuracy, primary_target=tuner.primary,
+                              study=study_name, storage=_public_url(storage), space=describe(tuner.space),
+                              trials=records, winner=best.number if best else None)
+        prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]
+        reference = prefix_rows[-1].test_accuracy
+        if best is None:
+            complete = [r for r in records if r.state == "complete"]
+            if not complete:
+                return TuneOutcome(summary, prefix_rows, reference, None, 1,
+                                   "tune: no trial completed (see the failed trials' errors)")
+            top = max(complete, key=lambda r: (r.val_accuracy, -r.number))
+            return TuneOutcome(summary, prefix_rows, reference, None, 1,
+                               f"tune: no trial within the budget (max drop {options.max_accuracy_drop} of the "
+                               f"teacher's validation {tuner.teacher.val_accuracy:.4f}): the best trial #{top.number} "
+                               f"reached {top.val_accuracy:.4f} ({-top.accuracy_drop * 100:+.2f} pt), "
+                               f"{top.latency_ms:.3f} ms; no bundle written")
+        return _pack_winner(tuner, study, summary, best, prefix_rows, reference, out_dir, targets, force=force,
+                            archive=archive, step=step, emit=emit)
+
+
+@contextlib.contextmanager
+def _training_context(recipe: Recipe, show_bars: bool):
+    """Threads, progress bars and training precision as the recipe asks, restored afterwards."""
+    import torch
+
+    from .compress.common import PROGRESS_BARS, TRAIN_PRECISION, set_threads
+
+    threads_before = torch.get_num_threads()
+    set_threads(recipe.threads)
+    bars = PROGRESS_BARS.set(show_bars)
+    precision = TRAIN_PRECISION.set(recipe.precision)
+    try:
+        yield
+    finally:
+        PROGRESS_BARS.reset(bars)
+        TRAIN_PRECISION.reset(precision)
+        torch.set_num_threads(threads_before)
+
+
+def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
+    from .compress.evaluate import StageRow
+
+    completed = sum(r.state == "complete" for r in summary.trials)
+    text = (f"{len(summary.trials)} trials ({completed} scored) for the {summary.objective} of "
+            f"{summary.primary_target} within {summary.max_accuracy_drop * 100:g} pt of the teacher's validation "
+            f"accuracy: trial #{best.number}, val {best.val_accuracy * 100:.2f}% "
+            f"({-best.accuracy_drop * 100:+.2f} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB")
+    return StageRow(stage="tune", description=text, params=final_row.params, fp32_mb=final_row.fp32_mb,
+                    val_accuracy=best.val_accuracy, latency_ms=best.latency_ms, details=summary.to_dict())
+
+
+def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialRecord, prefix_rows: list, reference,
+                 out_dir: Path, targets: list[str], *, force: bool, archive: bool, step: Progress,
+                 emit: Callable[[Any], None]) -> TuneOutcome:
+    """The winner's stages (from the cache; run again if the cache lost them) packed to every target with the
+    recipe's pack path: test-split accuracy and the gate (the recipe's, else the tune's budget on test)."""
+    from .recipe_run import pack_and_gate
+
+    recipe = tuner.recipe
+    trial = study.trials[best.number]
+    step(f"winner: trial #{best.number}; pack {', '.join(targets)}")
+    stages = [STAGES[kind].parse(options, f"trial {best.number} stages[{i}].{kind}")
+              for i, raw in enumerate(trial.user_attrs["stages"], start=tuner.start) for kind, options in raw.items()]
+    key, keys = tuner.prefix_keys[-1], []
+    for index, stage in zip(range(tuner.start, len(recipe.stages)), stages):
+        key, _, _ = tuner.advance(key, stage, index, None)
+        keys.append(key)
+    stage_rows = [tuner.cache.row(k) for k in keys]
+    rows = [*prefix_rows, tune_row(summary, best, stage_rows[-1]), *stage_rows]
+    for row in rows:
+        emit(row)
+    model, tokenizer = tuner.cache.load(keys[-1], tuner.task, tuner.data.labels)
+    max_drop = recipe.gate.max_accuracy_drop
+    if max_drop is None and recipe.data.test is not None:
+        max_drop = tuner.options.max_accuracy_drop
+    tuned = dataclasses.replace(recipe, stages=[*recipe.stages[: tuner.start], *stages], gate=GateSpec(max_drop))
+    outcome = pack_and_gate(tuned, out_dir, targets, tuner.loaded, model, tokenizer, tuner.data, rows, reference,
+                            force=force, archive=archive, step=step, emit=emit)
+    return TuneOutcome(summary, outcome.rows, reference, outcome.bundle_dir, outcome.exit_code,
+                       f"tune: trial #{best.number} won; {outcome.message}", outcome.manifest)

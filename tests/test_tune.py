@@ -1,0 +1,226 @@
+"""`edgepack tune` end to end on a tiny random BERT and a synthetic keyword data set: trials share the cached
+teacher, the budget decides (a budget nobody meets: exit 1, no bundle), every trial is in the Pareto table and
+the manifest, and a resumed study runs only the trials it lacks."""
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from device_bench.manifest import Manifest
+
+KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
+            "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
+FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    """Texts of 2 to 8 words (real lengths differ) around one keyword of the label."""
+    rng = random.Random(seed)
+    names = list(KEYWORDS)
+    rows = []
+    for i in range(n):
+        label = names[i % len(names)]
+        words = rng.sample(FILLER, rng.randint(1, 7)) + [rng.choice(KEYWORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "intent": label})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    root = tmp_path_factory.mktemp("tune")
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+    tokens += FILLER + [w for ws in KEYWORDS.values() for w in ws]
+    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}).save_pretrained(root / "model")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokens), hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
+                         intermediate_size=128, max_position_embeddings=64)).save_pretrained(root / "model")
+    data = root / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 320, 1), ("val", 64, 2), ("test", 64, 3)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    return root
+
+
+def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: dict | None = None,
+            space: dict | None = None) -> Path:
+    raw = {"model": str(workspace / "model"), "task": "sequence-classification",
+           "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
+                    "label_column": "intent"},
+           "seq_len": 16, "threads": 1, "calib_samples": 32, "targets": ["onnx-fp32"],
+           "stages": [{"finetune": {"epochs": 8, "lr": 2.0e-3, "batch_size": 16}},
+                      {"distill": {"student": {"layers": [0, 2]}, "epochs": 1, "lr": 1.0e-3, "batch_size": 16,
+                                   **(distill or {})}},
+                      {"prune": {"method": "structured", "heads": 0.25, "ffn": 0.2, "importance_batches": 4,
+                                 "batch_size": 16, "recovery": None, **(prune or {})}}],
+           # a small space: seconds per trial (the declared ranges are for real models)
+           "search_space": {"distill.alpha": None, "distill.temperature": None, "distill.lr": None,
+                            "distill.epochs": [1, 2], "distill.student.layers": [1, 3], **(space or {})}}
+    path = workspace / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture()
+def counted(monkeypatch) -> dict[str, int]:
+    """How often the teacher is fine-tuned and scored for its logits, and how many trials are scored."""
+    import packager.compress.distill as distill_mod
+    import packager.compress.finetune as finetune_mod
+    from packager.tune import Tuner
+
+    counts = {"finetune": 0, "transfer_set": 0, "score": 0}
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(finetune_mod, "finetune", counting("finetune", finetune_mod.finetune))
+    monkeypatch.setattr(distill_mod, "transfer_set", counting("transfer_set", distill_mod.transfer_set))
+    monkeypatch.setattr(Tuner, "score", counting("score", Tuner.score))
+    return counts
+
+
+def _tune(args: list[str], capsys) -> tuple[int, str]:
+    from packager.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", "--bench-runs", "5", "--bench-seconds", "0", *args])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def _trial_rows(err: str) -> list[int]:
+    """Trial numbers of the Pareto table printed on stderr."""
+    table = err[err.index("Tune trials"):]
+    return [int(m) for m in re.findall(r"^│\s*(\d+)(?: ★)?\s*│", table, re.M)]
+
+
+def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(workspace, tmp_path, counted, capsys):
+    out = tmp_path / "best"
+    code, err = _tune(["--recipe", str(_recipe(workspace, "tune.yaml")), "--max-accuracy-drop", "0.5",
+                       "--trials", "3", "-o", str(out)], capsys)
+    assert code == 0, err[-3000:]
+    assert counted["finetune"] == 1  # the teacher trains once across the trials
+    assert counted["transfer_set"] == 1  # and its logits are computed once
+    assert counted["score"] == 3
+    manifest = Manifest.load(out)
+    rows = {r["stage"]: r for r in manifest.stages}
+    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "tune", "distill", "prune",
+                                                     "target onnx-fp32", "gate"]
+    summary = rows["tune"]["details"]
+    trials = summary["trials"]
+    assert [t["number"] for t in trials] == [0, 1, 2] and all(t["state"] == "complete" for t in trials)
+    for t in trials:
+        assert set(t["knobs"]) == {"1.distill.epochs", "1.distill.student.layers", "2.prune.heads", "2.prune.ffn"}
+        assert 0 <= t["val_accuracy"] <= 1 and t["latency_ms"] > 0 and t["size_bytes"] > 0
+        assert t["trained"] and "finetune" not in t["trained"]
+    # trial 0 is the recipe as written: 2 student layers, 1 epoch, the recipe's pruning fractions
+    assert trials[0]["knobs"] == {"1.distill.epochs": 1, "1.distill.student.layers": 2, "2.prune.heads": 0.25,
+                                  "2.prune.ffn": 0.2}
+    within = [t for t in trials if t["within_budget"]]
+    winner = min(within, key=lambda t: (t["latency_ms"], -t["val_accuracy"], t["number"]))
+    assert summary["winner"] == winner["number"]
+    assert any(t["pareto"] for t in trials) and next(t for t in trials if t["number"] == winner["number"])["pareto"]
+    # the winner's stages are what the bundle holds, packed through the recipe path (test split, gate)
+    layers = winner["knobs"]["1.distill.student.layers"]
+    assert manifest.model.num_layers == layers
+    assert manifest.recipe["stages"][1]["distill"]["student"]["layers"] == [i * 4 // layers for i in range(layers)]
+    assert manifest.recipe["stages"][2]["prune"]["heads"] == winner["knobs"]["2.prune.heads"]
+    (target,) = manifest.targets
+    assert target.status == "ok" and target.parity.accuracy is not None
+    assert rows["gate"]["details"]["max_accuracy_drop"] == 0.5
+    assert _trial_rows(err) == [0, 1, 2]  # the Pareto table lists every trial
+    assert f"tune: trial #{winner['number']} won" in err
+
+
+def test_a_budget_no_trial_meets_fails_naming_the_best_trial_and_writes_no_bundle(workspace, tmp_path, counted,
+                                                                                  capsys):
+    # a student that cannot learn (lr 1e-9, one epoch) and heavy pruning: far below a budget of zero loss
+    path = _recipe(workspace, "hopeless.yaml", distill={"lr": 1.0e-9}, prune={"heads": 0.5, "ffn": 0.6},
+                   space={"distill.epochs": None, "distill.student.layers": [1, 1], "prune.heads": None,
+                          "prune.ffn": [0.5, 0.6]})
+    out = tmp_path / "best"
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0", "--trials", "2", "-o", str(out)], capsys)
+    assert code == 1
+    assert not out.exists()
+    line = next(l for l in err.splitlines() if "no trial within the budget" in l)
+    assert re.search(r"the best trial #[01] reached 0\.\d+ \(-\d+\.\d+ pt\)", line)
+    assert _trial_rows(err) == [0, 1]
+    assert counted["finetune"] == 1
+
+
+def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, counted, capsys):
+    work = tmp_path / "work"
+    path = _recipe(workspace, "resume.yaml")
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "2", "-o",
+                       str(tmp_path / "first"), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    first = {t["number"]: t for t in next(r for r in Manifest.load(tmp_path / "first").stages
+                                          if r["stage"] == "tune")["details"]["trials"]}
+    assert counted == {"finetune": 1, "transfer_set": 1, "score": 2}
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o",
+                       str(tmp_path / "second"), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert counted["score"] == 3  # one new trial, not three
+    assert counted["finetune"] == 1  # the teacher came from the stage cache
+    second = next(r for r in Manifest.load(tmp_path / "second").stages if r["stage"] == "tune")["details"]["trials"]
+    assert [t["number"] for t in second] == [0, 1, 2]
+    for t in second[:2]:
+        assert t["knobs"] == first[t["number"]]["knobs"] and t["latency_ms"] == first[t["number"]]["latency_ms"]
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o",
+                       str(tmp_path / "third"), "--work", str(work)], capsys)
+    assert code == 0 and counted["score"] == 3 and "nothing to run" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-accuracy-drop", "2"], "--max-accuracy-drop: 2.0 is outside [0, 1]"),
+    (["--trials", "0"], "--trials: 0 must be at least 1"),
+    (["--timeout", "soon"], "--timeout 'soon': expected a duration"),
+    (["--storage", "tune.db", "--study", "s"], "--storage: expected a database URL"),
+])
+def test_bad_tune_flags_are_one_line_errors(workspace, tmp_path, capsys, args, message):
+    base = ["--recipe", str(_recipe(workspace, "flags.yaml")), "--max-accuracy-drop", "0.1", "-o", str(tmp_path / "o")]
+    code, err = _tune([*base, *args], capsys)
+    assert code == 2
+    assert err.strip().startswith(f"edgepack: error: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bad_search_space_names_the_key(workspace, tmp_path, capsys):
+    path = _recipe(workspace, "space.yaml", space={"distill.temprature": [1, 2]})
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.1", "-o", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert err.strip() == ("edgepack: error: recipe search_space.distill.temprature: distill has no knob "
+                           "'temprature' (knobs: alpha, temperature, epochs, lr, student.layers)")
+
+
+def test_pareto_front_keeps_the_trials_nothing_beats():
+    from packager.tune import pareto_front
+
+    points = {0: (0.90, 2.0), 1: (0.95, 3.0), 2: (0.85, 2.5), 3: (0.95, 3.5), 4: (0.80, 1.0)}
+    assert pareto_front(points) == {0, 1, 4}
+
+
+def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
+    from packager.stages import STAGES
+    from packager.stages.distill import TRAINING_KNOBS, SearchSpec
+
+    assert list(STAGES) == ["finetune", "distill", "prune", "trim_vocab"]
+    assert {k.option for k in STAGES["distill"].search_space} == {"alpha", "temperature", "epochs", "lr",
+                                                                   "student.layers"}
+    assert {k.option for k in STAGES["prune"].search_space} == {"heads", "ffn"}
+    assert {k.option for k in STAGES["trim_vocab"].search_space} == {"keep_top"}
+    assert STAGES["finetune"].search_space == () and not STAGES["finetune"].compresses
+    search = SearchSpec(lr=None)
+    assert [(k.option, b) for k, b in search.searched()] == [(k.option, list(k.bounds)) for k in TRAINING_KNOBS[:3]]
