@@ -144,6 +144,11 @@ class TuneOutcome:
     manifest: Any = None
 
 
+def signed_points(delta: float) -> str:
+    """A change of accuracy in points, signed ('+0.00', never '-0.00')."""
+    return f"{delta * 100 + 0.0:+.2f}".replace("-0.00", "+0.00")
+
+
 class TrialFailed(Exception):
     """A trial that cannot be scored (a bad knob combination, a failed export or benchmark): recorded, not fatal."""
 
@@ -210,9 +215,17 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load(self, key: str, task: Any, labels: list[str] | None):
+        from transformers.utils import logging as hf_logging
+
         from .models import load_model
 
-        loaded = load_model(str(self.root / key / "model"), task, labels=labels)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # one bar per load and trial is noise
+        try:
+            loaded = load_model(str(self.root / key / "model"), task, labels=labels)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         return loaded.model, loaded.tokenizer
 
 
@@ -428,7 +441,10 @@ class Tuner:
             trial.set_user_attr("trained", trained)
             trial.set_user_attr("cached", cached)
             scores = self.score(keys[-1], trial.number)
-        except (TrialFailed, EdgepackError) as exc:  # recorded; the next trial runs
+        except Exception as exc:  # recorded in the study and the table; a failing trial never stops the others
+            if not isinstance(exc, (TrialFailed, EdgepackError)):
+                log.warning("tune trial %d failed", trial.number, exc_info=True)
+                exc = TrialFailed(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
             trial.set_user_attr("error", str(exc))
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
             self.step(f"trial {trial.number}: failed: {exc}")
@@ -500,7 +516,7 @@ class Tuner:
         else:
             mark = "within budget" if record.within_budget else "over budget"
             text = (f"trial {record.number} ({done}/{self.options.trials}): {knobs} → val "
-                    f"{record.val_accuracy * 100:.2f}% ({-record.accuracy_drop * 100:+.2f} pt, {mark}), "
+                    f"{record.val_accuracy * 100:.2f}% ({signed_points(-record.accuracy_drop)} pt, {mark}), "
                     f"{record.latency_ms:.3f} ms, {record.size_bytes / 1e6:.2f} MB")
         best_text = (f"#{best.number} {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB, "
                      f"val {best.val_accuracy * 100:.2f}%") if best else "none within the budget yet"
@@ -589,7 +605,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
             return TuneOutcome(summary, prefix_rows, reference, None, 1,
                                f"tune: no trial within the budget (max drop {options.max_accuracy_drop} of the "
                                f"teacher's validation {tuner.teacher.val_accuracy:.4f}): the best trial #{top.number} "
-                               f"reached {top.val_accuracy:.4f} ({-top.accuracy_drop * 100:+.2f} pt), "
+                               f"reached {top.val_accuracy:.4f} ({signed_points(-top.accuracy_drop)} pt), "
                                f"{top.latency_ms:.3f} ms; no bundle written")
         return _pack_winner(tuner, study, summary, best, prefix_rows, reference, out_dir, targets, force=force,
                             archive=archive, step=step, emit=emit)
@@ -621,9 +637,10 @@ def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
     text = (f"{len(summary.trials)} trials ({completed} scored) for the {summary.objective} of "
             f"{summary.primary_target} within {summary.max_accuracy_drop * 100:g} pt of the teacher's validation "
             f"accuracy: trial #{best.number}, val {best.val_accuracy * 100:.2f}% "
-            f"({-best.accuracy_drop * 100:+.2f} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB")
+            f"({signed_points(-best.accuracy_drop)} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB")
+    # latency_ms stays empty: the table's column is the PyTorch figure of the stage rows, not device_bench's
     return StageRow(stage="tune", description=text, params=final_row.params, fp32_mb=final_row.fp32_mb,
-                    val_accuracy=best.val_accuracy, latency_ms=best.latency_ms, details=summary.to_dict())
+                    val_accuracy=best.val_accuracy, details=summary.to_dict())
 
 
 def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialRecord, prefix_rows: list, reference,

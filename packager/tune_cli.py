@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .recipe import load_recipe
-from .tune import OBJECTIVES, TuneOptions, TuneSummary, parse_duration
+from .tune import OBJECTIVES, TuneOptions, TuneSummary, signed_points, parse_duration
 
 
 def _pct(x: float | None) -> str:
@@ -31,7 +31,7 @@ def pareto_table(summary: TuneSummary):
         complete = t.state == "complete"
         state = "winner" if t.number == summary.winner else (t.state if not t.error else f"{t.state}: {t.error}")
         table.add_row(f"{t.number}{' ★' if t.pareto else ''}", *values, _pct(t.val_accuracy),
-                      f"{-t.accuracy_drop * 100:+.2f}" if t.accuracy_drop is not None else "-",
+                      signed_points(-t.accuracy_drop) if t.accuracy_drop is not None else "-",
                       f"{t.latency_ms:.3f}" if t.latency_ms is not None else "-",
                       f"{t.size_bytes / 1e6:.2f}" if t.size_bytes else "-",
                       f"{t.peak_rss_mb:.1f}" if t.peak_rss_mb is not None else "-",
