@@ -22,6 +22,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -282,6 +283,14 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
         search = SearchSpec(trials=args.search_trials, alpha=[0.0, 1.0], temperature=[1.0, 10.0],
                             epochs=[int(x) for x in args.search_epochs.split(",")],
                             lr=[float(x) for x in args.search_lr.split(",")])
+        # the study lives in the cache: trials finished before an interruption are not run again; the study's
+        # name carries everything that decides a trial's result, so a changed setting starts a new study
+        study_key = {"teacher": teacher_key, "search": asdict(search), "augment": args.augment_copies,
+                     "batch_size": 32, "seed": 42}
+        digest = hashlib.sha256(json.dumps(study_key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        cache.mkdir(parents=True, exist_ok=True)
+        search = dataclasses.replace(search, storage=f"sqlite:///{(cache / 'mpnet-search.db').resolve()}",
+                                     study=f"mpnet-student-{digest}")
     spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                        epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
                        augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None,
@@ -292,7 +301,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
 
     student_key = {"teacher": teacher_key, "student": "builtin MiniLM-L6", "T": args.temperature,
                    "alpha": args.alpha, "epochs": args.student_epochs, "lr": args.student_lr,
-                   "augment": args.augment_copies, "search": search and asdict(search)}
+                   "augment": args.augment_copies,
+                   "search": search and {k: v for k, v in asdict(search).items() if k != "storage"}}
     student, student_tok, stage_details["student"] = cached(cache, "mpnet-student", student_key, build_student)
     return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
             Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),
