@@ -22,6 +22,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -171,13 +172,19 @@ def minilm_teacher(args, data, cache: Path, work: Path, seq_len: int):
         seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
         loaded = load_model(None, "sequence-classification", labels=data.labels)
         spec = FinetuneSpec(epochs=args.teacher_epochs, lr=args.teacher_lr, batch_size=32)
-        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len, work_dir=work / "teacher")
+        model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len,
+                                  work_dir=work / f"teacher-{digest(key)}", resume=True)
         return model, loaded.tokenizer, details
 
     key = {"epochs": args.teacher_epochs, "lr": args.teacher_lr, "seq_len": seq_len, "intents": args.intents,
            **smoke_key(args)}
     model, tokenizer, details = cached(cache, "teacher", key, build)
     return model, tokenizer, details, key
+
+
+def digest(key: dict[str, Any]) -> str:
+    """A short name for a stage configuration: its resumable work folder holds that configuration's checkpoints only."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def smoke_key(args) -> dict[str, Any]:
@@ -271,7 +278,7 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
         loaded = load_model(str(folder), "sequence-classification", labels=data.labels)
         spec = FinetuneSpec(epochs=args.mpnet_epochs, lr=args.mpnet_lr, batch_size=32)
         model, details = finetune(loaded.model, loaded.tokenizer, data, spec, seq_len=seq_len,
-                                  work_dir=work / "mpnet-teacher")
+                                  work_dir=work / f"mpnet-teacher-{digest(teacher_key)}", resume=True)
         return model, loaded.tokenizer, details
 
     teacher_key = {"model": "all-mpnet-base-v2", "epochs": args.mpnet_epochs, "lr": args.mpnet_lr, "seq_len": seq_len,
@@ -284,6 +291,13 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
         search = SearchSpec(trials=args.search_trials, alpha=[0.0, 1.0], temperature=[1.0, 10.0],
                             epochs=[int(x) for x in args.search_epochs.split(",")],
                             lr=[float(x) for x in args.search_lr.split(",")])
+        # the study lives in the cache: trials finished before an interruption are not run again; the study's
+        # name carries everything that decides a trial's result, so a changed setting starts a new study
+        study_key = {"teacher": teacher_key, "search": asdict(search), "augment": args.augment_copies,
+                     "batch_size": 32, "seed": 42}
+        cache.mkdir(parents=True, exist_ok=True)
+        search = dataclasses.replace(search, storage=f"sqlite:///{(cache / 'mpnet-search.db').resolve()}",
+                                     study=f"mpnet-student-{digest(study_key)}")
     spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                        epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
                        augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None,
@@ -294,7 +308,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
 
     student_key = {"teacher": teacher_key, "student": "builtin MiniLM-L6", "T": args.temperature,
                    "alpha": args.alpha, "epochs": args.student_epochs, "lr": args.student_lr,
-                   "augment": args.augment_copies, "search": search and asdict(search)}
+                   "augment": args.augment_copies,
+                   "search": search and {k: v for k, v in asdict(search).items() if k != "storage"}}
     student, student_tok, stage_details["student"] = cached(cache, "mpnet-student", student_key, build_student)
     return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
             Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),

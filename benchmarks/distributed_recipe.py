@@ -44,7 +44,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "distributed-bench")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="passed to every `edgepack pack` (e.g. a shorter run: --set stages.0.finetune.epochs=1)")
+    parser.add_argument("--write", type=Path, default=ROOT / "benchmarks" / "results" / "distributed_recipe.md",
+                        help="the markdown table (empty string: do not write)")
     args = parser.parse_args()
+    if args.write is not None and str(args.write) in ("", "."):
+        args.write = None
+    start_load = os.getloadavg()
 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
     results = []
@@ -67,13 +72,28 @@ def main() -> int:
         results.append({"launcher": launcher, "wall_s": wall,
                         "world_size": training[0]["run"]["world_size"] if training else 1,
                         "batches": {r["stage"]: r["run"]["batches_per_epoch_by_rank"] for r in training},
+                        "train_s": sum(r.get("seconds") or 0.0 for r in training) + ((stages.get("student alone") or {}).get("seconds") or 0.0),
                         "test": {k: v.get("test_accuracy") for k, v in stages.items() if k.startswith("target")}})
-    base = results[0]["wall_s"]
-    print(f"\n{'launcher':<11} {'procs':>5} {'wall s':>7} {'vs single':>9}  batches/epoch by rank; target test accuracy")
+    base, base_train = results[0]["wall_s"], results[0]["train_s"]
+    lines = ["| launcher | processes | wall s | vs single | training s | vs single | batches/epoch by rank | test accuracy per target |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         batches = "; ".join(f"{k} {v}" for k, v in r["batches"].items())
         accs = ", ".join(f"{k.split(' ', 1)[1]} {v * 100:.2f}" for k, v in r["test"].items() if v is not None)
-        print(f"{r['launcher']:<11} {r['world_size']:>5} {r['wall_s']:>7.0f} {base / r['wall_s']:>8.2f}x  {batches}; {accs}")
+        lines.append(f"| {r['launcher']} | {r['world_size']} | {r['wall_s']:.0f} | {base / r['wall_s']:.2f}x | "
+                     f"{r['train_s']:.0f} | {base_train / max(r['train_s'], 1e-9):.2f}x | {batches} | {accs} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        load = os.getloadavg()
+        args.write.write_text(
+            f"# One recipe, one process vs {args.nproc}\n\n`python benchmarks/distributed_recipe.py "
+            + " ".join(sys.argv[1:]) + f"`\n\nMachine: {os.cpu_count()} logical CPUs, load average before the run "
+            f"{start_load[0]:.2f}, after {load[0]:.2f}. Wall = the whole `edgepack pack` (training, export, verification, "
+            "publishing by rank 0); training = the stage rows' own seconds (fine-tune, teacher logits, student alone, "
+            "distil, prune recovery).\n\n" + table + "\n")
+        print(f"written {args.write}")
     return 0
 
 

@@ -40,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 LENGTHS = (8, 16, 32, 64, 128)
-DEFAULT_TARGETS = ("tflite-int8", "tflite-fp32", "onnx-int8", "onnx-fp32", "torchscript-mobile", "executorch",
+DEFAULT_TARGETS = ("tflite-int8", "tflite-fp32", "tflite-int8-full", "onnx-int8", "onnx-fp32", "torchscript-mobile", "executorch",
                    "executorch-int8")
 CLINC = ROOT.parent / "shared" / "data" / "clinc150" / "data_oos_plus.json"
 

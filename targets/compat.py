@@ -277,12 +277,25 @@ def _check_tflite(path: Path, declared: str | None) -> CompatReport:
             missing = [op["op"] for op in needed if not any(present(t, op) for t in runtimes[family].values())]
             report.remedy = (f"none: no known {family} release has a kernel for {', '.join(missing)}; "
                              f"the model has to be exported without these ops")
+        signatures = _signature_keys(path)
+        if len(signatures) > 1:  # the micro interpreter has no signature runners: it runs subgraph 0
+            report.compatible = False
+            report.problems.append(f"{family} runs a model's first subgraph only; this file holds {len(signatures)} "
+                                   f"signatures ({', '.join(signatures)}): pack it with --buckets none (one static shape)")
+            report.remedy = "--buckets none"
         return report
     supports = lambda table, op: op["op"] in table and op["required_version"] <= table[op["op"]]  # noqa: E731
     versioned = {f: t for f, t in runtimes.items() if f not in VERSIONLESS}
     report = _verdict(report, family, spec, runtimes[family], ops, supports, describe=_describe_tflite_op,
                       remedy_tables=versioned)
     return _check_kernels(report, path, family, spec, ops, supports, versioned)
+
+
+def _signature_keys(path: Path) -> list[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+    return [model.SignatureDefs(i).SignatureKey().decode() for i in range(model.SignatureDefsLength())]
 
 
 def _check_kernels(report: CompatReport, path: Path, family: str, spec, ops: list[dict[str, Any]],

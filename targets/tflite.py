@@ -17,7 +17,7 @@ from pathlib import Path
 
 from device_bench.manifest import Shapes
 
-from .base import ExportContext, ExportResult, Target, TargetError, register
+from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 
 RUNTIME_REQUIREMENT = "ai-edge-litert>=2.3"
 
@@ -129,16 +129,26 @@ class TFLiteInt8(_TFLite):
     description = "LiteRT/TFLite dynamic int8 (weights int8 per-channel, float activations) via ai-edge-quantizer"
     requires = ("litert_torch", "ai_edge_quantizer")
     recipe_name = "dynamic_wi8_afp32"
+    options = {
+        "embedding": TargetOption(str, "tensorwise", "int8 scales of the embedding tables: tensorwise (one per table) "
+                                  "or channelwise (one per row: TFLite stores a row's scale and zero point again in "
+                                  "every bucket's signature, ~0.37 MB per bucket for a 30k vocabulary)",
+                                  choices=("tensorwise", "channelwise")),
+    }
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
-        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer import qtyping, quantizer, recipe
 
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
         shapes = convert_fp32(ctx, float_path)
+        embedding = ctx.options.get("embedding", "tensorwise")
         try:
             with quiet_converter():
                 q = quantizer.Quantizer(str(float_path))
                 q.load_quantization_recipe(getattr(recipe, self.recipe_name)())
+                if embedding == "tensorwise":
+                    q.add_dynamic_config(".*", qtyping.TFLOperationName.EMBEDDING_LOOKUP, 8,
+                                         granularity=qtyping.QuantGranularity.TENSORWISE)
                 result = q.quantize()
                 tmp = ctx.workdir / f"{self.name}.q.tflite"
                 result.export_model(str(tmp), overwrite=True)
@@ -150,8 +160,10 @@ class TFLiteInt8(_TFLite):
         float_path.unlink()
         return ExportResult(
             precision="dynamic-int8",
-            notes=[f"ai-edge-quantizer recipe {self.recipe_name}"],
+            notes=[f"ai-edge-quantizer recipe {self.recipe_name}"
+                   + (", embedding tables int8 per tensor" if embedding == "tensorwise" else "")],
             details={"converter": "litert-torch", "quantizer_recipe": self.recipe_name,
+                     "embedding_scales": embedding,
                      "fp32_tflite_size_bytes": fp32_size, "buffer_sharing": sharing},
             shapes=shapes,
         )

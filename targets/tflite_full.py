@@ -28,6 +28,7 @@ exists for integer-only accelerators.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import shutil
 import warnings
@@ -38,16 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from device_bench.manifest import Shapes
-
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
-from .tflite import RUNTIME_REQUIREMENT, quiet_converter
+from .tflite import RUNTIME_REQUIREMENT, convert_fp32, quiet_converter, share_buffers
 
 MASK_CONSTANTS = (10.0, 20.0, 40.0, 80.0, 160.0, 1e4)
 MASK_TOLERANCE = 1e-5  # max |float wrapper - reference| on calibration texts
 SENSITIVE_BUDGET = 2e-3  # an op type whose int8-alone output cosine is below 1 - budget gets int16
 DEFAULT_CALIB_SAMPLES = 100
 SELECTION_SAMPLES = 64  # held-out texts scoring the op-type choice (16 let 1.5% top-1 disagreement through)
+BUCKET_SELECTION_SAMPLES = 8  # joined held-out texts filling each bucket longer than every held-out text
 VALIDATION_SAMPLES = 4  # samples for each per-op-type ai-edge-quantizer validation
 
 
@@ -103,7 +103,12 @@ class Selection:
 
 
 class FullIntegerQuantizer:
-    """Calibrate once, then quantize with per-op-type activation widths and score the result."""
+    """Calibrate once, then quantize with per-op-type activation widths and score the result.
+
+    A bucketed file has one signature per sequence length; each is calibrated on the inputs it will
+    run (see ``bucket_calibration``), so each bucket's activation ranges come from inputs of its shape,
+    and the op-type choice applies to all of them.
+    """
 
     def __init__(self, float_path: Path, calibration: list[dict[str, np.ndarray]], input_names: list[str]):
         from ai_edge_litert.interpreter import Interpreter
@@ -111,19 +116,30 @@ class FullIntegerQuantizer:
 
         self.float_path = float_path
         self.input_names = input_names
+        interpreter = Interpreter(model_path=str(float_path))
         # litert-torch names the signature inputs args_0, args_1 ... in forward() order
-        signature = Interpreter(model_path=str(float_path)).get_signature_list()["serving_default"]
-        self.signature_inputs = sorted(signature["inputs"], key=lambda n: (len(n), n))
+        self.signatures: dict[str, tuple[list[str], int]] = {}  # key -> (input names in forward() order, length)
+        for key, signature in interpreter.get_signature_list().items():
+            names = sorted(signature["inputs"], key=lambda n: (len(n), n))
+            shape = interpreter.get_signature_runner(key).get_input_details()[names[0]]["shape"]
+            self.signatures[key] = (names, int(shape[-1]))
+        self.largest = max(self.signatures, key=lambda k: self.signatures[k][1])
         self._calibration = calibration
         q = quantizer.Quantizer(str(float_path))
         q.load_quantization_recipe(recipe.static_wi8_ai16())
         with quiet():
-            self.qsv = q.calibrate({"serving_default": [self._signature(s) for s in calibration]}, num_threads=2)
+            self.qsv = q.calibrate({key: [self._signature(s, key) for s in bucket_calibration(calibration, length)]
+                                    for key, (_, length) in self.signatures.items()}, num_threads=2)
         self.op_types = sorted(self._quantizable_op_types())
         self.sensitivity_method: dict[str, str] = {}
 
-    def _signature(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {arg: sample[name] for arg, name in zip(self.signature_inputs, self.input_names)}
+    def _signature(self, sample: dict[str, np.ndarray], key: str) -> dict[str, np.ndarray]:
+        """``sample`` as signature ``key``'s named inputs, fitted to its length."""
+        from device_bench.shapes import fit_to_length
+
+        names, length = self.signatures[key]
+        fitted = fit_to_length(sample, length)
+        return {arg: fitted[name] for arg, name in zip(names, self.input_names)}
 
     def _quantizable_op_types(self) -> set[str]:
         from ai_edge_quantizer import qtyping
@@ -164,7 +180,7 @@ class FullIntegerQuantizer:
         with quiet():
             quantized = q.quantize(self.qsv, enable_progress_report=False)
             try:
-                result = q.validate({"serving_default": [self._signature(s) for s in samples]},
+                result = q.validate({self.largest: [self._signature(s, self.largest) for s in samples]},
                                     error_metrics=[validation_utils.ValidationErrorMetric.COSINE_SIMILARITY],
                                     num_threads=2, validate_output_tensors_only=True)
             except Exception:  # noqa: BLE001 - validation's own interpreter failed; measure directly
@@ -174,7 +190,7 @@ class FullIntegerQuantizer:
                 quantized.export_model(str(path), overwrite=True)
         if result is not None:
             self.sensitivity_method[op] = "ai-edge-quantizer validation"
-            outputs = result.get_signature_comparison_result("serving_default").output_tensors
+            outputs = result.get_signature_comparison_result(self.largest).output_tensors
             return float(min(m["cosine_similarity"] for m in outputs.values()))
         self.sensitivity_method[op] = "direct run (validation could not read the graph)"
         try:
@@ -182,6 +198,53 @@ class FullIntegerQuantizer:
         finally:
             path.unlink(missing_ok=True)
         return float(min(_cosines(ref, got)))
+
+
+def joined_samples(samples: list[dict[str, np.ndarray]], length: int, n: int, width: int) -> list[dict[str, np.ndarray]]:
+    """``n`` inputs of exactly ``length`` real tokens: the real tokens of consecutive samples joined and cut
+    (long inputs as the device meets them), right-padded to ``width``. Empty when the samples are too short."""
+    from device_bench.shapes import fit_to_length, real_length
+
+    pieces = [{k: v[..., : real_length(s)] for k, v in s.items()} for s in samples]
+    out: list[dict[str, np.ndarray]] = []
+    start = 0
+    total = sum(real_length(s) for s in samples)
+    while len(out) < n and total >= length:
+        joined: dict[str, list[np.ndarray]] = {k: [] for k in samples[0]}
+        got = 0
+        for i in range(len(pieces)):
+            piece = pieces[(start + i) % len(pieces)]
+            for k, v in piece.items():
+                joined[k].append(v)
+            got += next(iter(piece.values())).shape[-1]
+            if got >= length:
+                start += i + 1
+                break
+        whole = {k: np.concatenate(v, axis=-1)[..., :length] for k, v in joined.items()}
+        out.append(fit_to_length(whole, width))
+    return out
+
+
+def bucket_calibration(samples: list[dict[str, np.ndarray]], length: int) -> list[dict[str, np.ndarray]]:
+    """What a bucket of ``length`` tokens runs: the samples that fit in it, and inputs that fill it (joined
+    samples cut to ``length``): without the latter a large bucket is calibrated on padding only and its
+    ranges miss real long inputs."""
+    from device_bench.shapes import real_length
+
+    fitting = [s for s in samples if real_length(s) <= length]
+    width = next(iter(samples[0].values())).shape[-1]
+    return fitting + joined_samples(samples, length, max(8, len(samples) // 4), width)
+
+
+def length_spread(samples: list[dict[str, np.ndarray]], buckets: list[int], per_bucket: int) -> list[dict[str, np.ndarray]]:
+    """``samples`` plus ``per_bucket`` inputs filling each bucket longer than every sample, so the precision
+    choice is scored on every shape the artifact holds."""
+    from device_bench.shapes import real_length
+
+    longest = max(real_length(s) for s in samples)
+    width = next(iter(samples[0].values())).shape[-1]
+    extra = [j for b in buckets if b > longest for j in joined_samples(samples, b, per_bucket, width)]
+    return samples + extra
 
 
 def _cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -236,17 +299,18 @@ def float_ops(path: Path) -> list[str]:
 
     names = builtin_names()
     model = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
-    graph = model.Subgraphs(0)
     found = set()
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
-        if name in ("DEQUANTIZE", "QUANTIZE", "CAST"):
-            continue
-        outs = [graph.Tensors(op.Outputs(j)).Type() for j in range(op.OutputsLength())]
-        if any(t == schema.TensorType.FLOAT32 for t in outs):
-            found.add(name)
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+            if name in ("DEQUANTIZE", "QUANTIZE", "CAST"):
+                continue
+            outs = [graph.Tensors(op.Outputs(j)).Type() for j in range(op.OutputsLength())]
+            if any(t == schema.TensorType.FLOAT32 for t in outs):
+                found.add(name)
     return sorted(found)
 
 
@@ -283,9 +347,17 @@ def output_details(path: Path) -> list[dict[str, Any]]:
     """Output dtype and quantization of the artifact, as the runtime reports them."""
     from ai_edge_litert.interpreter import Interpreter
 
-    details = Interpreter(model_path=str(path)).get_output_details()
-    return [{"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
-             "zero_point": int(d["quantization"][1])} for d in details]
+    interpreter = Interpreter(model_path=str(path))
+    signatures = list(interpreter.get_signature_list())
+    if not signatures:
+        return [_output_record(d["name"], d) for d in interpreter.get_output_details()]
+    return [{"signature": key, **_output_record(name, d)} for key in signatures
+            for name, d in interpreter.get_signature_runner(key).get_output_details().items()]
+
+
+def _output_record(name: str, d: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
+            "zero_point": int(d["quantization"][1])}
 
 
 def integer_outputs(src: Path, dst: Path) -> list[dict[str, Any]]:
@@ -301,7 +373,6 @@ def integer_outputs(src: Path, dst: Path) -> list[dict[str, Any]]:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(src))
-    graph = model.subgraphs[0]
 
     def opcode_index(builtin: int) -> int:
         for i, code in enumerate(model.operatorCodes):
@@ -313,6 +384,20 @@ def integer_outputs(src: Path, dst: Path) -> list[dict[str, Any]]:
         return len(model.operatorCodes) - 1
 
     dequantize = opcode_index(schema.BuiltinOperator.DEQUANTIZE)
+    remaps = [_integer_graph_outputs(graph, dequantize, opcode_index) for graph in model.subgraphs]
+    for signature in model.signatureDefs or []:
+        remap = remaps[signature.subgraphIndex]
+        for item in signature.outputs:
+            item.tensorIndex = remap.get(item.tensorIndex, item.tensorIndex)
+    flatbuffer_utils.write_model(model, str(dst))
+    src.unlink()
+    return output_details(dst)
+
+
+def _integer_graph_outputs(graph, dequantize: int, opcode_index) -> dict[int, int]:
+    """One subgraph's outputs re-pointed at their integer tensors (see ``integer_outputs``); returns the remap."""
+    from ai_edge_litert import schema_py_generated as schema
+
     remap: dict[int, int] = {}
     for position, tensor_index in enumerate(list(graph.outputs)):
         producer = next((op for op in graph.operators if tensor_index in list(op.outputs)), None)
@@ -339,12 +424,7 @@ def integer_outputs(src: Path, dst: Path) -> list[dict[str, Any]]:
             raise TargetError(f"tflite-int8-full io=int8: output tensor type {tensor.type} is not an integer type")
         graph.outputs[position] = quantized
         remap[tensor_index] = quantized
-    for signature in model.signatureDefs or []:
-        for item in signature.outputs:
-            item.tensorIndex = remap.get(item.tensorIndex, item.tensorIndex)
-    flatbuffer_utils.write_model(model, str(dst))
-    src.unlink()
-    return output_details(dst)
+    return remap
 
 
 @register
@@ -365,14 +445,14 @@ class TFLiteInt8Full(Target):
     }
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
-        import litert_torch
-
         n_calib = int(ctx.options.get("calib_samples", DEFAULT_CALIB_SAMPLES))
         samples = ctx.calibration_samples()
         if len(samples) < 2:
             raise TargetError("tflite-int8-full needs calibration texts (got fewer than 2)")
         calibration = samples[:n_calib]
         held_out = samples[n_calib:][:SELECTION_SAMPLES] or samples[-SELECTION_SAMPLES:]
+        if len(ctx.buckets) > 1:
+            held_out = length_spread(held_out, ctx.buckets, BUCKET_SELECTION_SAMPLES)
         notes = []
         if len(calibration) < DEFAULT_CALIB_SAMPLES:
             notes.append(f"calibrated on {len(calibration)} texts (fewer than the recommended {DEFAULT_CALIB_SAMPLES})")
@@ -381,16 +461,12 @@ class TFLiteInt8Full(Target):
 
         wrapper, mask_value, mask_err = choose_mask_value(ctx, samples[: min(len(samples), 32)])
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
-        try:
-            with quiet_converter():
-                litert_torch.convert(wrapper, ctx.example_tensors()).export(str(float_path))
-        except Exception as exc:
-            raise TargetError(f"litert-torch conversion failed: {_first_line(exc)}") from exc
+        shapes = convert_fp32(ctx, float_path, module=wrapper)
 
         try:
             fq = FullIntegerQuantizer(float_path, calibration, list(ctx.input_names))
             reference = _torch_outputs(ctx.wrapper, held_out, ctx.input_names)
-            trial, selection = select_precisions(fq, ctx.task, held_out, reference, held_out[:VALIDATION_SAMPLES],
+            trial, selection = select_precisions(fq, ctx.task, held_out, reference, held_out[-VALIDATION_SAMPLES:],
                                                  ctx.workdir, int8_only=bool(ctx.options.get("int8_only", False)))
         except TargetError:
             raise
@@ -402,6 +478,7 @@ class TFLiteInt8Full(Target):
         else:
             shutil.move(trial, out_path)
             outputs = output_details(out_path)
+        sharing = share_buffers(out_path, short_names=len(ctx.buckets) > 1)
         float_size = float_path.stat().st_size
         float_path.unlink()
 
@@ -419,14 +496,13 @@ class TFLiteInt8Full(Target):
             notes.append("int8 model output: dequantize with (q - zero_point) * scale, as the device runner does")
         notes.append("full-integer targets integer accelerators; on a CPU it is usually slower than dynamic int8"
                      + (" (int16 kernels have no XNNPACK path)" if selection.int16_ops else ""))
-        if ctx.buckets:
-            notes.append(f"one static shape ({ctx.seq_len}): the per-op-type calibration runs on one signature, "
-                         "buckets are not built for this target yet")
+        if len(ctx.buckets) > 1:
+            shapes = dataclasses.replace(shapes, how=shapes.how + "; each bucket calibrated on the calibration texts "
+                                         "fitted to its length, one per-op-type precision choice for all")
         return ExportResult(
             precision=precision,
             notes=notes,
-            shapes=Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "serving_default"},
-                          how="one static shape (integer accelerators take fixed shapes; calibration is per signature)"),
+            shapes=shapes,
             details={
                 "converter": "litert-torch", "quantizer": "ai-edge-quantizer static (min/max)",
                 "weights": "int8 per-channel", "activations_per_op": dict(sorted(per_op.items())),
@@ -435,7 +511,7 @@ class TFLiteInt8Full(Target):
                 "selection_steps": selection.steps, "selection_goal": dict([ctx.task.integer_goal]),
                 "calibration_samples": len(calibration), "selection_samples": len(held_out),
                 "mask_constant": -mask_value, "mask_wrapper_max_abs_error": mask_err,
-                "tensor_dtypes": dtypes, "fp32_tflite_size_bytes": float_size,
+                "tensor_dtypes": dtypes, "fp32_tflite_size_bytes": float_size, "buffer_sharing": sharing,
                 "io": {"inputs": "int32 token ids / mask", "outputs": outputs},
             },
         )

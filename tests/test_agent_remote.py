@@ -127,3 +127,38 @@ def test_host_cli_errors_are_one_line(agent, bundle, tmp_path):
     bad_yaml.write_text("devices: [{name: a}]\n")
     res = CliRunner().invoke(devices_cmd, ["check", str(bad_yaml)])
     assert res.exit_code == 2 and "needs a name and a url" in res.stderr
+
+
+def test_texts_are_tokenized_here_and_timed_on_the_agent_at_their_real_lengths(agent, bundle, tmp_path):
+    """``bench --texts FILE --device URL``: the host tokenizes (the device needs no tokenizer), the agent times
+    those inputs; the report carries their length distribution and the truncation count, like a local run."""
+    from device_bench.manifest import Manifest
+
+    url, token_file, _ = agent
+    seq_len = Manifest.load(bundle).input_spec.seq_len
+    texts = tmp_path / "texts.txt"
+    texts.write_text("hi\nturn the lights off in the kitchen\n\n" + " ".join(["word"] * (3 * seq_len)) + "\n")
+    reports = {}
+    for where, extra in (("local", []), ("remote", ["--device", url, "--token-file", str(token_file)])):
+        res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(texts), "--targets", "tflite-fp32",
+                                             "--threads", "1", "--runs", "6", "--min-seconds", "0", "--warmup", "1",
+                                             "--json", *extra])
+        assert res.exit_code == 0, res.output
+        (result,) = BenchReport.from_dict(json.loads(res.stdout)).results
+        assert result.status == "ok", result.error
+        reports[where] = result
+    for result in reports.values():
+        lengths = result.input_lengths
+        assert lengths.n == 3 and lengths.max == seq_len and lengths.truncated == 1
+        assert lengths.mean < seq_len  # the short texts ran at their own lengths, not all at seq_len
+    assert vars(reports["local"].input_lengths) == vars(reports["remote"].input_lengths)
+    assert reports["remote"].raw_ms and len(reports["remote"].raw_ms) >= 6
+
+
+def test_texts_errors_are_one_line(bundle, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(empty)])
+    assert res.exit_code != 0 and "no texts" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(tmp_path / "missing.txt")])
+    assert res.exit_code != 0 and "cannot read" in res.output and "Traceback" not in res.output

@@ -147,6 +147,18 @@ def test_micro_passes_a_real_artifact_with_supported_ops(tmp_path):
     assert check_compatibility("tflite", path, "tflite-micro")["compatible"] is None
 
 
+def test_micro_refuses_a_multi_signature_file(tmp_path):
+    """Buckets are signatures; the micro interpreter runs the first subgraph only: one static shape for an MCU."""
+    path = tmp_path / "two.tflite"
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    litert_torch.signature("seq1", mlp, (torch.zeros(1, 4),)).signature("seq2", mlp, (torch.zeros(2, 4),)) \
+        .convert().export(str(path))
+    report = check_compatibility("tflite", path, MICRO)
+    assert report["compatible"] is False and report["remedy"] == "--buckets none"
+    assert report["problems"] == ["tflite-micro runs a model's first subgraph only; this file holds 2 signatures "
+                                  "(seq1, seq2): pack it with --buckets none (one static shape)"]
+
+
 def test_micro_ignores_op_versions(tmp_path):
     """TFLM resolves by builtin code only (the probe saw the same at versions 1 and 99)."""
     assert check_compatibility("tflite", _one_op_model(tmp_path, "ADD", 12), MICRO)["compatible"] is True

@@ -132,6 +132,29 @@ def test_one_signature_per_bucket_weights_stored_once(tiny_bundle, name):
     assert len(shared) >= 2 * 6  # per layer at least the attention and FFN matrices, stored once
 
 
+def test_embedding_tables_have_one_scale_so_buckets_do_not_repeat_a_scale_per_row(tiny_bundle):
+    """Quantization parameters live in each signature's own tensor table (the schema cannot share them):
+    a per-row scale of a 30k-row embedding table cost ~0.37 MB per bucket; tflite-int8 keeps one per table."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    entry = Manifest.load(tiny_bundle).target("tflite-int8")
+    assert entry.details["embedding_scales"] == "tensorwise"
+    model = _tflite_model(tiny_bundle / entry.file)
+    tables = 0
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != schema.BuiltinOperator.EMBEDDING_LOOKUP:
+                continue
+            table = graph.Tensors(op.Inputs(1))
+            if table.Type() == schema.TensorType.INT8:
+                tables += 1
+                assert table.Quantization().ScaleLength() == 1
+    assert tables >= model.SubgraphsLength()  # at least the word embeddings, int8, in every bucket
+
+
 def test_each_bucket_agrees_with_pytorch_and_the_runner_picks_the_smallest(tiny_bundle):
     import torch
 

@@ -170,3 +170,100 @@ def test_sensitivity_falls_back_to_a_direct_run_when_validation_cannot_read_the_
     assert fq.sensitivity_method["FULLY_CONNECTED"].startswith("direct run")
     assert 0.5 < direct <= 1.0 + 1e-6 and abs(direct - validated) < 0.05, (direct, validated)
     assert not list(tmp_path.glob("sensitivity-*"))
+
+
+@pytest.fixture(scope="module")
+def bucketed(tmp_path_factory):
+    """The same tiny BERT exported with buckets 8, 16, 24: one signature per bucket in one file."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
+    model = transformers.BertModel(config).eval()
+    wrapper = get_task("feature-extraction").make_wrapper(model)
+    calib = _inputs(60, seed=1)
+    work = tmp_path_factory.mktemp("full-buckets")
+    ctx = ExportContext(wrapper=wrapper, hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ,
+                        input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
+                        workdir=work, options={"calib_samples": 40}, buckets=[8, 16, SEQ])
+    target = get_target("tflite-int8-full")
+    path = work / "model.tflite"
+    result = target.export(ctx, path)
+    return target, path, result, wrapper
+
+
+def test_buckets_are_signatures_of_one_file_with_weights_stored_once(bucketed, exported):
+    target, path, result, _ = bucketed
+    runner = target.load(path, shapes=result.shapes)
+    assert sorted(runner.interpreter.get_signature_list()) == ["seq16", "seq24", "seq8"]
+    assert result.shapes.buckets == [8, 16, SEQ] and result.shapes.entry_points["8"] == "seq8"
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    assert model.SubgraphsLength() == 3
+    constants = []  # per bucket: buffer -> (bytes, shape)
+    for g in range(3):
+        graph = model.Subgraphs(g)
+        constants.append({graph.Tensors(t).Buffer(): (model.Buffers(graph.Tensors(t).Buffer()).DataLength(),
+                                                      graph.Tensors(t).ShapeAsNumpy().tolist())
+                          for t in range(graph.TensorsLength())
+                          if model.Buffers(graph.Tensors(t).Buffer()).DataLength() > 0})
+    shared = set(constants[0]).intersection(*constants[1:])
+    assert sum(constants[0][b][0] for b in shared) > 100_000  # every weight matrix, stored once
+    for length, own in zip((8, 16, SEQ), constants):
+        for buffer in set(own) - shared:  # what a bucket holds alone: its position slice and shape constants
+            size, shape = own[buffer]
+            assert size <= 64 or length in shape, (length, size, shape)
+    assert result.details["buffer_sharing"]["subgraphs"] == 3
+    # three buckets cost little more than one shape: the weights are not copied per signature
+    single = exported[1].stat().st_size
+    assert path.stat().st_size < 1.5 * single, (path.stat().st_size, single)
+
+
+def _cosines_at(runner, wrapper, length: int) -> list[float]:
+    """Cosine vs fp32 PyTorch (run at exactly ``length`` tokens) on 8 random inputs of ``length`` real tokens."""
+    from device_bench.shapes import fit_to_length
+
+    rng = np.random.default_rng(length)
+    cosines = []
+    for _ in range(8):
+        ids = np.zeros((1, SEQ), np.int32)
+        mask = np.zeros((1, SEQ), np.int32)
+        ids[0, :length] = rng.integers(5, 1000, length)
+        ids[0, 0] = 2
+        mask[0, :length] = 1
+        sample = {"input_ids": ids, "attention_mask": mask}
+        out = runner.run(sample)
+        with torch.inference_mode():
+            ref = wrapper(*(torch.from_numpy(fit_to_length(sample, length)[n]) for n in NAMES)).numpy()
+        cosines.append(float((out * ref).sum() / (np.linalg.norm(out) * np.linalg.norm(ref))))
+    return cosines
+
+
+@pytest.mark.parametrize("length", [5, 8, 13, 16, 24])
+def test_each_bucket_agrees_with_fp32_on_inputs_of_its_length(bucketed, exported, length):
+    """Each bucket is as close to fp32 as the single-shape artifact is (both calibrated on the same texts)."""
+    target, path, result, wrapper = bucketed
+    runner = target.load(path, shapes=result.shapes)
+    assert runner.choose_length(length) == min(b for b in (8, 16, SEQ) if b >= length)
+    bucketed_cos = _cosines_at(runner, wrapper, length)
+    single_cos = _cosines_at(exported[0].load(exported[1]), exported[3], length)
+    assert np.mean(bucketed_cos) >= min(0.99, np.mean(single_cos) - 0.005), (bucketed_cos, single_cos)
+    assert min(bucketed_cos) >= 0.97, bucketed_cos
+
+
+def test_int8_io_rewrites_every_bucket(bucketed, tmp_path):
+    import shutil
+
+    from targets.tflite_full import integer_outputs
+
+    target, path, result, _ = bucketed
+    copy = tmp_path / "copy.tflite"
+    shutil.copy(path, copy)
+    outputs = integer_outputs(copy, tmp_path / "int8io.tflite")
+    assert sorted(o["signature"] for o in outputs) == ["seq16", "seq24", "seq8"]
+    assert {o["dtype"] for o in outputs} == {"int8"}
+    float_runner = target.load(path, shapes=result.shapes)
+    int_runner = target.load(tmp_path / "int8io.tflite", shapes=result.shapes)
+    for length in (6, 12, 20):
+        sample = {k: v[:1] for k, v in _inputs(1, seed=length).items()}
+        sample["attention_mask"][0, length:] = 0
+        sample["input_ids"][0, length:] = 0
+        np.testing.assert_allclose(int_runner.run(sample), float_runner.run(sample), atol=1e-6)

@@ -96,12 +96,14 @@ def accuracy_metric(eval_pred) -> dict[str, float]:
 
 def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, seed: int,
                   weight_decay: float = 0.0, warmup_ratio: float = 0.0, best_by_accuracy: bool = True,
-                  evaluate: bool = True, n_train: int | None = None):
+                  evaluate: bool = True, n_train: int | None = None, resumable: bool = False):
     """TrainingArguments shared by every stage: no external reporting, epoch-wise eval.
 
     ``best_by_accuracy`` keeps the checkpoint with the best validation accuracy
     (saved each epoch, one kept on disk); stages that change the model along
-    training (movement pruning's sparsity schedule) turn it off.
+    training (movement pruning's sparsity schedule) turn it off. ``resumable``
+    saves a whole checkpoint (optimizer, scheduler, RNG) each epoch, so a run
+    stopped mid-way continues from its last epoch (see ``last_checkpoint``).
     """
     from transformers import TrainingArguments
 
@@ -124,12 +126,12 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         seed=seed,
         data_seed=seed,
         eval_strategy="epoch" if evaluate else "no",
-        save_strategy="epoch" if keep_best else "no",
-        save_total_limit=1 if keep_best else None,
+        save_strategy="epoch" if keep_best or resumable else "no",
+        save_total_limit=(2 if resumable else 1) if keep_best or resumable else None,
         load_best_model_at_end=keep_best,
         metric_for_best_model="accuracy" if keep_best else None,
         greater_is_better=True,
-        save_only_model=True,
+        save_only_model=not resumable,
         logging_strategy="epoch",
         report_to="none",
         disable_tqdm=not PROGRESS_BARS.get(),
@@ -143,6 +145,16 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         average_tokens_across_devices=False,
         ddp_find_unused_parameters=False,  # every parameter of these models takes part in the loss
     )
+
+
+def last_checkpoint(work_dir: Path) -> str | None:
+    """The newest whole checkpoint a stopped run left in ``work_dir`` (None: start from the beginning)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not Path(work_dir).is_dir():
+        return None
+    found = get_last_checkpoint(str(work_dir))
+    return found if found and (Path(found) / "optimizer.pt").is_file() else None
 
 
 def run_info(args) -> dict[str, str]:
