@@ -224,3 +224,10 @@ def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
     assert STAGES["finetune"].search_space == () and not STAGES["finetune"].compresses
     search = SearchSpec(lr=None)
     assert [(k.option, b) for k, b in search.searched()] == [(k.option, list(k.bounds)) for k in TRAINING_KNOBS[:3]]
+
+
+@pytest.mark.parametrize("text, seconds", [("2h", 7200.0), ("90m", 5400.0), ("45s", 45.0), ("3600", 3600.0)])
+def test_timeout_durations(text, seconds):
+    from packager.tune import parse_duration
+
+    assert parse_duration(text) == seconds
