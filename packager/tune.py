@@ -583,6 +583,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
     with _training_context(recipe, show_bars):
         tuner.prepare(targets)
         study = _open_study(optuna, storage, study_name, recipe.seed)
+        _check_same_tune(study, study_name, tuner, options)
         step(f"tune: {len(tuner.space)} knobs; study {study_name!r} in {_public_url(storage)}; "
              f"teacher val {tuner.teacher.val_accuracy * 100:.2f}%")
         for line in describe(tuner.space):
@@ -609,6 +610,22 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
                                f"{top.latency_ms:.3f} ms; no bundle written")
         return _pack_winner(tuner, study, summary, best, prefix_rows, reference, out_dir, targets, force=force,
                             archive=archive, step=step, emit=emit)
+
+
+def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) -> None:
+    """A resumed study must be the same search: same reference, stages, knobs, objective and target (the budget
+    may change: each trial's accuracy is kept, and whether it is within the budget is judged again)."""
+    recipe = tuner.recipe
+    identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
+                        "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
+                        "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
+                        "parity": dataclasses.asdict(recipe.parity)})
+    held = study.user_attrs.get("tune")
+    if held is None:
+        study.set_user_attr("tune", identity)
+    elif held != identity:
+        raise EdgepackError(f"--study {name}: holds the trials of another tune (the recipe, its search space, "
+                            "--objective or the primary target changed); name a new --study or --work")
 
 
 @contextlib.contextmanager

@@ -181,6 +181,12 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o",
                        str(tmp_path / "third"), "--work", str(work)], capsys)
     assert code == 0 and counted["score"] == 3 and "nothing to run" in err
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--objective", "size",
+                       "-o", str(tmp_path / "fourth"), "--work", str(work)], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective "
+        "or the primary target changed); name a new --study or --work")
+    assert counted["score"] == 3 and not (tmp_path / "fourth").exists()
 
 
 @pytest.mark.parametrize("args, message", [
