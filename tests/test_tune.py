@@ -61,10 +61,12 @@ def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: d
                       {"distill": {"student": {"layers": [0, 2]}, "epochs": 1, "lr": 1.0e-3, "batch_size": 16,
                                    **(distill or {})}},
                       {"prune": {"method": "structured", "heads": 0.25, "ffn": 0.2, "importance_batches": 4,
-                                 "batch_size": 16, "recovery": None, **(prune or {})}}],
+                                 "batch_size": 16, "recovery": None, **(prune or {})}},
+                      {"trim_vocab": {}}],
            # a small space: seconds per trial (the declared ranges are for real models)
            "search_space": {"distill.alpha": None, "distill.temperature": None, "distill.lr": None,
-                            "distill.epochs": [1, 2], "distill.student.layers": [1, 3], **(space or {})}}
+                            "distill.epochs": [1, 2], "distill.student.layers": [1, 3],
+                            "trim_vocab.keep_top": [0, 20], **(space or {})}}
     path = workspace / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -116,18 +118,19 @@ def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(
     assert counted["score"] == 3
     manifest = Manifest.load(out)
     rows = {r["stage"]: r for r in manifest.stages}
-    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "tune", "distill", "prune",
+    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "tune", "distill", "prune", "trim_vocab",
                                                      "target onnx-fp32", "gate"]
     summary = rows["tune"]["details"]
     trials = summary["trials"]
     assert [t["number"] for t in trials] == [0, 1, 2] and all(t["state"] == "complete" for t in trials)
     for t in trials:
-        assert set(t["knobs"]) == {"1.distill.epochs", "1.distill.student.layers", "2.prune.heads", "2.prune.ffn"}
+        assert set(t["knobs"]) == {"1.distill.epochs", "1.distill.student.layers", "2.prune.heads", "2.prune.ffn",
+                                   "3.trim_vocab.keep_top"}
         assert 0 <= t["val_accuracy"] <= 1 and t["latency_ms"] > 0 and t["size_bytes"] > 0
         assert t["trained"] and "finetune" not in t["trained"]
     # trial 0 is the recipe as written: 2 student layers, 1 epoch, the recipe's pruning fractions
     assert trials[0]["knobs"] == {"1.distill.epochs": 1, "1.distill.student.layers": 2, "2.prune.heads": 0.25,
-                                  "2.prune.ffn": 0.2}
+                                  "2.prune.ffn": 0.2, "3.trim_vocab.keep_top": 0}
     within = [t for t in trials if t["within_budget"]]
     winner = min(within, key=lambda t: (t["latency_ms"], -t["val_accuracy"], t["number"]))
     assert summary["winner"] == winner["number"]
@@ -137,6 +140,8 @@ def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(
     assert manifest.model.num_layers == layers
     assert manifest.recipe["stages"][1]["distill"]["student"]["layers"] == [i * 4 // layers for i in range(layers)]
     assert manifest.recipe["stages"][2]["prune"]["heads"] == winner["knobs"]["2.prune.heads"]
+    assert manifest.recipe["stages"][3]["trim_vocab"]["keep_top"] == winner["knobs"]["3.trim_vocab.keep_top"]
+    assert manifest.model.vocab_size == rows["trim_vocab"]["details"]["vocab_after"]  # the trimmed tokenizer came back
     (target,) = manifest.targets
     assert target.status == "ok" and target.parity.accuracy is not None
     assert rows["gate"]["details"]["max_accuracy_drop"] == 0.5
