@@ -584,8 +584,9 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         tuner.prepare(targets)
         study = _open_study(optuna, storage, study_name, recipe.seed)
         _check_same_tune(study, study_name, tuner, options)
-        step(f"tune: {len(tuner.space)} knobs; study {study_name!r} in {_public_url(storage)}; "
-             f"teacher val {tuner.teacher.val_accuracy * 100:.2f}%")
+        searched = sum(not t.fixed for t in tuner.space)
+        step(f"tune: {searched} knobs searched, {len(tuner.space) - searched} fixed; study {study_name!r} in "
+             f"{_public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%")
         for line in describe(tuner.space):
             step(f"  {line}")
         tuner.search(study)
