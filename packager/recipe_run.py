@@ -174,6 +174,21 @@ def _work_dir(ranks: "distributed.Ranks") -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def recipe_targets(recipe: Recipe) -> list[str]:
+    """The recipe's targets (default: the pack defaults), checked with its seq_len; errors name the recipe keys."""
+    from targets import DEFAULT_TARGETS
+
+    from .pack import validate_request
+
+    targets = list(recipe.targets or DEFAULT_TARGETS)
+    try:
+        validate_request(targets, recipe.seq_len)
+    except EdgepackError as exc:  # name the recipe key, not the CLI flag
+        message = str(exc).replace("--targets", "recipe targets").replace("--seq-len", "recipe seq_len")
+        raise EdgepackError(message) from None
+    return targets
+
+
 def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: bool = False,
                progress: Progress | None = None, on_row: Callable[[StageRow], None] | None = None,
                show_bars: bool = True) -> RecipeOutcome:
@@ -181,20 +196,12 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
 
     Under ``torchrun`` / ``accelerate launch`` every rank runs this: all train and measure (sharded),
     rank 0 alone packs and publishes, the others return rank 0's exit code and message."""
-    from targets import DEFAULT_TARGETS
-
     from .bundle import check_destination
     from .compress import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
     from .models import load_model
-    from .pack import validate_request
 
     out_dir = Path(out_dir)
-    targets = list(recipe.targets or DEFAULT_TARGETS)
-    try:
-        validate_request(targets, recipe.seq_len)
-    except EdgepackError as exc:  # name the recipe key, not the CLI flag
-        message = str(exc).replace("--targets", "recipe targets").replace("--seq-len", "recipe seq_len")
-        raise EdgepackError(message) from None
+    targets = recipe_targets(recipe)
     check_destination(out_dir, force)  # before hours of training, not after
     import torch
 

@@ -548,19 +548,12 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
              progress: Progress | None = None, on_row: Callable[[Any], None] | None = None,
              show_bars: bool = False) -> TuneOutcome:
     """Tune ``recipe`` and pack the winner to ``out_dir``; see the module docstring."""
-    from targets import DEFAULT_TARGETS
-
     from .bundle import check_destination
-    from .pack import validate_request
+    from .recipe_run import recipe_targets
 
     options.validate()
     out_dir = Path(out_dir)
-    targets = list(recipe.targets or DEFAULT_TARGETS)
-    try:
-        validate_request(targets, recipe.seq_len)
-    except EdgepackError as exc:  # name the recipe key, not the CLI flag
-        message = str(exc).replace("--targets", "recipe targets").replace("--seq-len", "recipe seq_len")
-        raise EdgepackError(message) from None
+    targets = recipe_targets(recipe)
     check_destination(out_dir, force)  # before hours of training, not after
     if first_tuned_stage(recipe.stages) == len(recipe.stages):
         kinds = ", ".join(k for k, cls in STAGES.items() if cls.compresses)

@@ -31,22 +31,26 @@ def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def _export(work, n_calib: int, calib_samples: int, buckets: list[int]):
+    """tflite-int8-full of a tiny random BERT (seed 0): (target, path, result, fp32 wrapper)."""
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
     model = transformers.BertModel(config).eval()
     wrapper = get_task("feature-extraction").make_wrapper(model)
-    calib = _inputs(110, seed=1)
-    work = tmp_path_factory.mktemp("full")
+    calib = _inputs(n_calib, seed=1)
     ctx = ExportContext(wrapper=wrapper, hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ, input_names=NAMES,
                         example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
-                        options={"calib_samples": 100})
+                        options={"calib_samples": calib_samples}, buckets=buckets)
     target = get_target("tflite-int8-full")
     path = work / "model.tflite"
     result = target.export(ctx, path)
     return target, path, result, wrapper
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("full"), 110, 100, [])
 
 
 def test_tensors_are_integer(exported):
@@ -175,20 +179,7 @@ def test_sensitivity_falls_back_to_a_direct_run_when_validation_cannot_read_the_
 @pytest.fixture(scope="module")
 def bucketed(tmp_path_factory):
     """The same tiny BERT exported with buckets 8, 16, 24: one signature per bucket in one file."""
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
-    model = transformers.BertModel(config).eval()
-    wrapper = get_task("feature-extraction").make_wrapper(model)
-    calib = _inputs(60, seed=1)
-    work = tmp_path_factory.mktemp("full-buckets")
-    ctx = ExportContext(wrapper=wrapper, hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ,
-                        input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
-                        workdir=work, options={"calib_samples": 40}, buckets=[8, 16, SEQ])
-    target = get_target("tflite-int8-full")
-    path = work / "model.tflite"
-    result = target.export(ctx, path)
-    return target, path, result, wrapper
+    return _export(tmp_path_factory.mktemp("full-buckets"), 60, 40, [8, 16, SEQ])
 
 
 def test_buckets_are_signatures_of_one_file_with_weights_stored_once(bucketed, exported):
