@@ -64,3 +64,14 @@ def fit_to_length(inputs: dict[str, np.ndarray], length: int) -> dict[str, np.nd
             pad = np.zeros(value.shape[:-1] + (length - n,), dtype=value.dtype)
             out[name] = np.concatenate([value, pad], axis=-1)
     return out
+
+
+def to_input_width(output: np.ndarray, width: int) -> np.ndarray:
+    """A per-token output ([1, tokens, …]) of a run at a bucket or real length, cut or zero-padded to the
+    inputs' ``width`` so rows of different lengths stack (the padding is masked out wherever it is compared);
+    other outputs unchanged."""
+    if output.ndim < 3 or output.shape[1] == width:
+        return output
+    pad = [(0, 0)] * output.ndim
+    pad[1] = (0, max(0, width - output.shape[1]))
+    return np.pad(output[:, :width], pad)

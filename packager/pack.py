@@ -36,6 +36,7 @@ from device_bench.manifest import (
     TokenLengths,
     sha256_file,
 )
+from device_bench.shapes import to_input_width
 
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
@@ -206,12 +207,7 @@ def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
     n, width = inputs["input_ids"].shape
     outs = []
     for i in range(n):
-        out = runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES})
-        if out.ndim >= 3 and out.shape[1] != width:  # [1, tokens, …]: padding is masked out by the parity
-            pad = [(0, 0)] * out.ndim
-            pad[1] = (0, max(0, width - out.shape[1]))
-            out = np.pad(out[:, :width], pad)
-        outs.append(out)
+        outs.append(to_input_width(runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES}), width))
     return np.concatenate(outs, axis=0)
 
 
