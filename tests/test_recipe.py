@@ -21,13 +21,15 @@ FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "c
 UNUSED = [f"word{chr(97 + i)}" for i in range(26)]
 
 
-def _rows(n: int, seed: int) -> list[dict]:
+def _rows(n: int, seed: int, fillers: tuple[int, int] = (4, 4)) -> list[dict]:
+    """Keyword texts: ``fillers`` (low, high) filler words around one keyword of the label."""
     rng = random.Random(seed)
     names = list(KEYWORDS)
     rows = []
     for i in range(n):
         label = names[i % len(names)]
-        words = rng.sample(FILLER, 4) + [rng.choice(KEYWORDS[label])]
+        count = fillers[0] if fillers[0] == fillers[1] else rng.randint(*fillers)
+        words = rng.sample(FILLER, count) + [rng.choice(KEYWORDS[label])]
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "intent": label})
     return rows

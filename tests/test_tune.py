@@ -4,7 +4,6 @@ the manifest, and a resumed study runs only the trials it lacks."""
 from __future__ import annotations
 
 import json
-import random
 import re
 from pathlib import Path
 
@@ -14,22 +13,13 @@ import yaml
 
 from device_bench.manifest import Manifest
 
-KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
-            "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
-FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
+from test_recipe import FILLER, KEYWORDS
+from test_recipe import _rows as _keyword_rows
 
 
 def _rows(n: int, seed: int) -> list[dict]:
     """Texts of 2 to 8 words (real lengths differ) around one keyword of the label."""
-    rng = random.Random(seed)
-    names = list(KEYWORDS)
-    rows = []
-    for i in range(n):
-        label = names[i % len(names)]
-        words = rng.sample(FILLER, rng.randint(1, 7)) + [rng.choice(KEYWORDS[label])]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "intent": label})
-    return rows
+    return _keyword_rows(n, seed, fillers=(1, 7))
 
 
 @pytest.fixture(scope="module")
