@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 import torch
@@ -55,3 +56,49 @@ def test_without_resume_a_fine_tune_keeps_only_the_best_weights(tmp_path):
              seq_len=SEQ_LEN, work_dir=tmp_path / "plain", seed=0)
     (checkpoint,) = (tmp_path / "plain").glob("checkpoint-*")
     assert not (checkpoint / "optimizer.pt").exists()  # no resume state written: half the disk of a whole one
+
+
+def test_a_search_trial_whose_worker_died_is_run_again_from_its_last_epoch(tmp_path, monkeypatch):
+    """A study kept in a database: the trial a dead worker left running is retried in the first attempt's folder,
+    continuing from that attempt's last whole checkpoint, and ends where an uninterrupted trial does."""
+    optuna = pytest.importorskip("optuna")
+    from packager.compress import distill as distill_module
+    from packager.compress.distill import distill
+    from packager.stages.distill import DistillSpec, SearchSpec, StudentSpec
+
+    monkeypatch.setattr(distill_module, "SEARCH_HEARTBEAT_S", 1)
+    monkeypatch.setattr(distill_module, "SEARCH_GRACE_S", 1)
+    data, tokenizer = make_data(), make_tokenizer()
+    teacher, _ = finetune(make_model(len(tokenizer)), tokenizer, data, FinetuneSpec(epochs=1, lr=2e-3, batch_size=16),
+                          seq_len=SEQ_LEN, work_dir=tmp_path / "teacher", seed=0)
+
+    def spec(db: str) -> DistillSpec:
+        search = SearchSpec(trials=1, alpha=[0.5, 0.5], temperature=[3.0, 3.0], epochs=[2, 2], lr=None,
+                            pruner="none", storage=f"sqlite:///{tmp_path / db}", study="s")
+        return DistillSpec(student=StudentSpec(layers=[0]), lr=2e-3, batch_size=16, search=search, student_alone=False)
+
+    full, _, full_details = distill(teacher, tokenizer, data, spec("full.db"), seq_len=SEQ_LEN,
+                                    work_dir=tmp_path / "full", seed=0)
+    trial_dir = tmp_path / "full" / "search" / "s" / "trial-0"  # under the study's name
+    assert sorted(p.name for p in trial_dir.glob("checkpoint-*")) == ["checkpoint-20", "checkpoint-40"]
+    assert (trial_dir / "checkpoint-20" / "optimizer.pt").is_file()  # whole: a retry can continue from it
+
+    # a worker died during epoch 2 of trial 0: its epoch-1 checkpoint is on disk, the trial still "running"
+    shutil.copytree(trial_dir / "checkpoint-20", tmp_path / "died" / "search" / "s" / "trial-0" / "checkpoint-20")
+    first = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'full.db'}").trials[0]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'died.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    running = study.ask(fixed_distributions=first.distributions)
+    assert running.params == first.params
+    storage.record_heartbeat(running._trial_id)
+    time.sleep(2)  # its heartbeat is now stale
+
+    resumed, _, details = distill(teacher, tokenizer, data, spec("died.db"), seq_len=SEQ_LEN,
+                                  work_dir=tmp_path / "died", seed=0)
+    tried = details["search"]["tried"]
+    assert [(t["trial"], t["state"]) for t in tried] == [(0, "fail"), (1, "complete")]
+    assert not (tmp_path / "died" / "search" / "s" / "trial-1").exists()  # the retry ran in trial 0's folder
+    assert (tmp_path / "died" / "search" / "s" / "trial-0" / "checkpoint-40").is_dir()
+    assert tried[1]["val_accuracy"] == full_details["search"]["tried"][0]["val_accuracy"]
+    texts = data.test.texts[:16]
+    torch.testing.assert_close(_logits(resumed, tokenizer, texts), _logits(full, tokenizer, texts), atol=1e-4, rtol=1e-4)

@@ -35,8 +35,8 @@ from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
 from .augment import augment_texts
-from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, pad_id, run_info,
-                     seed_all, to_cpu, trained_model, training_args, training_record)
+from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, last_checkpoint, pad_id,
+                     run_info, seed_all, to_cpu, trained_model, training_args, training_record)
 from .evaluate import accuracy, gather_logits
 
 # ``spec`` arguments are the options of ``stages.distill`` (that stage calls this module; importing its spec here
@@ -269,13 +269,14 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
                   epochs: float, lr: float, batch_size: int, seq_len: int, work_dir: Path, seed: int,
                   weight_decay: float = 0.01, warmup_ratio: float = 0.1, hidden_weight: float = 0.0,
                   attention_weight: float = 0.0, teacher_layers: list[int] | None = None,
-                  teacher_logits=None, best_by_accuracy: bool = True, **trainer_kwargs):
+                  teacher_logits=None, best_by_accuracy: bool = True, resume: bool = False, **trainer_kwargs):
     """Distil ``teacher`` into ``student`` (trained in place); returns the student and the Trainer.
 
     ``tokenizer`` is the student's; the teacher's logits come cached (``teacher_logits``, rows of
     ``data.train``) unless states are matched live. With neither a teacher nor logits this is plain
     fine-tuning on the labels. ``trainer_kwargs`` (``optimizers``, ``callbacks``) go to the Trainer:
-    movement pruning needs both.
+    movement pruning needs both. ``resume``: checkpoint every epoch whole and continue from the last one
+    ``work_dir`` holds (``work_dir`` must then belong to this run's configuration alone).
     """
     seed_all(seed)
     live = hidden_weight > 0 or attention_weight > 0
@@ -283,7 +284,7 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
     val = encode(tokenizer, data.validation, seq_len) if data.validation is not None else None
     args = training_args(work_dir, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                          weight_decay=weight_decay, warmup_ratio=warmup_ratio, evaluate=val is not None,
-                         best_by_accuracy=best_by_accuracy, n_train=len(train))
+                         best_by_accuracy=best_by_accuracy, n_train=len(train), resumable=resume)
     student.train()
     live_teacher = teacher if live or teacher_logits is None else None
     trainer = _make_trainer_class()(
@@ -291,8 +292,11 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
         compute_metrics=accuracy_metric, teacher=live_teacher,
         alpha=alpha, temperature=temperature, hidden_weight=hidden_weight, attention_weight=attention_weight,
         teacher_layers=teacher_layers, **trainer_kwargs)
+    start = last_checkpoint(work_dir) if resume else None
+    if start is not None:
+        log.info("distill: continuing %s from %s", work_dir, Path(start).name)
     try:
-        trainer.train()
+        trainer.train(resume_from_checkpoint=start)
     finally:
         if live_teacher is not None:
             to_cpu(live_teacher)
@@ -453,15 +457,22 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
 
     ranks = distributed.current()
 
-    def run_trial(number: int, params: dict[str, Any], trial=None) -> float | None:
+    # a study kept in a database outlives the process: its trials checkpoint each epoch, and a trial run again
+    # after its worker died (optuna's retry, same parameters) continues in the first attempt's folder
+    resumable = s.storage is not None
+    trials_dir = work_dir / s.study if resumable else work_dir  # another study's checkpoints are never continued
+
+    def run_trial(number: int, params: dict[str, Any], trial=None, folder: int | None = None) -> float | None:
         """Train one trial's student on every rank; None when the pruner stopped it."""
+        folder = number if folder is None else folder
         params = dict(params)
         lr = params.pop("lr", spec.lr)
         seed_all(seed)  # the same fresh head in every trial: trials differ by their parameters alone
         student, student_tokenizer = make_student(teacher, teacher_tokenizer, spec.student)
         reporter = _ReportToTrial(trial) if trial is not None and not ranks.distributed else None
         student, trainer = train_student(teacher, student, student_tokenizer, data, lr=lr, batch_size=spec.batch_size,
-                                         seq_len=seq_len, work_dir=work_dir / f"trial-{number}", seed=seed,
+                                         seq_len=seq_len, work_dir=trials_dir / f"trial-{folder}", seed=seed,
+                                         resume=resumable,
                                          weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
                                          teacher_logits=teacher_logits,
                                          callbacks=[reporter.callback()] if reporter else None, **params)
@@ -490,9 +501,12 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
     def objective(trial) -> float:
         # the stage's declared knobs, with the recipe's ranges (``SearchSpec.searched``)
         params = {knob.option: knob.suggest(trial, knob.option, bounds=bounds) for knob, bounds in s.searched()}
-        distributed.broadcast_object((trial.number, params), publish_wait=True)
+        # optuna's retry callbacks name the first attempt in the system attribute "failed_trial"
+        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        folder = frozen.system_attrs.get("failed_trial", trial.number)  # the first attempt's checkpoints
+        distributed.broadcast_object((trial.number, params, None, folder), publish_wait=True)
         ran_here.append(trial.number)
-        value = run_trial(trial.number, params, trial)
+        value = run_trial(trial.number, params, trial, folder)
         if value is None:
             raise optuna.TrialPruned()
         return value
