@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import EdgepackError
+from .precision_fallback import FallbackStep
 from .recipe import GateSpec, Recipe
 from .search_space import TunedKnob, describe, first_tuned_stage, resolve
 from .stages import STAGES, Stage, StageContext
@@ -58,6 +59,8 @@ class TuneOptions:
     bench_runs: int = 50
     bench_seconds: float = 0.5
     bench_warmup: int = 5
+    #: an int8 primary artifact over the budget keeps its most harmful op groups in float until it is within
+    fallback: bool = True
 
     def validate(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
@@ -111,6 +114,10 @@ class TrialRecord:
     cached: list[str] = field(default_factory=list)
     seconds: float | None = None
     error: str | None = None
+    #: precision fallback: the primary artifact's ops kept in float, their groups, and each revert's accuracy
+    float_ops: list[str] = field(default_factory=list)
+    float_groups: list[str] = field(default_factory=list)
+    fallback_steps: list[FallbackStep] = field(default_factory=list)
 
 
 @dataclass
@@ -396,8 +403,6 @@ class Tuner:
         from device_bench.bench import BenchError, bench_bundle
 
         from .models import LoadedModel
-        from .pack import pack_model
-        from .recipe_run import calibration_texts
 
         recipe, data, primary = self.recipe, self.data, self.primary
         model, tokenizer = self.cache.load(key, self.task, data.labels)
@@ -407,17 +412,8 @@ class Tuner:
         shutil.rmtree(bundle, ignore_errors=True)
         try:
             self.step(f"trial {number}: export {primary}")
-            result = pack_model(final, bundle, [primary], recipe.seq_len,
-                                calibration_texts(data, recipe.calib_samples, recipe.seed),
-                                labelled=(data.validation.texts, data.validation.labels),
-                                sample_texts=list(data.validation.texts),
-                                target_options={k: v for k, v in recipe.target_options.items() if k == primary},
-                                runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
-                                min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
-                                force=True)
-            (entry,) = result.manifest.targets
-            if entry.status != "ok" or entry.parity is None or entry.parity.accuracy is None:
-                raise TrialFailed(f"{primary}: {entry.error or entry.status}")
+            entry, buckets = self.export_primary(final, bundle)
+            entry, fallback = self.fallback(final, bundle, number, entry, buckets)
             self.step(f"trial {number}: benchmark {primary} (validation texts at their real lengths)")
             try:
                 report = bench_bundle(bundle, targets=[primary], runs=self.options.bench_runs,
@@ -429,9 +425,67 @@ class Tuner:
             if res.status != "ok" or res.latency_ms is None:
                 raise TrialFailed(f"benchmark of {primary}: {res.error or res.status}")
             return {"val_accuracy": float(entry.parity.accuracy), "latency_ms": float(res.latency_ms.p50),
-                    "size_bytes": int(entry.size_bytes or 0), "peak_rss_mb": res.peak_rss_mb}
+                    "size_bytes": int(entry.size_bytes or 0), "peak_rss_mb": res.peak_rss_mb, **fallback}
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
+
+    def export_primary(self, final: Any, bundle: Path, float_ops: tuple[str, ...] | list[str] = ()
+                       ) -> tuple[Any, list[int] | None]:
+        """Pack the primary target of ``final`` to ``bundle`` (scored on the validation split), ``float_ops`` kept
+        in float; returns its manifest entry and the bundle's buckets."""
+        from .pack import pack_model
+        from .precision_fallback import float_ops_option
+        from .recipe_run import calibration_texts
+
+        recipe, data, primary = self.recipe, self.data, self.primary
+        options = float_ops_option(primary, recipe.target_options.get(primary), list(float_ops))
+        result = pack_model(final, bundle, [primary], recipe.seq_len,
+                            calibration_texts(data, recipe.calib_samples, recipe.seed),
+                            labelled=(data.validation.texts, data.validation.labels),
+                            sample_texts=list(data.validation.texts),
+                            target_options={primary: options} if options else {},
+                            runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
+                            min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
+                            force=True)
+        (entry,) = result.manifest.targets
+        if entry.status != "ok" or entry.parity is None or entry.parity.accuracy is None:
+            raise TrialFailed(f"{primary}: {entry.error or entry.status}")
+        return entry, result.manifest.input_spec.buckets
+
+    def fallback(self, final: Any, bundle: Path, number: int, entry: Any,
+                 buckets: list[int] | None) -> tuple[Any, dict[str, Any]]:
+        """Precision fallback of an int8 primary artifact over the budget: its op groups ranked by the output
+        error each adds, reverted to float worst first (re-exported to ``bundle`` and re-scored each time) until
+        the validation accuracy is within the budget or every group is float. Returns the final entry and the
+        trial's fallback attributes (none when the artifact was within the budget or cannot fall back)."""
+        from .precision_fallback import rank_groups, run_fallback, supports_fallback
+        from .recipe_run import calibration_texts
+
+        recipe, primary = self.recipe, self.primary
+        needed = self.teacher.val_accuracy - self.options.max_accuracy_drop
+        accuracy = float(entry.parity.accuracy)
+        if not self.options.fallback or accuracy >= needed - 1e-9 or not supports_fallback(primary):
+            return entry, {}
+        where = f"trial {number}: precision fallback"
+        self.step(f"{where}: {primary} val {accuracy * 100:.2f}% misses the budget ({needed * 100:.2f}%); "
+                  "rank its int8 op groups")
+        try:
+            ranking = rank_groups(final, primary, recipe.seq_len,
+                                  calibration_texts(self.data, recipe.calib_samples, recipe.seed), buckets=buckets,
+                                  options=recipe.target_options.get(primary))
+        except EdgepackError as exc:
+            raise TrialFailed(f"precision fallback: {exc}") from None
+        self.step(f"{where}: " + ", ".join(f"{g.group} {g.error:.3g}" for g in ranking) + f" ({ranking[0].method})"
+                  if ranking else f"{where}: no int8 op left to revert")
+
+        def score(float_ops: list[str]) -> tuple[float, Any]:
+            new_entry, _ = self.export_primary(final, bundle, float_ops)
+            return float(new_entry.parity.accuracy), new_entry
+
+        outcome = run_fallback(ranking, score, accuracy, needed, progress=lambda message: self.step(f"{where}: {message}"))
+        return (outcome.artifact if outcome.artifact is not None else entry), {
+            "float_ops": outcome.float_ops, "float_groups": outcome.float_groups,
+            "fallback_steps": [dataclasses.asdict(s) for s in outcome.steps]}
 
     def objective(self, trial: Any) -> float:
         started = time.perf_counter()
@@ -496,7 +550,9 @@ class Tuner:
                 peak_rss_mb=a.get("peak_rss_mb") if complete else None,
                 within_budget=complete and drop is not None and drop <= budget + 1e-9,
                 trained=list(a.get("trained", [])), cached=list(a.get("cached", [])), seconds=a.get("seconds"),
-                error=a.get("error")))
+                error=a.get("error"), float_ops=list(a.get("float_ops", [])) if complete else [],
+                float_groups=list(a.get("float_groups", [])) if complete else [],
+                fallback_steps=[FallbackStep(**s) for s in a.get("fallback_steps", [])] if complete else []))
         cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
         front = pareto_front({r.number: (r.val_accuracy, cost(r)) for r in out if r.state == "complete"})
         for r in out:
@@ -613,7 +669,7 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
     identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
                         "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
-                        "parity": dataclasses.asdict(recipe.parity)})
+                        "parity": dataclasses.asdict(recipe.parity), **({} if options.fallback else {"fallback": False})})
     held = study.user_attrs.get("tune")
     if held is None:
         study.set_user_attr("tune", identity)
@@ -654,6 +710,17 @@ def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
                     val_accuracy=best.val_accuracy, details=summary.to_dict())
 
 
+def _winner_target_options(recipe: Recipe, primary: str, best: TrialRecord) -> dict[str, dict[str, Any]]:
+    """The recipe's target options, plus the ops the winner's precision fallback kept in float on the primary
+    target: the bundle holds the artifact that was scored."""
+    from .precision_fallback import float_ops_option
+
+    if not best.float_ops:
+        return recipe.target_options
+    return {**recipe.target_options,
+            primary: float_ops_option(primary, recipe.target_options.get(primary), best.float_ops)}
+
+
 def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialRecord, prefix_rows: list, reference,
                  out_dir: Path, targets: list[str], *, force: bool, archive: bool, step: Progress,
                  emit: Callable[[Any], None]) -> TuneOutcome:
@@ -678,7 +745,8 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
     max_drop = recipe.gate.max_accuracy_drop
     if max_drop is None and recipe.data.test is not None:
         max_drop = tuner.options.max_accuracy_drop
-    tuned = dataclasses.replace(recipe, stages=[*recipe.stages[: tuner.start], *stages], gate=GateSpec(max_drop))
+    tuned = dataclasses.replace(recipe, stages=[*recipe.stages[: tuner.start], *stages], gate=GateSpec(max_drop),
+                                target_options=_winner_target_options(recipe, tuner.primary, best))
     outcome = pack_and_gate(tuned, out_dir, targets, tuner.loaded, model, tokenizer, tuner.data, rows, reference,
                             force=force, archive=archive, step=step, emit=emit)
     return TuneOutcome(summary, outcome.rows, reference, outcome.bundle_dir, outcome.exit_code,

@@ -20,12 +20,14 @@ def pareto_table(summary: TuneSummary):
     from rich.table import Table
 
     knobs = list(dict.fromkeys(k for t in summary.trials for k in t.knobs))
+    fell_back = any(t.fallback_steps for t in summary.trials)  # the column only when a precision fallback ran
     table = Table(title=f"Tune trials ({summary.objective} of {summary.primary_target}; budget "
                         f"{summary.max_accuracy_drop * 100:g} pt below the teacher's validation "
                         f"{summary.teacher_val_accuracy * 100:.2f}%; ★ Pareto front)")
     for col in ("trial", *(k.split(".", 1)[1] for k in knobs), "val acc %", "Δ val pt", "latency ms", "size MB",
-                "peak RSS MB", "budget", "trained", "state"):
-        table.add_column(col, justify="left" if col in ("trained", "state") else "right", overflow="fold")
+                "peak RSS MB", "budget", *(("kept float",) if fell_back else ()), "trained", "state"):
+        table.add_column(col, justify="left" if col in ("kept float", "trained", "state") else "right",
+                         overflow="fold")
     for t in summary.trials:
         values = [f"{t.knobs[k]:.3g}" if isinstance(t.knobs.get(k), float) else str(t.knobs.get(k, "-")) for k in knobs]
         complete = t.state == "complete"
@@ -36,9 +38,17 @@ def pareto_table(summary: TuneSummary):
                       f"{t.size_bytes / 1e6:.2f}" if t.size_bytes else "-",
                       f"{t.peak_rss_mb:.1f}" if t.peak_rss_mb is not None else "-",
                       ("ok" if t.within_budget else "over") if complete else "-",
+                      *((_kept_float(t),) if fell_back else ()),
                       ", ".join(t.trained) or "-", state,
                       style="bold green" if t.number == summary.winner else None)
     return table
+
+
+def _kept_float(trial) -> str:
+    """The op groups the trial's precision fallback kept in float, with their op count."""
+    if not trial.fallback_steps:
+        return "-"
+    return ", ".join(trial.float_groups) + f" ({len(trial.float_ops)} ops)"
 
 
 @click.command("tune")
@@ -59,12 +69,15 @@ def pareto_table(summary: TuneSummary):
 @click.option("--bench-runs", type=int, default=50, show_default=True, help="Timed runs of each trial's artifact.")
 @click.option("--bench-seconds", type=float, default=0.5, show_default=True,
               help="Minimum timed seconds of each trial's benchmark.")
+@click.option("--no-fallback", "no_fallback", is_flag=True,
+              help="No precision fallback: an int8 primary artifact over the budget keeps every op int8 (by "
+                   "default its op groups that add the most error are kept in float until it is within).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the winner's manifest JSON on stdout.")
 def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: Path, timeout: str | None,
              objective: str, storage: str | None, study: str | None, work_dir: Path | None, bench_runs: int,
-             bench_seconds: float, force: bool, archive: bool, as_json: bool) -> None:
+             bench_seconds: float, no_fallback: bool, force: bool, archive: bool, as_json: bool) -> None:
     """Find the fastest bundle whose validation accuracy stays within --max-accuracy-drop of the teacher's.
 
     Each trial samples the stages' knobs, trains what the stage cache lacks (the teacher trains once), exports
@@ -77,7 +90,8 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
 
     options = TuneOptions(max_accuracy_drop=max_accuracy_drop, trials=trials, objective=objective,
                           timeout_s=parse_duration(timeout) if timeout else None, storage=storage, study=study,
-                          work_dir=work_dir, bench_runs=bench_runs, bench_seconds=bench_seconds)
+                          work_dir=work_dir, bench_runs=bench_runs, bench_seconds=bench_seconds,
+                          fallback=not no_fallback)
     options.validate()
     recipe = load_recipe(recipe_path)
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 
@@ -72,16 +72,23 @@ class ExportContext:
 class TargetOption:
     """One ``--option TARGET.KEY=VALUE`` a target accepts: its type, default and choices."""
 
-    kind: type  # bool, int, float or str
+    kind: type  # bool, int, float, str, or list (of strings: a YAML list, or one comma-separated string)
     default: Any
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
+    #: a further check of the parsed value; raises ``ValueError`` with the reason
+    check: Callable[[Any], None] | None = None
 
     def parse(self, raw: Any, where: str) -> Any:
         """The value as ``kind``; raises ``ValueError`` naming ``where`` when it does not fit."""
         value = raw
-        if self.kind is bool and isinstance(raw, str):
+        if self.kind is list:
+            value = [part.strip() for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"{where}: expected a list of strings, got {raw!r}")
+            value = list(value)
+        elif self.kind is bool and isinstance(raw, str):
             lowered = raw.strip().lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(f"{where}: expected true or false, got {raw!r}")
@@ -99,6 +106,11 @@ class TargetOption:
             raise ValueError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.minimum:g}")
+        if self.check is not None:
+            try:
+                self.check(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
         return value
 
 

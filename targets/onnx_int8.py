@@ -11,9 +11,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from device_bench.manifest import Shapes
 
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
+from .fallback import FLOAT_OPS, FLOAT_OPS_OPTION, FloatFallback, GroupError, group_ops, output_mse, resolve_float_ops
 
 OPSET = 17
 RUNTIME_REQUIREMENT = "onnxruntime>=1.17"
@@ -80,30 +83,82 @@ class OnnxFp32(_Onnx):
                             shapes=shapes)
 
 
+#: ops ``quantize_dynamic`` quantizes in these graphs, and the input holding their constant weight
+_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0}
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    """Names of the nodes ``quantize_dynamic`` makes int8 (MatMul/Gemm with a constant float weight, embedding
+    Gathers of a float table), in graph order: the names ``float_ops`` patterns match."""
+    import onnx
+
+    model = onnx.load(str(path))
+    floats = {i.name for i in model.graph.initializer
+              if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    return [node.name for node in model.graph.node
+            if (slot := _WEIGHT_INPUT.get(node.op_type)) is not None and len(node.input) > slot
+            and node.input[slot] in floats]
+
+
 @register
-class OnnxInt8(_Onnx):
+class OnnxInt8(_Onnx, FloatFallback):
     name = "onnx-int8"
     description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
     options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)"),
-               "static": STATIC_OPTION}
+               "static": STATIC_OPTION, FLOAT_OPS: FLOAT_OPS_OPTION}
 
-    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
+    def _quantize(self, float_path: Path, out_path: Path, per_channel: bool, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        try:
+            quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
+        except Exception as exc:
+            raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
+
+    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         per_channel = bool(ctx.options.get("per_channel", True))
         float_path = ctx.workdir / f"{self.name}.fp32.onnx"
         shapes = export_onnx(ctx, float_path, ctx.output_name, bool(ctx.options.get("static", False)))
-        try:
-            quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             extra_options={"MatMulConstBOnly": True})
-        except Exception as exc:
-            raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
+        ops = quantizable_nodes(float_path)
+        kept = resolve_float_ops(ctx.options.get(FLOAT_OPS), ops, self.name)
+        self._quantize(float_path, out_path, per_channel, kept)
         fp32_size = float_path.stat().st_size
         float_path.unlink()
+        notes = [f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"]
+        if kept:
+            notes.append(f"{len(kept)} of {len(ops)} quantizable ops kept in float ({FLOAT_OPS})")
         return ExportResult(
             precision="dynamic-int8",
-            notes=[f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"],
+            notes=notes,
             details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "per_channel": per_channel,
-                     "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size},
+                     "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size,
+                     "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
             shapes=shapes,
         )
+
+    def group_errors(self, ctx: ExportContext, samples: int) -> list[GroupError]:
+        """Per group: quantize only its nodes (``quantize_dynamic`` excluding every other node) and compare the
+        output with the fp32 graph's on onnxruntime."""
+        from device_bench.shapes import to_input_width
+
+        per_channel = bool(ctx.options.get("per_channel", True))
+        float_path = ctx.workdir / f"{self.name}.rank.fp32.onnx"
+        shapes = export_onnx(ctx, float_path, ctx.output_name, bool(ctx.options.get("static", False)))
+        rows = ctx.calibration_samples(samples)
+
+        def outputs(path: Path) -> np.ndarray:
+            runner = self.load(path, threads=1, shapes=shapes)
+            return np.concatenate([to_input_width(runner.run(row), ctx.seq_len) for row in rows], axis=0)
+
+        reference = outputs(float_path)
+        ops = quantizable_nodes(float_path)
+        errors = []
+        partial = ctx.workdir / f"{self.name}.rank.int8.onnx"
+        for group, members in group_ops(ops).items():
+            self._quantize(float_path, partial, per_channel, [op for op in ops if op not in members])
+            errors.append(GroupError(group, members, output_mse(reference, outputs(partial)),
+                                     "output MSE against fp32 with only this group int8 (onnxruntime)"))
+        float_path.unlink()
+        partial.unlink(missing_ok=True)
+        return errors

@@ -12,12 +12,16 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from device_bench.manifest import Shapes
 
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
+from .fallback import FLOAT_OPS, FLOAT_OPS_OPTION, FloatFallback, GroupError, group_ops, resolve_float_ops
 
 RUNTIME_REQUIREMENT = "ai-edge-litert>=2.3"
 
@@ -123,8 +127,52 @@ class TFLiteFp32(_TFLite):
         return ExportResult(precision="fp32", details={"converter": "litert-torch"}, shapes=shapes)
 
 
+def quantized_ops(model: bytes) -> list[str]:
+    """Names of the ops that hold an int8 constant input (a quantized weight) in a quantized model, once each
+    (the signatures of one module share names), in graph order. A name is the op's scope as ai-edge-quantizer
+    matches it (its output tensor names joined by ';'), without the trailing ';'."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+
+    parsed = tfl_flatbuffer_utils.read_model(bytes(model))
+
+    def constant_int8(tensor) -> bool:
+        buffer = parsed.buffers[tensor.buffer]
+        stored = (getattr(buffer, "data", None) is not None and len(buffer.data) > 0) or (getattr(buffer, "offset", 0) or 0) > 1
+        return tensor.type == schema.TensorType.INT8 and stored
+
+    names: dict[str, None] = {}
+    for graph in parsed.subgraphs:
+        for op in graph.operators:
+            if any(i >= 0 and constant_int8(graph.tensors[i]) for i in op.inputs):
+                names[tfl_flatbuffer_utils.get_op_scope(op, graph.tensors).rstrip(";")] = None
+    return list(names)
+
+
+def _signature_samples(path: Path, ctx: ExportContext, samples: int) -> dict[str, list[dict]]:
+    """Calibration rows for ai-edge-quantizer's validation: each row at the smallest signature that holds its
+    real length (as the device runner feeds it), keyed by that signature's input names."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from device_bench.shapes import fit_to_length
+
+    signatures = Interpreter(model_path=str(path)).get_signature_list()
+    position = lambda name: int(m.group(1)) if (m := re.search(r"(\d+)$", name)) else 0
+    lengths = sorted(ctx.buckets) if ctx.buckets else [ctx.seq_len]
+    keys = {n: SIGNATURE.format(n) for n in lengths} if ctx.buckets else {ctx.seq_len: next(iter(signatures))}
+    data: dict[str, list[dict]] = {}
+    for row in ctx.calibration_samples(samples):
+        real = int(row["attention_mask"].sum())
+        length = next((n for n in lengths if n >= real), lengths[-1])
+        key = keys[length]
+        names = sorted(signatures[key]["inputs"], key=position)
+        fitted = fit_to_length(row, length)
+        data.setdefault(key, []).append({name: fitted[source] for name, source in zip(names, ctx.input_names)})
+    return data
+
+
 @register
-class TFLiteInt8(_TFLite):
+class TFLiteInt8(_TFLite, FloatFallback):
     name = "tflite-int8"
     description = "LiteRT/TFLite dynamic int8 (weights int8 per-channel, float activations) via ai-edge-quantizer"
     requires = ("litert_torch", "ai_edge_quantizer")
@@ -134,36 +182,91 @@ class TFLiteInt8(_TFLite):
                                   "or channelwise (one per row: TFLite stores a row's scale and zero point again in "
                                   "every bucket's signature, ~0.37 MB per bucket for a 30k vocabulary)",
                                   choices=("tensorwise", "channelwise")),
+        FLOAT_OPS: FLOAT_OPS_OPTION,
     }
 
-    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
+    def _quantizer(self, float_path: Path, embedding: str, keep_float: list[str]):
+        """The recipe's quantizer for ``float_path``, with the ops named in ``keep_float`` left unquantized."""
         from ai_edge_quantizer import qtyping, quantizer, recipe
 
+        q = quantizer.Quantizer(str(float_path))
+        q.load_quantization_recipe(getattr(recipe, self.recipe_name)())
+        if embedding == "tensorwise":
+            q.add_dynamic_config(".*", qtyping.TFLOperationName.EMBEDDING_LOOKUP, 8,
+                                 granularity=qtyping.QuantGranularity.TENSORWISE)
+        if keep_float:  # the last matching scope wins: this one, over the recipe's ".*"
+            q.update_quantization_recipe("^(?:" + "|".join(re.escape(op) for op in keep_float) + ");$",
+                                         qtyping.TFLOperationName.ALL_SUPPORTED,
+                                         algorithm_key=recipe.AlgorithmName.NO_QUANTIZE)
+        return q
+
+    def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
         shapes = convert_fp32(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
+        patterns = list(ctx.options.get(FLOAT_OPS) or ())
+        kept: list[str] = []
+        ops: list[str] = []
         try:
             with quiet_converter():
-                q = quantizer.Quantizer(str(float_path))
-                q.load_quantization_recipe(getattr(recipe, self.recipe_name)())
-                if embedding == "tensorwise":
-                    q.add_dynamic_config(".*", qtyping.TFLOperationName.EMBEDDING_LOOKUP, 8,
-                                         granularity=qtyping.QuantGranularity.TENSORWISE)
-                result = q.quantize()
+                if patterns:  # the ops the recipe quantizes, to match the patterns against
+                    ops = quantized_ops(self._quantizer(float_path, embedding, []).quantize().quantized_model)
+                    kept = resolve_float_ops(patterns, ops, self.name)
+                result = self._quantizer(float_path, embedding, kept).quantize()
                 tmp = ctx.workdir / f"{self.name}.q.tflite"
                 result.export_model(str(tmp), overwrite=True)
+            if not ops:
+                ops = quantized_ops(tmp.read_bytes())
             shutil.move(tmp, out_path)
             sharing = share_buffers(out_path, short_names=len(ctx.buckets) > 1)
+        except TargetError:
+            raise
         except Exception as exc:
             raise TargetError(f"ai-edge-quantizer ({self.recipe_name}) failed: {str(exc).strip().splitlines()[0][:300]}") from exc
         fp32_size = float_path.stat().st_size
         float_path.unlink()
+        notes = [f"ai-edge-quantizer recipe {self.recipe_name}"
+                 + (", embedding tables int8 per tensor" if embedding == "tensorwise" else "")]
+        if kept:
+            notes.append(f"{len(kept)} of {len(ops)} quantized ops kept in float ({FLOAT_OPS})")
         return ExportResult(
             precision="dynamic-int8",
-            notes=[f"ai-edge-quantizer recipe {self.recipe_name}"
-                   + (", embedding tables int8 per tensor" if embedding == "tensorwise" else "")],
+            notes=notes,
             details={"converter": "litert-torch", "quantizer_recipe": self.recipe_name,
                      "embedding_scales": embedding,
-                     "fp32_tflite_size_bytes": fp32_size, "buffer_sharing": sharing},
+                     "fp32_tflite_size_bytes": fp32_size, "buffer_sharing": sharing,
+                     "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
             shapes=shapes,
         )
+
+    def group_errors(self, ctx: ExportContext, samples: int) -> list[GroupError]:
+        """Per group: quantize only its ops (every other op NO_QUANTIZE in the recipe) and compare the outputs
+        with the float model's through ai-edge-quantizer's ``validate`` (output MSE per signature)."""
+        from ai_edge_quantizer.utils import validation_utils
+
+        float_path = ctx.workdir / f"{self.name}.rank.fp32.tflite"
+        convert_fp32(ctx, float_path)
+        embedding = ctx.options.get("embedding", "tensorwise")
+        mse = validation_utils.ValidationErrorMetric.MSE
+        test_data = _signature_samples(float_path, ctx, samples)
+        errors = []
+        try:
+            with quiet_converter():
+                ops = quantized_ops(self._quantizer(float_path, embedding, []).quantize().quantized_model)
+                for group, members in group_ops(ops).items():
+                    q = self._quantizer(float_path, embedding, [op for op in ops if op not in members])
+                    q.quantize()
+                    result = q.validate(test_data=test_data, error_metrics=[mse], num_threads=1,
+                                        validate_output_tensors_only=True)
+                    total = 0.0
+                    for key, rows in test_data.items():
+                        outputs = result.get_signature_comparison_result(key).output_tensors.values()
+                        total += len(rows) * float(np.mean([metrics[mse.value] for metrics in outputs]))
+                    errors.append(GroupError(group, members, total / sum(map(len, test_data.values())),
+                                             "output MSE against fp32 with only this group int8 "
+                                             "(ai-edge-quantizer validate)"))
+        except Exception as exc:
+            raise TargetError(f"ai-edge-quantizer validation failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+        finally:
+            float_path.unlink(missing_ok=True)
+        return errors
