@@ -29,12 +29,15 @@ class FallbackStep:
     ops: int
     error: float
     accuracy: float
+    #: the re-exported artifact passed its other checks (the recipe's parity thresholds)
+    passed: bool = True
 
 
 @dataclass
 class FallbackResult:
     start_accuracy: float
     target_accuracy: float
+    start_passed: bool = True
     #: every op kept in float (the quantizer's names), in the order they were reverted
     float_ops: list[str] = field(default_factory=list)
     float_groups: list[str] = field(default_factory=list)
@@ -48,7 +51,8 @@ class FallbackResult:
 
     @property
     def met(self) -> bool:
-        return self.accuracy >= self.target_accuracy - 1e-9
+        passed = self.steps[-1].passed if self.steps else self.start_passed
+        return passed and self.accuracy >= self.target_accuracy - 1e-9
 
 
 def supports_fallback(target: str) -> bool:
@@ -108,19 +112,23 @@ def rank_groups(loaded: Any, target: str, seq_len: int, calib_texts: list[str], 
 
 
 def run_fallback(ranking: list[Any], score: Callable[[list[str]], tuple[float, Any]], start_accuracy: float,
-                 target_accuracy: float, *, progress: Callable[[str], None] | None = None) -> FallbackResult:
+                 target_accuracy: float, *, start_passed: bool = True, passed: Callable[[Any], bool] | None = None,
+                 progress: Callable[[str], None] | None = None) -> FallbackResult:
     """Revert ``ranking``'s groups to float in order until ``score(float ops) -> (accuracy, artifact)`` reaches
-    ``target_accuracy`` or every group is float."""
+    ``target_accuracy`` with an artifact that ``passed`` accepts (default: any), or every group is float.
+    ``start_passed``: whether the all-int8 artifact passed."""
     step = progress or (lambda _message: None)
-    result = FallbackResult(start_accuracy=start_accuracy, target_accuracy=target_accuracy)
+    accept = passed or (lambda _artifact: True)
+    result = FallbackResult(start_accuracy=start_accuracy, target_accuracy=target_accuracy, start_passed=start_passed)
     for group in ranking:
         if result.met:
             break
         result.float_ops.extend(group.ops)
         result.float_groups.append(group.group)
         accuracy, result.artifact = score(list(result.float_ops))
+        ok = bool(accept(result.artifact))
         result.steps.append(FallbackStep(group=group.group, ops=len(group.ops), error=group.error,
-                                         accuracy=float(accuracy)))
+                                         accuracy=float(accuracy), passed=ok))
         step(f"{group.group} ({len(group.ops)} ops, output MSE {group.error:.3g}) kept in float: accuracy "
-             f"{accuracy * 100:.2f}% (needs {target_accuracy * 100:.2f}%)")
+             f"{accuracy * 100:.2f}% (needs {target_accuracy * 100:.2f}%)" + ("" if ok else ", checks still fail"))
     return result

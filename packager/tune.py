@@ -4,8 +4,11 @@ Each optuna trial samples the knobs the recipe's stages declare (``search_space`
 recipe's primary (first) target and scores it: the artifact's accuracy on the **validation** split, and
 ``device_bench`` here (p50 latency over the validation texts at their real lengths, peak RSS, file size). The
 stages before the first compressing one are the reference (the fine-tuned teacher): they run once, and the
-budget is measured against their validation accuracy. The winner is the fastest trial within the budget; it
-is packed to every requested target through the normal pack path (test split, the normal gate).
+budget is measured against their validation accuracy. An int8 primary artifact that misses the budget falls back
+(``precision_fallback``): its op groups that add the most output error are kept in float, one group at a time,
+until it is within the budget or nothing is left; the trial records which ops stayed float. The winner is the
+fastest trial within the budget; it is packed to every requested target through the normal pack path (test
+split, the normal gate), the primary with the ops its fallback kept in float.
 
 Every stage's output is cached on disk under a key made of the stage's options and its input's key, so trials
 share the teacher, its logits (in memory) and any common prefix of stages, and a rerun (a resumed study) trains
@@ -118,6 +121,8 @@ class TrialRecord:
     float_ops: list[str] = field(default_factory=list)
     float_groups: list[str] = field(default_factory=list)
     fallback_steps: list[FallbackStep] = field(default_factory=list)
+    #: the all-int8 artifact's validation accuracy, before the fallback (None: no fallback ran)
+    int8_val_accuracy: float | None = None
 
 
 @dataclass
@@ -432,7 +437,8 @@ class Tuner:
     def export_primary(self, final: Any, bundle: Path, float_ops: tuple[str, ...] | list[str] = ()
                        ) -> tuple[Any, list[int] | None]:
         """Pack the primary target of ``final`` to ``bundle`` (scored on the validation split), ``float_ops`` kept
-        in float; returns its manifest entry and the bundle's buckets."""
+        in float; returns its manifest entry (kept when it misses parity: the fallback may mend it, ``fallback``
+        fails the trial otherwise) and the bundle's buckets."""
         from .pack import pack_model
         from .precision_fallback import float_ops_option
         from .recipe_run import calibration_texts
@@ -446,29 +452,35 @@ class Tuner:
                             target_options={primary: options} if options else {},
                             runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
                             min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
-                            force=True)
+                            allow_parity_failure=True, force=True)
         (entry,) = result.manifest.targets
-        if entry.status != "ok" or entry.parity is None or entry.parity.accuracy is None:
+        if entry.status not in ("ok", "parity-failed") or entry.parity is None or entry.parity.accuracy is None:
             raise TrialFailed(f"{primary}: {entry.error or entry.status}")
         return entry, result.manifest.input_spec.buckets
 
     def fallback(self, final: Any, bundle: Path, number: int, entry: Any,
                  buckets: list[int] | None) -> tuple[Any, dict[str, Any]]:
-        """Precision fallback of an int8 primary artifact over the budget: its op groups ranked by the output
-        error each adds, reverted to float worst first (re-exported to ``bundle`` and re-scored each time) until
-        the validation accuracy is within the budget or every group is float. Returns the final entry and the
-        trial's fallback attributes (none when the artifact was within the budget or cannot fall back)."""
+        """Precision fallback of an int8 primary artifact over the budget (or below the recipe's parity): its op
+        groups ranked by the output error each adds, reverted to float worst first (re-exported to ``bundle`` and
+        re-scored each time) until the validation accuracy is within the budget and parity passes, or every group
+        is float. Returns the final entry and the trial's fallback attributes (none when the artifact was within
+        the budget or cannot fall back); an artifact still below parity fails the trial."""
         from .precision_fallback import rank_groups, run_fallback, supports_fallback
         from .recipe_run import calibration_texts
 
         recipe, primary = self.recipe, self.primary
         needed = self.teacher.val_accuracy - self.options.max_accuracy_drop
         accuracy = float(entry.parity.accuracy)
-        if not self.options.fallback or accuracy >= needed - 1e-9 or not supports_fallback(primary):
+        passed = lambda e: e.status == "ok"
+        if (not self.options.fallback or (accuracy >= needed - 1e-9 and passed(entry))
+                or not supports_fallback(primary)):
+            if not passed(entry):
+                raise TrialFailed(f"{primary}: {entry.error or entry.status}")
             return entry, {}
         where = f"trial {number}: precision fallback"
-        self.step(f"{where}: {primary} val {accuracy * 100:.2f}% misses the budget ({needed * 100:.2f}%); "
-                  "rank its int8 op groups")
+        miss = (f"misses the budget ({needed * 100:.2f}%)" if accuracy < needed - 1e-9
+                else f"misses parity ({entry.error})")
+        self.step(f"{where}: {primary} val {accuracy * 100:.2f}% {miss}; rank its int8 op groups")
         try:
             ranking = rank_groups(final, primary, recipe.seq_len,
                                   calibration_texts(self.data, recipe.calib_samples, recipe.seed), buckets=buckets,
@@ -482,10 +494,15 @@ class Tuner:
             new_entry, _ = self.export_primary(final, bundle, float_ops)
             return float(new_entry.parity.accuracy), new_entry
 
-        outcome = run_fallback(ranking, score, accuracy, needed, progress=lambda message: self.step(f"{where}: {message}"))
-        return (outcome.artifact if outcome.artifact is not None else entry), {
+        outcome = run_fallback(ranking, score, accuracy, needed, start_passed=passed(entry), passed=passed,
+                               progress=lambda message: self.step(f"{where}: {message}"))
+        final_entry = outcome.artifact if outcome.artifact is not None else entry
+        if not passed(final_entry):
+            raise TrialFailed(f"{primary}: {final_entry.error or final_entry.status} (with every op group the "
+                              f"precision fallback could revert in float)")
+        return final_entry, {
             "float_ops": outcome.float_ops, "float_groups": outcome.float_groups,
-            "fallback_steps": [dataclasses.asdict(s) for s in outcome.steps]}
+            "fallback_steps": [dataclasses.asdict(s) for s in outcome.steps], "int8_val_accuracy": accuracy}
 
     def objective(self, trial: Any) -> float:
         started = time.perf_counter()
@@ -552,7 +569,8 @@ class Tuner:
                 trained=list(a.get("trained", [])), cached=list(a.get("cached", [])), seconds=a.get("seconds"),
                 error=a.get("error"), float_ops=list(a.get("float_ops", [])) if complete else [],
                 float_groups=list(a.get("float_groups", [])) if complete else [],
-                fallback_steps=[FallbackStep(**s) for s in a.get("fallback_steps", [])] if complete else []))
+                fallback_steps=[FallbackStep(**s) for s in a.get("fallback_steps", [])] if complete else [],
+                int8_val_accuracy=a.get("int8_val_accuracy") if complete else None))
         cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
         front = pareto_front({r.number: (r.val_accuracy, cost(r)) for r in out if r.state == "complete"})
         for r in out:
@@ -704,7 +722,8 @@ def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
     text = (f"{len(summary.trials)} trials ({completed} scored) for the {summary.objective} of "
             f"{summary.primary_target} within {summary.max_accuracy_drop * 100:g} pt of the teacher's validation "
             f"accuracy: trial #{best.number}, val {best.val_accuracy * 100:.2f}% "
-            f"({signed_points(-best.accuracy_drop)} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB")
+            f"({signed_points(-best.accuracy_drop)} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB"
+            + (f"; kept in float by the precision fallback: {', '.join(best.float_groups)}" if best.float_ops else ""))
     # latency_ms stays empty: the table's column is the PyTorch figure of the stage rows, not device_bench's
     return StageRow(stage="tune", description=text, params=final_row.params, fp32_mb=final_row.fp32_mb,
                     val_accuracy=best.val_accuracy, details=summary.to_dict())

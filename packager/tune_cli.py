@@ -48,7 +48,8 @@ def _kept_float(trial) -> str:
     """The op groups the trial's precision fallback kept in float, with their op count."""
     if not trial.fallback_steps:
         return "-"
-    return ", ".join(trial.float_groups) + f" ({len(trial.float_ops)} ops)"
+    return (", ".join(trial.float_groups) + f" ({len(trial.float_ops)} ops; all-int8 val "
+            f"{_pct(trial.int8_val_accuracy)}%)")
 
 
 @click.command("tune")

@@ -89,13 +89,14 @@ _WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0}
 
 def quantizable_nodes(path: Path) -> list[str]:
     """Names of the nodes ``quantize_dynamic`` makes int8 (MatMul/Gemm with a constant float weight, embedding
-    Gathers of a float table), in graph order: the names ``float_ops`` patterns match."""
+    Gathers of a float table), in graph order, as the quantizer sees them: the names ``float_ops`` patterns match
+    and ``nodes_to_exclude`` takes (dynamic quantization first rewrites a Gemm ``X`` into ``X_MatMul`` + ``X_Add``)."""
     import onnx
 
     model = onnx.load(str(path))
     floats = {i.name for i in model.graph.initializer
               if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
-    return [node.name for node in model.graph.node
+    return [f"{node.name}_MatMul" if node.op_type == "Gemm" else node.name for node in model.graph.node
             if (slot := _WEIGHT_INPUT.get(node.op_type)) is not None and len(node.input) > slot
             and node.input[slot] in floats]
 

@@ -1,0 +1,292 @@
+"""Precision fallback on tiny random BERTs, real conversion: ``float_ops`` really leaves the named ops unquantized
+(ONNX graph, TFLite file), every quantized op group is ranked with a finite error, the fallback loop reverts
+groups worst first until a budget holds and records them, and a tune trial over budget records its fallback."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import save_tiny_model
+from test_tune import _recipe, _tune, workspace  # noqa: F401  (workspace: test_tune's keyword data and tiny BERT)
+
+SEQ = 32
+LAYERS = 2
+GROUPS = {"embeddings", "layer.0", "layer.1", "head"}
+
+
+@pytest.fixture(scope="module")
+def tiny_cls(tmp_path_factory):
+    from packager.models import load_model
+
+    path = save_tiny_model(tmp_path_factory.mktemp("fallback") / "model", classifier=True, layers=LAYERS, seed=3)
+    return load_model(str(path), "sequence-classification")
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    from packager.calib import builtin_sample
+
+    return builtin_sample()[:12]
+
+
+def _pack(loaded, out: Path, target: str, texts, options: dict | None = None, buckets=None):
+    from packager.pack import pack_model
+
+    result = pack_model(loaded, out, [target], SEQ, texts, force=True, buckets=buckets,
+                        target_options={target: options} if options else None)
+    (entry,) = result.manifest.targets
+    return entry
+
+
+def _onnx_weights(path: Path) -> dict[str, str]:
+    """Op type of each node of an ONNX graph that reads a constant weight (MatMulInteger: int8)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return {n.name: n.op_type for n in graph.node if n.op_type in ("MatMul", "MatMulInteger", "Gemm")}
+
+
+# -- the option ---------------------------------------------------------------------------------------------
+
+def test_float_ops_option_takes_a_list_or_comma_separated_patterns_and_rejects_bad_ones():
+    from targets import get_target
+
+    target = get_target("onnx-int8")
+    assert target.resolve_options({})["float_ops"] == ()
+    assert target.resolve_options({"float_ops": "layer\\.1/, classifier"})["float_ops"] == ["layer\\.1/", "classifier"]
+    assert target.resolve_options({"float_ops": ["pooler"]})["float_ops"] == ["pooler"]
+    with pytest.raises(ValueError, match=r"^onnx-int8\.float_ops: '\(' is not a regular expression"):
+        target.resolve_options({"float_ops": "("})
+    with pytest.raises(ValueError, match=r"^tflite-int8\.float_ops: expected a list of strings"):
+        get_target("tflite-int8").resolve_options({"float_ops": [3]})
+
+
+def test_onnx_float_ops_stay_float_in_the_graph_and_are_recorded(tiny_cls, texts, tmp_path):
+    full = _pack(tiny_cls, tmp_path / "int8", "onnx-int8", texts)
+    assert full.status == "ok" and full.details["float_ops"] == []
+    nodes = _onnx_weights(tmp_path / "int8" / "onnx_int8.onnx")
+    assert not any(n.endswith("/MatMul") and "layer." in n and "/self/MatMul" not in n for n in nodes)
+
+    kept = _pack(tiny_cls, tmp_path / "fb", "onnx-int8", texts, {"float_ops": ["layer\\.1/", "classifier"]})
+    assert kept.status == "ok", kept.error
+    float_ops = kept.details["float_ops"]
+    assert len(float_ops) == 7 and all("layer.1/" in n or "classifier" in n for n in float_ops)
+    assert kept.details["int8_op_count"] == full.details["int8_op_count"] - 7
+    assert kept.details["options"]["float_ops"] == ["layer\\.1/", "classifier"]
+    graph = _onnx_weights(tmp_path / "fb" / "onnx_int8.onnx")
+    for name in float_ops:  # the node is there under its own name, in float; no int8 copy of it
+        assert graph[name] in ("MatMul", "Gemm") and f"{name}_quant" not in graph
+    assert graph["/model/bert/encoder/layer.0/attention/self/query/MatMul_quant"] == "MatMulInteger"
+    assert any(f"{len(float_ops)} of" in note for note in kept.notes)
+
+    missing = _pack(tiny_cls, tmp_path / "bad", "onnx-int8", texts, {"float_ops": ["decoder"]})
+    assert missing.status == "failed"
+    assert re.match(r"onnx-int8\.float_ops: 'decoder' matches no quantized op \(17 ops, such as '/model/bert/",
+                    missing.error)
+
+
+def test_tflite_float_ops_stay_float_in_the_file_and_are_recorded(tiny_cls, texts, tmp_path):
+    from targets.tflite import quantized_ops
+
+    kept = _pack(tiny_cls, tmp_path / "fb", "tflite-int8", texts, {"float_ops": ["BertLayer_1/"]})
+    assert kept.status == "ok", kept.error
+    float_ops = kept.details["float_ops"]
+    assert float_ops and all("BertLayer_1/" in op for op in float_ops)
+    int8 = quantized_ops((tmp_path / "fb" / "tflite_int8.tflite").read_bytes())  # one signature: names kept
+    assert len(int8) == kept.details["int8_op_count"] > 0
+    assert not set(int8) & set(float_ops)
+    assert any("BertLayer_0/" in op for op in int8) and not any("BertLayer_1/" in op for op in int8)
+
+
+# -- ranking ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["onnx-int8", "tflite-int8"])
+def test_ranking_returns_every_group_with_a_finite_error(tiny_cls, texts, target):
+    from packager.precision_fallback import rank_groups
+
+    ranking = rank_groups(tiny_cls, target, SEQ, texts, buckets=None, samples=6)
+    assert {g.group for g in ranking} == GROUPS
+    errors = [g.error for g in ranking]
+    assert all(math.isfinite(e) and e >= 0 for e in errors) and max(errors) > 0
+    assert errors == sorted(errors, reverse=True)
+    ops = [op for g in ranking for op in g.ops]
+    assert len(ops) == len(set(ops))
+    if target == "onnx-int8":
+        assert len(ops) == 17  # 6 MatMuls per layer, pooler + classifier, 3 embedding tables
+        assert "ai-edge-quantizer" not in ranking[0].method
+    else:
+        assert "ai-edge-quantizer validate" in ranking[0].method
+    # ops a recipe already keeps in float are not ranked again
+    rest = rank_groups(tiny_cls, target, SEQ, texts, buckets=None, samples=6,
+                       options={"float_ops": ["layer\\.1/" if target == "onnx-int8" else "BertLayer_1/"]})
+    assert {g.group for g in rest} == GROUPS - {"layer.1"}
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+
+def _groups(*errors: float):
+    from targets.fallback import GroupError
+
+    return [GroupError(f"g{i}", [f"op{i}a", f"op{i}b"], e, "test") for i, e in enumerate(errors)]
+
+
+def test_the_loop_reverts_worst_first_until_the_budget_holds():
+    from packager.precision_fallback import run_fallback
+
+    accuracy = {0: 0.80, 2: 0.85, 4: 0.91, 6: 0.95}
+    calls = []
+
+    def score(float_ops):
+        calls.append(list(float_ops))
+        return accuracy[len(float_ops)], f"artifact-{len(float_ops)}"
+
+    result = run_fallback(_groups(3.0, 2.0, 1.0), score, 0.80, 0.90)
+    assert [s.group for s in result.steps] == ["g0", "g1"] and [s.accuracy for s in result.steps] == [0.85, 0.91]
+    assert result.float_ops == ["op0a", "op0b", "op1a", "op1b"] and result.float_groups == ["g0", "g1"]
+    assert result.met and result.artifact == "artifact-4" and calls[-1] == result.float_ops
+    exhausted = run_fallback(_groups(3.0, 2.0, 1.0), score, 0.80, 0.99)
+    assert len(exhausted.steps) == 3 and not exhausted.met and len(exhausted.float_ops) == 6
+    within = run_fallback(_groups(3.0), score, 0.95, 0.90)
+    assert within.steps == [] and within.float_ops == [] and within.met and within.artifact is None
+
+
+def test_fallback_on_a_real_onnx_artifact_reverts_groups_until_its_error_budget_holds(tiny_cls, texts, tmp_path):
+    """The score is minus the output MSE against fp32; the budget halves the all-int8 error, so at least one
+    group must be reverted; the artifact of the last step keeps exactly the recorded ops in float."""
+    from device_bench.runners import load_runner
+    from packager.calib import tokenize
+    from packager.pack import run_artifact, run_reference
+    from packager.precision_fallback import float_ops_option, rank_groups, run_fallback
+
+    task = tiny_cls.task
+    calib = tokenize(tiny_cls.tokenizer, task.prepare_texts(texts), SEQ)
+    reference = run_reference(task.make_wrapper(tiny_cls.model), calib)
+    exports = iter(range(100))
+
+    def score(float_ops):
+        out = tmp_path / f"step{next(exports)}"
+        entry = _pack(tiny_cls, out, "onnx-int8", texts, float_ops_option("onnx-int8", None, float_ops))
+        assert entry.status == "ok", entry.error
+        outputs = run_artifact(load_runner("onnxruntime", out / entry.file, threads=1), calib)
+        return -float(np.mean((outputs - reference) ** 2)), (out / entry.file, entry)
+
+    start, _ = score([])
+    assert start < 0
+    ranking = rank_groups(tiny_cls, "onnx-int8", SEQ, texts, buckets=None, samples=6)
+    result = run_fallback(ranking, score, start, start / 2)
+    assert result.met and 1 <= len(result.steps) <= len(ranking)
+    assert [s.group for s in result.steps] == [g.group for g in ranking[: len(result.steps)]]
+    assert all(s.accuracy < start / 2 for s in result.steps[:-1]) and result.steps[-1].accuracy >= start / 2
+    assert result.float_ops == [op for g in ranking[: len(result.steps)] for op in g.ops]
+    path, entry = result.artifact
+    assert sorted(entry.details["float_ops"]) == sorted(result.float_ops)
+    graph = _onnx_weights(path)
+    assert all(graph[op] in ("MatMul", "Gemm") for op in result.float_ops if op in graph)
+
+
+# -- tune ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def outlier_workspace(workspace, tmp_path_factory) -> Path:
+    """test_tune's keyword data and tiny BERT, with one embedding row ([MASK]: never in the texts, kept by
+    trim_vocab as a special token) set far out: fp32 never reads it, but an int8 table with one scale per tensor
+    rounds every other row to zero, so the int8 artifact loses the words and the fallback has work to do."""
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    root = tmp_path_factory.mktemp("outlier")
+    shutil.copytree(workspace / "data", root / "data")
+    shutil.copytree(workspace / "model", root / "model")
+    model = BertModel.from_pretrained(root / "model")
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight[4] = 40.0
+    model.save_pretrained(root / "model")
+    return root
+
+
+def _int8_recipe(workspace: Path, name: str, **stages) -> Path:
+    """A one-layer student whose prune.ffn is searched (a tune needs one knob), packed to onnx-int8."""
+    path = _recipe(workspace, name, **stages,
+                   space={"distill.epochs": None, "distill.student.layers": [1, 1], "prune.heads": None,
+                          "prune.ffn": [0.2, 0.3], "trim_vocab.keep_top": None})
+    path.write_text(path.read_text().replace("- onnx-fp32", "- onnx-int8"))
+    return path
+
+
+def test_tune_falls_back_until_within_budget_and_packs_the_winner_with_the_float_ops(outlier_workspace, tmp_path,
+                                                                                       capsys):
+    """A budget of zero loss: the student matches the teacher in float, but its int8 artifact lost the words
+    (the outlier embedding row). The fallback ranks the embeddings worst, keeps them in float, and the trial is
+    within the budget; the bundle's onnx-int8 keeps exactly the recorded ops in float."""
+    from device_bench.manifest import Manifest
+
+    out = tmp_path / "best"
+    code, err = _tune(["--recipe", str(_int8_recipe(outlier_workspace, "fit.yaml")), "--trials", "1",
+                       "--max-accuracy-drop", "0", "--work", str(tmp_path / "work"), "-o", str(out)], capsys)
+    assert code == 0, err[-3000:]
+    assert re.search(r"trial 0: precision fallback: onnx-int8 val \d+\.\d+% misses the budget \(100\.00%\); rank", err)
+    manifest = Manifest.load(out)
+    summary = next(r for r in manifest.stages if r["stage"] == "tune")
+    (record,) = summary["details"]["trials"]
+    assert record["within_budget"] and summary["details"]["winner"] == 0
+    assert record["int8_val_accuracy"] < record["val_accuracy"] == 1.0
+    steps = record["fallback_steps"]
+    assert [s["group"] for s in steps] == record["float_groups"] and steps[0]["group"] == "embeddings"
+    assert steps[-1]["accuracy"] == record["val_accuracy"] and all(s["passed"] for s in steps[-1:])
+    assert len(record["float_ops"]) == sum(s["ops"] for s in steps)
+    assert "kept in float by the precision fallback: embeddings" in summary["description"]
+    (target,) = manifest.targets
+    assert target.name == "onnx-int8" and target.status == "ok"
+    assert target.details["float_ops"] == record["float_ops"]  # the bundle holds what was scored
+    assert manifest.recipe["target_options"]["onnx-int8"]["float_ops"]
+    import onnx
+
+    graph = onnx.load(str(out / target.file)).graph
+    gathers = {n.name: n for n in graph.node if n.op_type == "Gather"}
+    initializers = {i.name: i.data_type for i in graph.initializer}
+    for op in record["float_ops"]:  # the embedding tables stay float32
+        assert initializers[gathers[op].input[0]] == onnx.TensorProto.FLOAT
+    table = err[err.index("Tune trials"):]
+    assert "kept float" in table and re.search(r"embeddings \(\d+ ops; all-int8 val \d+\.\d+%\)", table)
+
+
+def test_a_tune_trial_still_over_budget_with_every_group_in_float_records_them(outlier_workspace, tmp_path, capsys):
+    """A student that cannot learn misses a zero-loss budget even in float: every group is reverted, in ranking
+    order, the trial stays over budget (exit 1, no bundle), and the study keeps which ops stayed float."""
+    import optuna
+
+    path = _int8_recipe(outlier_workspace, "strict.yaml", distill={"lr": 1.0e-9}, prune={"heads": 0.5, "ffn": 0.6})
+    work = tmp_path / "work"
+    code, err = _tune(["--recipe", str(path), "--trials", "1", "--max-accuracy-drop", "0", "--work", str(work),
+                       "-o", str(tmp_path / "o")], capsys)
+    assert code == 1 and not (tmp_path / "o").exists(), err[-3000:]
+    (trial,) = optuna.load_study(study_name="tune", storage=f"sqlite:///{work / 'study.db'}").trials
+    attrs = trial.user_attrs
+    steps = attrs["fallback_steps"]
+    assert [s["group"] for s in steps] == attrs["float_groups"]
+    assert sorted(attrs["float_groups"]) == ["embeddings", "head", "layer.0"]  # the student's one layer
+    assert len(attrs["float_ops"]) == sum(s["ops"] for s in steps) == 3 + 6 + 2
+    assert all(0 <= s["accuracy"] <= 1 and math.isfinite(s["error"]) for s in steps)
+    assert attrs["val_accuracy"] == steps[-1]["accuracy"] and attrs["accuracy_drop"] > 0
+    table = err[err.index("Tune trials"):]
+    assert "kept float" in table and "embeddings" in table  # the cell (groups, op count) may wrap
+
+
+def test_no_fallback_keeps_every_op_int8(outlier_workspace, tmp_path, capsys):
+    import optuna
+
+    path = _int8_recipe(outlier_workspace, "nofallback.yaml")
+    work = tmp_path / "work"
+    code, err = _tune(["--recipe", str(path), "--trials", "1", "--work", str(work), "--max-accuracy-drop", "0",
+                       "--no-fallback", "-o", str(tmp_path / "o")], capsys)
+    assert code == 1 and "precision fallback" not in err and not (tmp_path / "o").exists()
+    (trial,) = optuna.load_study(study_name="tune", storage=f"sqlite:///{work / 'study.db'}").trials
+    # the all-int8 artifact as it is: below the recipe's parity (the fallback would have mended it), so it fails
+    assert trial.state == optuna.trial.TrialState.FAIL and "parity below threshold" in trial.user_attrs["error"]
+    assert "float_ops" not in trial.user_attrs and "kept float" not in err[err.index("Tune trials"):]
