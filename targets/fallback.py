@@ -33,7 +33,7 @@ def _check_patterns(patterns: list[str]) -> None:
 
 
 FLOAT_OPS_OPTION = TargetOption(
-    list, (), "quantized ops kept in float: regular expressions searched in the op names (comma-separated, or a "
+    list, [], "quantized ops kept in float: regular expressions searched in the op names (comma-separated, or a "
               "list in a recipe); each must match at least one quantized op (the precision fallback of "
               "`edgepack tune` sets it)", check=_check_patterns)
 

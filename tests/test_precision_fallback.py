@@ -56,7 +56,7 @@ def test_float_ops_option_takes_a_list_or_comma_separated_patterns_and_rejects_b
     from targets import get_target
 
     target = get_target("onnx-int8")
-    assert target.resolve_options({})["float_ops"] == ()
+    assert target.resolve_options({})["float_ops"] == []
     assert target.resolve_options({"float_ops": "layer\\.1/, classifier"})["float_ops"] == ["layer\\.1/", "classifier"]
     assert target.resolve_options({"float_ops": ["pooler"]})["float_ops"] == ["pooler"]
     with pytest.raises(ValueError, match=r"^onnx-int8\.float_ops: '\(' is not a regular expression"):
@@ -254,6 +254,37 @@ def test_tune_falls_back_until_within_budget_and_packs_the_winner_with_the_float
         assert initializers[gathers[op].input[0]] == onnx.TensorProto.FLOAT
     table = err[err.index("Tune trials"):]
     assert "kept float" in table and re.search(r"embeddings \(\d+ ops; all-int8 val \d+\.\d+%\)", table)
+
+
+def test_tune_falls_back_on_tflite_through_ai_edge_quantizer_across_bucket_signatures(outlier_workspace, tmp_path,
+                                                                                      capsys):
+    """The same on tflite-int8 (one signature per bucket): ranked with ai-edge-quantizer's validation, the
+    embedding lookups of every signature kept in float in the packed file."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from device_bench.manifest import Manifest
+
+    path = _int8_recipe(outlier_workspace, "tflite.yaml")
+    path.write_text(path.read_text().replace("- onnx-int8", "- tflite-int8"))
+    out = tmp_path / "best"
+    code, err = _tune(["--recipe", str(path), "--trials", "1", "--max-accuracy-drop", "0", "--work",
+                       str(tmp_path / "work"), "-o", str(out)], capsys)
+    assert code == 0, err[-3000:]
+    assert "(output MSE against fp32 with only this group int8 (ai-edge-quantizer validate))" in err
+    manifest = Manifest.load(out)
+    (record,) = next(r for r in manifest.stages if r["stage"] == "tune")["details"]["trials"]
+    assert record["within_budget"] and record["float_groups"][0] == "embeddings"
+    (target,) = manifest.targets
+    assert target.status == "ok" and len(target.shapes.buckets) > 1
+    assert target.details["float_ops"] == record["float_ops"]
+    model = flatbuffer_utils.read_model(str(out / target.file))
+    lookup = [i for i, c in enumerate(model.operatorCodes)
+              if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.EMBEDDING_LOOKUP]
+    tables = [graph.tensors[op.inputs[1]] for graph in model.subgraphs for op in graph.operators
+              if op.opcodeIndex in lookup]
+    assert len(tables) == len(target.shapes.buckets)  # the word table's lookup, in each signature
+    assert all(t.type == schema.TensorType.FLOAT32 for t in tables)
 
 
 def test_a_tune_trial_still_over_budget_with_every_group_in_float_records_them(outlier_workspace, tmp_path, capsys):
