@@ -687,7 +687,8 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
     identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
                         "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
-                        "parity": dataclasses.asdict(recipe.parity), **({} if options.fallback else {"fallback": False})})
+                        "parity": dataclasses.asdict(recipe.parity),
+                        **({} if options.fallback else {"fallback": False})})
     held = study.user_attrs.get("tune")
     if held is None:
         study.set_user_attr("tune", identity)

@@ -138,7 +138,8 @@ def quantized_ops(model: bytes) -> list[str]:
 
     def constant_int8(tensor) -> bool:
         buffer = parsed.buffers[tensor.buffer]
-        stored = (getattr(buffer, "data", None) is not None and len(buffer.data) > 0) or (getattr(buffer, "offset", 0) or 0) > 1
+        stored = ((getattr(buffer, "data", None) is not None and len(buffer.data) > 0)
+                  or (getattr(buffer, "offset", 0) or 0) > 1)
         return tensor.type == schema.TensorType.INT8 and stored
 
     names: dict[str, None] = {}
