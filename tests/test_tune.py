@@ -179,9 +179,76 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--objective", "size",
                        "-o", str(tmp_path / "fourth"), "--work", str(work)], capsys)
     assert code == 2 and err.strip().splitlines()[-1] == (
-        "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective "
-        "or the primary target changed); name a new --study or --work")
+        "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective, "
+        "the benchmark device or the primary target changed); name a new --study or --work")
     assert counted["score"] == 3 and not (tmp_path / "fourth").exists()
+
+
+def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(workspace, tmp_path, counted, capsys,
+                                                                          monkeypatch):
+    """Through an edgepack-agent on loopback (a subprocess): no trial is benchmarked in this process, each trial
+    carries the agent's latency and energy figures, the winner is the least energy within the budget."""
+    import device_bench.bench as local_bench
+
+    from test_device_bench_fixture import running_agent
+
+    def no_local_bench(*args, **kwargs):
+        raise AssertionError("a trial was benchmarked here, not on the agent")
+
+    monkeypatch.setattr(local_bench, "bench_bundle", no_local_bench)
+    token_file = tmp_path / "token"
+    token_file.write_text("tune-token-for-tests\n")
+    token_file.chmod(0o600)
+    out, work = tmp_path / "best", tmp_path / "work"
+    with running_agent(tmp_path / "agent", "--token-file", str(token_file), "--name", "loopback-pi") as (url, _):
+        code, err = _tune(["--recipe", str(_recipe(workspace, "agent.yaml")), "--max-accuracy-drop", "0.5",
+                           "--trials", "2", "--objective", "energy", "--device", url, "--token-file", str(token_file),
+                           "-o", str(out), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert "agent loopback-pi" in err and f"benchmark onnx-fp32 on {url}" in err
+    summary = next(r for r in Manifest.load(out).stages if r["stage"] == "tune")["details"]
+    assert summary["device"] == url and summary["objective"] == "energy"
+    trials = summary["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    for t in trials:
+        assert t["latency_ms"] > 0 and t["energy_mj"] > 0 and t["energy_kind"] == "estimated"
+    within = [t for t in trials if t["within_budget"]]
+    assert summary["winner"] == min(within, key=lambda t: (t["energy_mj"], -t["val_accuracy"], t["number"]))["number"]
+    assert "energy mJ" in err and _trial_rows(err) == [0, 1]
+    plot = Path(summary["plot"])
+    assert plot == work / "tune-trials.png" and plot.stat().st_size > 10_000
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unreachable_agent_fails_before_any_training(workspace, tmp_path, counted, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = _tune(["--recipe", str(_recipe(workspace, "gone.yaml")), "--max-accuracy-drop", "0.1", "--device",
+                       f"http://127.0.0.1:{port}", "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and counted["finetune"] == 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"edgepack: error: --device http://127.0.0.1:{port}: ") and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--token", "t"], "--token/--token-file need --device"),
+    (["--device-name", "pi"], "--device-name needs --devices"),
+    (["--devices", "DEVICES"], "--devices needs --device-name (one of: pi5, jetson)"),
+    (["--devices", "DEVICES", "--device-name", "phone"], "--device-name 'phone': not in"),
+    (["--devices", "DEVICES", "--device", "http://x:1"], "give --device or --devices, not both"),
+])
+def test_bad_device_flags_are_one_line_errors(workspace, tmp_path, capsys, args, message):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices:\n  - {name: pi5, url: 'http://pi5.local:8765'}\n"
+                       "  - {name: jetson, url: 'http://jetson.local:8765'}\n")
+    args = [str(devices) if a == "DEVICES" else a for a in args]
+    base = ["--recipe", str(_recipe(workspace, "devflags.yaml")), "--max-accuracy-drop", "0.1", "-o", str(tmp_path / "o")]
+    code, err = _tune([*base, *args], capsys)
+    assert code == 2
+    assert err.strip().startswith(f"edgepack: error: {message}") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -518,7 +518,9 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
     while done() < s.trials:
         if done() + running() >= s.trials:  # the rest is running on other workers: wait for it
             time.sleep(SEARCH_HEARTBEAT_S / 5)
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():  # marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             continue
         study.optimize(objective, n_trials=1)
     distributed.broadcast_object(None, publish_wait=True)
