@@ -269,15 +269,19 @@ def _open_study(optuna, storage_url: str, name: str, seed: int):
     with warnings.catch_warnings():  # heartbeats and constraints are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
+            # a trial whose process died is run again with the same knobs (its finished stages come from the cache)
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
+            retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
+                {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
             storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S)
+                                                 grace_period=GRACE_S, **retry_kwarg)
         except Exception as exc:
             raise EdgepackError(f"--storage: cannot open {_public_url(storage_url)} "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
                                     load_if_exists=True)
-        optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, so they are run again
+        optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, and queued again
     return study
 
 
@@ -554,10 +558,13 @@ class Tuner:
                   optuna.trial.TrialState.WAITING: "waiting"}
         out = []
         budget = self.options.max_accuracy_drop
+        retried = _retried(study)
         for t in study.trials:
             if t.state == optuna.trial.TrialState.WAITING:
                 continue
-            a = t.user_attrs
+            a = dict(t.user_attrs)
+            if t.number in retried and "error" not in a:
+                a["error"] = f"its process stopped; run again as trial {retried[t.number]}"
             complete = t.state == optuna.trial.TrialState.COMPLETE
             drop = a.get("accuracy_drop") if complete else None
             out.append(TrialRecord(
@@ -596,7 +603,9 @@ class Tuner:
         import optuna
 
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-        done = lambda: len(study.get_trials(deepcopy=False, states=finished))
+        # a trial whose process died and that is queued again counts once: as its retry
+        done = lambda: len([t for t in study.get_trials(deepcopy=False, states=finished)
+                            if t.number not in _retried(study)])
         if not study.trials and (own := self.own_values()):
             study.enqueue_trial(own, skip_if_exists=True)  # the recipe as written is the first trial
         if done() >= self.options.trials:
@@ -612,6 +621,13 @@ class Tuner:
                 study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))
             records = self.records(study)
             self.step(self.progress_line(records[-1] if records else None, self.winner(records), done()))
+
+
+def _retried(study: Any) -> dict[int, int]:
+    """Trials failed because their process died, and the trial that runs each again (optuna's retry callback
+    names the first attempt in the system attribute ``failed_trial``)."""
+    return {t.system_attrs["failed_trial"]: t.number for t in study.get_trials(deepcopy=False)
+            if "failed_trial" in t.system_attrs}
 
 
 def _energy_text(record: TrialRecord) -> str:
@@ -691,7 +707,7 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
     recipe = tuner.recipe
     identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
                         "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
-                        "device": options.device_name,
+                        "device": options.device_name, "threads": recipe.threads,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
                         "parity": dataclasses.asdict(recipe.parity)})
     held = study.user_attrs.get("tune")

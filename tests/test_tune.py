@@ -233,6 +233,43 @@ def test_an_unreachable_agent_fails_before_any_training(workspace, tmp_path, cou
     assert last.startswith(f"edgepack: error: --device http://127.0.0.1:{port}: ") and not (tmp_path / "o").exists()
 
 
+def test_a_trial_whose_process_was_killed_runs_again_with_its_knobs_and_cached_stages(workspace, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import packager.tune as tune_mod
+
+    work, path = tmp_path / "work", _recipe(workspace, "killed.yaml")
+    args = ["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "1", "--work", str(work)]
+    proc = subprocess.Popen([sys.executable, "-m", "packager.cli", "tune", "--bench-runs", "5", "--bench-seconds", "0",
+                             *args, "-o", str(tmp_path / "first")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:  # kill it once trial 0 has cached its first stage (input, finetune, then distill)
+        deadline = time.monotonic() + 240
+        while len(list((work / "stages").glob("*/meta.json"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the tune ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(list((work / "stages").glob("*/meta.json"))) >= 3
+    monkeypatch.setattr(tune_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_mod, "GRACE_S", 1)
+    time.sleep(2)  # the killed trial's heartbeat is now stale
+    code, err = _tune([*args, "-o", str(tmp_path / "second")], capsys)
+    assert code == 0, err[-3000:]
+    trials = next(r for r in Manifest.load(tmp_path / "second").stages if r["stage"] == "tune")["details"]["trials"]
+    assert [(t["number"], t["state"]) for t in trials] == [(0, "failed"), (1, "complete")]  # --trials 1: the retry
+    assert trials[0]["error"] == "its process stopped; run again as trial 1"
+    # the knobs trial 0 had sampled before it died (define-by-run: the later stages' were not sampled yet)
+    assert trials[0]["knobs"] and trials[0]["knobs"].items() <= trials[1]["knobs"].items()
+    assert trials[1]["cached"][0] == "distill"  # its finished stage came from the cache
+
+
 @pytest.mark.parametrize("args, message", [
     (["--token", "t"], "--token/--token-file need --device"),
     (["--device-name", "pi"], "--device-name needs --devices"),
