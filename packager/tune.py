@@ -69,6 +69,8 @@ class TuneOptions:
     bench_warmup: int = 5
     #: benchmark on this agent instead of here
     device: BenchDevice | None = None
+    #: run no trial: pack this finished trial of the study (another point of the front than the winner)
+    pack_trial: int | None = None
 
     @property
     def device_name(self) -> str:
@@ -89,6 +91,8 @@ class TuneOptions:
             raise EdgepackError(f"--storage: expected a database URL such as sqlite:///tune.db, got {self.storage!r}")
         if self.bench_runs < 1 or self.bench_seconds < 0:
             raise EdgepackError("--bench-runs must be at least 1 and --bench-seconds not negative")
+        if self.pack_trial is not None and self.pack_trial < 0:
+            raise EdgepackError(f"--pack-trial: {self.pack_trial} is not a trial number")
 
 
 def parse_duration(text: str) -> float:
@@ -144,6 +148,8 @@ class TuneSummary:
     space: list[str]
     trials: list[TrialRecord]
     winner: int | None = None
+    #: the trial packed into the bundle: the winner, or the one ``--pack-trial`` chose
+    packed: int | None = None
     #: where the trials were benchmarked: "local", or the agent's name
     device: str = "local"
     #: the accuracy-vs-cost plot of the trials (Pareto front marked), when matplotlib could draw it
@@ -676,7 +682,8 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
              f"{options.objective} measured {'here' if options.device is None else 'on ' + options.device_name}")
         for line in describe(tuner.space):
             step(f"  {line}")
-        tuner.search(study)
+        if options.pack_trial is None:
+            tuner.search(study)
         records = tuner.records(study)
         best = tuner.winner(records)
         summary = TuneSummary(objective=options.objective, max_accuracy_drop=options.max_accuracy_drop,
@@ -686,6 +693,15 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         summary.plot = _plot(summary, work_dir / "tune-trials.png", step)
         prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]
         reference = prefix_rows[-1].test_accuracy
+        if options.pack_trial is not None:
+            chosen = next((r for r in records if r.number == options.pack_trial and r.state == "complete"), None)
+            if chosen is None:
+                scored = ", ".join(str(r.number) for r in records if r.state == "complete") or "none"
+                raise EdgepackError(f"--pack-trial {options.pack_trial}: not a scored trial of study {study_name!r} "
+                                    f"(scored trials: {scored})")
+            summary.packed = chosen.number
+            return _pack_winner(tuner, study, summary, chosen, prefix_rows, reference, out_dir, targets, force=force,
+                                archive=archive, step=step, emit=emit)
         if best is None:
             complete = [r for r in records if r.state == "complete"]
             if not complete:
@@ -697,6 +713,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
                                f"teacher's validation {tuner.teacher.val_accuracy:.4f}): the best trial #{top.number} "
                                f"reached {top.val_accuracy:.4f} ({signed_points(-top.accuracy_drop)} pt), "
                                f"{top.latency_ms:.3f} ms; no bundle written")
+        summary.packed = best.number
         return _pack_winner(tuner, study, summary, best, prefix_rows, reference, out_dir, targets, force=force,
                             archive=archive, step=step, emit=emit)
 
@@ -756,9 +773,11 @@ def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
     from .compress.evaluate import StageRow
 
     completed = sum(r.state == "complete" for r in summary.trials)
+    chosen = "" if best.number == summary.winner else \
+        f" (chosen with --pack-trial; the winner is #{summary.winner if summary.winner is not None else 'none'})"
     text = (f"{len(summary.trials)} trials ({completed} scored) for the {summary.objective} of "
             f"{summary.primary_target} within {summary.max_accuracy_drop * 100:g} pt of the teacher's validation "
-            f"accuracy: trial #{best.number}, val {best.val_accuracy * 100:.2f}% "
+            f"accuracy: trial #{best.number}{chosen}, val {best.val_accuracy * 100:.2f}% "
             f"({signed_points(-best.accuracy_drop)} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB")
     # latency_ms stays empty: the table's column is the PyTorch figure of the stage rows, not device_bench's
     return StageRow(stage="tune", description=text, params=final_row.params, fp32_mb=final_row.fp32_mb,
@@ -774,7 +793,7 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
 
     recipe = tuner.recipe
     trial = study.trials[best.number]
-    step(f"winner: trial #{best.number}; pack {', '.join(targets)}")
+    step(f"{'winner' if best.number == summary.winner else 'chosen'}: trial #{best.number}; pack {', '.join(targets)}")
     stages = [STAGES[kind].parse(options, f"trial {best.number} stages[{i}].{kind}")
               for i, raw in enumerate(trial.user_attrs["stages"], start=tuner.start) for kind, options in raw.items()]
     key, keys = tuner.prefix_keys[-1], []
@@ -793,4 +812,5 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
     outcome = pack_and_gate(tuned, out_dir, targets, tuner.loaded, model, tokenizer, tuner.data, rows, reference,
                             force=force, archive=archive, step=step, emit=emit)
     return TuneOutcome(summary, outcome.rows, reference, outcome.bundle_dir, outcome.exit_code,
-                       f"tune: trial #{best.number} won; {outcome.message}", outcome.manifest)
+                       f"tune: trial #{best.number} " + ("won" if best.number == summary.winner else "packed (--pack-trial)")
+                       + f"; {outcome.message}", outcome.manifest)

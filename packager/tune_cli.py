@@ -37,7 +37,8 @@ def pareto_table(summary: TuneSummary):
     for t in summary.trials:
         values = [f"{t.knobs[k]:.3g}" if isinstance(t.knobs.get(k), float) else str(t.knobs.get(k, "-")) for k in knobs]
         complete = t.state == "complete"
-        state = "winner" if t.number == summary.winner else (t.state if not t.error else f"{t.state}: {t.error}")
+        state = t.state if not t.error else f"{t.state}: {t.error}"
+        state = "winner" if t.number == summary.winner else "packed" if t.number == summary.packed else state
         table.add_row(f"{t.number}{' ★' if t.pareto else ''}", *values, _pct(t.val_accuracy),
                       signed_points(-t.accuracy_drop) if t.accuracy_drop is not None else "-",
                       f"{t.latency_ms:.3f}" if t.latency_ms is not None else "-",
@@ -111,13 +112,16 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
               help="devices.yaml of a fleet; with --device-name, benchmark on that device.")
 @click.option("--device-name", default=None, help="The device of --devices to benchmark on.")
+@click.option("--pack-trial", type=int, default=None,
+              help="Run no trial: pack this scored trial of the study (another point of the front).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the winner's manifest JSON on stdout.")
 def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: Path, timeout: str | None,
              objective: str, storage: str | None, study: str | None, work_dir: Path | None, bench_runs: int,
              bench_seconds: float, device_url: str | None, token: str | None, token_file: Path | None,
-             devices_file: Path | None, device_name: str | None, force: bool, archive: bool, as_json: bool) -> None:
+             devices_file: Path | None, device_name: str | None, pack_trial: int | None, force: bool, archive: bool,
+             as_json: bool) -> None:
     """Find the fastest bundle whose validation accuracy stays within --max-accuracy-drop of the teacher's.
 
     Each trial samples the stages' knobs, trains what the stage cache lacks (the teacher trains once), exports
@@ -131,7 +135,8 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
     options = TuneOptions(max_accuracy_drop=max_accuracy_drop, trials=trials, objective=objective,
                           timeout_s=parse_duration(timeout) if timeout else None, storage=storage, study=study,
                           work_dir=work_dir, bench_runs=bench_runs, bench_seconds=bench_seconds,
-                          device=bench_device(device_url, token, token_file, devices_file, device_name))
+                          device=bench_device(device_url, token, token_file, devices_file, device_name),
+                          pack_trial=pack_trial)
     options.validate()
     recipe = load_recipe(recipe_path)
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)

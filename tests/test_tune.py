@@ -176,6 +176,22 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o",
                        str(tmp_path / "third"), "--work", str(work)], capsys)
     assert code == 0 and counted["score"] == 3 and "nothing to run" in err
+    # another point of the front: a scored trial packed from the cache, no trial run, no stage trained
+    other = next(n for n in (0, 1, 2) if n != next(r for r in Manifest.load(tmp_path / "third").stages
+                                                   if r["stage"] == "tune")["details"]["winner"])
+    trained_before = counted["finetune"], counted["transfer_set"]
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--pack-trial",
+                       str(other), "-o", str(tmp_path / "other"), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert counted["score"] == 3 and (counted["finetune"], counted["transfer_set"]) == trained_before
+    summary = next(r for r in Manifest.load(tmp_path / "other").stages if r["stage"] == "tune")["details"]
+    assert summary["packed"] == other != summary["winner"]
+    assert Manifest.load(tmp_path / "other").model.num_layers == second[other]["knobs"]["1.distill.student.layers"]
+    assert f"tune: trial #{other} packed (--pack-trial)" in err
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--pack-trial", "7", "-o",
+                       str(tmp_path / "none"), "--work", str(work)], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "edgepack: error: --pack-trial 7: not a scored trial of study 'tune' (scored trials: 0, 1, 2)")
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--objective", "size",
                        "-o", str(tmp_path / "fourth"), "--work", str(work)], capsys)
     assert code == 2 and err.strip().splitlines()[-1] == (
