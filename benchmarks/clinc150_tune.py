@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clinc150 import load_clinc, log  # noqa: E402
+from packager.tune import signed_points  # noqa: E402
 
 #: the hand-made chain of ``clinc150.py --setting minilm`` (its defaults), as recipe stages
 HANDMADE_STAGES = [
@@ -210,19 +211,19 @@ def report(args, cache: Path, winner: Path, handmade: Path) -> None:
     lines = ["# CLINC150: `edgepack tune` against the hand-made recipe (MiniLM-L6 teacher chain)", "",
              f"Teacher: the built-in MiniLM-L6 fine-tuned here (test {teacher * 100:.2f}%). Budget: "
              f"{summary['max_accuracy_drop'] * 100:g} pt of validation accuracy. Benchmarked "
-             f"{'on ' + args.device if args.device else 'here'}, tflite-int8, {args.threads} thread(s), "
+             f"{'on ' + args.device if args.device else 'here'}, {args.threads} thread(s), "
              f"{args.runs} runs over the {len(data.test.texts)} test texts at their real lengths, both in one run.", "",
              "| bundle | artifact | layers | test acc % | Δ vs teacher (pt) | size MB | × smaller | p50 ± std ms | "
              "× faster | peak RSS MB |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['target']} | {r['layers']} | {r['test_accuracy'] * 100:.2f} | "
-                     f"{(r['test_accuracy'] - teacher) * 100:+.2f} | {r['size_mb']:.2f} | "
+                     f"{signed_points(r['test_accuracy'] - teacher)} | {r['size_mb']:.2f} | "
                      f"{teacher_row['size_mb'] / r['size_mb']:.1f} | "
                      f"{r['p50_ms']:.3f} ± {r['std_ms']:.3f}{' (noisy)' if r['noisy'] else ''} | "
                      f"{teacher_row['p50_ms'] / r['p50_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
     lines += ["", f"The tuned bundle {'dominates' if dominates else 'does NOT dominate'} the hand-made one "
-                  f"({(tuned['test_accuracy'] - hand['test_accuracy']) * 100:+.2f} pt, "
+                  f"({signed_points(tuned['test_accuracy'] - hand['test_accuracy'])} pt, "
                   f"{hand['p50_ms'] / tuned['p50_ms']:.2f}× the speed).", "", "## Trials (validation split)", "",
               "| trial | knobs | val acc % | Δ val pt | latency ms | size MB | front | state |",
               "|---:|---|---:|---:|---:|---:|:-:|---|"]
@@ -230,7 +231,7 @@ def report(args, cache: Path, winner: Path, handmade: Path) -> None:
         knobs = ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                           for k, v in t["knobs"].items())
         scored = t["state"] == "complete"
-        cells = [f"{t['val_accuracy'] * 100:.2f}", f"{-t['accuracy_drop'] * 100:+.2f}", f"{t['latency_ms']:.3f}",
+        cells = [f"{t['val_accuracy'] * 100:.2f}", signed_points(-t["accuracy_drop"]), f"{t['latency_ms']:.3f}",
                  f"{t['size_bytes'] / 1e6:.2f}"] if scored else ["-"] * 4
         state = "winner" if t["number"] == summary["winner"] else t["state"] + (f": {t['error']}" if t["error"] else "")
         lines.append(f"| {t['number']} | {knobs} | {' | '.join(cells)} | {'★' if t['pareto'] else ''} | {state} |")
