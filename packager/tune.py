@@ -39,11 +39,20 @@ from .stages import STAGES, Stage, StageContext
 log = logging.getLogger(__name__)
 
 TUNE_SCHEMA_VERSION = 1
-OBJECTIVES = ("latency", "size")
+OBJECTIVES = ("latency", "size", "energy")
 #: a study shared through a database: a trial silent this long (its process died) is failed on the next start
 HEARTBEAT_S = 10
 GRACE_S = 60
 Progress = Callable[[str], None]
+
+
+@dataclass
+class BenchDevice:
+    """Where each trial's artifact is benchmarked: an ``edgepack-agent`` (the device the bundle is for)."""
+
+    name: str
+    url: str
+    token: str | None = None
 
 
 @dataclass
@@ -62,8 +71,16 @@ class TuneOptions:
     bench_runs: int = 50
     bench_seconds: float = 0.5
     bench_warmup: int = 5
+    #: benchmark on this agent instead of here
+    device: BenchDevice | None = None
+    #: run no trial: pack this finished trial of the study (another point of the front than the winner)
+    pack_trial: int | None = None
     #: an int8 primary artifact over the budget keeps its most harmful op groups in float until it is within
     fallback: bool = True
+
+    @property
+    def device_name(self) -> str:
+        return self.device.name if self.device is not None else "local"
 
     def validate(self) -> None:
         if not 0.0 <= self.max_accuracy_drop <= 1.0:
@@ -80,6 +97,8 @@ class TuneOptions:
             raise EdgepackError(f"--storage: expected a database URL such as sqlite:///tune.db, got {self.storage!r}")
         if self.bench_runs < 1 or self.bench_seconds < 0:
             raise EdgepackError("--bench-runs must be at least 1 and --bench-seconds not negative")
+        if self.pack_trial is not None and self.pack_trial < 0:
+            raise EdgepackError(f"--pack-trial: {self.pack_trial} is not a trial number")
 
 
 def parse_duration(text: str) -> float:
@@ -109,6 +128,9 @@ class TrialRecord:
     latency_ms: float | None = None
     size_bytes: int | None = None
     peak_rss_mb: float | None = None
+    #: energy per inference (mJ) and whether the device measured or estimated it
+    energy_mj: float | None = None
+    energy_kind: str | None = None
     within_budget: bool = False
     #: on the accuracy / objective Pareto front of the completed trials
     pareto: bool = False
@@ -138,6 +160,12 @@ class TuneSummary:
     space: list[str]
     trials: list[TrialRecord]
     winner: int | None = None
+    #: the trial packed into the bundle: the winner, or the one ``--pack-trial`` chose
+    packed: int | None = None
+    #: where the trials were benchmarked: "local", or the agent's name
+    device: str = "local"
+    #: the accuracy-vs-cost plot of the trials (Pareto front marked), when matplotlib could draw it
+    plot: str | None = None
     schema_version: int = TUNE_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,15 +287,19 @@ def _open_study(optuna, storage_url: str, name: str, seed: int):
     with warnings.catch_warnings():  # heartbeats and constraints are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
+            # a trial whose process died is run again with the same knobs (its finished stages come from the cache)
+            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
+            retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
+                {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
             storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S)
+                                                 grace_period=GRACE_S, **retry_kwarg)
         except Exception as exc:
             raise EdgepackError(f"--storage: cannot open {_public_url(storage_url)} "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
                                     load_if_exists=True)
-        optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, so they are run again
+        optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, and queued again
     return study
 
 
@@ -419,18 +451,16 @@ class Tuner:
             self.step(f"trial {number}: export {primary}")
             entry, buckets = self.export_primary(final, bundle)
             entry, fallback = self.fallback(final, bundle, number, entry, buckets)
-            self.step(f"trial {number}: benchmark {primary} (validation texts at their real lengths)")
-            try:
-                report = bench_bundle(bundle, targets=[primary], runs=self.options.bench_runs,
-                                      min_seconds=self.options.bench_seconds, warmup=self.options.bench_warmup,
-                                      threads=[recipe.threads])
-            except BenchError as exc:
-                raise TrialFailed(f"benchmark: {exc}") from None
-            (res,) = report.results
+            where = "here" if self.options.device is None else f"on {self.options.device_name}"
+            self.step(f"trial {number}: benchmark {primary} {where} (validation texts at their real lengths)")
+            res = self.bench(bundle)
             if res.status != "ok" or res.latency_ms is None:
                 raise TrialFailed(f"benchmark of {primary}: {res.error or res.status}")
+            energy = res.energy
             return {"val_accuracy": float(entry.parity.accuracy), "latency_ms": float(res.latency_ms.p50),
-                    "size_bytes": int(entry.size_bytes or 0), "peak_rss_mb": res.peak_rss_mb, **fallback}
+                    "size_bytes": int(entry.size_bytes or 0), "peak_rss_mb": res.peak_rss_mb,
+                    "energy_mj": None if energy is None else float(energy.mj_per_inference),
+                    "energy_kind": None if energy is None else energy.kind, **fallback}
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
 
@@ -504,6 +534,53 @@ class Tuner:
             "float_ops": outcome.float_ops, "float_groups": outcome.float_groups,
             "fallback_steps": [dataclasses.asdict(s) for s in outcome.steps], "int8_val_accuracy": accuracy}
 
+    def bench_options(self):
+        from device_bench.bench import BenchOptions
+
+        return BenchOptions(targets=[self.primary], runs=self.options.bench_runs, min_seconds=self.options.bench_seconds,
+                            warmup=self.options.bench_warmup, threads=[self.recipe.threads])
+
+    def bench(self, bundle: Path):
+        """``device_bench`` on the primary target of a trial's bundle: here, or on the agent (upload, job, report)."""
+        from device_bench.bench import BenchError, bench_bundle
+        from device_bench.client import AgentClient, AgentError
+
+        opts, device = self.bench_options(), self.options.device
+        try:
+            if device is None:
+                report = bench_bundle(bundle, targets=opts.targets, runs=opts.runs, min_seconds=opts.min_seconds,
+                                      warmup=opts.warmup, threads=opts.threads)
+            else:
+                report = AgentClient(device.url, device.token).bench(bundle, opts.to_remote())
+        except (BenchError, AgentError) as exc:
+            raise TrialFailed(f"benchmark{'' if device is None else ' on ' + device.name}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        (res,) = [r for r in report.results if r.target == self.primary] or [None]
+        if res is None:
+            raise TrialFailed(f"benchmark: the report has no {self.primary} result")
+        return res
+
+    def check_device(self) -> None:
+        """Before any training: the agent answers, accepts the token and runs the primary target's runtime."""
+        from device_bench.client import AgentClient, AgentError
+
+        device = self.options.device
+        if device is None:
+            return
+        try:
+            info = AgentClient(device.url, device.token, timeout_s=15.0).info()
+        except AgentError as exc:
+            raise EdgepackError(f"--device {device.name}: {str(exc).strip().splitlines()[0]}") from None
+        agent = info.get("agent") if isinstance(info.get("agent"), dict) else {}
+        runtimes = [k for k, v in (info.get("runtimes") or {}).items() if v] if isinstance(info.get("runtimes"), dict) else []
+        self.step(f"benchmark device {device.name}: agent {agent.get('name') or '?'} {agent.get('version') or ''} at "
+                  f"{device.url}; runtimes {', '.join(runtimes) or 'none'}")
+
+    def cost(self, record: "TrialRecord | dict[str, Any]") -> float | None:
+        """What the winner minimises: p50 latency, file size, or energy per inference."""
+        get = record.get if isinstance(record, dict) else lambda name: getattr(record, name)
+        return get({"latency": "latency_ms", "size": "size_bytes", "energy": "energy_mj"}[self.options.objective])
+
     def objective(self, trial: Any) -> float:
         started = time.perf_counter()
         try:
@@ -526,7 +603,11 @@ class Tuner:
         trial.set_user_attr("accuracy_drop", round(drop, 6))
         trial.set_user_attr("constraint", [drop - self.options.max_accuracy_drop])
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-        return scores["latency_ms"] if self.options.objective == "latency" else float(scores["size_bytes"])
+        cost = self.cost(scores)
+        if cost is None:
+            trial.set_user_attr("error", f"the benchmark gave no {self.options.objective} figure")
+            raise TrialFailed(f"the benchmark gave no {self.options.objective} figure")
+        return float(cost)
 
     # -- the study -----------------------------------------------------------------------------------------
 
@@ -554,10 +635,13 @@ class Tuner:
                   optuna.trial.TrialState.WAITING: "waiting"}
         out = []
         budget = self.options.max_accuracy_drop
+        retried = _retried(study)
         for t in study.trials:
             if t.state == optuna.trial.TrialState.WAITING:
                 continue
-            a = t.user_attrs
+            a = dict(t.user_attrs)
+            if t.number in retried and "error" not in a:
+                a["error"] = f"its process stopped; run again as trial {retried[t.number]}"
             complete = t.state == optuna.trial.TrialState.COMPLETE
             drop = a.get("accuracy_drop") if complete else None
             out.append(TrialRecord(
@@ -565,22 +649,21 @@ class Tuner:
                 val_accuracy=a.get("val_accuracy") if complete else None, accuracy_drop=drop,
                 latency_ms=a.get("latency_ms") if complete else None, size_bytes=a.get("size_bytes") if complete else None,
                 peak_rss_mb=a.get("peak_rss_mb") if complete else None,
+                energy_mj=a.get("energy_mj") if complete else None, energy_kind=a.get("energy_kind") if complete else None,
                 within_budget=complete and drop is not None and drop <= budget + 1e-9,
                 trained=list(a.get("trained", [])), cached=list(a.get("cached", [])), seconds=a.get("seconds"),
                 error=a.get("error"), float_ops=list(a.get("float_ops", [])) if complete else [],
                 float_groups=list(a.get("float_groups", [])) if complete else [],
                 fallback_steps=[FallbackStep(**s) for s in a.get("fallback_steps", [])] if complete else [],
                 int8_val_accuracy=a.get("int8_val_accuracy") if complete else None))
-        cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
-        front = pareto_front({r.number: (r.val_accuracy, cost(r)) for r in out if r.state == "complete"})
+        front = pareto_front({r.number: (r.val_accuracy, self.cost(r)) for r in out if r.state == "complete"})
         for r in out:
             r.pareto = r.number in front
         return out
 
     def winner(self, records: list[TrialRecord]) -> TrialRecord | None:
-        cost = (lambda r: r.latency_ms) if self.options.objective == "latency" else (lambda r: r.size_bytes)
         within = [r for r in records if r.within_budget]
-        return min(within, key=lambda r: (cost(r), -r.val_accuracy, r.number)) if within else None
+        return min(within, key=lambda r: (self.cost(r), -r.val_accuracy, r.number)) if within else None
 
     def progress_line(self, record: TrialRecord, best: TrialRecord | None, done: int) -> str:
         knobs = ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
@@ -591,8 +674,8 @@ class Tuner:
             mark = "within budget" if record.within_budget else "over budget"
             text = (f"trial {record.number} ({done}/{self.options.trials}): {knobs} → val "
                     f"{record.val_accuracy * 100:.2f}% ({signed_points(-record.accuracy_drop)} pt, {mark}), "
-                    f"{record.latency_ms:.3f} ms, {record.size_bytes / 1e6:.2f} MB")
-        best_text = (f"#{best.number} {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB, "
+                    f"{record.latency_ms:.3f} ms, {record.size_bytes / 1e6:.2f} MB{_energy_text(record)}")
+        best_text = (f"#{best.number} {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB{_energy_text(best)}, "
                      f"val {best.val_accuracy * 100:.2f}%") if best else "none within the budget yet"
         return f"{text} · best so far: {best_text}"
 
@@ -600,7 +683,9 @@ class Tuner:
         import optuna
 
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-        done = lambda: len(study.get_trials(deepcopy=False, states=finished))
+        # a trial whose process died and that is queued again counts once: as its retry
+        done = lambda: len([t for t in study.get_trials(deepcopy=False, states=finished)
+                            if t.number not in _retried(study)])
         if not study.trials and (own := self.own_values()):
             study.enqueue_trial(own, skip_if_exists=True)  # the recipe as written is the first trial
         if done() >= self.options.trials:
@@ -616,6 +701,19 @@ class Tuner:
                 study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))
             records = self.records(study)
             self.step(self.progress_line(records[-1] if records else None, self.winner(records), done()))
+
+
+def _retried(study: Any) -> dict[int, int]:
+    """Trials failed because their process died, and the trial that runs each again (optuna's retry callback
+    names the first attempt in the system attribute ``failed_trial``)."""
+    return {t.system_attrs["failed_trial"]: t.number for t in study.get_trials(deepcopy=False)
+            if "failed_trial" in t.system_attrs}
+
+
+def _energy_text(record: TrialRecord) -> str:
+    if record.energy_mj is None:
+        return ""
+    return f", {record.energy_mj:.2f} mJ ({record.energy_kind or '?'})"
 
 
 def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool = False, archive: bool = False,
@@ -647,24 +745,37 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
     if not any(not t.fixed for t in tuner.space):
         raise EdgepackError("recipe search_space: every knob is fixed (nothing to tune)")
     tuner.primary = targets[0]
+    tuner.check_device()
     with _training_context(recipe, show_bars):
         tuner.prepare(targets)
         study = _open_study(optuna, storage, study_name, recipe.seed)
         _check_same_tune(study, study_name, tuner, options)
         searched = sum(not t.fixed for t in tuner.space)
         step(f"tune: {searched} knobs searched, {len(tuner.space) - searched} fixed; study {study_name!r} in "
-             f"{_public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%")
+             f"{_public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%; "
+             f"{options.objective} measured {'here' if options.device is None else 'on ' + options.device_name}")
         for line in describe(tuner.space):
             step(f"  {line}")
-        tuner.search(study)
+        if options.pack_trial is None:
+            tuner.search(study)
         records = tuner.records(study)
         best = tuner.winner(records)
         summary = TuneSummary(objective=options.objective, max_accuracy_drop=options.max_accuracy_drop,
                               teacher_val_accuracy=tuner.teacher.val_accuracy, primary_target=tuner.primary,
                               study=study_name, storage=_public_url(storage), space=describe(tuner.space),
-                              trials=records, winner=best.number if best else None)
+                              trials=records, winner=best.number if best else None, device=options.device_name)
+        summary.plot = _plot(summary, work_dir / "tune-trials.png", step)
         prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]
         reference = prefix_rows[-1].test_accuracy
+        if options.pack_trial is not None:
+            chosen = next((r for r in records if r.number == options.pack_trial and r.state == "complete"), None)
+            if chosen is None:
+                scored = ", ".join(str(r.number) for r in records if r.state == "complete") or "none"
+                raise EdgepackError(f"--pack-trial {options.pack_trial}: not a scored trial of study {study_name!r} "
+                                    f"(scored trials: {scored})")
+            summary.packed = chosen.number
+            return _pack_winner(tuner, study, summary, chosen, prefix_rows, reference, out_dir, targets, force=force,
+                                archive=archive, step=step, emit=emit)
         if best is None:
             complete = [r for r in records if r.state == "complete"]
             if not complete:
@@ -676,6 +787,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
                                f"teacher's validation {tuner.teacher.val_accuracy:.4f}): the best trial #{top.number} "
                                f"reached {top.val_accuracy:.4f} ({signed_points(-top.accuracy_drop)} pt), "
                                f"{top.latency_ms:.3f} ms; no bundle written")
+        summary.packed = best.number
         return _pack_winner(tuner, study, summary, best, prefix_rows, reference, out_dir, targets, force=force,
                             archive=archive, step=step, emit=emit)
 
@@ -686,6 +798,7 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
     recipe = tuner.recipe
     identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
                         "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
+                        "device": options.device_name, "threads": recipe.threads,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
                         "parity": dataclasses.asdict(recipe.parity),
                         **({} if options.fallback else {"fallback": False})})
@@ -694,7 +807,22 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
         study.set_user_attr("tune", identity)
     elif held != identity:
         raise EdgepackError(f"--study {name}: holds the trials of another tune (the recipe, its search space, "
-                            "--objective or the primary target changed); name a new --study or --work")
+                            "--objective, the benchmark device or the primary target changed); name a new --study "
+                            "or --work")
+
+
+def _plot(summary: TuneSummary, path: Path, step: Progress) -> str | None:
+    """The trials' accuracy against the objective, front marked; a missing matplotlib is said, not fatal."""
+    try:
+        from .tune_plot import plot_trials
+    except ModuleNotFoundError as exc:
+        step(f"no plot: {exc.name} is not installed")
+        return None
+    if not any(r.state == "complete" for r in summary.trials):
+        return None
+    plot_trials(summary, path)
+    step(f"plot: {path}")
+    return str(path)
 
 
 @contextlib.contextmanager
@@ -720,9 +848,11 @@ def tune_row(summary: TuneSummary, best: TrialRecord, final_row: Any):
     from .compress.evaluate import StageRow
 
     completed = sum(r.state == "complete" for r in summary.trials)
+    chosen = "" if best.number == summary.winner else \
+        f" (chosen with --pack-trial; the winner is #{summary.winner if summary.winner is not None else 'none'})"
     text = (f"{len(summary.trials)} trials ({completed} scored) for the {summary.objective} of "
             f"{summary.primary_target} within {summary.max_accuracy_drop * 100:g} pt of the teacher's validation "
-            f"accuracy: trial #{best.number}, val {best.val_accuracy * 100:.2f}% "
+            f"accuracy: trial #{best.number}{chosen}, val {best.val_accuracy * 100:.2f}% "
             f"({signed_points(-best.accuracy_drop)} pt), {best.latency_ms:.3f} ms, {best.size_bytes / 1e6:.2f} MB"
             + (f"; kept in float by the precision fallback: {', '.join(best.float_groups)}" if best.float_ops else ""))
     # latency_ms stays empty: the table's column is the PyTorch figure of the stage rows, not device_bench's
@@ -750,7 +880,7 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
 
     recipe = tuner.recipe
     trial = study.trials[best.number]
-    step(f"winner: trial #{best.number}; pack {', '.join(targets)}")
+    step(f"{'winner' if best.number == summary.winner else 'chosen'}: trial #{best.number}; pack {', '.join(targets)}")
     stages = [STAGES[kind].parse(options, f"trial {best.number} stages[{i}].{kind}")
               for i, raw in enumerate(trial.user_attrs["stages"], start=tuner.start) for kind, options in raw.items()]
     key, keys = tuner.prefix_keys[-1], []
@@ -770,4 +900,5 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
     outcome = pack_and_gate(tuned, out_dir, targets, tuner.loaded, model, tokenizer, tuner.data, rows, reference,
                             force=force, archive=archive, step=step, emit=emit)
     return TuneOutcome(summary, outcome.rows, reference, outcome.bundle_dir, outcome.exit_code,
-                       f"tune: trial #{best.number} won; {outcome.message}", outcome.manifest)
+                       f"tune: trial #{best.number} " + ("won" if best.number == summary.winner else "packed (--pack-trial)")
+                       + f"; {outcome.message}", outcome.manifest)

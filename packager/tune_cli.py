@@ -8,11 +8,18 @@ from pathlib import Path
 import click
 
 from .recipe import load_recipe
-from .tune import OBJECTIVES, TuneOptions, TuneSummary, signed_points, parse_duration
+from .errors import EdgepackError
+from .tune import OBJECTIVES, BenchDevice, TuneOptions, TuneSummary, parse_duration, signed_points
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.2f}"
+
+
+def _energy_cell(t) -> str:
+    if t.energy_mj is None:
+        return "-"
+    return f"{t.energy_mj:.2f}{' (est.)' if t.energy_kind == 'estimated' else ''}"
 
 
 def pareto_table(summary: TuneSummary):
@@ -21,22 +28,26 @@ def pareto_table(summary: TuneSummary):
 
     knobs = list(dict.fromkeys(k for t in summary.trials for k in t.knobs))
     fell_back = any(t.fallback_steps for t in summary.trials)  # the column only when a precision fallback ran
-    table = Table(title=f"Tune trials ({summary.objective} of {summary.primary_target}; budget "
+    table = Table(title=f"Tune trials ({summary.objective} of {summary.primary_target} on {summary.device}; budget "
                         f"{summary.max_accuracy_drop * 100:g} pt below the teacher's validation "
                         f"{summary.teacher_val_accuracy * 100:.2f}%; ★ Pareto front)")
+    energy = any(t.energy_mj is not None for t in summary.trials)
     for col in ("trial", *(k.split(".", 1)[1] for k in knobs), "val acc %", "Δ val pt", "latency ms", "size MB",
-                "peak RSS MB", "budget", *(("kept float",) if fell_back else ()), "trained", "state"):
+                "peak RSS MB", *(("energy mJ",) if energy else ()), "budget", *(("kept float",) if fell_back else ()),
+                "trained", "state"):
         table.add_column(col, justify="left" if col in ("kept float", "trained", "state") else "right",
                          overflow="fold")
     for t in summary.trials:
         values = [f"{t.knobs[k]:.3g}" if isinstance(t.knobs.get(k), float) else str(t.knobs.get(k, "-")) for k in knobs]
         complete = t.state == "complete"
-        state = "winner" if t.number == summary.winner else (t.state if not t.error else f"{t.state}: {t.error}")
+        state = t.state if not t.error else f"{t.state}: {t.error}"
+        state = "winner" if t.number == summary.winner else "packed" if t.number == summary.packed else state
         table.add_row(f"{t.number}{' ★' if t.pareto else ''}", *values, _pct(t.val_accuracy),
                       signed_points(-t.accuracy_drop) if t.accuracy_drop is not None else "-",
                       f"{t.latency_ms:.3f}" if t.latency_ms is not None else "-",
                       f"{t.size_bytes / 1e6:.2f}" if t.size_bytes else "-",
                       f"{t.peak_rss_mb:.1f}" if t.peak_rss_mb is not None else "-",
+                      *((_energy_cell(t),) if energy else ()),
                       ("ok" if t.within_budget else "over") if complete else "-",
                       *((_kept_float(t),) if fell_back else ()),
                       ", ".join(t.trained) or "-", state,
@@ -52,6 +63,41 @@ def _kept_float(trial) -> str:
             f"{_pct(trial.int8_val_accuracy)}%)")
 
 
+def bench_device(url: str | None, token: str | None, token_file: Path | None, devices_file: Path | None,
+                 name: str | None) -> BenchDevice | None:
+    """The agent of --device / --token(-file), or --devices + --device-name; None: benchmark here."""
+    from device_bench.client import AgentError, read_token
+    from device_bench.fleet import FleetError, load_devices
+
+    if url and devices_file:
+        raise EdgepackError("give --device or --devices, not both")
+    if devices_file is not None:
+        if token or token_file:
+            raise EdgepackError("--token/--token-file go with --device; a devices file names each device's token")
+        try:
+            fleet = load_devices(devices_file)
+        except FleetError as exc:
+            raise EdgepackError(str(exc)) from None
+        if name is None:
+            raise EdgepackError(f"--devices needs --device-name (one of: {', '.join(d.name for d in fleet)}): a tune "
+                                "ranks trials by one device's latency")
+        spec = next((d for d in fleet if d.name == name), None)
+        if spec is None:
+            raise EdgepackError(f"--device-name {name!r}: not in {devices_file} "
+                                f"(devices: {', '.join(d.name for d in fleet)})")
+        return BenchDevice(name=spec.name, url=spec.url, token=spec.token)
+    if name is not None:
+        raise EdgepackError("--device-name needs --devices")
+    if url is None:
+        if token or token_file:
+            raise EdgepackError("--token/--token-file need --device")
+        return None
+    try:
+        return BenchDevice(name=url, url=url, token=read_token(token, token_file))
+    except AgentError as exc:
+        raise EdgepackError(str(exc)) from None
+
+
 @click.command("tune")
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(path_type=Path),
               help="The recipe: teacher, data, stages, targets; its search_space narrows the knobs.")
@@ -62,7 +108,8 @@ def _kept_float(trial) -> str:
 @click.option("--timeout", "timeout", default=None, metavar="DURATION",
               help="Start no trial after this long (2h, 90m, 45s); the running one finishes.")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="latency", show_default=True,
-              help="What the winner minimises within the budget: p50 latency here, or the artifact's size.")
+              help="What the winner minimises within the budget: p50 latency, the artifact's size, or energy per "
+                   "inference (measured where the device has a meter, else estimated from CPU time).")
 @click.option("--storage", default=None, help="Optuna storage URL (default: sqlite in the work folder).")
 @click.option("--study", default=None, help="The study's name in --storage (with --storage).")
 @click.option("--work", "work_dir", type=click.Path(path_type=Path), default=None,
@@ -73,17 +120,28 @@ def _kept_float(trial) -> str:
 @click.option("--no-fallback", "no_fallback", is_flag=True,
               help="No precision fallback: an int8 primary artifact over the budget keeps every op int8 (by "
                    "default its op groups that add the most error are kept in float until it is within).")
+@click.option("--device", "device_url", default=None,
+              help="Benchmark each trial on the edgepack-agent at this URL (the device the bundle is for).")
+@click.option("--token", default=None, help="The agent's token (prefer --token-file).")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None, help="File holding the agent's token.")
+@click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
+              help="devices.yaml of a fleet; with --device-name, benchmark on that device.")
+@click.option("--device-name", default=None, help="The device of --devices to benchmark on.")
+@click.option("--pack-trial", type=int, default=None,
+              help="Run no trial: pack this scored trial of the study (another point of the front).")
 @click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--archive", is_flag=True, help="Also write OUT.tar.gz.")
 @click.option("--json", "as_json", is_flag=True, help="Print the winner's manifest JSON on stdout.")
 def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: Path, timeout: str | None,
              objective: str, storage: str | None, study: str | None, work_dir: Path | None, bench_runs: int,
-             bench_seconds: float, no_fallback: bool, force: bool, archive: bool, as_json: bool) -> None:
+             bench_seconds: float, no_fallback: bool, device_url: str | None, token: str | None,
+             token_file: Path | None, devices_file: Path | None, device_name: str | None, pack_trial: int | None,
+             force: bool, archive: bool, as_json: bool) -> None:
     """Find the fastest bundle whose validation accuracy stays within --max-accuracy-drop of the teacher's.
 
     Each trial samples the stages' knobs, trains what the stage cache lacks (the teacher trains once), exports
-    the recipe's first target and benchmarks it here; the winner is packed to every target (test split, gate).
-    Exit 1 with no bundle when no trial meets the budget."""
+    the recipe's first target and benchmarks it here or on an agent (--device, or --devices with --device-name);
+    the winner is packed to every target (test split, gate). Exit 1 with no bundle when no trial meets the budget."""
     from rich.console import Console
 
     from .recipe_cli import stage_table
@@ -92,7 +150,9 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
     options = TuneOptions(max_accuracy_drop=max_accuracy_drop, trials=trials, objective=objective,
                           timeout_s=parse_duration(timeout) if timeout else None, storage=storage, study=study,
                           work_dir=work_dir, bench_runs=bench_runs, bench_seconds=bench_seconds,
-                          fallback=not no_fallback)
+                          fallback=not no_fallback,
+                          device=bench_device(device_url, token, token_file, devices_file, device_name),
+                          pack_trial=pack_trial)
     options.validate()
     recipe = load_recipe(recipe_path)
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)

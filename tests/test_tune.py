@@ -176,12 +176,132 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o",
                        str(tmp_path / "third"), "--work", str(work)], capsys)
     assert code == 0 and counted["score"] == 3 and "nothing to run" in err
+    # another point of the front: a scored trial packed from the cache, no trial run, no stage trained
+    other = next(n for n in (0, 1, 2) if n != next(r for r in Manifest.load(tmp_path / "third").stages
+                                                   if r["stage"] == "tune")["details"]["winner"])
+    trained_before = counted["finetune"], counted["transfer_set"]
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--pack-trial",
+                       str(other), "-o", str(tmp_path / "other"), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert counted["score"] == 3 and (counted["finetune"], counted["transfer_set"]) == trained_before
+    summary = next(r for r in Manifest.load(tmp_path / "other").stages if r["stage"] == "tune")["details"]
+    assert summary["packed"] == other != summary["winner"]
+    assert Manifest.load(tmp_path / "other").model.num_layers == second[other]["knobs"]["1.distill.student.layers"]
+    assert f"tune: trial #{other} packed (--pack-trial)" in err
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--pack-trial", "7", "-o",
+                       str(tmp_path / "none"), "--work", str(work)], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        "edgepack: error: --pack-trial 7: not a scored trial of study 'tune' (scored trials: 0, 1, 2)")
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "--objective", "size",
                        "-o", str(tmp_path / "fourth"), "--work", str(work)], capsys)
     assert code == 2 and err.strip().splitlines()[-1] == (
-        "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective "
-        "or the primary target changed); name a new --study or --work")
+        "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective, "
+        "the benchmark device or the primary target changed); name a new --study or --work")
     assert counted["score"] == 3 and not (tmp_path / "fourth").exists()
+
+
+def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(workspace, tmp_path, counted, capsys,
+                                                                          monkeypatch):
+    """Through an edgepack-agent on loopback (a subprocess): no trial is benchmarked in this process, each trial
+    carries the agent's latency and energy figures, the winner is the least energy within the budget."""
+    import device_bench.bench as local_bench
+
+    from test_device_bench_fixture import running_agent
+
+    def no_local_bench(*args, **kwargs):
+        raise AssertionError("a trial was benchmarked here, not on the agent")
+
+    monkeypatch.setattr(local_bench, "bench_bundle", no_local_bench)
+    token_file = tmp_path / "token"
+    token_file.write_text("tune-token-for-tests\n")
+    token_file.chmod(0o600)
+    out, work = tmp_path / "best", tmp_path / "work"
+    with running_agent(tmp_path / "agent", "--token-file", str(token_file), "--name", "loopback-pi") as (url, _):
+        code, err = _tune(["--recipe", str(_recipe(workspace, "agent.yaml")), "--max-accuracy-drop", "0.5",
+                           "--trials", "2", "--objective", "energy", "--device", url, "--token-file", str(token_file),
+                           "-o", str(out), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert "agent loopback-pi" in err and f"benchmark onnx-fp32 on {url}" in err
+    summary = next(r for r in Manifest.load(out).stages if r["stage"] == "tune")["details"]
+    assert summary["device"] == url and summary["objective"] == "energy"
+    trials = summary["trials"]
+    assert [t["state"] for t in trials] == ["complete", "complete"]
+    for t in trials:
+        assert t["latency_ms"] > 0 and t["energy_mj"] > 0 and t["energy_kind"] == "estimated"
+    within = [t for t in trials if t["within_budget"]]
+    assert summary["winner"] == min(within, key=lambda t: (t["energy_mj"], -t["val_accuracy"], t["number"]))["number"]
+    assert "energy mJ" in err and _trial_rows(err) == [0, 1]
+    plot = Path(summary["plot"])
+    assert plot == work / "tune-trials.png" and plot.stat().st_size > 10_000
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unreachable_agent_fails_before_any_training(workspace, tmp_path, counted, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = _tune(["--recipe", str(_recipe(workspace, "gone.yaml")), "--max-accuracy-drop", "0.1", "--device",
+                       f"http://127.0.0.1:{port}", "-o", str(tmp_path / "o")], capsys)
+    assert code == 2 and counted["finetune"] == 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"edgepack: error: --device http://127.0.0.1:{port}: ") and not (tmp_path / "o").exists()
+
+
+def test_a_trial_whose_process_was_killed_runs_again_with_its_knobs_and_cached_stages(workspace, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import packager.tune as tune_mod
+
+    work, path = tmp_path / "work", _recipe(workspace, "killed.yaml")
+    args = ["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "1", "--work", str(work)]
+    proc = subprocess.Popen([sys.executable, "-m", "packager.cli", "tune", "--bench-runs", "5", "--bench-seconds", "0",
+                             *args, "-o", str(tmp_path / "first")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:  # kill it once trial 0 has cached its first stage (input, finetune, then distill)
+        deadline = time.monotonic() + 240
+        while len(list((work / "stages").glob("*/meta.json"))) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the tune ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert len(list((work / "stages").glob("*/meta.json"))) >= 3
+    monkeypatch.setattr(tune_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_mod, "GRACE_S", 1)
+    time.sleep(2)  # the killed trial's heartbeat is now stale
+    code, err = _tune([*args, "-o", str(tmp_path / "second")], capsys)
+    assert code == 0, err[-3000:]
+    trials = next(r for r in Manifest.load(tmp_path / "second").stages if r["stage"] == "tune")["details"]["trials"]
+    assert [(t["number"], t["state"]) for t in trials] == [(0, "failed"), (1, "complete")]  # --trials 1: the retry
+    assert trials[0]["error"] == "its process stopped; run again as trial 1"
+    # the knobs trial 0 had sampled before it died (define-by-run: the later stages' were not sampled yet)
+    assert trials[0]["knobs"] and trials[0]["knobs"].items() <= trials[1]["knobs"].items()
+    assert trials[1]["cached"][0] == "distill"  # its finished stage came from the cache
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--token", "t"], "--token/--token-file need --device"),
+    (["--device-name", "pi"], "--device-name needs --devices"),
+    (["--devices", "DEVICES"], "--devices needs --device-name (one of: pi5, jetson)"),
+    (["--devices", "DEVICES", "--device-name", "phone"], "--device-name 'phone': not in"),
+    (["--devices", "DEVICES", "--device", "http://x:1"], "give --device or --devices, not both"),
+])
+def test_bad_device_flags_are_one_line_errors(workspace, tmp_path, capsys, args, message):
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices:\n  - {name: pi5, url: 'http://pi5.local:8765'}\n"
+                       "  - {name: jetson, url: 'http://jetson.local:8765'}\n")
+    args = [str(devices) if a == "DEVICES" else a for a in args]
+    base = ["--recipe", str(_recipe(workspace, "devflags.yaml")), "--max-accuracy-drop", "0.1", "-o", str(tmp_path / "o")]
+    code, err = _tune([*base, *args], capsys)
+    assert code == 2
+    assert err.strip().startswith(f"edgepack: error: {message}") and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [

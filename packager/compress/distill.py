@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -460,7 +461,8 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
     # a study kept in a database outlives the process: its trials checkpoint each epoch, and a trial run again
     # after its worker died (optuna's retry, same parameters) continues in the first attempt's folder
     resumable = s.storage is not None
-    trials_dir = work_dir / s.study if resumable else work_dir  # another study's checkpoints are never continued
+    # under the study's name: another study's checkpoints are never continued
+    trials_dir = work_dir / re.sub(r"[^A-Za-z0-9._-]", "_", s.study) if resumable else work_dir
 
     def run_trial(number: int, params: dict[str, Any], trial=None, folder: int | None = None) -> float | None:
         """Train one trial's student on every rank; None when the pruner stopped it."""
@@ -518,7 +520,9 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
     while done() < s.trials:
         if done() + running() >= s.trials:  # the rest is running on other workers: wait for it
             time.sleep(SEARCH_HEARTBEAT_S / 5)
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():  # marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             continue
         study.optimize(objective, n_trials=1)
     distributed.broadcast_object(None, publish_wait=True)
