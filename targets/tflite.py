@@ -8,6 +8,7 @@ than fp32 with cosine ≈ 0.998 on MiniLM.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import logging
@@ -69,6 +70,64 @@ def convert_fp32(ctx: ExportContext, out_path: Path, module=None) -> Shapes:
     return dataclasses.replace(ctx.static_shapes(SIGNATURE),
                                how="one signature per bucket in one .tflite, weights shared (TFLite needs static "
                                    "shapes; litert-torch converts no dynamic sequence dimension)")
+
+
+class _Fp32Cache:
+    """The last fp32 conversions of this process, keyed by the wrapper's weights, structure and shapes.
+
+    The precision fallback exports one model again and again with other ops kept in float (ranking, each
+    revert, the winner's pack); litert-torch's conversion is the slow part and its result depends only on the
+    module and the signature shapes, so it runs once. Files live in a private temporary folder, removed at exit.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.folder: Path | None = None
+        self.entries: dict[str, tuple[Path, Shapes]] = {}
+
+    @staticmethod
+    def key(ctx: ExportContext) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        module = ctx.wrapper
+        digest.update(f"{type(module).__module__}.{type(module).__qualname__}\n{module!r}".encode())
+        config = getattr(ctx.hf_model, "config", None)
+        if config is not None and hasattr(config, "to_json_string"):
+            digest.update(config.to_json_string().encode())
+        digest.update(repr((ctx.seq_len, list(ctx.buckets), list(ctx.input_names), ctx.task.name)).encode())
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(repr((tuple(tensor.shape), str(tensor.dtype))).encode())
+            value = tensor.detach().cpu().contiguous()
+            digest.update((value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy().tobytes())
+        return digest.hexdigest()
+
+    def convert(self, ctx: ExportContext, out_path: Path) -> Shapes:
+        """``convert_fp32(ctx, out_path)``, from the cache when this module was converted at these shapes."""
+        import atexit
+        import tempfile
+
+        key = self.key(ctx)
+        if key in self.entries:
+            cached, shapes = self.entries.pop(key)
+            self.entries[key] = (cached, shapes)  # most recent last
+            shutil.copyfile(cached, out_path)
+            return copy.deepcopy(shapes)
+        shapes = convert_fp32(ctx, out_path)
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="edgepack-tflite-fp32-"))
+            atexit.register(shutil.rmtree, self.folder, True)
+        cached = self.folder / f"{key}.tflite"
+        shutil.copyfile(out_path, cached)
+        self.entries[key] = (cached, copy.deepcopy(shapes))
+        while len(self.entries) > self.keep:
+            oldest = next(iter(self.entries))
+            self.entries.pop(oldest)[0].unlink(missing_ok=True)
+        return shapes
+
+
+FP32_CACHE = _Fp32Cache()
 
 
 def share_buffers(path: Path, short_names: bool = False) -> dict[str, int]:
@@ -203,7 +262,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
-        shapes = convert_fp32(ctx, float_path)
+        shapes = FP32_CACHE.convert(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
         patterns = list(ctx.options.get(FLOAT_OPS) or ())
         kept: list[str] = []
@@ -246,7 +305,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
         from ai_edge_quantizer.utils import validation_utils
 
         float_path = ctx.workdir / f"{self.name}.rank.fp32.tflite"
-        convert_fp32(ctx, float_path)
+        FP32_CACHE.convert(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
         mse = validation_utils.ValidationErrorMetric.MSE
         test_data = _signature_samples(float_path, ctx, samples)

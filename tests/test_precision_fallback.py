@@ -103,6 +103,29 @@ def test_tflite_float_ops_stay_float_in_the_file_and_are_recorded(tiny_cls, text
     assert any("BertLayer_0/" in op for op in int8) and not any("BertLayer_1/" in op for op in int8)
 
 
+def test_tflite_reexports_of_one_model_convert_it_once(tiny_cls, texts, tmp_path, monkeypatch):
+    """The fallback exports one model many times: litert-torch converts it once per module and shapes."""
+    import torch
+
+    import targets.tflite as tflite
+
+    monkeypatch.setattr(tflite, "FP32_CACHE", tflite._Fp32Cache())
+    conversions = []
+    convert = tflite.convert_fp32
+    monkeypatch.setattr(tflite, "convert_fp32", lambda ctx, out, module=None: conversions.append(1) or convert(ctx, out))
+    first = _pack(tiny_cls, tmp_path / "a", "tflite-int8", texts)
+    second = _pack(tiny_cls, tmp_path / "b", "tflite-int8", texts, {"float_ops": ["BertLayer_0/"]})
+    assert first.status == second.status == "ok" and len(conversions) == 1
+    assert second.details["int8_op_count"] < first.details["int8_op_count"]
+    with torch.no_grad():  # other weights: converted again
+        tiny_cls.model.classifier.bias += 1.0
+    try:
+        assert _pack(tiny_cls, tmp_path / "c", "tflite-int8", texts).status == "ok" and len(conversions) == 2
+    finally:
+        with torch.no_grad():
+            tiny_cls.model.classifier.bias -= 1.0
+
+
 # -- ranking ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", ["onnx-int8", "tflite-int8"])
