@@ -44,12 +44,13 @@ _INDEXED = re.compile(r"[._](\d+)$")
 def op_group(name: str) -> str:
     """The group an op falls back with: ``layer.N`` inside the N-th block of a module list, else ``embeddings``
     or ``head`` (pooler, classifier). Only the module path counts (the op's own name, such as ``MatMul_1``,
-    is the last component); a fused op's first scope decides."""
-    path = name.split(";")[0].strip("/").split("/")[:-1]
-    for component in path:
+    is the last component). litert-torch names a fused op by its locations joined with ';', the producer's
+    first (a query projection fused with the previous layer's LayerNorm): the op's own, last path decides."""
+    scope = next((part for part in reversed(name.split(";")) if "/" in part), name)
+    for component in scope.strip("/").split("/")[:-1]:
         if (match := _INDEXED.search(component)) is not None:
             return f"layer.{int(match.group(1))}"
-    return "embeddings" if "embedding" in name.lower() else "head"
+    return "embeddings" if "embedding" in scope.lower() else "head"
 
 
 def group_ops(ops: list[str]) -> dict[str, list[str]]:

@@ -365,3 +365,20 @@ def test_no_fallback_keeps_every_op_int8(outlier_workspace, tmp_path, capsys):
     # the all-int8 artifact as it is: below the recipe's parity (the fallback would have mended it), so it fails
     assert trial.state == optuna.trial.TrialState.FAIL and "parity below threshold" in trial.user_attrs["error"]
     assert "float_ops" not in trial.user_attrs and "kept float" not in err[err.index("Tune trials"):]
+
+
+def test_op_groups_follow_the_ops_own_module_path():
+    from targets.fallback import op_group
+
+    tflite = ("pkg.TaskWrapper/bert.BertModel_model/bert.BertEmbeddings_embeddings/torch.nn.LayerNorm_LayerNorm;;"
+              "pkg.TaskWrapper/bert.BertModel_model/bert.BertEncoder_encoder/bert.BertLayer_0/"
+              "bert.BertSelfAttention_self/torch.nn.modules.linear.Linear_query;1")
+    assert op_group(tflite) == "layer.0"  # fused with the embeddings' LayerNorm, but the query of layer 0
+    assert op_group("pkg.TaskWrapper/bert.BertModel_model/bert.BertEmbeddings_embeddings/"
+                    "torch.nn.modules.sparse.Embedding_word_embeddings;2") == "embeddings"
+    assert op_group("seq16_output_0_output") == "head"
+    assert op_group("/model/bert/encoder/layer.11/attention/self/query/MatMul") == "layer.11"
+    assert op_group("/model/bert/encoder/layer.3/attention/self/MatMul_1") == "layer.3"
+    assert op_group("/model/bert/embeddings/word_embeddings/Gather") == "embeddings"
+    assert op_group("/model/classifier/Gemm_MatMul") == "head"
+    assert op_group("/model/bert/pooler/dense/Gemm_MatMul") == "head"
