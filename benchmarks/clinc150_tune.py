@@ -225,8 +225,8 @@ def report(args, cache: Path, winner: Path, handmade: Path) -> None:
     lines += ["", f"The tuned bundle {'dominates' if dominates else 'does NOT dominate'} the hand-made one "
                   f"({signed_points(tuned['test_accuracy'] - hand['test_accuracy'])} pt, "
                   f"{hand['p50_ms'] / tuned['p50_ms']:.2f}× the speed).", "", "## Trials (validation split)", "",
-              "| trial | knobs | val acc % | Δ val pt | latency ms | size MB | front | state |",
-              "|---:|---|---:|---:|---:|---:|:-:|---|"]
+              "| trial | knobs | val acc % | Δ val pt | latency ms | size MB | kept float (fallback) | front | state |",
+              "|---:|---|---:|---:|---:|---:|---|:-:|---|"]
     for t in summary["trials"]:
         knobs = ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                           for k, v in t["knobs"].items())
@@ -234,7 +234,11 @@ def report(args, cache: Path, winner: Path, handmade: Path) -> None:
         cells = [f"{t['val_accuracy'] * 100:.2f}", signed_points(-t["accuracy_drop"]), f"{t['latency_ms']:.3f}",
                  f"{t['size_bytes'] / 1e6:.2f}"] if scored else ["-"] * 4
         state = "winner" if t["number"] == summary["winner"] else t["state"] + (f": {t['error']}" if t["error"] else "")
-        lines.append(f"| {t['number']} | {knobs} | {' | '.join(cells)} | {'★' if t['pareto'] else ''} | {state} |")
+        kept = ", ".join(t.get("float_groups") or []) or "-"
+        if t.get("int8_val_accuracy") is not None:
+            kept += f" (all-int8 val {t['int8_val_accuracy'] * 100:.2f}%)"
+        lines.append(f"| {t['number']} | {knobs} | {' | '.join(cells)} | {kept} | {'★' if t['pareto'] else ''} | "
+                     f"{state} |")
     name = "clinc150-tune" if args.intents is None else f"clinc150-tune-{args.intents}intents"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")

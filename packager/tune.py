@@ -450,7 +450,8 @@ class Tuner:
         try:
             self.step(f"trial {number}: export {primary}")
             entry, buckets = self.export_primary(final, bundle)
-            entry, fallback = self.fallback(final, bundle, number, entry, buckets)
+            entry, fallback = self.fallback(final, bundle, number, entry, buckets,
+                                            fp32_accuracy=self.cache.row(key).val_accuracy)
             where = "here" if self.options.device is None else f"on {self.options.device_name}"
             self.step(f"trial {number}: benchmark {primary} {where} (validation texts at their real lengths)")
             res = self.bench(bundle)
@@ -488,13 +489,15 @@ class Tuner:
             raise TrialFailed(f"{primary}: {entry.error or entry.status}")
         return entry, result.manifest.input_spec.buckets
 
-    def fallback(self, final: Any, bundle: Path, number: int, entry: Any,
-                 buckets: list[int] | None) -> tuple[Any, dict[str, Any]]:
+    def fallback(self, final: Any, bundle: Path, number: int, entry: Any, buckets: list[int] | None,
+                 fp32_accuracy: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Precision fallback of an int8 primary artifact over the budget (or below the recipe's parity): its op
         groups ranked by the output error each adds, reverted to float worst first (re-exported to ``bundle`` and
         re-scored each time) until the validation accuracy is within the budget and parity passes, or every group
         is float. Returns the final entry and the trial's fallback attributes (none when the artifact was within
-        the budget or cannot fall back); an artifact still below parity fails the trial."""
+        the budget or cannot fall back); an artifact still below parity fails the trial. A model whose fp32
+        validation accuracy (``fp32_accuracy``) already misses the budget gets no fallback: int8 is not the cause,
+        and float ops would only make it slower."""
         from .precision_fallback import rank_groups, run_fallback, supports_fallback
         from .recipe_run import calibration_texts
 
@@ -502,10 +505,14 @@ class Tuner:
         needed = self.teacher.val_accuracy - self.options.max_accuracy_drop
         accuracy = float(entry.parity.accuracy)
         passed = lambda e: e.status == "ok"
+        fp32_misses = fp32_accuracy is not None and fp32_accuracy < needed - 1e-9
         if (not self.options.fallback or (accuracy >= needed - 1e-9 and passed(entry))
-                or not supports_fallback(primary)):
+                or not supports_fallback(primary) or (fp32_misses and passed(entry))):
             if not passed(entry):
                 raise TrialFailed(f"{primary}: {entry.error or entry.status}")
+            if fp32_misses and self.options.fallback and supports_fallback(primary):
+                self.step(f"trial {number}: no precision fallback: the fp32 model already misses the budget "
+                          f"(val {fp32_accuracy * 100:.2f}%, needs {needed * 100:.2f}%)")
             return entry, {}
         where = f"trial {number}: precision fallback"
         miss = (f"misses the budget ({needed * 100:.2f}%)" if accuracy < needed - 1e-9

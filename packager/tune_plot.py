@@ -3,26 +3,27 @@ the budget line drawn and the winner marked — the picture of the trade-off the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a build server or a device
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .tune import TrialRecord, TuneSummary  # noqa: E402
 
 #: the objective's figure of a trial, its axis label and the scale of the stored value
 AXES = {"latency": ("latency_ms", "p50 latency (ms)", 1.0), "size": ("size_bytes", "artifact size (MB)", 1e-6),
         "energy": ("energy_mj", "energy per inference (mJ)", 1.0)}
 
 
-def _cost(record: TrialRecord, objective: str) -> float | None:
+def _cost(record: Any, objective: str) -> float | None:
     name, _, scale = AXES[objective]
     value = getattr(record, name)
     return None if value is None else value * scale
 
 
-def plot_trials(summary: TuneSummary, path: Path) -> Path:
+def plot_trials(summary: Any, path: Path) -> Path:
+    """``summary``: a ``tune.TuneSummary`` (not imported: the tune calls this module)."""
     scored = [r for r in summary.trials if r.state == "complete" and r.val_accuracy is not None
               and _cost(r, summary.objective) is not None]
     _, label, _ = AXES[summary.objective]

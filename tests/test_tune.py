@@ -155,6 +155,26 @@ def test_a_budget_no_trial_meets_fails_naming_the_best_trial_and_writes_no_bundl
     assert counted["finetune"] == 1
 
 
+def test_a_trial_whose_fp32_model_misses_the_budget_gets_no_precision_fallback(workspace, tmp_path, counted,
+                                                                                capsys):
+    """int8 is not the cause when the float model already misses the budget: no op is reverted to float."""
+    import optuna
+
+    path = _recipe(workspace, "hopeless-int8.yaml", distill={"lr": 1.0e-9}, prune={"heads": 0.5, "ffn": 0.6},
+                   space={"distill.epochs": None, "distill.student.layers": [1, 1], "prune.heads": None,
+                          "prune.ffn": None, "trim_vocab.keep_top": None, "distill.alpha": [0.1, 0.9]})
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "targets": ["onnx-int8"], "parity": {"min_agreement": 0.0}}))
+    work = tmp_path / "work"
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0", "--trials", "1", "--work", str(work),
+                       "-o", str(tmp_path / "o")], capsys)
+    assert code == 1 and not (tmp_path / "o").exists()
+    assert "trial 0: no precision fallback: the fp32 model already misses the budget" in err
+    assert "rank its int8 op groups" not in err
+    (trial,) = optuna.load_study(study_name="tune", storage=f"sqlite:///{work / 'study.db'}").trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and "float_ops" not in trial.user_attrs
+
+
 def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, counted, capsys):
     work = tmp_path / "work"
     path = _recipe(workspace, "resume.yaml")
