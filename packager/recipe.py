@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EdgepackError, RecipeError
-from .recipe_schema import build, check_range
+from .recipe_schema import build, check_range, recipe_buckets
 from .search_space import check_search_space
 from .stages import STAGES, Stage, parse_stage
 
@@ -70,6 +70,9 @@ class Recipe:
     runtimes: dict[str, str] = field(default_factory=dict)
     gate: GateSpec = field(default_factory=GateSpec)
     parity: ParitySpec = field(default_factory=ParitySpec)
+    #: the sequence lengths the artifacts are exported at: "auto" (from the calibration texts' lengths), "none"
+    #: (one static shape, seq_len) or ascending lengths ending at most at seq_len, e.g. [16, 32, 64]
+    buckets: Any = "auto"
     #: training texts used as calibration/parity samples
     calib_samples: int = 200
     #: what `edgepack tune` searches: KIND.OPTION -> [low, high], a list of choices, one value (fixed) or null
@@ -183,7 +186,8 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError("recipe targets: at least one target is needed")
     _check_target_options(recipe)
     _check_runtimes(recipe)
-    check_search_space(recipe.search_space, recipe.stages)
+    recipe_buckets(recipe.buckets, recipe.seq_len, "buckets")
+    check_search_space(recipe.search_space, recipe.stages, recipe.seq_len)
     if recipe.gate.max_accuracy_drop is not None:
         check_range(recipe.gate.max_accuracy_drop, 0.0, 1.0, "gate.max_accuracy_drop")
     check_range(recipe.parity.min_cosine, -1.0, 1.0, "parity.min_cosine")

@@ -28,6 +28,7 @@ from .compress.evaluate import StageRow, measure
 from .errors import EdgepackError
 from .labelled_data import LabelledData, load_labelled, read_texts
 from .recipe import Recipe
+from .recipe_schema import recipe_buckets
 from .stages import StageContext
 
 Progress = Callable[[str], None]
@@ -348,7 +349,8 @@ def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, mod
                         labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
                         force=force, archive=archive, min_cosine=recipe.parity.min_cosine,
                         min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
-                        runtimes=recipe.runtimes, progress=step, finalize=finalize)
+                        runtimes=recipe.runtimes, progress=step, finalize=finalize,
+                        buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"))
     gate = verdict["gate"]
     failed = list(result.failed)
     if gate is not None and not gate.passed:

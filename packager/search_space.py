@@ -12,10 +12,43 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RecipeError
+from .recipe_schema import recipe_buckets
 from .stages import STAGES, Knob, Stage
 
 #: a search_space value that keeps the stage's own value
 KEEP = None
+#: the one key that is not a stage's knob: the bucket layouts the exported artifact may take (the recipe's
+#: ``buckets``), searched as an optuna choice under BUCKETS_PARAM
+BUCKETS_KEY = "buckets"
+BUCKETS_PARAM = "pack.buckets"
+
+
+def encode_buckets(value: Any) -> str:
+    """A bucket layout as an optuna choice: "auto", "none" or "16,32,64"."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def decode_buckets(text: str) -> Any:
+    """The recipe value of an encoded layout."""
+    return text if text in ("auto", "none") else [int(n) for n in text.split(",")]
+
+
+def bucket_choices(space: Any, seq_len: int) -> list[str] | None:
+    """``search_space.buckets``: the layouts a tune chooses among, encoded; None when the recipe's own is kept."""
+    value = space.get(BUCKETS_KEY) if isinstance(space, dict) else None
+    if value is None:
+        return None
+    where = f"search_space.{BUCKETS_KEY}"
+    if not isinstance(value, list) or not value or all(isinstance(v, int) for v in value):
+        raise RecipeError(f"recipe {where}: expected a list of layouts to choose among, e.g. [auto, none, "
+                          f"[16, 64]], got {value!r}")
+    choices = []
+    for i, layout in enumerate(value):
+        recipe_buckets(layout, seq_len, f"{where}[{i}]")
+        if encode_buckets(layout) in choices:
+            raise RecipeError(f"recipe {where}[{i}]: {layout!r} is listed twice")
+        choices.append(encode_buckets(layout))
+    return choices
 
 
 @dataclass(frozen=True)
@@ -66,9 +99,11 @@ def _narrow(knob: Knob, value: Any, where: str) -> tuple[Knob, bool, Any]:
     return knob, True, value
 
 
-def check_search_space(space: Any, stages: list[Stage]) -> None:
-    """``search_space`` names knobs of the recipe's tuned stages, with values of the right shape."""
+def check_search_space(space: Any, stages: list[Stage], seq_len: int) -> None:
+    """``search_space`` names knobs of the recipe's tuned stages (and bucket layouts), with values of the right
+    shape."""
     resolve(space, stages)
+    bucket_choices(space, seq_len)
 
 
 def resolve(space: Any, stages: list[Stage]) -> list[TunedKnob]:
@@ -78,6 +113,8 @@ def resolve(space: Any, stages: list[Stage]) -> list[TunedKnob]:
     start = first_tuned_stage(stages)
     tuned_kinds = {s.kind for s in stages[start:]}
     for key in space:
+        if key == BUCKETS_KEY:
+            continue
         kind, _, option = str(key).partition(".")
         where = f"search_space.{key}"
         if kind not in STAGES:
@@ -104,7 +141,7 @@ def resolve(space: Any, stages: list[Stage]) -> list[TunedKnob]:
                 out.append(TunedKnob(index, stage.kind, narrowed, fixed, value))
             else:
                 out.append(TunedKnob(index, stage.kind, knob))
-    unused = [k for k in space if k not in used]
+    unused = [k for k in space if k not in used and k != BUCKETS_KEY]
     if unused:
         raise RecipeError(f"recipe search_space.{unused[0]}: no stage of the recipe has that knob with its "
                           "current method or student")

@@ -33,7 +33,9 @@ from typing import Any, Callable
 from .errors import EdgepackError
 from .precision_fallback import FallbackStep
 from .recipe import GateSpec, Recipe
-from .search_space import TunedKnob, describe, first_tuned_stage, resolve
+from .recipe_schema import recipe_buckets
+from .search_space import (BUCKETS_PARAM, TunedKnob, bucket_choices, decode_buckets, describe, encode_buckets,
+                           first_tuned_stage, resolve)
 from .stages import STAGES, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -320,6 +322,8 @@ class Tuner:
         self.cache = StageCache(work_dir / "stages")
         self.memo: dict[Any, Any] = {}  # the teacher's logits on the transfer set, shared by the trials
         self.space: list[TunedKnob] = resolve(recipe.search_space, recipe.stages)
+        #: the bucket layouts the primary artifact chooses among (encoded; None: the recipe's own ``buckets``)
+        self.bucket_choices: list[str] | None = bucket_choices(recipe.search_space, recipe.seq_len)
         self.start = first_tuned_stage(recipe.stages)
         self.trained: list[str] = []  # every stage trained in this process, in order (for the log)
         self.primary = ""  # the target each trial exports and benchmarks (the recipe's first)
@@ -431,12 +435,15 @@ class Tuner:
             stages.append(tuned)
             keys.append(key)
             depth = self.cache.meta(key).get("num_layers")
+        if self.bucket_choices:  # the exported artifact's shapes: sampled after the stages, applied at export
+            sampled[BUCKETS_PARAM] = trial.suggest_categorical(BUCKETS_PARAM, self.bucket_choices)
         return stages, keys, trained, cached, sampled
 
     # -- scoring -------------------------------------------------------------------------------------------
 
-    def score(self, key: str, number: int) -> dict[str, Any]:
-        """Export the primary target of the model cached under ``key`` and benchmark it here."""
+    def score(self, key: str, number: int, layout: Any = None) -> dict[str, Any]:
+        """Export the primary target of the model cached under ``key`` (bucket ``layout``: the recipe's
+        ``buckets`` form; None: the recipe's own) and benchmark it."""
         from device_bench.bench import BenchError, bench_bundle
 
         from .models import LoadedModel
@@ -449,9 +456,9 @@ class Tuner:
         shutil.rmtree(bundle, ignore_errors=True)
         try:
             self.step(f"trial {number}: export {primary}")
-            entry, buckets = self.export_primary(final, bundle)
+            entry, buckets = self.export_primary(final, bundle, layout=layout)
             entry, fallback = self.fallback(final, bundle, number, entry, buckets,
-                                            fp32_accuracy=self.cache.row(key).val_accuracy)
+                                            fp32_accuracy=self.cache.row(key).val_accuracy, layout=layout)
             where = "here" if self.options.device is None else f"on {self.options.device_name}"
             self.step(f"trial {number}: benchmark {primary} {where} (validation texts at their real lengths)")
             res = self.bench(bundle)
@@ -465,8 +472,8 @@ class Tuner:
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
 
-    def export_primary(self, final: Any, bundle: Path, float_ops: tuple[str, ...] | list[str] = ()
-                       ) -> tuple[Any, list[int] | None]:
+    def export_primary(self, final: Any, bundle: Path, float_ops: tuple[str, ...] | list[str] = (),
+                       layout: Any = None) -> tuple[Any, list[int] | None]:
         """Pack the primary target of ``final`` to ``bundle`` (scored on the validation split), ``float_ops`` kept
         in float; returns its manifest entry (kept when it misses parity: the fallback may mend it, ``fallback``
         fails the trial otherwise) and the bundle's buckets."""
@@ -483,14 +490,16 @@ class Tuner:
                             target_options={primary: options} if options else {},
                             runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
                             min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
-                            allow_parity_failure=True, force=True)
+                            allow_parity_failure=True, force=True,
+                            buckets=recipe_buckets(recipe.buckets if layout is None else layout, recipe.seq_len,
+                                                   "buckets"))
         (entry,) = result.manifest.targets
         if entry.status not in ("ok", "parity-failed") or entry.parity is None or entry.parity.accuracy is None:
             raise TrialFailed(f"{primary}: {entry.error or entry.status}")
         return entry, result.manifest.input_spec.buckets
 
     def fallback(self, final: Any, bundle: Path, number: int, entry: Any, buckets: list[int] | None,
-                 fp32_accuracy: float | None = None) -> tuple[Any, dict[str, Any]]:
+                 fp32_accuracy: float | None = None, layout: Any = None) -> tuple[Any, dict[str, Any]]:
         """Precision fallback of an int8 primary artifact over the budget (or below the recipe's parity): its op
         groups ranked by the output error each adds, reverted to float worst first (re-exported to ``bundle`` and
         re-scored each time) until the validation accuracy is within the budget and parity passes, or every group
@@ -528,7 +537,7 @@ class Tuner:
                   if ranking else f"{where}: no int8 op left to revert")
 
         def score(float_ops: list[str]) -> tuple[float, Any]:
-            new_entry, _ = self.export_primary(final, bundle, float_ops)
+            new_entry, _ = self.export_primary(final, bundle, float_ops, layout=layout)
             return float(new_entry.parity.accuracy), new_entry
 
         outcome = run_fallback(ranking, score, accuracy, needed, start_passed=passed(entry), passed=passed,
@@ -595,7 +604,8 @@ class Tuner:
             trial.set_user_attr("stages", [s.to_dict() for s in stages])
             trial.set_user_attr("trained", trained)
             trial.set_user_attr("cached", cached)
-            scores = self.score(keys[-1], trial.number)
+            layout = decode_buckets(sampled[BUCKETS_PARAM]) if BUCKETS_PARAM in sampled else None
+            scores = self.score(keys[-1], trial.number, layout)
         except Exception as exc:  # recorded in the study and the table; a failing trial never stops the others
             if not isinstance(exc, (TrialFailed, EdgepackError)):
                 log.warning("tune trial %d failed", trial.number, exc_info=True)
@@ -618,6 +628,12 @@ class Tuner:
 
     # -- the study -----------------------------------------------------------------------------------------
 
+    def describe_space(self) -> list[str]:
+        """One line per searched or fixed knob, the bucket layouts last."""
+        layouts = (f"buckets: one of {', '.join(self.bucket_choices)}" if self.bucket_choices
+                   else f"buckets: the recipe's own ({encode_buckets(self.recipe.buckets)})")
+        return [*describe(self.space), layouts]
+
     def own_values(self) -> dict[str, Any]:
         """The recipe's own values of the searched knobs (those in range): the first trial of a new study."""
         from .stages.base import in_range
@@ -632,6 +648,8 @@ class Tuner:
                 value = int(value)  # epochs: 3.0 in the spec, an integer knob
             if in_range(t.knob, value, depth if t.knob.kind == "depth" else None):
                 values[t.name] = value
+        if self.bucket_choices and encode_buckets(self.recipe.buckets) in self.bucket_choices:
+            values[BUCKETS_PARAM] = encode_buckets(self.recipe.buckets)
         return values
 
     def records(self, study: Any) -> list[TrialRecord]:
@@ -749,7 +767,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
     storage = options.storage or f"sqlite:///{(work_dir / 'study.db').resolve()}"
     study_name = options.study or "tune"
     tuner = Tuner(recipe, options, work_dir, step=step)
-    if not any(not t.fixed for t in tuner.space):
+    if not any(not t.fixed for t in tuner.space) and len(tuner.bucket_choices or []) < 2:
         raise EdgepackError("recipe search_space: every knob is fixed (nothing to tune)")
     tuner.primary = targets[0]
     tuner.check_device()
@@ -757,11 +775,11 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         tuner.prepare(targets)
         study = _open_study(optuna, storage, study_name, recipe.seed)
         _check_same_tune(study, study_name, tuner, options)
-        searched = sum(not t.fixed for t in tuner.space)
-        step(f"tune: {searched} knobs searched, {len(tuner.space) - searched} fixed; study {study_name!r} in "
+        searched = sum(not t.fixed for t in tuner.space) + bool(tuner.bucket_choices)
+        step(f"tune: {searched} knobs searched, {len(tuner.space) + 1 - searched} fixed; study {study_name!r} in "
              f"{_public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%; "
              f"{options.objective} measured {'here' if options.device is None else 'on ' + options.device_name}")
-        for line in describe(tuner.space):
+        for line in tuner.describe_space():
             step(f"  {line}")
         if options.pack_trial is None:
             tuner.search(study)
@@ -769,7 +787,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         best = tuner.winner(records)
         summary = TuneSummary(objective=options.objective, max_accuracy_drop=options.max_accuracy_drop,
                               teacher_val_accuracy=tuner.teacher.val_accuracy, primary_target=tuner.primary,
-                              study=study_name, storage=_public_url(storage), space=describe(tuner.space),
+                              study=study_name, storage=_public_url(storage), space=tuner.describe_space(),
                               trials=records, winner=best.number if best else None, device=options.device_name)
         summary.plot = _plot(summary, work_dir / "tune-trials.png", step)
         prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]
@@ -804,7 +822,9 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
     may change: each trial's accuracy is kept, and whether it is within the budget is judged again)."""
     recipe = tuner.recipe
     identity = _digest({"reference": tuner.prefix_keys[-1], "stages": [s.to_dict() for s in recipe.stages],
-                        "space": describe(tuner.space), "objective": options.objective, "target": tuner.primary,
+                        # the bucket line only when it is not the default (studies made before it stay valid)
+                        "space": tuner.describe_space() if tuner.bucket_choices or recipe.buckets != "auto"
+                        else describe(tuner.space), "objective": options.objective, "target": tuner.primary,
                         "device": options.device_name, "threads": recipe.threads,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
                         "parity": dataclasses.asdict(recipe.parity),
@@ -903,7 +923,9 @@ def _pack_winner(tuner: Tuner, study: Any, summary: TuneSummary, best: TrialReco
     if max_drop is None and recipe.data.test is not None:
         max_drop = tuner.options.max_accuracy_drop
     tuned = dataclasses.replace(recipe, stages=[*recipe.stages[: tuner.start], *stages], gate=GateSpec(max_drop),
-                                target_options=_winner_target_options(recipe, tuner.primary, best))
+                                target_options=_winner_target_options(recipe, tuner.primary, best),
+                                buckets=decode_buckets(trial.params[BUCKETS_PARAM]) if BUCKETS_PARAM in trial.params
+                                else recipe.buckets)
     outcome = pack_and_gate(tuned, out_dir, targets, tuner.loaded, model, tokenizer, tuner.data, rows, reference,
                             force=force, archive=archive, step=step, emit=emit)
     return TuneOutcome(summary, outcome.rows, reference, outcome.bundle_dir, outcome.exit_code,

@@ -346,6 +346,42 @@ def test_a_bad_search_space_names_the_key(workspace, tmp_path, capsys):
                            "'temprature' (knobs: alpha, temperature, epochs, lr, student.layers)")
 
 
+def test_bucket_layouts_are_a_knob_and_the_winner_is_packed_with_its_own(workspace, tmp_path, counted, capsys):
+    path = _recipe(workspace, "buckets.yaml", space={"distill.epochs": None, "distill.student.layers": [2, 2],
+                                                     "trim_vocab.keep_top": None, "buckets": [[4, 16], "none"]})
+    out = tmp_path / "best"
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "3", "-o", str(out)], capsys)
+    assert code == 0, err[-3000:]
+    assert "buckets: one of 4,16, none" in err
+    manifest = Manifest.load(out)
+    summary = next(r for r in manifest.stages if r["stage"] == "tune")["details"]
+    layouts = [t["knobs"]["pack.buckets"] for t in summary["trials"]]
+    assert set(layouts) <= {"4,16", "none"} and len(layouts) == 3
+    winner = next(t for t in summary["trials"] if t["number"] == summary["winner"])
+    assert manifest.input_spec.buckets == ([4, 16] if winner["knobs"]["pack.buckets"] == "4,16" else None)  # one shape
+    assert manifest.recipe["buckets"] == ([4, 16] if winner["knobs"]["pack.buckets"] == "4,16" else "none")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"buckets": [16, 8]}, "recipe buckets: lengths must be positive, distinct and ascending, got [16, 8]"),
+    ({"buckets": [8, 32]}, "recipe buckets: 32 is above seq_len 16 (the maximum length)"),
+    ({"buckets": "some"}, "recipe buckets: expected auto, none or a list of lengths such as [16, 32, 64], got 'some'"),
+    ({"search_space": {"buckets": [8, 16]}}, "recipe search_space.buckets: expected a list of layouts to choose "
+                                             "among, e.g. [auto, none, [16, 64]], got [8, 16]"),
+    ({"search_space": {"buckets": ["auto", [8, 99]]}}, "recipe search_space.buckets[1]: 99 is above seq_len 16"),
+])
+def test_bad_bucket_layouts_name_the_key(workspace, change, message):
+    from packager.errors import RecipeError
+    from packager.recipe import load_recipe
+
+    path = _recipe(workspace, "badbuckets.yaml")
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, **change}))
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert str(error.value).startswith(message)
+
+
 def test_pareto_front_keeps_the_trials_nothing_beats():
     from packager.tune import pareto_front
 
