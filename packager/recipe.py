@@ -178,10 +178,11 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         raise RecipeError(f"recipe calib_samples: {recipe.calib_samples} must be at least 1")
     if recipe.precision not in TRAIN_PRECISIONS:
         raise RecipeError(f"recipe precision: {recipe.precision!r} is not one of {', '.join(TRAIN_PRECISIONS)}")
-    if recipe.data.unlabeled is not None and not any(s.uses_unlabeled for s in recipe.stages):
+    if recipe.data.unlabeled is not None and not any(s.uses_unlabeled or "unlabeled" in s.required_splits()
+                                                     for s in recipe.stages):
         readers = " or ".join(kind for kind, cls in STAGES.items() if cls.uses_unlabeled)
         raise RecipeError(f"recipe data.unlabeled: only a {readers} stage uses unlabeled texts (the teacher labels "
-                          "them), and the recipe has none")
+                          "them; trim_vocab may keep their tokens), and the recipe has none")
     if recipe.targets is not None and not recipe.targets:
         raise RecipeError("recipe targets: at least one target is needed")
     _check_target_options(recipe)

@@ -246,3 +246,29 @@ def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path
         load_recipe(path)
     with pytest.raises(RecipeError, match=r"^recipe precision: 'fp8' is not one of auto, bf16, fp32$"):
         load_recipe(_recipe(workspace, {}, precision="fp8"))
+
+
+def test_trim_vocab_keeps_the_tokens_of_the_unlabeled_texts_a_student_learned_from(workspace, tmp_path):
+    """``splits: [train, unlabeled]``: words only the unlabeled texts use stay whole (the student learned them)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from packager.labelled_data import LabelledData, LabelledSplit
+    from packager.recipe import RecipeError
+    from packager.stages import STAGES, StageContext
+
+    tokenizer = AutoTokenizer.from_pretrained(workspace / "student")
+    rows = _rows(20, 5)
+    data = LabelledData(train=LabelledSplit([r["text"] for r in rows], [0] * len(rows)), labels=["x"],
+                        unlabeled=["spare3 spare7 please"])
+    ctx = StageContext(data=data, seq_len=16, seed=0, work_dir=tmp_path)
+    kept = {}
+    for splits in (["train"], ["train", "unlabeled"]):
+        stage = STAGES["trim_vocab"].parse({"splits": splits}, "stages[0].trim_vocab")
+        out = stage.run(AutoModel.from_pretrained(workspace / "student"), tokenizer, ctx)
+        kept[len(splits)] = set(out.tokenizer.get_vocab())
+    assert {"spare3", "spare7"} <= kept[2] and not {"spare3", "spare7"} & kept[1]
+    assert kept[2] - kept[1] == {"spare3", "spare7"}
+    # the recipe must then give data.unlabeled
+    path = _recipe(workspace, {"student": {"model": "builtin"}}, after=[{"trim_vocab": {"splits": ["unlabeled"]}}])
+    with pytest.raises(RecipeError, match=r"^recipe data.unlabeled: trim_vocab keeps the tokens of this split"):
+        load_recipe(path)
