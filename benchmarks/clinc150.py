@@ -59,6 +59,8 @@ class Row:
     params: int | None = None
     status: str = "ok"
     note: str = ""
+    #: p50 of inputs padded to seq_len (the largest bucket's row of the same run): the static-shape figure
+    latency_full_ms: float | None = None
 
 
 def log(msg: str) -> None:
@@ -444,6 +446,8 @@ def main() -> int:
             if res is not None and res.latency_ms is not None:
                 row.latency_p50_ms, row.latency_std_ms = res.latency_ms.p50, res.latency_ms.std
                 row.peak_rss_mb = res.peak_rss_mb
+                full = [b for b in res.by_length if (b.padded_to or b.length) == seq_len]
+                row.latency_full_ms = full[-1].p50 if full else None
             elif res is not None:
                 row.note = (row.note + " " + (res.error or res.status)).strip()
             rows.append(row)
@@ -478,20 +482,26 @@ def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
         "",
         f"Test split: {raw['data']['test']} utterances, {raw['data']['classes']} classes (150 intents + `oos`). "
         f"Batch 1, seq_len {raw['args']['seq_len']}, {raw['args']['threads']} thread(s), every row timed in one run "
-        "through `device_bench` (fresh worker process per artifact; samples = tokenized training texts).",
+        "through `device_bench` (fresh worker process per artifact). Latency: p50 over the calibration texts at "
+        "their real lengths (each padded to the smallest bucket that holds it), and the p50 of inputs padded to "
+        f"{raw['args']['seq_len']} tokens from the same run (the static-shape figure).",
         "",
-        "| model | artifact | test acc % | Δ vs teacher (pt) | size MB | × smaller | latency p50 ± std ms | × faster | peak RSS MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| model | artifact | test acc % | Δ vs teacher (pt) | size MB | × smaller | latency p50 ± std ms | × faster | "
+        f"p50 at {raw['args']['seq_len']} tokens ms | × faster | peak RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         delta = None if r.test_accuracy is None else (r.test_accuracy - teacher.test_accuracy) * 100
         smaller = teacher.size_mb / r.size_mb if r.size_mb else None
         faster = teacher.latency_p50_ms / r.latency_p50_ms if r.latency_p50_ms and teacher.latency_p50_ms else None
         lat = "-" if r.latency_p50_ms is None else f"{r.latency_p50_ms:.2f} ± {r.latency_std_ms:.2f}"
+        full = getattr(r, "latency_full_ms", None)
+        faster_full = teacher.latency_full_ms / full if full and teacher.latency_full_ms else None
         artifact = f"{r.target} ({r.precision})" + ("" if r.status == "ok" else f" — {r.status}: {r.note[:80]}")
         lines.append(f"| {r.name} | {artifact} | {_fmt(r.test_accuracy and r.test_accuracy * 100, '.2f')} | "
                      f"{_fmt(delta, '+.2f')} | {_fmt(r.size_mb, '.1f')} | {_fmt(smaller, '.1f')} | {lat} | "
-                     f"{_fmt(faster, '.1f')} | {_fmt(r.peak_rss_mb, '.0f')} |")
+                     f"{_fmt(faster, '.1f')} | {_fmt(full, '.2f')} | {_fmt(faster_full, '.1f')} | "
+                     f"{_fmt(r.peak_rss_mb, '.0f')} |")
     lines += ["", "fp32 PyTorch (eager) test accuracy per stage: " + ", ".join(
         f"{k} {v * 100:.2f}%" for k, v in raw["fp32_pytorch_accuracy"].items()), ""]
     search = (raw["stages"].get("student") or {}).get("search")
