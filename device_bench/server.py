@@ -53,6 +53,8 @@ MAX_OPTIONS_BYTES = 8 << 10  # the X-Edgepack-Options header
 MAX_REQUEST_LINE = 65536
 #: after answering, how much of an unread request body is drained so the answer is not lost to a TCP reset
 _LINGER_BYTES, _LINGER_S = 1 << 20, 2.0
+#: refused connections drained at once (a flood past it is closed without draining)
+_REFUSALS_DRAINING = 32
 
 
 @dataclass
@@ -97,6 +99,8 @@ def parse_options(raw: str | None, config: AgentConfig) -> BenchOptions:
 class AgentServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: the listen backlog: a burst of clients (socketserver's default is 5) waits in the kernel, not refused
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], config: AgentConfig) -> None:
         self.config = config
@@ -105,6 +109,8 @@ class AgentServer(ThreadingHTTPServer):
         self.store = JobStore(config.workdir, self._run_job, keep=config.keep_jobs, max_pending=config.max_jobs_queued)
         self.upload_slots = threading.BoundedSemaphore(config.max_inflight_uploads)
         self.connection_slots = threading.BoundedSemaphore(config.max_connections)
+        #: refused connections still being drained (bounded: past it, a refused socket is closed at once)
+        self.refusals_draining = threading.BoundedSemaphore(_REFUSALS_DRAINING)
         super().__init__(address, AgentHandler)
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
@@ -135,6 +141,25 @@ class AgentServer(ThreadingHTTPServer):
                 pass
             request.settimeout(1.0)
             request.sendall(head + body)
+        except OSError:
+            self.close_request(request)
+            return
+        # the client may still be sending its body: closing now would reset the 503 away, so drain it first,
+        # off the accepting thread (each drain is bounded by _LINGER_S; so is their number)
+        if self.refusals_draining.acquire(blocking=False):
+            threading.Thread(target=self._drain_refused, args=(request,), daemon=True,
+                             name="agent-refused-drain").start()
+        else:
+            self.shutdown_request_now(request)
+
+    def _drain_refused(self, request: socket.socket) -> None:
+        try:
+            self.shutdown_request(request)
+        finally:
+            self.refusals_draining.release()
+
+    def shutdown_request_now(self, request: socket.socket) -> None:
+        try:
             request.shutdown(socket.SHUT_WR)
         except OSError:
             pass
