@@ -444,8 +444,6 @@ class Tuner:
     def score(self, key: str, number: int, layout: Any = None) -> dict[str, Any]:
         """Export the primary target of the model cached under ``key`` (bucket ``layout``: the recipe's
         ``buckets`` form; None: the recipe's own) and benchmark it."""
-        from device_bench.bench import BenchError, bench_bundle
-
         from .models import LoadedModel
 
         recipe, data, primary = self.recipe, self.data, self.primary
@@ -571,13 +569,13 @@ class Tuner:
         except (BenchError, AgentError) as exc:
             raise TrialFailed(f"benchmark{'' if device is None else ' on ' + device.name}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-        (res,) = [r for r in report.results if r.target == self.primary] or [None]
+        res = next((r for r in report.results if r.target == self.primary), None)
         if res is None:
             raise TrialFailed(f"benchmark: the report has no {self.primary} result")
         return res
 
     def check_device(self) -> None:
-        """Before any training: the agent answers, accepts the token and runs the primary target's runtime."""
+        """Before any training: the agent answers and accepts the token (its runtimes are listed)."""
         from device_bench.client import AgentClient, AgentError
 
         device = self.options.device
