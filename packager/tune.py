@@ -282,7 +282,13 @@ def _public_url(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
-def _open_study(optuna, storage_url: str, name: str, seed: int):
+def startup_trials(trials: int) -> int:
+    """Random trials before TPE models the ones done: a third of the budget, at least 3 — optuna's default of
+    10 would leave a 10- or 16-trial tune (the usual size: each trial trains) all or mostly random."""
+    return max(3, min(10, trials // 3))
+
+
+def _open_study(optuna, storage_url: str, name: str, seed: int, trials: int):
     """The tune's study in its database (created, or loaded to resume), minimising the objective under the
     accuracy-budget constraint (a trial's ``constraint`` <= 0: within the budget)."""
     engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
@@ -298,7 +304,8 @@ def _open_study(optuna, storage_url: str, name: str, seed: int):
         except Exception as exc:
             raise EdgepackError(f"--storage: cannot open {_public_url(storage_url)} "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-        sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials),
+                                             constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
                                     load_if_exists=True)
         optuna.storages.fail_stale_trials(study)  # trials of a process that died: failed, and queued again
@@ -771,7 +778,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
     tuner.check_device()
     with _training_context(recipe, show_bars):
         tuner.prepare(targets)
-        study = _open_study(optuna, storage, study_name, recipe.seed)
+        study = _open_study(optuna, storage, study_name, recipe.seed, options.trials)
         _check_same_tune(study, study_name, tuner, options)
         searched = sum(not t.fixed for t in tuner.space) + bool(tuner.bucket_choices)
         step(f"tune: {searched} knobs searched, {len(tuner.space) + 1 - searched} fixed; study {study_name!r} in "
