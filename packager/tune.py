@@ -786,6 +786,9 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
              f"{options.objective} measured {'here' if options.device is None else 'on ' + options.device_name}")
         for line in tuner.describe_space():
             step(f"  {line}")
+        for i, stage in enumerate(recipe.stages):
+            for caveat in stage.tuning_caveats():
+                step(f"warning: stages[{i}].{stage.kind}: {caveat}")
         if options.pack_trial is None:
             tuner.search(study)
         records = tuner.records(study)

@@ -42,7 +42,7 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: dict | None = None,
-            space: dict | None = None) -> Path:
+            space: dict | None = None, trim: dict | None = None) -> Path:
     raw = {"model": str(workspace / "model"), "task": "sequence-classification",
            "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
                     "label_column": "intent"},
@@ -52,7 +52,7 @@ def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: d
                                    **(distill or {})}},
                       {"prune": {"method": "structured", "heads": 0.25, "ffn": 0.2, "importance_batches": 4,
                                  "batch_size": 16, "recovery": None, **(prune or {})}},
-                      {"trim_vocab": {}}],
+                      {"trim_vocab": trim or {}}],
            # a small space: seconds per trial (the declared ranges are for real models)
            "search_space": {"distill.alpha": None, "distill.temperature": None, "distill.lr": None,
                             "distill.epochs": [1, 2], "distill.student.layers": [1, 3],
@@ -104,6 +104,7 @@ def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(
                        "--trials", "3", "-o", str(out)], capsys)
     assert code == 0, err[-3000:]
     assert counted["finetune"] == 1  # the teacher trains once across the trials
+    assert "warning: stages[3].trim_vocab" not in err  # trimming to the train split's tokens only: no caveat
     assert counted["transfer_set"] == 1  # and its logits are computed once
     assert counted["score"] == 3
     manifest = Manifest.load(out)
@@ -144,10 +145,12 @@ def test_a_budget_no_trial_meets_fails_naming_the_best_trial_and_writes_no_bundl
     # a student that cannot learn (lr 1e-9, one epoch) and heavy pruning: far below a budget of zero loss
     path = _recipe(workspace, "hopeless.yaml", distill={"lr": 1.0e-9}, prune={"heads": 0.5, "ffn": 0.6},
                    space={"distill.epochs": None, "distill.student.layers": [1, 1], "prune.heads": None,
-                          "prune.ffn": [0.5, 0.6]})
+                          "prune.ffn": [0.5, 0.6]}, trim={"splits": ["train", "validation"]})
     out = tmp_path / "best"
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0", "--trials", "2", "-o", str(out)], capsys)
     assert code == 1
+    # trimming to the validation texts' tokens hides its cost from the split the trials are ranked by: said
+    assert re.search(r"warning: stages\[3\]\.trim_vocab: splits keeps the validation texts' tokens", err)
     assert not out.exists()
     line = next(l for l in err.splitlines() if "no trial within the budget" in l)
     assert re.search(r"the best trial #[01] reached 0\.\d+ \(-\d+\.\d+ pt\)", line)

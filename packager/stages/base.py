@@ -185,6 +185,10 @@ class Stage(ABC):
         """Data splits the stage reads -> why (the recipe error when one is missing)."""
         return {}
 
+    def tuning_caveats(self) -> list[str]:
+        """Why the validation accuracy a tune ranks trials by may flatter this stage (one line each)."""
+        return []
+
     def pretrained_source(self) -> tuple[str, str] | None:
         """(folder or Hub id, its recipe key) when the stage swaps in a pretrained model of its own."""
         return None
