@@ -138,7 +138,17 @@ def main() -> int:
     ap.add_argument("--token-file", type=Path, default=None)
     ap.add_argument("--skip-tune", action="store_true", help="only pack and benchmark what the study holds")
     ap.add_argument("--intents", type=int, default=None, help="smoke run: the first N intents (+ oos) only")
+    ap.add_argument("--also", action="append", default=[], metavar="LABEL=BUNDLE",
+                    help="another tuned bundle (say, another study's --pack-trial) benchmarked in the same run and "
+                         "judged against the hand-made one the same way")
     args = ap.parse_args()
+    also = []
+    for item in args.also:
+        label, sep, folder = item.partition("=")
+        if not sep or not (Path(folder) / "manifest.json").is_file():
+            print(f"clinc150_tune: --also {item}: expected LABEL=BUNDLE with a packed bundle", file=sys.stderr)
+            return 2
+        also.append((label, Path(folder).resolve()))
     if not args.data.is_file():
         print(f"clinc150_tune: --data {args.data}: no such file", file=sys.stderr)
         return 2
@@ -159,13 +169,15 @@ def main() -> int:
         log(f"tune exited {code} after {time.perf_counter() - started:.0f} s")
         if code not in (0, 1):
             return code
-    if edgepack(["tune", *common, "--pack-trial", "0", "-o", str(handmade)], log_path) != 0:
+    if (args.skip_tune and (handmade / "manifest.json").is_file()):
+        log(f"hand-made recipe: reusing {handmade}")
+    elif edgepack(["tune", *common, "--pack-trial", "0", "-o", str(handmade)], log_path) != 0:
         print("clinc150_tune: packing trial 0 (the recipe as written) failed; see " + str(log_path), file=sys.stderr)
         return 1
     if not (winner / "manifest.json").is_file():
         print("clinc150_tune: no winner bundle (no trial within the budget); see " + str(log_path), file=sys.stderr)
         return 1
-    report(args, cache, winner, handmade)
+    report(args, cache, winner, handmade, also)
     return 0
 
 
@@ -187,46 +199,9 @@ def teacher_bundle(cache: Path, work: Path, data, seq_len: int) -> Path:
     return bundle
 
 
-def report(args, cache: Path, winner: Path, handmade: Path) -> None:
-    from device_bench.manifest import Manifest
-
-    data = load_clinc(args.data, args.intents)
-    summary = tune_summary(winner)
-    rows = []
-    teacher_dir = teacher_bundle(cache, cache / "work", data, args.seq_len)
-    for name, bundle, target in (("fine-tuned MiniLM-L6 teacher (fp32)", teacher_dir, "torchscript-mobile-fp32"),
-                                 ("hand-made recipe (trial 0)", handmade, "tflite-int8"),
-                                 (f"tuned (trial {summary['winner']})", winner, "tflite-int8")):
-        manifest = Manifest.load(bundle)
-        (entry,) = [t for t in manifest.targets if t.name == target]
-        log(f"benchmark {name}: {args.runs} runs on the {len(data.test.texts)} test texts")
-        res = bench(bundle, target, data.test.texts, args.runs, args.threads, args.device, args.token_file)
-        rows.append({"name": name, "target": target, "bundle": str(bundle), "test_accuracy": entry.parity.accuracy,
-                     "size_mb": entry.size_bytes / 1e6, "p50_ms": res.latency_ms.p50, "std_ms": res.latency_ms.std,
-                     "peak_rss_mb": res.peak_rss_mb, "noisy": bool(res.noise and res.noise.noisy),
-                     "layers": manifest.model.num_layers})
-    teacher_row, hand, tuned = rows
-    dominates = tuned["test_accuracy"] > hand["test_accuracy"] and tuned["p50_ms"] <= hand["p50_ms"]
-    teacher = teacher_row["test_accuracy"]
-    lines = ["# CLINC150: `edgepack tune` against the hand-made recipe (MiniLM-L6 teacher chain)", "",
-             f"Teacher: the built-in MiniLM-L6 fine-tuned here (test {teacher * 100:.2f}%). Budget: "
-             f"{summary['max_accuracy_drop'] * 100:g} pt of validation accuracy. Benchmarked "
-             f"{'on ' + args.device if args.device else 'here'}, {args.threads} thread(s), "
-             f"{args.runs} runs over the {len(data.test.texts)} test texts at their real lengths, both in one run.", "",
-             "| bundle | artifact | layers | test acc % | Δ vs teacher (pt) | size MB | × smaller | p50 ± std ms | "
-             "× faster | peak RSS MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['target']} | {r['layers']} | {r['test_accuracy'] * 100:.2f} | "
-                     f"{signed_points(r['test_accuracy'] - teacher)} | {r['size_mb']:.2f} | "
-                     f"{teacher_row['size_mb'] / r['size_mb']:.1f} | "
-                     f"{r['p50_ms']:.3f} ± {r['std_ms']:.3f}{' (noisy)' if r['noisy'] else ''} | "
-                     f"{teacher_row['p50_ms'] / r['p50_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
-    lines += ["", f"The tuned bundle {'dominates' if dominates else 'does NOT dominate'} the hand-made one "
-                  f"({signed_points(tuned['test_accuracy'] - hand['test_accuracy'])} pt, "
-                  f"{hand['p50_ms'] / tuned['p50_ms']:.2f}× the speed).", "", "## Trials (validation split)", "",
-              "| trial | knobs | val acc % | Δ val pt | latency ms | size MB | kept float (fallback) | front | state |",
-              "|---:|---|---:|---:|---:|---:|---|:-:|---|"]
+def trial_table(summary: dict) -> list[str]:
+    lines = ["| trial | knobs | val acc % | Δ val pt | latency ms | size MB | kept float (fallback) | front | state |",
+             "|---:|---|---:|---:|---:|---:|---|:-:|---|"]
     for t in summary["trials"]:
         knobs = ", ".join(f"{k.split('.', 1)[1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[1]}={v}"
                           for k, v in t["knobs"].items())
@@ -239,10 +214,58 @@ def report(args, cache: Path, winner: Path, handmade: Path) -> None:
             kept += f" (all-int8 val {t['int8_val_accuracy'] * 100:.2f}%)"
         lines.append(f"| {t['number']} | {knobs} | {' | '.join(cells)} | {kept} | {'★' if t['pareto'] else ''} | "
                      f"{state} |")
+    return lines
+
+
+def report(args, cache: Path, winner: Path, handmade: Path, also: list[tuple[str, Path]]) -> None:
+    from device_bench.manifest import Manifest
+
+    data = load_clinc(args.data, args.intents)
+    summary = tune_summary(winner)
+    rows = []
+    teacher_dir = teacher_bundle(cache, cache / "work", data, args.seq_len)
+    for name, bundle, target in (("fine-tuned MiniLM-L6 teacher (fp32)", teacher_dir, "torchscript-mobile-fp32"),
+                                 ("hand-made recipe (trial 0)", handmade, "tflite-int8"),
+                                 (f"tuned (trial {summary['winner']})", winner, "tflite-int8"),
+                                 *((label, folder, "tflite-int8") for label, folder in also)):
+        manifest = Manifest.load(bundle)
+        (entry,) = [t for t in manifest.targets if t.name == target]
+        log(f"benchmark {name}: {args.runs} runs on the {len(data.test.texts)} test texts")
+        res = bench(bundle, target, data.test.texts, args.runs, args.threads, args.device, args.token_file)
+        rows.append({"name": name, "target": target, "bundle": str(bundle), "test_accuracy": entry.parity.accuracy,
+                     "size_mb": entry.size_bytes / 1e6, "p50_ms": res.latency_ms.p50, "std_ms": res.latency_ms.std,
+                     "peak_rss_mb": res.peak_rss_mb, "noisy": bool(res.noise and res.noise.noisy),
+                     "layers": manifest.model.num_layers})
+    teacher_row, hand, tuned, *extra = rows
+    beats = lambda r: r["test_accuracy"] > hand["test_accuracy"] and r["p50_ms"] <= hand["p50_ms"]
+    dominates = beats(tuned)
+    teacher = teacher_row["test_accuracy"]
+    lines = ["# CLINC150: `edgepack tune` against the hand-made recipe (MiniLM-L6 teacher chain)", "",
+             f"Teacher: the built-in MiniLM-L6 fine-tuned here (test {teacher * 100:.2f}%). Budget: "
+             f"{summary['max_accuracy_drop'] * 100:g} pt of validation accuracy. Benchmarked "
+             f"{'on ' + args.device if args.device else 'here'}, {args.threads} thread(s), "
+             f"{args.runs} runs over the {len(data.test.texts)} test texts at their real lengths, all in one run.", "",
+             "| bundle | artifact | layers | test acc % | Δ vs teacher (pt) | size MB | × smaller | p50 ± std ms | "
+             "× faster | peak RSS MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['target']} | {r['layers']} | {r['test_accuracy'] * 100:.2f} | "
+                     f"{signed_points(r['test_accuracy'] - teacher)} | {r['size_mb']:.2f} | "
+                     f"{teacher_row['size_mb'] / r['size_mb']:.1f} | "
+                     f"{r['p50_ms']:.3f} ± {r['std_ms']:.3f}{' (noisy)' if r['noisy'] else ''} | "
+                     f"{teacher_row['p50_ms'] / r['p50_ms']:.1f} | {r['peak_rss_mb']:.0f} |")
+    for r in [tuned, *extra]:
+        lines += ["", f"{r['name']} {'dominates' if beats(r) else 'does NOT dominate'} the hand-made bundle "
+                      f"({signed_points(r['test_accuracy'] - hand['test_accuracy'])} pt, "
+                      f"{hand['p50_ms'] / r['p50_ms']:.2f}× the speed)."]
+    lines += ["", "## Trials (validation split)", "", *trial_table(summary)]
+    for label, folder in also:
+        lines += ["", f"## {label}: its study's trials (validation split)", "", *trial_table(tune_summary(folder))]
     name = "clinc150-tune" if args.intents is None else f"clinc150-tune-{args.intents}intents"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     (args.out / f"{name}.json").write_text(json.dumps({"rows": rows, "dominates": dominates,
+                                                             "also_dominate": {r["name"]: beats(r) for r in extra},
                                                              "tune": summary}, indent=1, default=str))
     if summary.get("plot") and Path(summary["plot"]).is_file():
         shutil.copy(summary["plot"], args.out / f"{name}.png")
