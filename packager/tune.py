@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -797,7 +798,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
                               teacher_val_accuracy=tuner.teacher.val_accuracy, primary_target=tuner.primary,
                               study=study_name, storage=_public_url(storage), space=tuner.describe_space(),
                               trials=records, winner=best.number if best else None, device=options.device_name)
-        summary.plot = _plot(summary, work_dir / "tune-trials.png", step)
+        summary.plot = _plot(summary, work_dir / plot_name(study_name), step)
         prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]
         reference = prefix_rows[-1].test_accuracy
         if options.pack_trial is not None:
@@ -844,6 +845,11 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
         raise EdgepackError(f"--study {name}: holds the trials of another tune (the recipe, its search space, "
                             "--objective, the benchmark device or the primary target changed); name a new --study "
                             "or --work")
+
+
+def plot_name(study: str) -> str:
+    """The study's plot file: studies sharing a --work folder (and its stage cache) keep a plot each."""
+    return "tune-trials.png" if study == "tune" else f"tune-trials-{re.sub(r'[^A-Za-z0-9_.-]+', '_', study)}.png"
 
 
 def _plot(summary: TuneSummary, path: Path, step: Progress) -> str | None:

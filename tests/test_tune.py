@@ -221,6 +221,13 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
         "edgepack: error: --study tune: holds the trials of another tune (the recipe, its search space, --objective, "
         "the benchmark device or the primary target changed); name a new --study or --work")
     assert counted["score"] == 3 and not (tmp_path / "fourth").exists()
+    # another study in the same work folder shares the stage cache and keeps its own plot
+    code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "1", "--objective", "size",
+                       "--study", "by size", "-o", str(tmp_path / "fifth"), "--work", str(work)], capsys)
+    assert code == 0, err[-3000:]
+    assert (counted["finetune"], counted["transfer_set"]) == trained_before
+    plot = next(r for r in Manifest.load(tmp_path / "fifth").stages if r["stage"] == "tune")["details"]["plot"]
+    assert Path(plot) == work / "tune-trials-by_size.png" and (work / "tune-trials.png").is_file()
 
 
 def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(workspace, tmp_path, counted, capsys,
