@@ -172,7 +172,7 @@ def main() -> int:
         log(f"tune exited {code} after {time.perf_counter() - started:.0f} s")
         if code not in (0, 1):
             return code
-    if (args.skip_tune and (handmade / "manifest.json").is_file()):
+    if args.skip_tune and (handmade / "manifest.json").is_file():
         log(f"hand-made recipe: reusing {handmade}")
     elif edgepack(["tune", *common, "--pack-trial", "0", "-o", str(handmade)], log_path) != 0:
         print("clinc150_tune: packing trial 0 (the recipe as written) failed; see " + str(log_path), file=sys.stderr)
