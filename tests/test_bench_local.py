@@ -75,7 +75,7 @@ def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
     manifest.targets.append(TargetEntry(name="needs-other-runtime", status="ok", runtime="no-such-runtime",
                                         file=tfl.file, sha256=tfl.sha256, size_bytes=tfl.size_bytes))
     manifest.write(copy)
-    with open(copy / Manifest.load(copy).target("torchscript-mobile-fp32").file, "r+b") as f:  # flip a byte: sha256 no longer matches
+    with open(copy / Manifest.load(copy).target("tflite-int8").file, "r+b") as f:  # flip a byte: sha256 no longer matches
         f.seek(100)
         byte = f.read(1)
         f.seek(100)
@@ -83,8 +83,8 @@ def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
     report = bench_bundle(copy, threads=[1], **FAST)
     by_name = {r.target: r for r in report.results}
     assert by_name["tflite-fp32"].status == "ok"
-    assert by_name["torchscript-mobile-fp32"].status == "failed"
-    assert "sha256 mismatch" in by_name["torchscript-mobile-fp32"].error
+    assert by_name["tflite-int8"].status == "failed"  # a runtime every install has: checked, not skipped
+    assert "sha256 mismatch" in by_name["tflite-int8"].error
     assert by_name["needs-other-runtime"].status == "skipped"
     assert "unknown runtime" in by_name["needs-other-runtime"].error
 

@@ -11,13 +11,11 @@ TEXT = "Yesterday Anna Smith flew to Johannesburg."
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
+def tokenizer(tiny_bundle):
+    """The tiny model's WordPiece tokenizer as a bundle carries it to the device."""
     from tokenizers import Tokenizer
 
-    from test_task_pipelines import save_model
-
-    folder = save_model(tmp_path_factory.mktemp("tok") / "model")
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok = Tokenizer.from_file(str(tiny_bundle / "tokenizer" / "tokenizer.json"))
     tok.enable_padding(length=48, pad_id=0, pad_token="[PAD]")
     tok.enable_truncation(max_length=48)
     return tok
