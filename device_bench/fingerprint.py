@@ -40,6 +40,25 @@ def cpu_model(proc_root: Path = Path("/proc")) -> str:
     return platform.processor() or platform.machine()
 
 
+#: CPU features the runtimes' int8/fp kernels dispatch on (x86: AVX2 vs AVX-512 VNNI vs AMX; ARM: dot product, i8mm)
+KERNEL_ISA_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2", "sme",
+)
+
+
+def cpu_isa(proc_root: Path = Path("/proc")) -> list[str]:
+    """The kernel-relevant ISA flags of the first CPU in ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``):
+    int8 numerics and which artifact is fastest depend on them."""
+    for line in (_read(proc_root / "cpuinfo") or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            present = set(value.split())
+            return [flag for flag in KERNEL_ISA_FLAGS if flag in present]
+    return []
+
+
 def device_model(proc_root: Path = Path("/proc")) -> str | None:
     """Board name from the device tree (Raspberry Pi, Jetson…); None on PCs."""
     return _read(proc_root / "device-tree" / "model") or None
@@ -92,6 +111,7 @@ def fingerprint(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) 
         "hostname": socket.gethostname(),
         "device_model": device_model(proc_root),
         "cpu_model": cpu_model(proc_root),
+        "isa": cpu_isa(proc_root),
         "machine": platform.machine(),
         "cores_physical": psutil.cpu_count(logical=False),
         "cores_logical": psutil.cpu_count(logical=True),

@@ -5,13 +5,9 @@ failed and the pack's exit status reports it.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import platform
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +41,8 @@ from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported
 from .errors import EdgepackError
 from .families import check_support
 from .models import LoadedModel, max_seq_len, model_info
+from .native_output import native_output_silenced
+from .target_options import resolve_target_options
 from .tasks import INPUT_NAMES
 
 TOOL_DISTRIBUTIONS = ("torch", "transformers", "tokenizers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
@@ -146,34 +144,6 @@ def length_stats(counts: np.ndarray, seq_len: int) -> TokenLengths:
                         p90=int(np.percentile(real, 90)), max=int(real.max()), truncated=int((counts > seq_len).sum()))
 
 
-def resolve_target_options(given: dict[str, dict[str, Any]], targets: list[str]) -> dict[str, dict[str, Any]]:
-    """Every packed target's options (defaults filled in), checked before any export starts."""
-    from targets import get_target
-
-    for name in given:
-        if name not in targets:
-            raise EdgepackError(f"--option {name}.…: that target is not being packed")
-    resolved = {}
-    for name in targets:
-        try:
-            resolved[name] = get_target(name).resolve_options(given.get(name, {}))
-        except ValueError as exc:
-            raise EdgepackError(f"--option {exc}") from None
-    return resolved
-
-
-def parse_option_assignments(values: tuple[str, ...] | list[str]) -> dict[str, dict[str, str]]:
-    """``TARGET.KEY=VALUE`` strings → {target: {key: raw value}} (values are typed by the target)."""
-    out: dict[str, dict[str, str]] = {}
-    for value in values:
-        left, sep, raw = value.partition("=")
-        target, dot, key = left.strip().rpartition(".")
-        if not sep or not dot or not target or not key or not raw.strip():
-            raise EdgepackError(f"--option {value!r}: expected TARGET.KEY=VALUE, e.g. tflite-int8-full.io=int8")
-        out.setdefault(target, {})[key] = raw.strip()
-    return out
-
-
 def validate_runtimes(runtimes: dict[str, str], targets: list[str]) -> None:
     """Declared device runtimes must name a packed target and parse, before any export starts."""
     from targets import get_target
@@ -211,28 +181,6 @@ def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
-@contextlib.contextmanager
-def native_output_silenced():
-    """Converters log from C++ and tqdm straight to fds 1/2; keep the CLI's stdout (JSON) and stderr clean."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os.dup2(saved[0], 1)
-                os.dup2(saved[1], 2)
-    finally:
-        for fd in saved:
-            os.close(fd)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
@@ -254,6 +202,7 @@ def pack_model(
     min_cosine: float = 0.99,
     min_agreement: float = 0.98,
     allow_parity_failure: bool = False,
+    fallback: bool = True,
     target_options: dict[str, dict[str, Any]] | None = None,
     progress: Progress | None = None,
     buckets: list[int] | str | None = AUTO_BUCKETS,
@@ -266,7 +215,8 @@ def pack_model(
     ascending lengths ending at seq_len. Dynamic targets (ONNX, ExecuTorch) take any length up to seq_len.
     ``finalize`` completes the manifest (a recipe's target rows and gate) before the bundle is published,
     so the folder is final when it appears. ``sample_texts``: the texts of samples.npz, the device benchmark's
-    inputs at their real lengths (default: the calibration texts)."""
+    inputs at their real lengths (default: the calibration texts). ``fallback``: an int8 artifact below its
+    parity gate keeps its worst op groups in float until it passes (False, ``--no-fallback``: it fails)."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -330,7 +280,7 @@ def pack_model(
             target_ctx = dataclasses.replace(ctx, options=options[name])
             entries.append(_export_one(get_target(name), target_ctx, stage, reference, calib, thresholds, task,
                                        eval_inputs, eval_labels, runtimes.get(name), allow_parity_failure,
-                                       TargetError, checks))
+                                       TargetError, checks, fallback=fallback, progress=step))
         shutil.rmtree(work, ignore_errors=True)
         manifest = Manifest(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -370,33 +320,64 @@ def pack_model(
 def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str, np.ndarray],
                 thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
                 allow_parity_failure: bool, target_error: type[Exception],
-                checks: list["LengthCheck"] | None = None) -> TargetEntry:
-    """Export and verify one target; any failure is captured in the returned entry."""
-    entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
-                        runtime_requirement=declared_runtime or target.runtime_requirement)
+                checks: list["LengthCheck"] | None = None, fallback: bool = True,
+                progress: Progress | None = None) -> TargetEntry:
+    """Export and verify one target; any failure is captured in the returned entry. An int8 artifact below its
+    parity gate gets the precision fallback (``fallback``): its worst op groups kept in float until it passes."""
     missing = target.missing_requirements()
     if missing:
+        entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
+                            runtime_requirement=declared_runtime or target.runtime_requirement)
         entry.error = f"not available on this host: needs {', '.join(missing)} (pip install 'edgepack[pack]')"
         return entry
-    filename = target.name.replace("-", "_") + target.suffix
-    path = stage / filename
+    path = stage / (target.name.replace("-", "_") + target.suffix)
+
+    def attempt(attempt_ctx) -> tuple[TargetEntry, list[str] | None]:
+        return _export_verified(target, attempt_ctx, path, reference, calib, thresholds, task, eval_inputs,
+                                eval_labels, declared_runtime, target_error, checks)
+
+    entry, shortfalls = attempt(ctx)
+    if shortfalls and fallback:
+        entry, shortfalls = _parity_fallback(target, ctx, entry, shortfalls, attempt, progress or (lambda _m: None))
+    if shortfalls is None:  # failed outright: the entry says why, the artifact is gone
+        return entry
+    if not shortfalls:
+        entry.status = STATUS_OK
+        return entry
+    entry.error = f"parity below threshold: {'; '.join(shortfalls)}"
+    if allow_parity_failure:
+        entry.status = STATUS_PARITY_FAILED
+        entry.notes.append("kept despite failing parity (--allow-parity-failure)")
+    else:
+        _drop_artifact(entry, path)
+    return entry
+
+
+def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict[str, np.ndarray],
+                     thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
+                     target_error: type[Exception],
+                     checks: list["LengthCheck"] | None) -> tuple[TargetEntry, list[str] | None]:
+    """One export of ``target`` to ``path`` and its checks: (entry, parity shortfalls), or (failed entry, None)
+    when it did not export, run or fit the declared runtime (its artifact then removed)."""
+    entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
+                        runtime_requirement=declared_runtime or target.runtime_requirement)
     started = time.perf_counter()
     try:
         with native_output_silenced():
             result = target.export(ctx, path)
     except target_error as exc:
         entry.error = str(exc)
-        return entry
+        return entry, None
     except Exception as exc:  # a converter bug must not lose the other targets
         entry.error = f"export failed: {_first_line(exc)}"
-        return entry
+        return entry, None
     finally:
         entry.export_seconds = round(time.perf_counter() - started, 2)
     entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
     entry.shapes = result.shapes
     if ctx.options:
         entry.details["options"] = dict(ctx.options)
-    entry.file, entry.size_bytes, entry.sha256 = filename, path.stat().st_size, sha256_file(path)
+    entry.file, entry.size_bytes, entry.sha256 = path.name, path.stat().st_size, sha256_file(path)
     try:
         with native_output_silenced():
             runner = target.load(path, shapes=entry.shapes)
@@ -408,7 +389,7 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
     except Exception as exc:
         entry.error = f"artifact does not run: {_first_line(exc)}"
         _drop_artifact(entry, path)
-        return entry
+        return entry, None
     metrics = task.parity(reference, outputs, calib)
     shortfalls = task.shortfalls(metrics, thresholds)
     shortfalls += [f"length {p.length}: {'; '.join(p.shortfalls)}" for p in by_length if not p.passed and p.gates]
@@ -422,17 +403,74 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
             remedy = f" — remedy: {compat['remedy']}" if compat.get("remedy") else ""
             entry.error = f"incompatible with {declared_runtime}: {_first_problems(compat.get('problems', []))}{remedy}"
             _drop_artifact(entry, path)
-            return entry
-    if not shortfalls:
-        entry.status = STATUS_OK
-        return entry
-    entry.error = f"parity below threshold: {'; '.join(shortfalls)}"
-    if allow_parity_failure:
-        entry.status = STATUS_PARITY_FAILED
-        entry.notes.append("kept despite failing parity (--allow-parity-failure)")
-    else:
-        _drop_artifact(entry, path)
-    return entry
+            return entry, None
+    return entry, shortfalls
+
+
+def _parity_fallback(target, ctx, entry: TargetEntry, shortfalls: list[str],
+                     attempt: Callable[[Any], tuple[TargetEntry, list[str] | None]],
+                     step: Progress) -> tuple[TargetEntry, list[str] | None]:
+    """An int8 artifact below its parity gate on this host's kernels: rank its op groups by the output error each
+    adds, keep the worst in float one group at a time (re-exported and re-verified each time) until every gate
+    holds. The entry records what stayed float and why; when nothing mends it, the all-int8 result stands."""
+    from device_bench.fingerprint import cpu_isa
+    from targets.fallback import FLOAT_OPS, FloatFallback, exact_patterns
+
+    from .precision_fallback import RANK_SAMPLES, rank_group_errors, run_fallback
+
+    if not isinstance(target, FloatFallback):
+        return entry, shortfalls
+    isa = cpu_isa()
+    where = f"{target.name}: precision fallback"
+    step(f"{where}: {shortfalls[0]} on this host ({_isa_summary(isa)}); rank its int8 op groups")
+    try:
+        with native_output_silenced():
+            ranking = rank_group_errors(target.group_errors(ctx, RANK_SAMPLES), ctx.options.get(FLOAT_OPS))
+    except Exception as exc:  # ranking is best effort: the all-int8 verdict stands
+        entry.notes.append(f"precision fallback could not rank the op groups: {_first_line(exc)}")
+        return entry, shortfalls
+    own = list(ctx.options.get(FLOAT_OPS) or ())
+    int8_ops = entry.details.get("int8_op_count")
+
+    def score(float_ops: list[str]) -> tuple[None, tuple[TargetEntry, list[str] | None]]:
+        options = {**ctx.options, FLOAT_OPS: [*own, *exact_patterns(float_ops)]}
+        return None, attempt(dataclasses.replace(ctx, options=options))
+
+    outcome = run_fallback(ranking, score, None, None, start_passed=False, passed=lambda a: a[1] == [],
+                           progress=lambda message: step(f"{where}: {message}"))
+    record = {
+        "why": f"parity below threshold with every quantizable op int8: {'; '.join(shortfalls)}",
+        "host_isa": isa,
+        "ranking": [{"group": g.group, "ops": len(g.ops), "output_mse": g.error} for g in ranking],
+        "method": ranking[0].method if ranking else None,
+        "float_groups": outcome.float_groups,
+        "float_ops": len(outcome.float_ops),
+        "steps": [{"group": s.group, "ops": s.ops, "output_mse": s.error, "passed": s.passed} for s in outcome.steps],
+        "passed": outcome.met,
+    }
+    if outcome.met:
+        final, final_shortfalls = outcome.artifact
+        final.details["precision_fallback"] = record
+        of = f" of {int8_ops}" if isinstance(int8_ops, int) else ""  # the all-int8 artifact's count: every one
+        final.notes.append(f"precision fallback: {', '.join(outcome.float_groups)} kept in float "
+                           f"({len(outcome.float_ops)}{of} quantizable ops) to pass parity on this host's kernels "
+                           f"({_isa_summary(isa)}); all-int8 missed it: {shortfalls[0]}")
+        return final, final_shortfalls
+    if outcome.artifact is None:  # nothing to revert: the all-int8 artifact stands
+        entry.details["precision_fallback"] = record
+        return entry, shortfalls
+    last, last_shortfalls = outcome.artifact  # the file holds the last attempt (or is gone if it failed outright)
+    last.details["precision_fallback"] = record
+    last.notes.append(f"precision fallback: still below parity with {len(outcome.float_ops)} ops in float")
+    return last, last_shortfalls
+
+
+def _isa_summary(isa: list[str]) -> str:
+    """The one flag that decides int8 kernels, for messages: the most capable present."""
+    for flag in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd"):
+        if flag in isa:
+            return flag
+    return "unknown ISA"
 
 
 def _first_problems(problems: list[str], budget: int = 600) -> str:

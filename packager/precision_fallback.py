@@ -23,20 +23,21 @@ RANK_SAMPLES = 16
 
 @dataclass
 class FallbackStep:
-    """One group reverted to float, and the validation accuracy of the artifact re-exported without it."""
+    """One group reverted to float, and the validation accuracy of the artifact re-exported without it (None
+    where only the artifact's checks decide, as in `pack`'s parity fallback)."""
 
     group: str
     ops: int
     error: float
-    accuracy: float
+    accuracy: float | None
     #: the re-exported artifact passed its other checks (the recipe's parity thresholds)
     passed: bool = True
 
 
 @dataclass
 class FallbackResult:
-    start_accuracy: float
-    target_accuracy: float
+    start_accuracy: float | None
+    target_accuracy: float | None
     start_passed: bool = True
     #: every op kept in float (the quantizer's names), in the order they were reverted
     float_ops: list[str] = field(default_factory=list)
@@ -46,13 +47,15 @@ class FallbackResult:
     artifact: Any = None
 
     @property
-    def accuracy(self) -> float:
+    def accuracy(self) -> float | None:
         return self.steps[-1].accuracy if self.steps else self.start_accuracy
 
     @property
     def met(self) -> bool:
         passed = self.steps[-1].passed if self.steps else self.start_passed
-        return passed and self.accuracy >= self.target_accuracy - 1e-9
+        if self.target_accuracy is None:  # no accuracy budget: the checks alone decide
+            return passed
+        return passed and self.accuracy is not None and self.accuracy >= self.target_accuracy - 1e-9
 
 
 def supports_fallback(target: str) -> bool:
@@ -80,10 +83,11 @@ def rank_groups(loaded: Any, target: str, seq_len: int, calib_texts: list[str], 
     """The target's quantized op groups, worst (largest added output error) first; ops the given ``float_ops``
     already keep in float are left out. ``buckets``: the artifact's (its op names depend on them)."""
     from targets import ExportContext, TargetError, get_target
-    from targets.fallback import FLOAT_OPS, FloatFallback, GroupError
+    from targets.fallback import FLOAT_OPS, FloatFallback
 
     from .calib import tokenize
-    from .pack import native_output_silenced, resolve_target_options
+    from .native_output import native_output_silenced
+    from .target_options import resolve_target_options
     from .tasks import INPUT_NAMES
 
     spec = get_target(target)
@@ -103,20 +107,30 @@ def rank_groups(loaded: Any, target: str, seq_len: int, calib_texts: list[str], 
                 groups = spec.group_errors(ctx, samples)
         except TargetError as exc:
             raise EdgepackError(f"{target} precision fallback: {exc}") from None
+    return rank_group_errors(groups, kept)
+
+
+def rank_group_errors(groups: list[Any], kept: list[str] | None = None) -> list[Any]:
+    """Groups worst (largest added output error) first, without the ops the ``kept`` patterns already keep in
+    float (a group left with none is dropped)."""
+    from targets.fallback import GroupError
+
     ranked = []
     for g in groups:
-        ops = [op for op in g.ops if not any(re.search(p, op) for p in kept)]
+        ops = [op for op in g.ops if not any(re.search(p, op) for p in kept or ())]
         if ops:
             ranked.append(GroupError(g.group, ops, g.error, g.method))
     return sorted(ranked, key=lambda g: -g.error)  # stable: equal errors keep graph order
 
 
-def run_fallback(ranking: list[Any], score: Callable[[list[str]], tuple[float, Any]], start_accuracy: float,
-                 target_accuracy: float, *, start_passed: bool = True, passed: Callable[[Any], bool] | None = None,
+def run_fallback(ranking: list[Any], score: Callable[[list[str]], tuple[float | None, Any]],
+                 start_accuracy: float | None, target_accuracy: float | None, *, start_passed: bool = True,
+                 passed: Callable[[Any], bool] | None = None,
                  progress: Callable[[str], None] | None = None) -> FallbackResult:
     """Revert ``ranking``'s groups to float in order until ``score(float ops) -> (accuracy, artifact)`` reaches
     ``target_accuracy`` with an artifact that ``passed`` accepts (default: any), or every group is float.
-    ``start_passed``: whether the all-int8 artifact passed."""
+    ``start_passed``: whether the all-int8 artifact passed. With ``target_accuracy`` None (pack's parity
+    fallback) ``passed`` alone decides and accuracies may be None."""
     step = progress or (lambda _message: None)
     accept = passed or (lambda _artifact: True)
     result = FallbackResult(start_accuracy=start_accuracy, target_accuracy=target_accuracy, start_passed=start_passed)
@@ -128,7 +142,11 @@ def run_fallback(ranking: list[Any], score: Callable[[list[str]], tuple[float, A
         accuracy, result.artifact = score(list(result.float_ops))
         ok = bool(accept(result.artifact))
         result.steps.append(FallbackStep(group=group.group, ops=len(group.ops), error=group.error,
-                                         accuracy=float(accuracy), passed=ok))
-        step(f"{group.group} ({len(group.ops)} ops, output MSE {group.error:.3g}) kept in float: accuracy "
-             f"{accuracy * 100:.2f}% (needs {target_accuracy * 100:.2f}%)" + ("" if ok else ", checks still fail"))
+                                         accuracy=None if accuracy is None else float(accuracy), passed=ok))
+        kept = f"{group.group} ({len(group.ops)} ops, output MSE {group.error:.3g}) kept in float: "
+        if target_accuracy is None or accuracy is None:
+            step(kept + ("checks pass" if ok else "checks still fail"))
+        else:
+            step(kept + f"accuracy {accuracy * 100:.2f}% (needs {target_accuracy * 100:.2f}%)"
+                 + ("" if ok else ", checks still fail"))
     return result

@@ -48,6 +48,8 @@ class GateSpec:
 class ParitySpec:
     min_cosine: float = 0.99
     min_agreement: float = 0.98
+    #: an int8 artifact below the gate keeps its worst op groups in float until it passes (false: it fails)
+    fallback: bool = True
 
 
 @dataclass

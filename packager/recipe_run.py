@@ -348,8 +348,8 @@ def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, mod
     result = pack_model(final, out_dir, targets, recipe.seq_len, calibration_texts(data, recipe.calib_samples, recipe.seed),
                         labelled=labelled, recipe=recipe.to_dict(), stages=[r.to_dict() for r in rows],
                         force=force, archive=archive, min_cosine=recipe.parity.min_cosine,
-                        min_agreement=recipe.parity.min_agreement, target_options=recipe.target_options,
-                        runtimes=recipe.runtimes, progress=step, finalize=finalize,
+                        min_agreement=recipe.parity.min_agreement, fallback=recipe.parity.fallback,
+                        target_options=recipe.target_options, runtimes=recipe.runtimes, progress=step, finalize=finalize,
                         buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"))
     gate = verdict["gate"]
     failed = list(result.failed)

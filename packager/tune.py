@@ -496,7 +496,7 @@ class Tuner:
                             target_options={primary: options} if options else {},
                             runtimes={k: v for k, v in recipe.runtimes.items() if k == primary},
                             min_cosine=recipe.parity.min_cosine, min_agreement=recipe.parity.min_agreement,
-                            allow_parity_failure=True, force=True,
+                            allow_parity_failure=True, fallback=False, force=True,  # tune's own fallback decides
                             buckets=recipe_buckets(recipe.buckets if layout is None else layout, recipe.seq_len,
                                                    "buckets"))
         (entry,) = result.manifest.targets
@@ -836,7 +836,8 @@ def _check_same_tune(study: Any, name: str, tuner: Tuner, options: TuneOptions) 
                         else describe(tuner.space), "objective": options.objective, "target": tuner.primary,
                         "device": options.device_name, "threads": recipe.threads,
                         "target_options": recipe.target_options.get(tuner.primary), "calib": recipe.calib_samples,
-                        "parity": dataclasses.asdict(recipe.parity),
+                        # parity.fallback is pack's (tune runs its own fallback): studies made before it stay valid
+                        "parity": {k: v for k, v in dataclasses.asdict(recipe.parity).items() if k != "fallback"},
                         **({} if options.fallback else {"fallback": False})})
     held = study.user_attrs.get("tune")
     if held is None:

@@ -382,3 +382,33 @@ def test_op_groups_follow_the_ops_own_module_path():
     assert op_group("/model/bert/embeddings/word_embeddings/Gather") == "embeddings"
     assert op_group("/model/classifier/Gemm_MatMul") == "head"
     assert op_group("/model/bert/pooler/dense/Gemm_MatMul") == "head"
+
+
+def test_pack_falls_back_to_float_ops_until_parity_holds_and_says_so(tmp_path, tiny_model_dir):
+    """A gate no all-int8 artifact meets on any CPU (mean cosine 0.99999): `edgepack pack` keeps the worst op groups
+    in float until parity holds and records what and why; `--no-fallback` fails the target as before."""
+    import json
+
+    from test_cli import run
+
+    args = ["pack", "--model", str(tiny_model_dir), "--task", "feature-extraction", "--targets", "onnx-int8",
+            "--seq-len", str(SEQ), "--min-cosine", "0.99999", "--json"]
+    proc = run(*args, "-o", str(tmp_path / "fallback"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (entry,) = json.loads(proc.stdout)["targets"]
+    assert entry["status"] == "ok" and entry["parity"]["passed"] and entry["parity"]["mean_cosine"] >= 0.99999
+    record = entry["details"]["precision_fallback"]
+    assert record["passed"] and record["float_groups"] and record["float_ops"] == len(entry["details"]["float_ops"])
+    assert record["why"].startswith("parity below threshold with every quantizable op int8: mean_cosine=")
+    assert {g["group"] for g in record["ranking"]} == GROUPS - {"head"}  # a feature extractor has no head
+    assert [s["group"] for s in record["steps"]] == record["float_groups"] and record["steps"][-1]["passed"]
+    assert all(not s["passed"] for s in record["steps"][:-1])
+    assert "avx2" in record["host_isa"] or "asimd" in record["host_isa"]
+    note = next(n for n in entry["notes"] if n.startswith("precision fallback:"))
+    assert f"({record['float_ops']} of {entry['details']['int8_op_count'] + record['float_ops']} quantizable ops)" in note
+    assert entry["details"]["int8_op_count"] > 0  # groups not needed stay int8
+
+    refused = run(*args, "--no-fallback", "-o", str(tmp_path / "no-fallback"))
+    assert refused.returncode != 0 and "onnx-int8 failed: parity below threshold" in refused.stderr, refused.stderr[-2000:]
+    (failed,) = json.loads(refused.stdout)["targets"]
+    assert failed["status"] == "failed" and "precision_fallback" not in failed["details"]

@@ -161,6 +161,9 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--min-cosine", type=float, default=0.99, show_default=True, help="Parity gate for embeddings.")
 @click.option("--min-agreement", type=float, default=0.98, show_default=True, help="Parity gate for logits (top-1).")
 @click.option("--allow-parity-failure", is_flag=True, help="Keep artifacts below the parity gate, marked.")
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="An int8 artifact below the parity gate on this host's kernels keeps its worst op groups in float "
+                   "until it passes (recorded in the manifest); --no-fallback: it fails instead.")
 @click.option("--runtime", "runtime_specs", multiple=True, metavar="TARGET=SPEC",
               help="Declared device runtime for a target, checked at pack time (e.g. tflite-int8=tflite-runtime==2.14).")
 @click.option("-O", "--option", "option_values", multiple=True, metavar="TARGET.KEY=VALUE",
@@ -188,7 +191,7 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.pass_context
 def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, calib, calib_column, calib_limit, out_dir,
              force, archive,
-             min_cosine, min_agreement, allow_parity_failure, runtime_specs, option_values, recipe, search_trials,
+             min_cosine, min_agreement, allow_parity_failure, fallback, runtime_specs, option_values, recipe, search_trials,
              stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
              set_values, list_targets, as_json) -> None:
     """Convert a model for each target, verify every artifact, and write a bundle.
@@ -210,12 +213,12 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     if (recipe is not None or recipe_flags) and pooling is not None:
         raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
     if recipe is not None or recipe_flags:
-        from ..pack import parse_option_assignments
+        from ..target_options import parse_option_assignments
         from ..recipe_cli import pack_from_recipe
         from ..recipe_flags import cli_overrides
 
         given = {name for name in ("model", "task", "target_list", "seq_len", "calib", "calib_column", "calib_limit",
-                                   "min_cosine", "min_agreement", "allow_parity_failure")
+                                   "min_cosine", "min_agreement", "allow_parity_failure", "fallback")
                  if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
         explicit = {name: ctx.params[name] for name in given}
         if runtime_specs:
@@ -238,7 +241,8 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     from ..calib import builtin_sample, read_texts
     from ..families import check_support, model_type_of
     from ..models import load_model, resolve_source
-    from ..pack import pack_model, parse_option_assignments, resolve_target_options, validate_request, validate_runtimes
+    from ..pack import pack_model, validate_request, validate_runtimes
+    from ..target_options import parse_option_assignments, resolve_target_options
     from ..tasks import TASKS
 
     targets = [t.strip() for t in target_list.split(",") if t.strip()] if target_list else list(DEFAULT_TARGETS)
@@ -284,7 +288,7 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
-        target_options=target_options, progress=step, buckets=buckets))
+        fallback=fallback, target_options=target_options, progress=step, buckets=buckets))
     if as_json:
         click.echo(result.manifest.to_json())
     else:
