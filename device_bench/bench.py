@@ -27,6 +27,7 @@ from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
+from .parity import DeviceParity
 from .records import RecordError, hints, matches, one_line
 from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, TargetResult, TimingMetrics,
                      metric_values)
@@ -198,7 +199,7 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResult:
+def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResult | DeviceParity:
     """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason.
 
     Whatever happens here (timeout, a bad argument, an exception while talking
@@ -228,7 +229,7 @@ def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResul
             proc.wait()
         with _ACTIVE_LOCK:
             _ACTIVE.discard(proc)
-    result: TimingResult | MemoryResult | WorkerError | None = None
+    result: TimingResult | MemoryResult | DeviceParity | WorkerError | None = None
     lines = out.strip().splitlines()
     if lines:
         try:
@@ -329,20 +330,28 @@ def timed_lengths(entry: TargetEntry, manifest: Manifest) -> list[int]:
     return sorted(set(lengths) | {seq_len})
 
 
+def worker_args(entry: TargetEntry, bundle: Path, manifest: Manifest, threads: int | None,
+                memory_limit_mb: int | None, mode: str = "timing") -> WorkerArgs:
+    """What every worker of one target needs: the artifact, its runtime and shapes, the bundle's inputs."""
+    return WorkerArgs(
+        mode=mode, runtime=entry.runtime, artifact=str(bundle / entry.file), samples=str(bundle / manifest.samples),
+        input_names=[t.name for t in manifest.input_spec.inputs], input_dtypes=[t.dtype for t in manifest.input_spec.inputs],
+        threads=threads, memory_limit_mb=memory_limit_mb,
+        shapes=dataclasses.asdict(entry.shapes) if entry.shapes is not None else None,
+        seq_len=manifest.input_spec.seq_len, bundle=str(bundle), target=entry.name,
+    )
+
+
 def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Manifest, opts: BenchOptions,
              meter: EnergyMeter | None, thermal: ThermalConfig | None, allowed: list[int]) -> TargetResult:
     res = _base_result(entry, threads, bundle)
     affinity = choose_affinity(threads, allowed) if opts.pin else None
     if threads is not None and allowed and threads > len(allowed):
         res.notes.append(f"{threads} threads on {len(allowed)} CPUs: oversubscribed")
-    args = WorkerArgs(
-        mode="timing", runtime=entry.runtime, artifact=str(bundle / entry.file), samples=str(bundle / manifest.samples),
-        input_names=[t.name for t in manifest.input_spec.inputs], input_dtypes=[t.dtype for t in manifest.input_spec.inputs],
-        threads=threads, runs=opts.runs, min_seconds=opts.min_seconds, warmup=opts.warmup, affinity=affinity,
-        memory_limit_mb=opts.memory_limit_mb, memory_runs=opts.memory_runs,
-        shapes=dataclasses.asdict(entry.shapes) if entry.shapes is not None else None,
-        seq_len=manifest.input_spec.seq_len, lengths=timed_lengths(entry, manifest),
-        length_runs=max(5, min(30, opts.runs)),
+    args = dataclasses.replace(
+        worker_args(entry, bundle, manifest, threads, opts.memory_limit_mb), runs=opts.runs,
+        min_seconds=opts.min_seconds, warmup=opts.warmup, affinity=affinity, memory_runs=opts.memory_runs,
+        lengths=timed_lengths(entry, manifest), length_runs=max(5, min(30, opts.runs)),
     )
     if thermal is not None:
         res.thermal = wait_until_cool(thermal)
@@ -374,7 +383,19 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
     else:
         res = dataclasses.replace(res, **metric_values(memory, MemoryMetrics))
         res.runtime_details = {**res.runtime_details, "rss_before_load_mb": memory.rss_before_load_mb}
+    res.device_parity = device_parity(args, manifest, opts.timeout_s)
     return res
+
+
+def device_parity(args: WorkerArgs, manifest: Manifest, timeout_s: float) -> DeviceParity | None:
+    """The pack's parity gates recomputed here, in a worker of their own; None for a bundle without parity inputs
+    (packed before they were recorded). A check that cannot run says why instead of passing."""
+    if manifest.parity_inputs is None:
+        return None
+    try:
+        return run_worker(dataclasses.replace(args, mode="parity"), timeout_s)
+    except WorkerCrash as exc:
+        return DeviceParity(passed=False, error=f"parity check failed: {exc}")
 
 
 def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalConfig | None) -> dict[str, Any]:
@@ -393,6 +414,8 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
                 "warm = second load of the same file in that process",
         "timing": "perf_counter_ns around each run after warm-up; runs until both `runs` and `min_seconds` are met; "
                   "gc disabled inside the window; std is the sample std",
+        "parity": "separate pass: the bundle's parity inputs (parity.npz) run batch 1 through the artifact and compared "
+                  "with their fp32 reference outputs under the pack's gates, overall and per length (device_parity)",
         "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, kernel high-water VmHWM) over memory_runs inferences",
         "cpu_util": "process CPU seconds (all threads) / wall seconds over the timed window",
         "affinity": "threads=N pinned to the N highest-numbered allowed CPUs; threads=default not pinned" if opts.pin else "not pinned",
@@ -404,6 +427,60 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
                            "above-idle = total - idle baseline power x window",
         },
     }
+
+
+@dataclass
+class ParityRow:
+    """One target of ``edgepack check --on-device``: its parity on this device, or why it was not checked."""
+
+    target: str
+    runtime: str
+    precision: str
+    status: str  # ok | failed | skipped (as a bench result)
+    error: str | None = None
+    device_parity: DeviceParity | None = None
+
+
+@dataclass
+class ParityCheck:
+    """``edgepack check BUNDLE --on-device``: the pack's parity gates on this device's kernels, with the device."""
+
+    bundle: str
+    task: str
+    fingerprint: dict[str, Any]
+    results: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def below_parity(self) -> list[ParityRow]:
+        return [r for r in self.results if r.device_parity is not None and not r.device_parity.passed]
+
+
+def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s: float = 600.0,
+                      memory_limit_mb: int | None = None) -> ParityCheck:
+    """Recompute every runnable target's parity gates with this device's runtimes (torch-free; a worker each)."""
+    try:
+        register_extra_runners()
+    except ExtraRunnerError as exc:
+        raise BenchError(str(exc)) from None
+    manifest = load_bundle(bundle)
+    if manifest.parity_inputs is None:
+        raise BenchError(f"{bundle}: the bundle carries no parity inputs (packed before edgepack recorded them): "
+                         "pack it again to check parity on the device")
+    entries = _select_targets(manifest, targets)
+    runtimes = device_runtimes()
+    problems = _integrity_problems(bundle, manifest, entries)
+    check = ParityCheck(bundle=bundle.name, task=manifest.task, fingerprint=fingerprint())
+    limit = default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None)
+    for entry in entries:
+        row = ParityRow(target=entry.name, runtime=entry.runtime, precision=entry.precision, status=RESULT_OK)
+        reason = _skip_reason(entry, runtimes, problems)
+        if reason is not None:
+            row.status, row.error = reason
+        else:
+            row.device_parity = device_parity(worker_args(entry, bundle, manifest, None, limit, "parity"), manifest,
+                                              timeout_s)
+        check.results.append(row)
+    return check
 
 
 def bench_bundle(

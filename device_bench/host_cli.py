@@ -22,7 +22,8 @@ from .bench import BenchError, BenchOptions, load_bundle, run_bench
 from .client import AgentClient, AgentError, read_token
 from .energy import EnergyConfig
 from .fleet import DeviceSpec, FleetError, bench_fleet, check_devices, load_devices
-from .report import BenchReport, FleetReport, ReportError, noise_warnings, render_length_table, render_table
+from .report import (BenchReport, FleetReport, ReportError, noise_warnings, render_length_table, render_parity_table,
+                     render_table)
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -90,11 +91,15 @@ def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) ->
     else:
         console = _console(False)
         console.print(render_table(report))
-        lengths = render_length_table(report)
-        if lengths is not None:
-            console.print(lengths)
+        for extra in (render_length_table(report), render_parity_table(report)):
+            if extra is not None:
+                console.print(extra)
         for line in noise_warnings(report):
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
+        for r in report.below_parity:
+            console.print(f"[red]warning:[/] {r.target} threads={'default' if r.threads is None else r.threads}: "
+                          f"below its parity gate on this device: "
+                          f"{r.device_parity.error or '; '.join(r.device_parity.shortfalls)}", highlight=False)
 
 
 def _default(name: str) -> Any:
@@ -125,11 +130,13 @@ def _default(name: str) -> Any:
 @click.option("--texts", "texts_path", type=click.Path(path_type=Path),
               help="Time on these texts (one per line, tokenized here with the bundle's tokenizer) instead of the "
                    "bundle's own.")
+@click.option("--strict", is_flag=True, help="Exit 1 when a target misses its parity gate on the device (every "
+                                             "bench recomputes the pack's parity with the device's kernels).")
 def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warmup: int, threads: str | None,
           timeout_s: float | None, memory_limit_mb: int | None, no_pin: bool, power_cmd: str | None,
           power_profile: str | None, energy_backend: str | None, idle_seconds: float, device_url: str | None,
           token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None,
-          texts_path: Path | None = None) -> None:
+          texts_path: Path | None = None, strict: bool = False) -> None:
     """Benchmark BUNDLE's artifacts: latency (over the texts' real lengths, and per bucket), throughput, memory,
     energy, per target and thread count."""
     if texts_path is not None:
@@ -140,7 +147,7 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
             with bundle_with_texts(bundle, texts_path) as view:
                 return bench.callback(view, targets, runs, min_seconds, warmup, threads, timeout_s, memory_limit_mb,
                                       no_pin, power_cmd, power_profile, energy_backend, idle_seconds, device_url, token,
-                                      token_file, devices_file, as_json, out, None)
+                                      token_file, devices_file, as_json, out, None, strict)
         except (TextsError, BenchError) as exc:
             raise CliError(str(exc)) from None
     opts = BenchOptions(targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
@@ -181,7 +188,7 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
         raise CliError(str(exc)) from None
     _emit(report, as_json, out)
     failed = report.failed or (isinstance(report, FleetReport) and report.errors)
-    if failed:
+    if failed or (strict and report.below_parity):
         sys.exit(EXIT_FAILURES)
 
 

@@ -19,8 +19,9 @@ from .records import RecordError, from_dict, load_json
 #: accept bundles of any minor (ignoring, and naming, the fields they do not know); only a new major is
 #: refused. Minor 1 added the sequence-length fields (buckets, dynamic shapes, parity per length) and the
 #: embedding-pipeline / task fields (pooling_source, dense, prompt, label thresholds, parity reference…).
+#: Minor 2 added ``parity_inputs``: the parity texts' inputs and fp32 outputs, for the device's own check.
 SCHEMA_VERSION = 1
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB; the agent refuses more (413)
 SAMPLES_NAME = "samples.npz"
@@ -106,6 +107,27 @@ class LengthParity:
 
 
 @dataclass
+class ParityGroup:
+    """One group of the pack's parity inputs: the calibration rows at their real lengths (``length`` None), or the
+    texts of one length (a bucket, or a spot length only dynamic artifacts are checked at); minor 2."""
+
+    length: int | None
+    rows: int = 0
+    gates: bool = True  # a failure here fails the artifact (spot lengths are recorded only)
+    dynamic_only: bool = False
+    source: str = ""
+
+
+@dataclass
+class ParityInputs:
+    """The file holding every group's inputs and fp32 reference outputs (``parity.npz``); minor 2."""
+
+    file: str
+    sha256: str
+    groups: list[ParityGroup] = field(default_factory=list)
+
+
+@dataclass
 class ModelInfo:
     source: str
     architecture: str
@@ -170,6 +192,7 @@ class Manifest:
     recipe: dict[str, Any] | None = None
     stages: list[dict[str, Any]] = field(default_factory=list)
     accuracy: dict[str, Any] | None = None
+    parity_inputs: ParityInputs | None = None  # minor 2: what the device re-checks parity with
     schema_version: int = SCHEMA_VERSION
     schema_minor: int = SCHEMA_MINOR
 
@@ -212,6 +235,8 @@ class Manifest:
         for key in ("tokenizer", "samples"):
             if getattr(manifest, key) is not None:
                 _check_relative(getattr(manifest, key), key)
+        if manifest.parity_inputs is not None:
+            _check_relative(manifest.parity_inputs.file, "parity_inputs.file")
         manifest.ignored_fields = [name.removeprefix("manifest.") for name in ignored]
         names = [t.name for t in manifest.targets]
         if len(set(names)) != len(names):

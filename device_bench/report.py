@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from .manifest import ManifestError, check_version
+from .parity import DeviceParity, gate_summary
 from .records import RecordError, from_dict
 
 #: Same evolution rule as the manifest: additive fields bump the minor version, readers of the same major
 #: accept them (listing what they ignore), a new major is refused. Minor 1: real-length latency, per-length
-#: table, noise guard.
+#: table, noise guard. Minor 2: ``device_parity`` (the pack's parity gates recomputed on the device).
 REPORT_SCHEMA_VERSION = 1
-REPORT_SCHEMA_MINOR = 1
+REPORT_SCHEMA_MINOR = 2
 
 RESULT_OK = "ok"
 RESULT_FAILED = "failed"
@@ -172,6 +173,7 @@ class TargetResult(MemoryMetrics, TimingMetrics, ResultKey):
     energy: EnergyResult | None = None
     thermal: ThermalResult | None = None
     notes: list[str] = field(default_factory=list)
+    device_parity: DeviceParity | None = None  # minor 2: None for bundles without parity inputs
 
 
 @dataclass
@@ -212,6 +214,11 @@ class BenchReport:
     @property
     def failed(self) -> list[TargetResult]:
         return [r for r in self.results if r.status == RESULT_FAILED]
+
+    @property
+    def below_parity(self) -> list[TargetResult]:
+        """Results whose artifact missed a parity gate on this device (or whose check could not run)."""
+        return [r for r in self.results if r.device_parity is not None and not r.device_parity.passed]
 
 
 @dataclass
@@ -260,6 +267,10 @@ class FleetReport:
     @property
     def failed(self) -> list[TargetResult]:
         return [r for rep in self.reports for r in rep.failed]
+
+    @property
+    def below_parity(self) -> list[TargetResult]:
+        return [r for rep in self.reports for r in rep.below_parity]
 
 
 def load_report(path: Path) -> BenchReport | FleetReport:
@@ -364,6 +375,31 @@ def render_length_table(report: BenchReport | FleetReport):
         real = _num(r.latency_ms.p50 if r.latency_ms else None, "{:.3f}")
         table.add_row(*([rep.device] if fleet else []), r.target, "default" if r.threads is None else str(r.threads),
                       real, *(cells.get(n, "-") for n in lengths))
+    return table
+
+
+def render_parity_table(report: BenchReport | FleetReport):
+    """The pack's parity gates recomputed on the device, one row per device × target × thread count (the worst
+    length beside the calibration rows'); None when no result has a check (bundles without parity inputs)."""
+    from rich.table import Table
+
+    fleet = isinstance(report, FleetReport)
+    rows = [(rep, r) for rep in (report.reports if fleet else [report]) for r in rep.results
+            if r.device_parity is not None]
+    if not rows:
+        return None
+    table = Table(title="parity on this device's kernels (the pack's gates; pack = the packing host's figure)")
+    if fleet:
+        table.add_column("device")
+    for name in ("target", "threads", "verdict", "gate metric here (pack)", "lengths checked", "below the gate"):
+        table.add_column(name)
+    for rep, r in rows:
+        parity = r.device_parity
+        verdict = "[green]ok[/green]" if parity.passed else "[red]BELOW GATE[/red]"
+        lengths = ", ".join(f"{row.length}{'' if row.passed else '✗'}" for row in parity.by_length) or "-"
+        table.add_row(*([rep.device] if fleet else []), r.target, "default" if r.threads is None else str(r.threads),
+                      verdict, gate_summary(parity, rep.bundle.get("task", ""), short=True) if parity.error is None
+                      else "-", lengths, parity.error or "; ".join(parity.shortfalls) or "-")
     return table
 
 

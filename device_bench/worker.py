@@ -2,7 +2,7 @@
 
     python -m device_bench.worker '<json args>'      (or the JSON on stdin)
 
-Two modes, each run in its own process by ``bench.py`` so they cannot disturb
+Three modes, each run in its own process by ``bench.py`` so they cannot disturb
 each other:
 
 * ``timing``: cold load (first load in this process: runtime import + file
@@ -14,6 +14,8 @@ each other:
 * ``memory``: RSS before and after load and peak RSS over a few inferences,
   sampled by a thread every few milliseconds (which would perturb timing,
   hence the separate pass) and cross-checked with the kernel's high-water mark.
+* ``parity``: the pack's parity gates recomputed with this device's kernels on
+  the bundle's parity inputs (``device_bench.parity``).
 
 Limits (address space, CPU affinity) are applied here, first thing, rather
 than in the parent's ``preexec_fn``: the agent is multi-threaded and
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .parity import DeviceParity
 from .records import RecordError, from_dict
 from .report import InputLengths, LatencyStats, LengthLatency, MemoryMetrics, NoiseGuard, TimingMetrics
 
@@ -42,7 +45,7 @@ EXIT_ERROR = 3  # the worker ran but the measurement failed; the JSON says why
 
 @dataclass
 class WorkerArgs:
-    mode: str  # "timing" | "memory"
+    mode: str  # "timing" | "memory" | "parity"
     runtime: str
     artifact: str
     samples: str
@@ -61,6 +64,8 @@ class WorkerArgs:
     seq_len: int | None = None
     lengths: list[int] = field(default_factory=list)  # lengths timed one by one (the per-bucket table)
     length_runs: int = 30
+    bundle: str | None = None  # parity: the bundle folder (manifest and parity inputs)
+    target: str | None = None  # parity: the target checked
 
     @classmethod
     def from_json(cls, text: str) -> "WorkerArgs":
@@ -87,8 +92,8 @@ class WorkerError:
     error_kind: str  # "oom" | "unavailable" | "failed"
 
 
-WorkerOutput = TimingResult | MemoryResult | WorkerError
-_OUTPUT_TYPES = {"timing": TimingResult, "memory": MemoryResult}
+WorkerOutput = TimingResult | MemoryResult | DeviceParity | WorkerError
+_OUTPUT_TYPES = {"timing": TimingResult, "memory": MemoryResult, "parity": DeviceParity}
 
 
 def encode_output(mode: str, result: WorkerOutput) -> str:
@@ -409,6 +414,25 @@ def run_memory(args: WorkerArgs) -> MemoryResult:
     )
 
 
+def run_parity(args: WorkerArgs) -> DeviceParity:
+    """The target's parity gates on this device's kernels (``device_bench.parity.check_artifact``)."""
+    from .manifest import Manifest, ManifestError
+    from .parity import ParityDataError, check_artifact
+
+    if not args.bundle or not args.target:
+        raise WorkerFailure("parity mode needs bundle and target")
+    try:
+        manifest = Manifest.load(Path(args.bundle))
+        entry = manifest.target(args.target)
+    except (ManifestError, KeyError) as exc:
+        raise WorkerFailure(f"parity: {exc}") from None
+    runner = _load(args)
+    try:
+        return check_artifact(Path(args.bundle), manifest, entry, runner)
+    except ParityDataError as exc:
+        raise WorkerFailure(f"parity: {exc}") from None
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -429,6 +453,8 @@ def measure(args: WorkerArgs) -> WorkerOutput:
             return run_timing(args)
         if args.mode == "memory":
             return run_memory(args)
+        if args.mode == "parity":
+            return run_parity(args)
         raise WorkerFailure(f"unknown mode {args.mode!r}")
     except MemoryError as exc:
         limit = f" (memory limit {args.memory_limit_mb} MB)" if args.memory_limit_mb else ""

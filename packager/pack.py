@@ -27,12 +27,19 @@ from device_bench.manifest import (
     Manifest,
     ModelInfo,
     Parity,
+    ParityGroup,
     TargetEntry,
     TensorSpec,
     TokenLengths,
     sha256_file,
 )
-from device_bench.shapes import to_input_width
+from device_bench.parity import (
+    MAX_CALIBRATION_ROWS,
+    length_applies,
+    length_record,
+    run_rows,
+    save_parity_inputs,
+)
 
 from . import __version__
 from .bundle import check_destination, publish, staging_dir, write_archive
@@ -171,16 +178,6 @@ def run_reference(wrapper, inputs: dict[str, np.ndarray], batch_size: int = 32) 
     return np.concatenate(outs, axis=0)
 
 
-def run_artifact(runner, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Batch-1 outputs of an artifact through its device runner (which runs each row at its real length or
-    smallest bucket); per-token outputs come back zero-padded to the inputs' width, like the reference."""
-    n, width = inputs["input_ids"].shape
-    outs = []
-    for i in range(n):
-        outs.append(to_input_width(runner.run({k: inputs[k][i : i + 1] for k in INPUT_NAMES}), width))
-    return np.concatenate(outs, axis=0)
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
@@ -275,6 +272,7 @@ def pack_model(
         )
         checks = length_checks(loaded.tokenizer, wrapper, task.prepare_texts(calib_texts), counts, seq_len,
                                bucket_list)
+        parity_inputs = save_parity_inputs(stage, parity_groups(calib, reference, checks))
         for name in targets:
             step(f"{name}: export + verify")
             target_ctx = dataclasses.replace(ctx, options=options[name])
@@ -306,6 +304,7 @@ def pack_model(
             recipe=recipe,
             stages=list(stages or []),
             accuracy=accuracy,
+            parity_inputs=parity_inputs,
         )
         if finalize is not None:
             finalize(manifest)
@@ -381,11 +380,11 @@ def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict
     try:
         with native_output_silenced():
             runner = target.load(path, shapes=entry.shapes)
-        outputs = run_artifact(runner, calib)
+        outputs = run_rows(runner, calib)
         by_length = [check.score(runner, task, thresholds) for check in checks or [] if check.applies_to(runner)]
         accuracy = None
         if eval_inputs is not None:
-            accuracy = float((task.predictions(run_artifact(runner, eval_inputs)) == eval_labels).mean())
+            accuracy = float((task.predictions(run_rows(runner, eval_inputs)) == eval_labels).mean())
     except Exception as exc:
         entry.error = f"artifact does not run: {_first_line(exc)}"
         _drop_artifact(entry, path)
@@ -517,20 +516,13 @@ class LengthCheck:
     dynamic_only: bool = False  # a spot length between buckets: only dynamic artifacts are checked there
 
     def applies_to(self, runner) -> bool:
-        static, dynamic = runner.lengths()
-        if self.dynamic_only:
-            return dynamic is not None
-        return dynamic is not None or self.length in static or runner.choose_length(self.length) == self.length
+        return length_applies(runner, self.length, self.dynamic_only)
 
     def score(self, runner, task, thresholds: dict[str, float]) -> ScoredLength:
-        outputs = run_artifact(runner, self.inputs)
+        outputs = run_rows(runner, self.inputs)
         metrics = task.parity(self.reference, outputs, self.inputs)
         shortfalls = task.shortfalls(metrics, thresholds)
-        record = LengthParity(length=self.length, n_samples=len(self.reference), passed=not shortfalls,
-                              inputs=self.source,
-                              **{k: round(float(v), 6) for k, v in metrics.items()
-                                 if k in ("mean_cosine", "min_cosine", "top1_agreement")},
-                              agreements={k: round(float(v), 6) for k, v in metrics.items() if k.endswith("agreement")})
+        record = length_record(task.name, self.length, metrics, not shortfalls, len(self.reference), self.source)
         return ScoredLength(record, shortfalls, gates=not self.dynamic_only)
 
 
@@ -557,6 +549,17 @@ def length_checks(tokenizer, wrapper, texts: list[str], counts: np.ndarray, seq_
                                   f"{len(joined)} texts joined and cut to {length} (spot check: recorded, does not "
                                   "gate; the buckets do)", dynamic_only=True))
     return checks
+
+
+def parity_groups(calib: dict[str, np.ndarray], reference: np.ndarray,
+                  checks: list[LengthCheck]) -> list[tuple[ParityGroup, dict[str, np.ndarray], np.ndarray]]:
+    """What the bundle carries for the device's own parity check: the first calibration rows (at most
+    MAX_CALIBRATION_ROWS) and every length group, each with its fp32 reference outputs."""
+    rows = min(len(reference), MAX_CALIBRATION_ROWS)
+    calibration = (ParityGroup(length=None, source=f"the first {rows} of the {len(reference)} calibration texts"),
+                   {k: v[:rows] for k, v in calib.items()}, reference[:rows])
+    return [calibration] + [(ParityGroup(length=c.length, gates=not c.dynamic_only, dynamic_only=c.dynamic_only,
+                                         source=c.source), c.inputs, c.reference) for c in checks]
 
 
 def _joined_texts(texts: list[str], n: int) -> list[str]:

@@ -25,6 +25,9 @@ from .embedding_pipeline import (
     read_pipeline,
     sentence_transformers_reference,
 )
+from device_bench.parity import DEFAULT_LABEL_THRESHOLD, GATES, cosines, task_metrics
+from device_bench.parity import shortfalls as gate_shortfalls
+
 from .errors import EdgepackError
 from .stages import STAGES
 
@@ -33,7 +36,6 @@ INPUT_NAMES = ["input_ids", "attention_mask"]
 RECIPE_STAGES = tuple(STAGES)
 #: an export wrapper must reproduce the model's own pipeline this closely (fp32 against fp32)
 PIPELINE_FIDELITY = 0.9999
-DEFAULT_LABEL_THRESHOLD = 0.5
 
 
 class TaskWrapper(nn.Module):
@@ -139,8 +141,7 @@ class Task(ABC):
 
     def shortfalls(self, metrics: dict[str, float], thresholds: dict[str, float]) -> list[str]:
         """Human-readable gates that failed; empty when the artifact passes."""
-        return [f"{metric}={metrics[metric]:.4f} < {thresholds[gate]}" for gate, metric in self.gates.items()
-                if metrics[metric] < thresholds[gate]]
+        return gate_shortfalls(self.name, metrics, thresholds)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray | None:
         """Class predictions for task accuracy on labelled texts, or None when the task has none."""
@@ -157,25 +158,6 @@ class Task(ABC):
         return None
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
-
-
-def _errors(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
-    return {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean())}
-
-
-def _agreement_metrics(name: str, agree: np.ndarray, reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """A classifier's parity: its decision agreement under ``name``, plus cosine and error of the raw outputs."""
-    cos = _cosines(reference, candidate)
-    return {name: float(agree.mean()), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()),
-            **_errors(reference, candidate)}
-
-
 class FeatureExtraction(Task):
     """Sentence embedding, computed by the model's own pipeline (sentence-transformers modules) or the default."""
 
@@ -183,7 +165,7 @@ class FeatureExtraction(Task):
     output_name = "embedding"
     auto_class = "AutoModel"
     summary = "sentence embedding: the model's own sentence-transformers pipeline, else mean + L2 normalize"
-    gates = {"min_cosine": "mean_cosine"}
+    gates = GATES["feature-extraction"]
     integer_goal = ("mean_cosine", 0.995)
 
     def __init__(self, pooling: str | None = None) -> None:
@@ -216,7 +198,7 @@ class FeatureExtraction(Task):
                 why += f"; {self.pipeline.unchecked}"
             return wrapper_outputs, f"fp32 PyTorch export wrapper ({why})"
         expected, name = own
-        fidelity = _cosines(np.asarray(expected), wrapper_outputs)
+        fidelity = cosines(np.asarray(expected), wrapper_outputs)
         if fidelity.min() < PIPELINE_FIDELITY:
             raise EdgepackError(f"the export wrapper does not reproduce the model's own pipeline "
                                 f"({self.pipeline.describe()}): min cosine {fidelity.min():.6f} against {name}")
@@ -224,8 +206,7 @@ class FeatureExtraction(Task):
 
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        cos = _cosines(reference, candidate)
-        return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), **_errors(reference, candidate)}
+        return task_metrics(self.name, reference, candidate)
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         width = self.pipeline.dense[-1].out_features if self.pipeline.dense else \
@@ -243,7 +224,7 @@ class SequenceClassification(Task):
     output_name = "logits"
     auto_class = "AutoModelForSequenceClassification"
     summary = "one label per text: logits (argmax)"
-    gates = {"min_agreement": "top1_agreement"}
+    gates = GATES["sequence-classification"]
     integer_goal = ("top1_agreement", 0.99)
     stages = RECIPE_STAGES
     has_labels = True
@@ -258,8 +239,7 @@ class SequenceClassification(Task):
 
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        agree = np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)
-        return _agreement_metrics("top1_agreement", agree, reference, candidate)
+        return task_metrics(self.name, reference, candidate)
 
     def predictions(self, outputs: np.ndarray) -> np.ndarray | None:
         return np.argmax(outputs, axis=1)
@@ -275,7 +255,7 @@ class TokenClassification(Task):
     output_name = "logits"
     auto_class = "AutoModelForTokenClassification"
     summary = "one label per token (NER, PII tagging): per-token logits"
-    gates = {"min_agreement": "token_agreement"}
+    gates = GATES["token-classification"]
     integer_goal = ("token_agreement", 0.99)
     has_labels = True
 
@@ -284,13 +264,7 @@ class TokenClassification(Task):
 
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        if inputs is None:
-            real = np.ones(reference.shape[:2], dtype=bool)
-        else:
-            real = inputs["attention_mask"][: len(reference)].astype(bool)
-        ref, cand = reference[real], candidate[real]  # [real tokens, labels]
-        agree = np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)
-        return _agreement_metrics("token_agreement", agree, ref, cand)
+        return task_metrics(self.name, reference, candidate, None if inputs is None else inputs["attention_mask"])
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, seq_len, int(model.config.num_labels)]
@@ -304,7 +278,7 @@ class MultiLabelClassification(Task):
     output_name = "scores"
     auto_class = "AutoModelForSequenceClassification"
     summary = "any number of labels per text: sigmoid scores, a threshold per label"
-    gates = {"min_agreement": "label_agreement"}
+    gates = GATES["multi-label-classification"]
     integer_goal = ("label_agreement", 0.99)
     has_labels = True
 
@@ -322,9 +296,7 @@ class MultiLabelClassification(Task):
 
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        limits = np.asarray(self.thresholds_by_label or [DEFAULT_LABEL_THRESHOLD] * reference.shape[1])
-        agree = (reference >= limits) == (candidate >= limits)
-        return _agreement_metrics("label_agreement", agree, reference, candidate)
+        return task_metrics(self.name, reference, candidate, label_thresholds=self.thresholds_by_label or None)
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, int(model.config.num_labels)]

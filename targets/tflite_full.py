@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from device_bench.parity import cosines
+
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 from .tflite import RUNTIME_REQUIREMENT, convert_fp32, quiet_converter, share_buffers
 
@@ -197,7 +199,7 @@ class FullIntegerQuantizer:
             got, ref = run_tflite(path, samples), run_tflite(self.float_path, samples)
         finally:
             path.unlink(missing_ok=True)
-        return float(min(_cosines(ref, got)))
+        return float(min(cosines(ref, got)))
 
 
 def joined_samples(samples: list[dict[str, np.ndarray]], length: int, n: int, width: int) -> list[dict[str, np.ndarray]]:
@@ -245,12 +247,6 @@ def length_spread(samples: list[dict[str, np.ndarray]], buckets: list[int], per_
     width = next(iter(samples[0].values())).shape[-1]
     extra = [j for b in buckets if b > longest for j in joined_samples(samples, b, per_bucket, width)]
     return samples + extra
-
-
-def _cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
-    return (ref * cand).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
 
 
 @lru_cache(maxsize=1)

@@ -57,6 +57,8 @@ def test_remote_report_has_the_fields_of_a_local_run(agent, bundle, tmp_path):
         filled = lambda r: {k for k, v in vars(r).items() if v not in (None, [], {})}  # noqa: E731
         assert filled(rem) == filled(loc)
         assert len(rem.raw_ms) == rem.runs == 10 and rem.energy.kind == "estimated"
+        # the pack's parity gates, recomputed by the agent on the device's kernels
+        assert rem.device_parity.passed and rem.device_parity.by_length and rem.device_parity.error is None
     assert set(remote.protocol) == set(local.protocol)
     assert json.loads(out.read_text())["results"][0]["target"] == "tflite-fp32"
 
@@ -106,6 +108,7 @@ def test_fleet_with_an_unreachable_device(agent, bundle, tmp_path):
     doc = json.loads(res.stdout)
     assert doc["kind"] == "fleet"
     assert [r["device"] for r in doc["reports"]] == ["here"] and doc["reports"][0]["results"][0]["status"] == "ok"
+    assert doc["reports"][0]["results"][0]["device_parity"]["passed"] is True  # per device, across the fleet
     assert doc["errors"][0]["device"] == "gone" and "cannot reach" in doc["errors"][0]["error"]
     table = CliRunner().invoke(bench_cmd, [str(bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
                                            "--threads", "1", "--runs", "3", "--min-seconds", "0"])

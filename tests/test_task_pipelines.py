@@ -116,7 +116,7 @@ def artifact_outputs(bundle: Path, name: str, texts: list[str]) -> np.ndarray:
     from device_bench.manifest import Manifest
     from device_bench.runners import load_target
     from packager.calib import tokenize
-    from packager.pack import run_artifact
+    from device_bench.parity import run_rows as run_artifact
 
     manifest = Manifest.load(bundle)
     runner = load_target(bundle, manifest, name)  # runs each text at its real length / smallest bucket
