@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The device path, end to end, on an emulated aarch64 Debian userland (a Raspberry-Pi-5-class Cortex-A76):
-#   qemu-user-static + debootstrap arm64 rootfs -> base install from this repository's wheel (no extras)
-#   -> edgepack-agent info, edgepack inspect/check/bench/run of a tflite bundle packed on the host
-#   -> host -> agent bench over loopback.
+#   qemu-user-static + debootstrap arm64 rootfs -> base install from this repository's wheel (+ run-onnx)
+#   -> edgepack-agent info, edgepack inspect/check/run/bench of a tflite-int8 + onnx-int8 bundle packed on the host
+#   -> parity of every target recomputed with the ARM kernels (`check --on-device`; qemu executes their integer
+#      arithmetic faithfully, its timings mean nothing) -> host -> agent bench over loopback, parity included.
 #
 # Needs root (debootstrap, chroot, binfmt_misc, a private mount namespace), Debian's mirror and PyPI.
 # Not in CI; ~10-20 min the first time (the rootfs is kept), CPU-heavy (everything arm64 runs under TCG).
 # Re-runnable: the rootfs, the host-side bundle and the pip cache are kept in $WORK; the venv in the
 # rootfs is rebuilt from a fresh wheel every run.
 #
-#   sudo scripts/check_aarch64.sh                    # packs the built-in MiniLM to tflite-int8 with .venv
+#   sudo scripts/check_aarch64.sh                    # packs the built-in MiniLM to tflite-int8,onnx-int8 with .venv
 #   sudo BUNDLE=out/my-bundle scripts/check_aarch64.sh
 #
 # Known trap: ai-edge-litert and onnxruntime crash (SIGSEGV/SIGILL) under qemu-user when the chroot sees the
@@ -63,17 +64,26 @@ rm -rf "$WORK/dist"
 WHEEL=$(ls "$WORK"/dist/edgepack-*.whl)
 ls -l "$WHEEL"
 
-say "a tflite bundle, packed on the host"
+say "a tflite-int8 + onnx-int8 bundle, packed on the host"
 if [ -n "${BUNDLE:-}" ]; then
   HOST_BUNDLE=$(cd "$BUNDLE" && pwd)
 else
   HOST_BUNDLE=$WORK/minilm
   if [ ! -f "$HOST_BUNDLE/manifest.json" ]; then
-    "$REPO/.venv/bin/edgepack" pack --targets tflite-int8 -o "$HOST_BUNDLE" --force > "$WORK/pack.log" 2>&1 \
+    "$REPO/.venv/bin/edgepack" pack --targets tflite-int8,onnx-int8 -o "$HOST_BUNDLE" --force > "$WORK/pack.log" 2>&1 \
       || { tail -5 "$WORK/pack.log"; die "packing the bundle failed"; }
   fi
 fi
 "$REPO/.venv/bin/edgepack" inspect "$HOST_BUNDLE" | sed -n 1,2p
+echo "packed on: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($(grep -m1 -o -w 'avx512_vnni\|avx2' /proc/cpuinfo | tail -1))"
+"$REPO/.venv/bin/python" - "$HOST_BUNDLE" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1] + "/manifest.json"))
+for t in m["targets"]:
+    fb = t["details"].get("precision_fallback")
+    print(f"  {t['name']}: {t['status']}, pack-time mean_cosine {t['parity']['mean_cosine']:.4f}"
+          + (f"; precision fallback kept {', '.join(fb['float_groups'])} in float" if fb and fb["passed"] else ""))
+PY
 
 rm -rf "$ROOTFS$INSIDE"
 mkdir -p "$ROOTFS$INSIDE" "$WORK/pip-cache"
@@ -111,11 +121,11 @@ cd /opt/edgepack-check
 export PIP_CERT=/opt/edgepack-check/host-ca.crt SSL_CERT_FILE=/opt/edgepack-check/host-ca.crt
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CACHE_DIR=/opt/pip-cache TF_CPP_MIN_LOG_LEVEL=2 HOME=/root
 say() { printf '\n=== [arm64] %s\n' "$*"; }
-say "base install: python3 -m venv + pip install ./edgepack-*.whl (no extras)"
+say "base install: python3 -m venv + pip install ./edgepack-*.whl[run-onnx] (no torch)"
 rm -rf /opt/venv
 python3 -m venv /opt/venv
 start=$(date +%s)
-/opt/venv/bin/pip install -q ./edgepack-*.whl
+/opt/venv/bin/pip install -q "$(ls ./edgepack-*.whl)[run-onnx]"
 echo "pip install: $(( $(date +%s) - start )) s"
 echo "venv size: $(du -sh /opt/venv | cut -f1)"
 echo "wheels installed (name version tag):"
@@ -134,6 +144,30 @@ say "edgepack inspect bundle"
 edgepack inspect bundle | tail -3
 say "edgepack check bundle --runtime tflite-int8=ai-edge-litert>=2.3"
 edgepack check bundle --runtime 'tflite-int8=ai-edge-litert>=2.3'
+say "edgepack check bundle --on-device: every target's parity recomputed with the ARM kernels"
+set +e; edgepack check bundle --on-device --strict --json > /tmp/parity.json; parity_rc=$?; set -e
+python3 - <<'PY'
+import json
+d = json.load(open("/tmp/parity.json"))
+fp = d["fingerprint"]
+print(f"device: {fp['cpu_model']} | {fp['machine']} | ISA {' '.join(fp['isa'])} | runtimes "
+      + ", ".join(v for v in fp["runtimes"].values() if v))
+print(f"{'target':<14}{'length':>8}{'texts':>7}{'mean cos':>10}{'min cos':>9}  pack mean cos  verdict")
+for r in d["results"]:
+    p = r["device_parity"]
+    if p is None:
+        print(f"{r['target']:<14} {r['status']}: {r['error']}")
+        continue
+    pack = p["pack_metrics"].get("mean_cosine")
+    print(f"{r['target']:<14}{'calib':>8}{p['n_samples']:>7}{p['metrics']['mean_cosine']:>10.4f}"
+          f"{p['metrics']['min_cosine']:>9.4f}  {pack:>13.4f}  {'ok' if p['passed'] else 'BELOW GATE'}")
+    for row in p["by_length"]:
+        print(f"{'':<14}{row['length']:>8}{row['n_samples']:>7}{row['mean_cosine']:>10.4f}{row['min_cosine']:>9.4f}"
+              f"  {'':>13}  {'ok' if row['passed'] else 'below'}")
+    for s in p["shortfalls"]:
+        print(f"{'':<14}- {s}")
+PY
+echo "check --on-device --strict: exit $parity_rc"
 say "edgepack pack (needs the pack extra: one line, exit 2)"
 set +e; edgepack pack -o /tmp/x; echo "exit status $?"; set -e
 say "edgepack run bundle TEXT... (the bundle's tokenizer, the tflite artifact)"
@@ -141,13 +175,14 @@ edgepack run bundle "The kettle clicked off just as the phone started ringing." 
 edgepack run bundle "Which museums are open late on Thursday evenings?" --json > /tmp/run.json
 python3 -c "import json; d=json.load(open('/tmp/run.json')); r=d['results'][0]; print('run --json:', d['target'], len(r['embedding']), 'dims, first', [round(v, 4) for v in r['embedding'][:3]])"
 say "edgepack bench bundle (local, on the emulated board)"
-edgepack bench bundle --runs 5 --min-seconds 0 --warmup 1 --json --out /tmp/local-bench.json > /dev/null
+edgepack bench bundle --targets tflite-int8 --runs 5 --min-seconds 0 --warmup 1 --json --out /tmp/local-bench.json > /dev/null
 python3 - <<'PY'
 import json
 r = json.load(open("/tmp/local-bench.json"))
 for x in r["results"]:
     print(x["target"], x["status"], "p50 %.1f ms" % x["latency_ms"]["p50"] if x.get("latency_ms") else x.get("error"),
-          "peak RSS %.1f MB" % x["peak_rss_mb"] if x.get("peak_rss_mb") else "")
+          "peak RSS %.1f MB" % x["peak_rss_mb"] if x.get("peak_rss_mb") else "",
+          "| parity here:", "ok" if (x.get("device_parity") or {}).get("passed") else x.get("device_parity"))
 print("machine", r["fingerprint"]["machine"], "|", r["fingerprint"]["cpu_model"], "| runtimes", r["fingerprint"]["runtimes"])
 PY
 EOF
@@ -178,7 +213,10 @@ unshare --mount --propagation private bash -euo pipefail -c '
 import json, sys, urllib.request
 r = json.load(open(sys.argv[1]))
 for x in r["results"]:
-    print("remote:", x["target"], x["status"], "p50 %.1f ms" % x["latency_ms"]["p50"] if x.get("latency_ms") else x.get("error"))
+    p = x.get("device_parity") or {}
+    print("remote:", x["target"], x["status"], "p50 %.1f ms" % x["latency_ms"]["p50"] if x.get("latency_ms") else x.get("error"),
+          "| parity on the agent:", ("ok, mean_cosine %.4f" % p["metrics"]["mean_cosine"]) if p.get("passed")
+          else "BELOW GATE: " + str(p.get("error") or p.get("shortfalls")))
 print("remote machine:", r["fingerprint"]["machine"], "|", r["fingerprint"]["cpu_model"], "| edgepack", r["fingerprint"]["edgepack"])
 info = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[2]}/v1/info"))
 agent = info.get("agent", info)

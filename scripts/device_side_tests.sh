@@ -20,6 +20,7 @@ if [ -z "${DEVICE_PYTHONS:-}" ]; then
   done
 fi
 mkdir -p "$WORK"
+rm -rf build/lib build/bdist.*  # setuptools' staging: a module deleted from the tree must not reach the wheel
 fixtures=$(cd "$WORK" && pwd)/fixtures
 .venv/bin/python tests/conftest.py "$fixtures" > "$WORK/fixtures.log" 2>&1 || { tail -20 "$WORK/fixtures.log"; exit 1; }
 status=0

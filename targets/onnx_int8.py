@@ -103,6 +103,8 @@ def quantizable_nodes(path: Path) -> list[str]:
 
 @register
 class OnnxInt8(_Onnx, FloatFallback):
+    """The fp32 export is kept in the pack's work folder (gone with it) and reused by every quantization."""
+
     name = "onnx-int8"
     description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
     options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)"),
@@ -117,15 +119,23 @@ class OnnxInt8(_Onnx, FloatFallback):
         except Exception as exc:
             raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
 
+    def _fp32(self, ctx: ExportContext) -> tuple[Path, Shapes]:
+        """The fp32 graph every quantization of this pack starts from, exported once: the precision fallback
+        re-quantizes it per step and per op group (a base-size model's export takes a minute)."""
+        static = bool(ctx.options.get("static", False))
+        float_path = ctx.workdir / f"{self.name}.fp32{'.static' if static else ''}.onnx"
+        exported = self.__dict__.setdefault("_fp32_exports", {})  # per instance: one pack's target
+        if float_path not in exported or not float_path.is_file():
+            exported[float_path] = export_onnx(ctx, float_path, ctx.output_name, static)
+        return float_path, exported[float_path]
+
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
         per_channel = bool(ctx.options.get("per_channel", True))
-        float_path = ctx.workdir / f"{self.name}.fp32.onnx"
-        shapes = export_onnx(ctx, float_path, ctx.output_name, bool(ctx.options.get("static", False)))
+        float_path, shapes = self._fp32(ctx)
         ops = quantizable_nodes(float_path)
         kept = resolve_float_ops(ctx.options.get(FLOAT_OPS), ops, self.name)
         self._quantize(float_path, out_path, per_channel, kept)
         fp32_size = float_path.stat().st_size
-        float_path.unlink()
         notes = [f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"]
         if kept:
             notes.append(f"{len(kept)} of {len(ops)} quantizable ops kept in float ({FLOAT_OPS})")
@@ -144,8 +154,7 @@ class OnnxInt8(_Onnx, FloatFallback):
         from device_bench.shapes import to_input_width
 
         per_channel = bool(ctx.options.get("per_channel", True))
-        float_path = ctx.workdir / f"{self.name}.rank.fp32.onnx"
-        shapes = export_onnx(ctx, float_path, ctx.output_name, bool(ctx.options.get("static", False)))
+        float_path, shapes = self._fp32(ctx)
         rows = ctx.calibration_samples(samples)
 
         def outputs(path: Path) -> np.ndarray:
@@ -160,6 +169,5 @@ class OnnxInt8(_Onnx, FloatFallback):
             self._quantize(float_path, partial, per_channel, [op for op in ops if op not in members])
             errors.append(GroupError(group, members, output_mse(reference, outputs(partial)),
                                      "output MSE against fp32 with only this group int8 (onnxruntime)"))
-        float_path.unlink()
         partial.unlink(missing_ok=True)
         return errors

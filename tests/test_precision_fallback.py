@@ -183,7 +183,8 @@ def test_fallback_on_a_real_onnx_artifact_reverts_groups_until_its_error_budget_
     group must be reverted; the artifact of the last step keeps exactly the recorded ops in float."""
     from device_bench.runners import load_runner
     from packager.calib import tokenize
-    from packager.pack import run_artifact, run_reference
+    from device_bench.parity import run_rows as run_artifact
+    from packager.pack import run_reference
     from packager.precision_fallback import float_ops_option, rank_groups, run_fallback
 
     task = tiny_cls.task

@@ -1,0 +1,99 @@
+"""int8 parity by CPU ISA: each int8 artifact of embedding bundles against `SentenceTransformer.encode` on texts the
+pack never saw, end to end (the bundle's own tokenizer and runner, batch 1, real lengths), on this host's kernels.
+
+    python benchmarks/int8_parity_by_isa.py --bundle out/minilm --bundle out/mpnet \
+        --texts ../shared/data/clinc150/data_oos_plus.json [--n 220]
+
+int8 numerics depend on the kernels (x86 AVX2 vs AVX-512 VNNI, ARM dot product), so every row records the host's
+ISA; the results file (`benchmarks/results/int8_parity_by_isa.json`) keeps one entry per ISA × bundle × target, so
+runs on different hosts add up to the per-ISA table (`.md`). A bundle packed with the precision fallback shows which
+op groups stayed float.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "int8_parity_by_isa"
+GATE = 0.99
+
+
+def unseen_texts(path: Path, n: int) -> list[str]:
+    """``n`` CLINC150 test utterances spread over the split (in-scope and out-of-scope), none used at pack time."""
+    data = json.loads(path.read_text())
+    pool = [t for t, _ in data["test"]] + [t for t, _ in data["oos_test"]]
+    step = max(1, len(pool) // n)
+    return pool[::step][:n]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", action="append", type=Path, required=True, help="an embedding bundle (repeatable)")
+    parser.add_argument("--label", action="append", default=[], help="a name per --bundle (default: the folder name)")
+    parser.add_argument("--texts", type=Path, required=True, help="CLINC150 data_oos_plus.json")
+    parser.add_argument("--n", type=int, default=220)
+    args = parser.parse_args()
+    from sentence_transformers import SentenceTransformer
+
+    from device_bench.fingerprint import cpu_isa, cpu_model
+    from device_bench.manifest import Manifest
+    from device_bench.parity import cosines
+    from device_bench.predict import Bundle
+
+    if not args.texts.is_file():
+        parser.error(f"--texts {args.texts}: no such file")
+    texts = unseen_texts(args.texts, args.n)
+    isa = cpu_isa()
+    kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
+                   if f in isa), platform.machine())
+    rows = []
+    for i, bundle in enumerate(args.bundle):
+        manifest = Manifest.load(bundle)
+        if manifest.task != "feature-extraction":
+            parser.error(f"{bundle}: a {manifest.task} bundle (this benchmark compares embeddings)")
+        label = args.label[i] if i < len(args.label) else bundle.name
+        st = SentenceTransformer(manifest.model.source, device="cpu")
+        st.max_seq_length = manifest.input_spec.seq_len
+        reference = st.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
+        for entry in manifest.runnable_targets():
+            if "int8" not in entry.precision:
+                continue
+            got = Bundle(bundle, target=entry.name, threads=1).outputs(texts)
+            cos = cosines(reference, got)
+            fallback = entry.details.get("precision_fallback") or {}
+            rows.append({"isa": kernel, "cpu": cpu_model(), "bundle": label, "target": entry.name,
+                         "precision": entry.precision, "texts": len(texts),
+                         "mean_cosine": round(float(cos.mean()), 4), "min_cosine": round(float(cos.min()), 4),
+                         "pack_mean_cosine": round(float(entry.parity.mean_cosine), 4) if entry.parity else None,
+                         "float_groups": fallback.get("float_groups", []) if fallback.get("passed") else [],
+                         "options": entry.details.get("options", {}),
+                         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            print(json.dumps(rows[-1]), flush=True)
+    path = RESULTS.with_suffix(".json")
+    kept = [r for r in (json.loads(path.read_text()) if path.is_file() else [])
+            if (r["isa"], r["bundle"], r["target"]) not in {(x["isa"], x["bundle"], x["target"]) for x in rows}]
+    table = sorted(kept + rows, key=lambda r: (r["bundle"], r["target"], r["isa"]))
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    lines = ["| bundle | target | host ISA (int8 kernels) | precision fallback kept in float | pack mean cos | "
+             f"unseen mean cos | unseen min cos | min ≥ {GATE} |", "|---|---|---|---|---:|---:|---:|---|"]
+    for r in table:
+        lines.append(f"| {r['bundle']} | {r['target']} | {r['isa']} ({r['cpu']}) | {', '.join(r['float_groups']) or 'none'} | "
+                     f"{r['pack_mean_cosine']} | {r['mean_cosine']} | {r['min_cosine']} | "
+                     f"{'yes' if r['min_cosine'] >= GATE else 'no'} |")
+    RESULTS.with_suffix(".md").write_text(
+        f"# int8 parity by ISA: {len(texts)} unseen CLINC150 test texts vs SentenceTransformer.encode\n\n"
+        "Written by `benchmarks/int8_parity_by_isa.py` (one row per ISA × bundle × target; each row from the host "
+        "named).\n\n" + "\n".join(lines) + "\n")
+    print(RESULTS.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
