@@ -37,6 +37,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", action="append", type=Path, required=True, help="an embedding bundle (repeatable)")
     parser.add_argument("--label", action="append", default=[], help="a name per --bundle (default: the folder name)")
+    parser.add_argument("--model", action="append", default=[],
+                        help="the model folder per --bundle, for the sentence-transformers reference (default: the "
+                             "manifest's source when it is a folder, else the built-in all-MiniLM-L6-v2)")
     parser.add_argument("--texts", type=Path, required=True, help="CLINC150 data_oos_plus.json")
     parser.add_argument("--n", type=int, default=220)
     args = parser.parse_args()
@@ -59,7 +62,12 @@ def main() -> int:
         if manifest.task != "feature-extraction":
             parser.error(f"{bundle}: a {manifest.task} bundle (this benchmark compares embeddings)")
         label = args.label[i] if i < len(args.label) else bundle.name
-        st = SentenceTransformer(manifest.model.source, device="cpu")
+        source = args.model[i] if i < len(args.model) else manifest.model.source
+        if not Path(source).is_dir():
+            from packager.models import default_model_path
+
+            source = str(default_model_path())
+        st = SentenceTransformer(source, device="cpu")
         st.max_seq_length = manifest.input_spec.seq_len
         reference = st.encode(texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=False)
         for entry in manifest.runnable_targets():

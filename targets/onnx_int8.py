@@ -108,13 +108,18 @@ class OnnxInt8(_Onnx, FloatFallback):
     name = "onnx-int8"
     description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
     options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)"),
+               "weights": TargetOption(str, "int8", "int8: signed weights (u8s8 kernels: fastest on AVX-512 VNNI and "
+                                       "ARM, but AVX2-only x86 saturates them); uint8: u8u8 kernels, no saturation on "
+                                       "any x86", choices=("int8", "uint8")),
                "static": STATIC_OPTION, FLOAT_OPS: FLOAT_OPS_OPTION}
 
-    def _quantize(self, float_path: Path, out_path: Path, per_channel: bool, exclude: list[str]) -> None:
+    def _quantize(self, ctx: ExportContext, float_path: Path, out_path: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
+        weights = QuantType.QUInt8 if ctx.options.get("weights", "int8") == "uint8" else QuantType.QInt8
         try:
-            quantize_dynamic(str(float_path), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel,
+            quantize_dynamic(str(float_path), str(out_path), weight_type=weights,
+                             per_channel=bool(ctx.options.get("per_channel", True)),
                              nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
         except Exception as exc:
             raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
@@ -134,15 +139,17 @@ class OnnxInt8(_Onnx, FloatFallback):
         float_path, shapes = self._fp32(ctx)
         ops = quantizable_nodes(float_path)
         kept = resolve_float_ops(ctx.options.get(FLOAT_OPS), ops, self.name)
-        self._quantize(float_path, out_path, per_channel, kept)
+        self._quantize(ctx, float_path, out_path, kept)
         fp32_size = float_path.stat().st_size
-        notes = [f"onnxruntime quantize_dynamic, int8 weights, {'per-channel' if per_channel else 'per-tensor'}"]
+        notes = [f"onnxruntime quantize_dynamic, {ctx.options.get('weights', 'int8')} weights, "
+                 f"{'per-channel' if per_channel else 'per-tensor'}"]
         if kept:
             notes.append(f"{len(kept)} of {len(ops)} quantizable ops kept in float ({FLOAT_OPS})")
         return ExportResult(
             precision="dynamic-int8",
             notes=notes,
             details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "per_channel": per_channel,
+                     "weights": ctx.options.get("weights", "int8"),
                      "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size,
                      "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
             shapes=shapes,
@@ -153,7 +160,6 @@ class OnnxInt8(_Onnx, FloatFallback):
         output with the fp32 graph's on onnxruntime."""
         from device_bench.shapes import to_input_width
 
-        per_channel = bool(ctx.options.get("per_channel", True))
         float_path, shapes = self._fp32(ctx)
         rows = ctx.calibration_samples(samples)
 
@@ -166,7 +172,7 @@ class OnnxInt8(_Onnx, FloatFallback):
         errors = []
         partial = ctx.workdir / f"{self.name}.rank.int8.onnx"
         for group, members in group_ops(ops).items():
-            self._quantize(float_path, partial, per_channel, [op for op in ops if op not in members])
+            self._quantize(ctx, float_path, partial, [op for op in ops if op not in members])
             errors.append(GroupError(group, members, output_mse(reference, outputs(partial)),
                                      "output MSE against fp32 with only this group int8 (onnxruntime)"))
         partial.unlink(missing_ok=True)
