@@ -29,8 +29,8 @@ from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
 from .parity import DeviceParity
 from .records import RecordError, hints, matches, one_line
-from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, TargetResult, TimingMetrics,
-                     metric_values)
+from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, ParityCheck, ParityRow,
+                     TargetResult, TimingMetrics, metric_values)
 from .runners import RUNNERS, runner_class
 from .thermal import ThermalConfig, read_zones, wait_until_cool
 from .worker import MemoryResult, TimingResult, WorkerArgs, WorkerError, decode_output
@@ -429,32 +429,6 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
     }
 
 
-@dataclass
-class ParityRow:
-    """One target of ``edgepack check --on-device``: its parity on this device, or why it was not checked."""
-
-    target: str
-    runtime: str
-    precision: str
-    status: str  # ok | failed | skipped (as a bench result)
-    error: str | None = None
-    device_parity: DeviceParity | None = None
-
-
-@dataclass
-class ParityCheck:
-    """``edgepack check BUNDLE --on-device``: the pack's parity gates on this device's kernels, with the device."""
-
-    bundle: str
-    task: str
-    fingerprint: dict[str, Any]
-    results: list[ParityRow] = field(default_factory=list)
-
-    @property
-    def below_parity(self) -> list[ParityRow]:
-        return [r for r in self.results if r.device_parity is not None and not r.device_parity.passed]
-
-
 def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s: float = 600.0,
                       memory_limit_mb: int | None = None) -> ParityCheck:
     """Recompute every runnable target's parity gates with this device's runtimes (torch-free; a worker each)."""
@@ -472,7 +446,8 @@ def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s:
     check = ParityCheck(bundle=bundle.name, task=manifest.task, fingerprint=fingerprint())
     limit = default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None)
     for entry in entries:
-        row = ParityRow(target=entry.name, runtime=entry.runtime, precision=entry.precision, status=RESULT_OK)
+        row = ParityRow(target=entry.name, runtime=entry.runtime, precision=entry.precision, threads=None,
+                        status=RESULT_OK)
         reason = _skip_reason(entry, runtimes, problems)
         if reason is not None:
             row.status, row.error = reason

@@ -222,6 +222,27 @@ class BenchReport:
 
 
 @dataclass
+class ParityRow(ResultKey):
+    """One target of ``edgepack check --on-device``: its parity on this device, or why it was not checked."""
+
+    device_parity: DeviceParity | None = None
+
+
+@dataclass
+class ParityCheck:
+    """``edgepack check BUNDLE --on-device``: the pack's parity gates on this device's kernels, with the device."""
+
+    bundle: str
+    task: str
+    fingerprint: dict[str, Any]
+    results: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def below_parity(self) -> list[ParityRow]:
+        return [r for r in self.results if r.device_parity is not None and not r.device_parity.passed]
+
+
+@dataclass
 class DeviceError:
     """A device of a fleet that produced no report (unreachable, rejected the bundle…)."""
 
