@@ -38,8 +38,9 @@ def main() -> int:
     parser.add_argument("--bundle", action="append", type=Path, required=True, help="an embedding bundle (repeatable)")
     parser.add_argument("--label", action="append", default=[], help="a name per --bundle (default: the folder name)")
     parser.add_argument("--model", action="append", default=[],
-                        help="the model folder per --bundle, for the sentence-transformers reference (default: the "
-                             "manifest's source when it is a folder, else the built-in all-MiniLM-L6-v2)")
+                        help="the model folder of each --bundle, in order, for the sentence-transformers reference; "
+                             "'default': the manifest's source when it is a folder, else the built-in all-MiniLM-L6-v2 "
+                             "(give one per --bundle, or none)")
     parser.add_argument("--texts", type=Path, required=True, help="CLINC150 data_oos_plus.json")
     parser.add_argument("--n", type=int, default=220)
     args = parser.parse_args()
@@ -52,6 +53,8 @@ def main() -> int:
 
     if not args.texts.is_file():
         parser.error(f"--texts {args.texts}: no such file")
+    if args.model and len(args.model) != len(args.bundle):
+        parser.error(f"--model: give one per --bundle ({len(args.bundle)}), 'default' for the manifest's own")
     texts = unseen_texts(args.texts, args.n)
     isa = cpu_isa()
     kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
@@ -62,7 +65,7 @@ def main() -> int:
         if manifest.task != "feature-extraction":
             parser.error(f"{bundle}: a {manifest.task} bundle (this benchmark compares embeddings)")
         label = args.label[i] if i < len(args.label) else bundle.name
-        source = args.model[i] if i < len(args.model) else manifest.model.source
+        source = args.model[i] if args.model and args.model[i] != "default" else manifest.model.source
         if not Path(source).is_dir():
             from packager.models import default_model_path
 
