@@ -22,6 +22,7 @@ fi
 mkdir -p "$WORK"
 rm -rf build/lib build/bdist.*  # setuptools' staging: a module deleted from the tree must not reach the wheel
 fixtures=$(cd "$WORK" && pwd)/fixtures
+rm -rf "$fixtures"  # packed afresh by this checkout's packer: a bundle of older code would test the wrong thing
 .venv/bin/python tests/conftest.py "$fixtures" > "$WORK/fixtures.log" 2>&1 || { tail -20 "$WORK/fixtures.log"; exit 1; }
 status=0
 for py in $DEVICE_PYTHONS; do
