@@ -38,6 +38,7 @@ from .recipe_schema import recipe_buckets
 from .search_space import (BUCKETS_PARAM, TunedKnob, bucket_choices, decode_buckets, describe, encode_buckets,
                            first_tuned_stage, resolve)
 from .stages import STAGES, Stage, StageContext
+from .studies import open_storage, public_url
 
 log = logging.getLogger(__name__)
 
@@ -274,15 +275,6 @@ class StageCache:
 
 # -- the tune ----------------------------------------------------------------------------------------------
 
-def _public_url(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
-
-
 def startup_trials(trials: int) -> int:
     """Random trials before TPE models the ones done: a third of the budget, at least 3 — optuna's default of
     10 would leave a 10- or 16-trial tune (the usual size: each trial trains) all or mostly random."""
@@ -292,19 +284,10 @@ def startup_trials(trials: int) -> int:
 def _open_study(optuna, storage_url: str, name: str, seed: int, trials: int):
     """The tune's study in its database (created, or loaded to resume), minimising the objective under the
     accuracy-budget constraint (a trial's ``constraint`` <= 0: within the budget)."""
-    engine = {"connect_args": {"timeout": 60}} if storage_url.startswith("sqlite") else {}
-    with warnings.catch_warnings():  # heartbeats and constraints are marked experimental
+    # a trial whose process died is run again with the same knobs (its finished stages come from the cache)
+    storage = open_storage(optuna, storage_url, heartbeat_s=HEARTBEAT_S, grace_s=GRACE_S, flag="--storage")
+    with warnings.catch_warnings():  # constraints are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            # a trial whose process died is run again with the same knobs (its finished stages come from the cache)
-            retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
-            retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
-                {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
-            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=GRACE_S, **retry_kwarg)
-        except Exception as exc:
-            raise EdgepackError(f"--storage: cannot open {_public_url(storage_url)} "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials),
                                              constraints_func=lambda t: t.user_attrs.get("constraint", [1.0]))
         study = optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
@@ -783,7 +766,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         _check_same_tune(study, study_name, tuner, options)
         searched = sum(not t.fixed for t in tuner.space) + bool(tuner.bucket_choices)
         step(f"tune: {searched} knobs searched, {len(tuner.space) + 1 - searched} fixed; study {study_name!r} in "
-             f"{_public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%; "
+             f"{public_url(storage)}; teacher val {tuner.teacher.val_accuracy * 100:.2f}%; "
              f"{options.objective} measured {'here' if options.device is None else 'on ' + options.device_name}")
         for line in tuner.describe_space():
             step(f"  {line}")
@@ -796,7 +779,7 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         best = tuner.winner(records)
         summary = TuneSummary(objective=options.objective, max_accuracy_drop=options.max_accuracy_drop,
                               teacher_val_accuracy=tuner.teacher.val_accuracy, primary_target=tuner.primary,
-                              study=study_name, storage=_public_url(storage), space=tuner.describe_space(),
+                              study=study_name, storage=public_url(storage), space=tuner.describe_space(),
                               trials=records, winner=best.number if best else None, device=options.device_name)
         summary.plot = _plot(summary, work_dir / plot_name(study_name), step)
         prefix_rows = [tuner.cache.row(k) for k in tuner.prefix_keys]

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
+from ..studies import open_storage, public_url
 from .augment import augment_texts
 from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, last_checkpoint, pad_id,
                      run_info, seed_all, to_cpu, trained_model, training_args, training_record)
@@ -399,38 +400,12 @@ def _open_study(optuna, s, seed: int, pruner):
     """The search's study: in memory (seeded, repeatable), or shared through ``s.storage`` under ``s.study``."""
     if s.storage is None:
         return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
-    engine = {"connect_args": {"timeout": 60}} if s.storage.startswith("sqlite") else {}  # wait out others' writes
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)  # optuna >= 4.9's name
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():  # heartbeats are marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry_kwarg = {"heartbeat_stale_trial_callback": retry(max_retry=2)} if retry else \
-                    {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
-                storage = optuna.storages.RDBStorage(s.storage, engine_kwargs=engine, grace_period=SEARCH_GRACE_S,
-                                                     heartbeat_interval=SEARCH_HEARTBEAT_S, **retry_kwarg)
-            break
-        except Exception as exc:  # a bad URL, a missing driver, an unreachable database
-            # another worker created the schema meanwhile: sqlite says IntegrityError or "table … already exists"
-            if attempt < 4 and ("IntegrityError" in type(exc).__name__ or "already exists" in str(exc)):
-                time.sleep(1 + attempt)
-                continue
-            raise EdgepackError(f"recipe distill.search.storage: cannot open {_public_url(s.storage)} "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    storage = open_storage(optuna, s.storage, heartbeat_s=SEARCH_HEARTBEAT_S, grace_s=SEARCH_GRACE_S,
+                           flag="recipe distill.search.storage")
     # workers share trials, not a random stream: an unseeded sampler, and running trials count as told
     sampler = optuna.samplers.TPESampler(constant_liar=True)
     return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
                                pruner=pruner, load_if_exists=True)
-
-
-def _public_url(url: str) -> str:
-    """A storage URL without its password (it goes to the manifest and the console)."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
 
 
 def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: int, work_dir: Path,
@@ -542,7 +517,7 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
                "best_val_accuracy": round(float(study.best_value), 4),
                "tried": tried, "trials_run_here": ran_here}
     if s.storage is not None:
-        summary.update(study=s.study, storage=_public_url(s.storage), completed_trials=len(complete))
+        summary.update(study=s.study, storage=public_url(s.storage), completed_trials=len(complete))
     best, best_number = distributed.broadcast_object((dict(study.best_params), study.best_trial.number))
     return best, {"search": summary}, kept.get(best_number)
 
