@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .registry import Registry
 from .task_outputs import Entity, labels_above_threshold, token_classification
 from .tokenizer import TokenizedText
 
@@ -91,12 +92,8 @@ class OutputDecoder(ABC):
         tokens (``tokens.ids``, ``tokens.offsets``) where it is 1, in order, whichever side was padded."""
 
 
-DECODERS: dict[str, type[OutputDecoder]] = {}
-
-
-def register(cls: type[OutputDecoder]) -> type[OutputDecoder]:
-    DECODERS[cls.task] = cls
-    return cls
+DECODERS: Registry[type[OutputDecoder]] = Registry("output decoder")
+register = DECODERS.decorator(lambda cls: cls.task)
 
 
 def decoder_for(task: str, labels: list[str] | None = None, top_k: int = 3,

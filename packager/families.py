@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_bench.registry import Registry
+
 from .errors import EdgepackError
 
 ALL = ("*",)
@@ -55,15 +57,20 @@ class ModelFamily:
         return f"{base}.{self.layers}." if base else f"{self.layers}."
 
 
-FAMILIES: dict[str, ModelFamily] = {}
+FAMILIES: Registry[ModelFamily] = Registry("model family")
 
 
 def register(family: ModelFamily) -> ModelFamily:
+    """Add a family; its model types must be its own and the targets it declares must exist (checked here, at
+    import: a family naming a target no module registers is an error, not a silently empty cell)."""
     for other in FAMILIES.values():
         if set(other.model_types) & set(family.model_types):
             raise ValueError(f"model type claimed by both {other.name} and {family.name}")
-    FAMILIES[family.name] = family
-    return family
+    if family.targets != ALL:
+        from targets import TARGETS
+
+        TARGETS.check_names(family.targets, f"model family {family.name}")
+    return FAMILIES.add(family.name, family)
 
 
 register(ModelFamily(

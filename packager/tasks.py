@@ -27,6 +27,7 @@ from .embedding_pipeline import (
 )
 from device_bench.parity import DEFAULT_LABEL_THRESHOLD, GATES, cosines, task_metrics
 from device_bench.parity import shortfalls as gate_shortfalls
+from device_bench.registry import Registry
 
 from .errors import EdgepackError
 from .stages import STAGES
@@ -323,8 +324,10 @@ def _config_thresholds(config: Any, n: int) -> list[float]:
     return [float(v) for v in values]
 
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (FeatureExtraction, SequenceClassification,
-                                                          TokenClassification, MultiLabelClassification)}
+TASKS: Registry[type[Task]] = Registry("task", [(cls.name, cls) for cls in (
+    FeatureExtraction, SequenceClassification, TokenClassification, MultiLabelClassification)])
+for _task in TASKS.values():  # a task's recipe stages must be registered stages
+    STAGES.check_names(_task.stages, f"task {_task.name}")
 
 
 def get_task(name: str, **options: Any) -> Task:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from device_bench.manifest import Shapes
+from device_bench.registry import Registry
 from device_bench.runners import Runner, load_runner
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -164,18 +165,11 @@ class Target(ABC):
         return load_runner(self.runtime, path, threads=threads, shapes=shapes)
 
 
-TARGETS: dict[str, type[Target]] = {}
-
-
-def register(cls: type[Target]) -> type[Target]:
-    if cls.name in TARGETS:
-        raise ValueError(f"target {cls.name!r} registered twice")
-    TARGETS[cls.name] = cls
-    return cls
+TARGETS: Registry[type[Target]] = Registry("target")
+register = TARGETS.decorator(lambda cls: cls.name)
 
 
 def get_target(name: str) -> Target:
-    try:
-        return TARGETS[name]()
-    except KeyError:
-        raise KeyError(f"unknown target {name!r} (known: {', '.join(sorted(TARGETS))})") from None
+    if name not in TARGETS:
+        raise TARGETS.unknown(name)
+    return TARGETS[name]()

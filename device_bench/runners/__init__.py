@@ -10,18 +10,19 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..registry import Registry
 from .base import ArtifactMismatch, EntryPoint, Runner, RunnerUnavailable, TensorInfo
 
 if TYPE_CHECKING:
     from ..manifest import InputSpec, Manifest, Shapes
 
 # runtime key (as written in the manifest) -> "module:Class"
-RUNNERS: dict[str, str] = {
-    "tflite": "device_bench.runners.tflite:TFLiteRunner",
-    "torch-lite": "device_bench.runners.torch_lite:TorchLiteRunner",
-    "onnxruntime": "device_bench.runners.onnx:OnnxRunner",
-    "executorch": "device_bench.runners.executorch:ExecuTorchRunner",
-}
+RUNNERS: Registry[str] = Registry("runtime", [
+    ("tflite", "device_bench.runners.tflite:TFLiteRunner"),
+    ("torch-lite", "device_bench.runners.torch_lite:TorchLiteRunner"),
+    ("onnxruntime", "device_bench.runners.onnx:OnnxRunner"),
+    ("executorch", "device_bench.runners.executorch:ExecuTorchRunner"),
+])
 _BUILTIN = frozenset(RUNNERS)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
 
+from device_bench.registry import Registry
+
 from ..errors import RecipeError
 from ..recipe_schema import build, check_training, unknown_key
 
@@ -243,17 +245,14 @@ class Stage(ABC):
         return value
 
 
-STAGES: dict[str, type[Stage]] = {}
+STAGES: Registry[type[Stage]] = Registry("stage")
 
 
 def register(cls: type[Stage]) -> type[Stage]:
-    if cls.kind in STAGES:
-        raise ValueError(f"stage {cls.kind!r} registered twice")
     for knob in cls.search_space:
         if knob.option.split(".")[0] not in {f.name for f in dataclasses.fields(cls.spec_class)}:
             raise ValueError(f"stage {cls.kind}: knob {knob.option!r} is not an option of {cls.spec_class.__name__}")
-    STAGES[cls.kind] = cls
-    return cls
+    return STAGES.add(cls.kind, cls)
 
 
 def in_range(knob: Knob, value: Any, input_depth: int | None = None) -> bool:
