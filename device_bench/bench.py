@@ -383,7 +383,6 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
     else:
         res = dataclasses.replace(res, **metric_values(memory, MemoryMetrics))
         res.runtime_details = {**res.runtime_details, "rss_before_load_mb": memory.rss_before_load_mb}
-    res.device_parity = device_parity(args, manifest, opts.timeout_s)
     return res
 
 
@@ -414,7 +413,7 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
                 "warm = second load of the same file in that process",
         "timing": "perf_counter_ns around each run after warm-up; runs until both `runs` and `min_seconds` are met; "
                   "gc disabled inside the window; std is the sample std",
-        "parity": "separate pass: the bundle's parity inputs (parity.npz) run batch 1 through the artifact and compared "
+        "parity": "separate pass, once per target: the bundle's parity inputs (parity.npz) run batch 1 through the artifact and compared "
                   "with their fp32 reference outputs under the pack's gates, overall and per length (device_parity)",
         "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, kernel high-water VmHWM) over memory_runs inferences",
         "cpu_util": "process CPU seconds (all threads) / wall seconds over the timed window",
@@ -531,10 +530,17 @@ def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None
         meter.measure_idle()
     allowed = _allowed_cpus()
     measured: dict[tuple[str, int | None], TargetResult] = {}
+    checked: dict[str, DeviceParity | None] = {}  # each artifact's parity on this device
     for i, (entry, t) in enumerate(plan):
         if progress:
             progress(i, len(plan), f"{entry.name} threads={'default' if t is None else t}")
-        measured[(entry.name, t)] = _measure(entry, t, bundle, manifest, opts, meter, thermal, allowed)
+        res = _measure(entry, t, bundle, manifest, opts, meter, thermal, allowed)
+        if res.status == RESULT_OK:  # once per artifact, not per thread count: the same file, the same kernels
+            if entry.name not in checked:
+                checked[entry.name] = device_parity(
+                    worker_args(entry, bundle, manifest, t, opts.memory_limit_mb, "parity"), manifest, opts.timeout_s)
+            res.device_parity = checked[entry.name]
+        measured[(entry.name, t)] = res
     if progress:
         progress(len(plan), len(plan), "done")
     order = {(r.target, r.threads): r for r in results} | measured
