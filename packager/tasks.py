@@ -130,10 +130,12 @@ class Task(ABC):
         """What every artifact is checked against, and its name for the manifest."""
         return wrapper_outputs, "fp32 PyTorch export wrapper"
 
-    @abstractmethod
     def parity(self, reference: np.ndarray, candidate: np.ndarray,
                inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        """Compare the artifact's outputs with the reference (``inputs``: the tokenized texts, for masks)."""
+        """Compare the artifact's outputs with the reference (``inputs``: the tokenized texts, for masks): the
+        task's metrics as the device computes them (``device_bench.parity``)."""
+        mask = None if inputs is None else inputs.get("attention_mask")
+        return task_metrics(self.name, reference, candidate, mask, self.label_thresholds() or None)
 
     def thresholds(self, min_cosine: float, min_agreement: float) -> dict[str, float]:
         """The pack's gate values for this task's ``gates`` (``min_cosine`` / ``min_agreement``)."""
@@ -205,10 +207,6 @@ class FeatureExtraction(Task):
                                 f"({self.pipeline.describe()}): min cosine {fidelity.min():.6f} against {name}")
         return np.asarray(expected, dtype=np.float32), name
 
-    def parity(self, reference: np.ndarray, candidate: np.ndarray,
-               inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        return task_metrics(self.name, reference, candidate)
-
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         width = self.pipeline.dense[-1].out_features if self.pipeline.dense else \
             int(model.config.hidden_size) * len(self.pipeline.pooling)
@@ -238,10 +236,6 @@ class SequenceClassification(Task):
     def make_head(self, model: nn.Module) -> nn.Module:
         return _LogitsHead()
 
-    def parity(self, reference: np.ndarray, candidate: np.ndarray,
-               inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        return task_metrics(self.name, reference, candidate)
-
     def predictions(self, outputs: np.ndarray) -> np.ndarray | None:
         return np.argmax(outputs, axis=1)
 
@@ -262,10 +256,6 @@ class TokenClassification(Task):
 
     def make_head(self, model: nn.Module) -> nn.Module:
         return _TokenLogitsHead()
-
-    def parity(self, reference: np.ndarray, candidate: np.ndarray,
-               inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        return task_metrics(self.name, reference, candidate, None if inputs is None else inputs["attention_mask"])
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, seq_len, int(model.config.num_labels)]
@@ -294,10 +284,6 @@ class MultiLabelClassification(Task):
 
     def make_head(self, model: nn.Module) -> nn.Module:
         return _LogitsHead(sigmoid=True)
-
-    def parity(self, reference: np.ndarray, candidate: np.ndarray,
-               inputs: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        return task_metrics(self.name, reference, candidate, label_thresholds=self.thresholds_by_label or None)
 
     def output_shape(self, model: nn.Module, seq_len: int) -> list[int]:
         return [1, int(model.config.num_labels)]
