@@ -48,3 +48,15 @@ def open_storage(optuna: Any, url: str, *, heartbeat_s: float, grace_s: float, f
                 continue
             raise EdgepackError(f"{flag}: cannot open {public_url(url)} "
                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+
+
+def beyond_budget(optuna: Any, study: Any, number: int, budget: int) -> bool:
+    """Whether trial ``number``, just started, is one too many for a study of ``budget`` trials.
+
+    Workers that count the study at the same moment each start a trial; counting again once the trial exists
+    settles it the same way on every worker: the trials that are running or finished (not failed) are ranked by
+    number, and those past the first ``budget`` give way.
+    """
+    live = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    numbers = sorted(t.number for t in study.get_trials(deepcopy=False, states=live))
+    return number in numbers[budget:]

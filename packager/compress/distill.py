@@ -19,6 +19,7 @@ hard label, its logits their soft one).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, LabelledSplit
-from ..studies import open_storage, public_url
+from ..studies import beyond_budget, open_storage, public_url
 from .augment import augment_texts
 from .common import (PadCollator, accuracy_metric, encode, encoder_layer_prefix, encoder_layers, last_checkpoint, pad_id,
                      run_info, seed_all, to_cpu, trained_model, training_args, training_record)
@@ -396,6 +397,21 @@ SEARCH_HEARTBEAT_S = 10
 SEARCH_GRACE_S = 60
 
 
+class _BeyondBudget(Exception):
+    """A trial started by this worker when the others had already taken the study's last place."""
+
+
+@contextlib.contextmanager
+def _quiet_optuna(optuna):
+    """Optuna logs every caught exception as a failed trial; a trial that gave way is not a failure."""
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
 def _open_study(optuna, s, seed: int, pruner):
     """The search's study: in memory (seeded, repeatable), or shared through ``s.storage`` under ``s.study``."""
     if s.storage is None:
@@ -476,6 +492,9 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
     ran_here: list[int] = []
 
     def objective(trial) -> float:
+        if beyond_budget(optuna, study, trial.number, s.trials):  # another worker took the last place meanwhile
+            trial.set_user_attr("beyond_budget", True)
+            raise _BeyondBudget
         # the stage's declared knobs, with the recipe's ranges (``SearchSpec.searched``)
         params = {knob.option: knob.suggest(trial, knob.option, bounds=bounds) for knob, bounds in s.searched()}
         # optuna's retry callbacks name the first attempt in the system attribute "failed_trial"
@@ -499,9 +518,11 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
             continue
-        study.optimize(objective, n_trials=1)
+        with _quiet_optuna(optuna):  # a trial beyond the budget is recorded as failed without a warning
+            study.optimize(objective, n_trials=1, catch=(_BeyondBudget,))
     distributed.broadcast_object(None, publish_wait=True)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = [t for t in study.trials if not t.user_attrs.get("beyond_budget")]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         distributed.broadcast_object(({}, None))
         raise EdgepackError("recipe distill.search: no trial completed")
@@ -510,7 +531,7 @@ def _search(teacher, teacher_tokenizer, data: LabelledData, spec: Any, seq_len: 
               "epochs_run": t.user_attrs.get("epochs_run"),
               "val_accuracy": round(float(t.value), 4) if t.value is not None else
               (round(float(max(t.intermediate_values.values())), 4) if t.intermediate_values else None)}
-             for t in study.trials]
+             for t in trials]
     summary = {"trials": s.trials, "pruner": "none (distributed run)" if ranks.distributed else s.pruner,
                "pruned": sum(t["state"] == "pruned" for t in tried),
                "best_trial": study.best_trial.number, "best_params": study.best_params,
