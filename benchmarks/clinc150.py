@@ -165,10 +165,10 @@ def subsample(data, max_train: int | None, max_eval: int | None):
 
 def minilm_teacher(args, data, cache: Path, work: Path, seq_len: int):
     """The built-in MiniLM-L6 fine-tuned on the labels: the MiniLM chain's teacher, the MPNet chain's student alone."""
-    from packager.compress.common import seed_all
-    from packager.compress.finetune import finetune
+    from packager.training.common import seed_all
+    from packager.stages.finetune.train import finetune
     from packager.models import load_model
-    from packager.stages.finetune import FinetuneSpec
+    from packager.stages.finetune.spec import FinetuneSpec
 
     def build():
         seed_all(42)  # the classification head is initialised at load: a fixed seed makes the run repeatable
@@ -198,10 +198,10 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
     """Structured pruning (+ recovery distilled from the unpruned student), then vocabulary trimming."""
     from transformers import AutoModelForSequenceClassification
 
-    from packager.compress.prune import prune
-    from packager.compress.trim_vocab import trim_vocab
-    from packager.stages.prune import PruneSpec, RecoverySpec
-    from packager.stages.trim_vocab import TrimVocabSpec
+    from packager.stages.prune.algorithm import prune
+    from packager.stages.trim_vocab.algorithm import trim_vocab
+    from packager.stages.prune.spec import PruneSpec, RecoverySpec
+    from packager.stages.trim_vocab.spec import TrimVocabSpec
 
     def build_pruned():
         spec = PruneSpec(method="structured", heads=args.prune_heads, ffn=args.prune_ffn, batch_size=32,
@@ -234,8 +234,8 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
 
 def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
     """Fine-tuned MiniLM-L6 teacher → student cut from its layers → pruned → trimmed → int8."""
-    from packager.compress.distill import distill
-    from packager.stages.distill import AugmentSpec, DistillSpec, StudentSpec
+    from packager.stages.distill.train import distill
+    from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
 
     teacher, tokenizer, stage_details["teacher"], teacher_key = minilm_teacher(args, data, cache, work, seq_len)
     layers = [int(x) for x in args.student_layers.split(",")]
@@ -266,12 +266,12 @@ def mpnet_dir(args) -> Path | None:
 def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
     """The book's setting: fine-tuned MPNet-base teacher → MiniLM-L6 alone → MiniLM-L6 distilled (own tokenizer,
     augmented transfer set, optuna search) → int8 → pruned → trimmed → int8."""
-    from packager.compress.common import seed_all
-    from packager.compress.distill import distill
-    from packager.compress.finetune import finetune
+    from packager.training.common import seed_all
+    from packager.stages.distill.train import distill
+    from packager.stages.finetune.train import finetune
     from packager.models import load_model
-    from packager.stages.distill import AugmentSpec, DistillSpec, SearchSpec, StudentSpec
-    from packager.stages.finetune import FinetuneSpec
+    from packager.stages.distill.spec import AugmentSpec, DistillSpec, SearchSpec, StudentSpec
+    from packager.stages.finetune.spec import FinetuneSpec
 
     folder = mpnet_dir(args)
 
@@ -393,9 +393,9 @@ def main() -> int:
 
     import torch
 
-    from packager.compress.common import TRAIN_PRECISION, resolve_precision, set_threads
-    from packager.compress.evaluate import accuracy, count_params
-    from packager.recipe_run import calibration_texts
+    from packager.training.common import TRAIN_PRECISION, resolve_precision, set_threads
+    from packager.training.evaluate import accuracy, count_params
+    from packager.recipe.run import calibration_texts
 
     set_threads(args.train_threads)
     TRAIN_PRECISION.set(args.precision)

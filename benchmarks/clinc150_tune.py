@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from clinc150 import load_clinc, log  # noqa: E402
-from packager.tune import signed_points  # noqa: E402
+from packager.tune.records import signed_points  # noqa: E402
 
 #: the hand-made chain of ``clinc150.py --setting minilm`` (its defaults), as recipe stages
 HANDMADE_STAGES = [

@@ -166,43 +166,171 @@ def _kind(value: Any) -> str:
         type(value), type(value).__name__)
 
 
-def _build_value(value: Any, hint: Any, where: str, ignore_unknown: bool, ignored: list[str] | None) -> Any:
-    """Turn nested JSON objects into the dataclasses the annotation names."""
+# -- reading mappings into records ------------------------------------------------
+# One walk over a dataclass's annotations builds every typed record of the project from a mapping: the device
+# side's documents (strict JSON), a recipe's YAML sections and the command line's option values. A ``Reading``
+# says what a value may be converted from; its ``Wording`` says how a mismatch reads to that source's user.
+
+class Wording:
+    """How a reading's errors read; this one is the device side's documents' (``manifest.targets[0].name must
+    be a string, got an integer``). Every method returns the one-line message."""
+
+    #: an optional field's wrong value: name the whole union ("a string or null"), or the inner type's error
+    whole_union: bool = True
+
+    def describe(self, hint: Any) -> str:
+        return _describe(hint)
+
+    def field(self, where: str, name: str) -> str:
+        return f"{where}.{name}"
+
+    def mismatch(self, where: str, hint: Any, value: Any) -> str:
+        return f"{where} must be {self.describe(hint)}, got {_kind(value)}"
+
+    def empty(self, where: str, hint: Any) -> str:
+        return self.mismatch(where, hint, None)
+
+    def not_mapping(self, where: str, value: Any) -> str:
+        return f"{where} must be an object, got {_kind(value)}"
+
+    def unknown(self, where: str, keys: list[str], known: list[str]) -> str:
+        return f"{where}: unknown field(s) {sorted(keys)[:5]}"
+
+    def missing(self, where: str, names: list[str]) -> str:
+        return f"{where}: missing field(s) {names}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What a source's values may be converted from on their way into a record."""
+
+    #: a loose source (YAML): an integer where a number is declared becomes a float, a string such as "5e-5"
+    #: (YAML 1.1 reads it so) a float, and an empty (null) section a record of defaults
+    lenient: bool = False
+    #: command-line text: "true"/"false"/"yes"/"no"/"1"/"0", numbers, and comma-separated lists from strings
+    text: bool = False
+    wording: Wording = dataclasses.field(default_factory=Wording)
+
+
+#: the device side's documents: JSON decoded within limits, every field exactly of its declared type
+STRICT = Reading()
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def read_value(value: Any, hint: Any, where: str, reading: Reading = STRICT, *, ignore_unknown: bool = False,
+               ignored: list[str] | None = None) -> Any:
+    """``value`` as the annotation ``hint`` declares it (nested records built); ``RecordError`` in the reading's
+    wording on a mismatch."""
+    words = reading.wording
     origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
-                return from_dict(arg, value, where, ignore_unknown=ignore_unknown, ignored=ignored)
+    if hint is Any or isinstance(hint, (str, typing.TypeVar)):
         return value
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return from_dict(hint, value, where, ignore_unknown=ignore_unknown, ignored=ignored)
-    if origin is list and isinstance(value, list):
-        (arg,) = typing.get_args(hint) or (Any,)
-        return [_build_value(v, arg, f"{where}[{i}]", ignore_unknown, ignored) for i, v in enumerate(value)]
-    return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise RecordError(words.empty(where, hint))
+        inner = [a for a in args if a is not type(None)]
+        first: RecordError | None = None
+        for arg in inner:
+            try:
+                return read_value(value, arg, where, reading, ignore_unknown=ignore_unknown, ignored=ignored)
+            except RecordError as exc:
+                first = first or exc
+        if len(inner) == 1 and not words.whole_union and first is not None:
+            raise first
+        raise RecordError(words.mismatch(where, hint, value))
+    if hint is type(None):
+        if value is None:
+            return None
+        raise RecordError(words.mismatch(where, hint, value))
+    if value is None:
+        raise RecordError(words.empty(where, hint))
+    if dataclasses.is_dataclass(hint):
+        return read_record(hint, value, where, reading, ignore_unknown=ignore_unknown, ignored=ignored)
+    if origin is list or hint is list:
+        if reading.text and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise RecordError(words.mismatch(where, hint, value))
+        (item,) = typing.get_args(hint) or (Any,)
+        return [read_value(v, item, f"{where}[{i}]", reading, ignore_unknown=ignore_unknown, ignored=ignored)
+                for i, v in enumerate(value)]
+    if origin is tuple or hint is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(words.mismatch(where, hint, value))
+        return value
+    if origin is dict or hint is dict:
+        args = typing.get_args(hint)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value) or (
+                len(args) == 2 and not all(matches(v, args[1]) for v in value.values())):
+            raise RecordError(words.mismatch(where, hint, value))
+        return dict(value)
+    if hint is bool:
+        if reading.text and isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        if not isinstance(value, bool):
+            raise RecordError(words.mismatch(where, hint, value))
+        return value
+    if hint is int:
+        if reading.text and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise RecordError(words.mismatch(where, hint, value)) from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError(words.mismatch(where, hint, value))
+        return value
+    if hint is float:
+        if (reading.text or reading.lenient) and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(words.mismatch(where, hint, value))
+        return float(value) if reading.lenient or reading.text else value
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecordError(words.mismatch(where, hint, value))
+        return value
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise RecordError(words.mismatch(where, hint, value))
+    return value  # Literal, Callable, …: not something a document declares
+
+
+def read_record(cls: type[T], data: Any, where: str, reading: Reading = STRICT, *, ignore_unknown: bool = False,
+                ignored: list[str] | None = None) -> T:
+    """Build the dataclass ``cls`` (and the records nested in it) from a mapping, reading every field by its
+    annotation. ``ignore_unknown``: fields the class does not declare (a newer minor version's) are skipped, at
+    every level, and named in ``ignored`` when given."""
+    words = reading.wording
+    if data is None and reading.lenient:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecordError(words.not_mapping(where, data))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [str(k) for k in data if k not in fields]
+    if unknown and not ignore_unknown:
+        raise RecordError(words.unknown(where, unknown, list(fields)))
+    if ignored is not None:
+        ignored.extend(words.field(where, k) for k in sorted(unknown))
+    types_ = hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = read_value(data[name], types_.get(name, Any), words.field(where, name), reading,
+                                      ignore_unknown=ignore_unknown, ignored=ignored)
+        elif f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            missing = [n for n, g in fields.items() if n not in data and g.init and g.default is dataclasses.MISSING
+                       and g.default_factory is dataclasses.MISSING]
+            raise RecordError(words.missing(where, missing))
+    return cls(**kwargs)
 
 
 def from_dict(cls: type[T], data: Any, where: str, *, ignore_unknown: bool = False,
               ignored: list[str] | None = None) -> T:
-    """Build the dataclass ``cls`` (and the records nested in it) from decoded JSON, checking every field's type.
-
-    ``ignore_unknown``: fields the class does not declare (a newer minor version's) are skipped, at every
-    level, and named in ``ignored`` when given."""
-    if not isinstance(data, dict):
-        raise RecordError(f"{where} must be an object, got {_kind(data)}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown and not ignore_unknown:
-        raise RecordError(f"{where}: unknown field(s) {sorted(map(str, unknown))[:5]}")
-    if ignored is not None:
-        ignored.extend(f"{where}.{k}" for k in sorted(map(str, unknown)))
-    types_ = hints(cls)
-    kwargs = {k: _build_value(v, types_.get(k, Any), f"{where}.{k}", ignore_unknown, ignored)
-              for k, v in data.items() if k in fields}
-    missing = [name for name, f in fields.items() if name not in kwargs and f.init
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise RecordError(f"{where}: missing field(s) {missing}")
-    record = cls(**kwargs)
-    check(record, where)
-    return record
+    """A device-side record from decoded JSON (``read_record`` with the strict reading): every field exactly of its
+    declared type, unknown fields refused unless ``ignore_unknown``."""
+    return read_record(cls, data, where, STRICT, ignore_unknown=ignore_unknown, ignored=ignored)

@@ -11,6 +11,14 @@ from typing import Callable, Dict, Iterable, TypeVar
 
 T = TypeVar("T")
 
+#: a declaration naming every unit of a registry, present and future ("this family supports every stage")
+EVERY = ("*",)
+
+
+def names_all(names: Iterable[str]) -> bool:
+    """Whether a declaration names every unit (``EVERY``)."""
+    return tuple(names) == EVERY
+
 
 class RegistryError(ValueError):
     """A unit registered twice, or a reference to a name no unit has; one line naming both."""
@@ -43,7 +51,8 @@ class Registry(Dict[str, T]):
         return KeyError(f"unknown {self.what} {name!r} (known: {self.known()})")
 
     def check_names(self, names: Iterable[str], where: str) -> None:
-        """``where`` (another registry's unit) refers to these names: each must be registered here."""
-        missing = [n for n in names if n not in self]
+        """``where`` (another registry's unit) refers to these names: each must be registered here (``EVERY``
+        names them all)."""
+        missing = [n for n in names if n not in self and n != EVERY[0]]
         if missing:
             raise RegistryError(f"{where} names unknown {self.what} {missing[0]!r} (known: {self.known()})")

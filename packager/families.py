@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_bench.registry import Registry
+from device_bench.registry import EVERY, Registry
 
 from .errors import EdgepackError
 
-ALL = ("*",)
+ALL = EVERY
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def model_type_of(source: str) -> str:
             return str(config.get("model_type", ""))
         from transformers import AutoConfig
 
-        from .compress import pruned_bert  # noqa: F401  (registers edgepack's own model type)
+        from . import pruned_bert  # noqa: F401  (registers edgepack's own model type)
 
         return str(AutoConfig.from_pretrained(source).model_type)
     except (OSError, ValueError, json.JSONDecodeError) as exc:

@@ -27,14 +27,11 @@ from .embedding_pipeline import (
 )
 from device_bench.parity import DEFAULT_LABEL_THRESHOLD, GATES, cosines, task_metrics
 from device_bench.parity import shortfalls as gate_shortfalls
-from device_bench.registry import Registry
+from device_bench.registry import EVERY, Registry, names_all
 
 from .errors import EdgepackError
-from .stages import STAGES
 
 INPUT_NAMES = ["input_ids", "attention_mask"]
-#: every recipe stage kind (the ``stages`` registry); a task lists the ones it supports
-RECIPE_STAGES = tuple(STAGES)
 #: an export wrapper must reproduce the model's own pipeline this closely (fp32 against fp32)
 PIPELINE_FIDELITY = 0.9999
 
@@ -101,10 +98,14 @@ class Task(ABC):
     gates: ClassVar[dict[str, str]]
     #: the parity metric and goal the full-integer target's per-op-type search aims for
     integer_goal: ClassVar[tuple[str, float]]
-    #: recipe stages this task supports (the others are refused at recipe validation)
+    #: recipe stages this task supports (the others are refused at recipe validation); ``EVERY``: all of them
     stages: ClassVar[tuple[str, ...]] = ()
     #: whether the model's config carries label names for the manifest
     has_labels: ClassVar[bool] = False
+
+    @classmethod
+    def supports_stage(cls, kind: str) -> bool:
+        return kind in cls.stages or names_all(cls.stages)
 
     def configure(self, source: str, model: nn.Module, tokenizer: Any) -> "Task":
         """The task as the loaded model needs it (reads the model's own files); returns the task to use."""
@@ -225,7 +226,7 @@ class SequenceClassification(Task):
     summary = "one label per text: logits (argmax)"
     gates = GATES["sequence-classification"]
     integer_goal = ("top1_agreement", 0.99)
-    stages = RECIPE_STAGES
+    stages = EVERY
     has_labels = True
 
     def configure(self, source: str, model: nn.Module, tokenizer: Any) -> "Task":
@@ -312,8 +313,7 @@ def _config_thresholds(config: Any, n: int) -> list[float]:
 
 TASKS: Registry[type[Task]] = Registry("task", [(cls.name, cls) for cls in (
     FeatureExtraction, SequenceClassification, TokenClassification, MultiLabelClassification)])
-for _task in TASKS.values():  # a task's recipe stages must be registered stages
-    STAGES.check_names(_task.stages, f"task {_task.name}")
+# a task's stage names are checked against the stages registry where both meet (``recipe.spec``, at import)
 
 
 def get_task(name: str, **options: Any) -> Task:
@@ -326,7 +326,3 @@ def get_task(name: str, **options: Any) -> Task:
 
 def task_names() -> list[str]:
     return list(TASKS)
-
-
-def unsupported_stages(task: Task | type[Task]) -> list[str]:
-    return [s for s in RECIPE_STAGES if s not in task.stages]

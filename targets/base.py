@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import numpy as np
 
 from device_bench.manifest import Shapes
+from device_bench.records import Reading, RecordError, Wording, read_value
 from device_bench.registry import Registry
 from device_bench.runners import Runner, load_runner
 
@@ -20,6 +21,24 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     import torch
 
     from packager.tasks import Task
+
+
+class _OptionWording(Wording):
+    """``tflite-int8.threads: expected int, got 'many'``."""
+
+    whole_union = False
+
+    def describe(self, hint: Any) -> str:
+        if hint is bool:
+            return "true or false"
+        return "a list of strings" if hint == list[str] else getattr(hint, "__name__", str(hint))
+
+    def mismatch(self, where: str, hint: Any, value: Any) -> str:
+        return f"{where}: expected {self.describe(hint)}, got {value!r}"
+
+
+#: a ``--option TARGET.KEY=VALUE`` value: text from the command line, or a recipe's YAML value
+OPTION_TEXT = Reading(text=True, wording=_OptionWording())
 
 
 class TargetError(RuntimeError):
@@ -82,27 +101,17 @@ class TargetOption:
     check: Callable[[Any], None] | None = None
 
     def parse(self, raw: Any, where: str) -> Any:
-        """The value as ``kind``; raises ``ValueError`` naming ``where`` when it does not fit."""
-        value = raw
-        if self.kind is list:
-            value = [part.strip() for part in raw.split(",") if part.strip()] if isinstance(raw, str) else raw
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-                raise ValueError(f"{where}: expected a list of strings, got {raw!r}")
-            value = list(value)
-        elif self.kind is bool and isinstance(raw, str):
-            lowered = raw.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{where}: expected true or false, got {raw!r}")
-            value = lowered in ("true", "1", "yes")
-        elif self.kind in (int, float) and isinstance(raw, str):
-            try:
-                value = self.kind(raw)
-            except ValueError:
-                raise ValueError(f"{where}: expected {self.kind.__name__}, got {raw!r}") from None
-        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
-            raise ValueError(f"{where}: expected {self.kind.__name__}, got {raw!r}")
+        """The value as ``kind`` (from the command line's text or a recipe's YAML); raises ``ValueError`` naming
+        ``where`` when it does not fit."""
+        hint = list[str] if self.kind is list else self.kind
+        try:
+            value = read_value(list(raw) if isinstance(raw, tuple) else raw, hint, where, OPTION_TEXT)
+            if self.kind is list and not all(value):
+                raise RecordError("an empty string")
+        except RecordError as exc:
+            if self.kind is list:  # the whole value, not the item that failed
+                raise ValueError(f"{where}: expected a list of strings, got {raw!r}") from None
+            raise ValueError(str(exc)) from None
         if self.choices and value not in self.choices:
             raise ValueError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
         if self.minimum is not None and value < self.minimum:

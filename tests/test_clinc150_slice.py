@@ -27,7 +27,7 @@ def _slice(rows: list, keep: list[str], per_intent: int) -> list[dict]:
 def test_recipe_on_a_clinc150_slice(tmp_path):
     if not CLINC.is_file():
         pytest.skip(f"CLINC150 not found at {CLINC} (the shared data folder is absent)")
-    from packager.recipe_cli import pack_from_recipe
+    from packager.cli.recipe import pack_from_recipe
 
     raw = json.loads(CLINC.read_text())
     keep = sorted({label for _, label in raw["train"]})[:INTENTS]

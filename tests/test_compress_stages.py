@@ -13,17 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from packager.compress import pruned_bert  # noqa: F401  (registers the pruned config)
-from packager.compress.distill import distill, kd_loss, student_from_layers
-from packager.compress.evaluate import accuracy, gzip_size_bytes, nonzero_params, predict_logits
-from packager.compress.finetune import finetune
-from packager.compress.prune import linear_sparsity, prune
-from packager.compress.trim_vocab import trim_vocab
+from packager import pruned_bert  # noqa: F401  (registers the pruned config)
+from packager.stages.distill.student import student_from_layers
+from packager.stages.distill.train import distill
+from packager.training.distillation import kd_loss
+from packager.training.evaluate import accuracy, gzip_size_bytes, nonzero_params, predict_logits
+from packager.stages.finetune.train import finetune
+from packager.stages.prune.algorithm import linear_sparsity, prune
+from packager.stages.trim_vocab.algorithm import trim_vocab
 from packager.labelled_data import LabelledData, LabelledSplit
-from packager.stages.distill import DistillSpec, StudentSpec
-from packager.stages.finetune import FinetuneSpec
-from packager.stages.prune import PruneSpec, RecoverySpec
-from packager.stages.trim_vocab import TrimVocabSpec
+from packager.stages.distill.spec import DistillSpec, StudentSpec
+from packager.stages.finetune.spec import FinetuneSpec
+from packager.stages.prune.spec import PruneSpec, RecoverySpec
+from packager.stages.trim_vocab.spec import TrimVocabSpec
 
 SEQ_LEN = 16
 KEYWORDS = {
@@ -80,7 +82,7 @@ def one_thread_quiet():
 
     Training runs in fp32 here: the pruning-importance margins below were set on fp32-trained tiny teachers
     (bf16 autocast training is exercised by test_cross_tokenizer_distill and the recipe tests)."""
-    from packager.compress.common import PROGRESS_BARS, TRAIN_PRECISION
+    from packager.training.common import PROGRESS_BARS, TRAIN_PRECISION
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -200,7 +202,7 @@ def test_ffn_only_pruning_keeps_a_stock_bert_config(teacher, tokenizer, data, tm
 
 def test_importance_keeps_what_matters(teacher, tokenizer, data):
     """Keeping the most important FFN neurons changes the outputs far less than keeping the least important."""
-    from packager.compress.prune import importance_scores, rebuild
+    from packager.stages.prune.algorithm import importance_scores, rebuild
 
     heads, ffn = importance_scores(teacher, tokenizer, data, seq_len=SEQ_LEN, batches=8, batch_size=16, seed=0)
     all_heads = [list(range(len(h))) for h in heads]
@@ -261,7 +263,7 @@ def test_trim_vocab_agrees_with_the_untrimmed_model(teacher, tokenizer, data, tm
 def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokenizer, data, tmp_path, monkeypatch):
     import builtins
 
-    from packager.stages.distill import SearchSpec
+    from packager.stages.distill.spec import SearchSpec
 
     real_import = builtins.__import__
 
@@ -279,7 +281,7 @@ def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokeni
 
 def test_distill_search_with_optuna_tries_the_budget_within_the_ranges(teacher, tokenizer, data, tmp_path):
     pytest.importorskip("optuna")
-    from packager.stages.distill import SearchSpec
+    from packager.stages.distill.spec import SearchSpec
 
     search = SearchSpec(trials=2, alpha=[0.1, 0.9], temperature=[2.0, 6.0], epochs=[1, 2])
     spec = DistillSpec(student=StudentSpec(layers=[0]), epochs=1, lr=1e-3, batch_size=16, search=search)

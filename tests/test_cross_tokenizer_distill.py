@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from device_bench.manifest import Manifest
-from packager.compress.augment import augment_texts
+from packager.stages.distill.augment import augment_texts
 from packager.errors import EdgepackError
 from packager.labelled_data import LabelledData, LabelledSplit
-from packager.recipe import load_recipe
-from packager.stages.distill import AugmentSpec, DistillSpec, StudentSpec
+from packager.recipe.spec import load_recipe
+from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
 
 KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
             "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
@@ -87,8 +87,8 @@ def _recipe(root: Path, distill: dict, **extra) -> Path:
 def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, tmp_path, capsys):
     from transformers import AutoTokenizer
 
-    from packager.compress.common import resolve_precision
-    from packager.recipe_cli import pack_from_recipe
+    from packager.training.common import resolve_precision
+    from packager.cli.recipe import pack_from_recipe
 
     distill = {"student": {"model": str(workspace / "student")}, "augment": {"copies": 2}, "epochs": 6,
                "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5}
@@ -133,7 +133,7 @@ def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, t
 def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from packager.compress.distill import transfer_set
+    from packager.stages.distill.train import transfer_set
 
     texts = [r["text"] for r in _rows(12, 7)]
     spec = AugmentSpec(copies=3, word_dropout=0.2, swap=0.2, replace=0.2)
@@ -175,7 +175,7 @@ def test_hidden_state_matching_across_tokenizers_is_refused_in_one_line(workspac
 def test_hidden_state_matching_across_hidden_sizes_is_refused(workspace):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from packager.compress.distill import distill
+    from packager.stages.distill.train import distill
 
     teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
     tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
@@ -190,17 +190,18 @@ def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkey
     optuna = pytest.importorskip("optuna")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from packager.compress import distill as distill_module
-    from packager.compress.common import PROGRESS_BARS
-    from packager.stages.distill import SearchSpec
-    from packager.recipe_cli import search_tables
-    from packager.compress.evaluate import StageRow
+    from packager.stages.distill import search as distill_search
+    from packager.stages.distill import train as distill_module
+    from packager.training.common import PROGRESS_BARS
+    from packager.stages.distill.spec import SearchSpec
+    from packager.cli.recipe import search_tables
+    from packager.training.evaluate import StageRow
 
     class PruneAllButTheFirst(optuna.pruners.BasePruner):
         def prune(self, study, trial) -> bool:
             return trial.number >= 1
 
-    monkeypatch.setattr(distill_module, "_pruner", lambda optuna, name: PruneAllButTheFirst())
+    monkeypatch.setattr(distill_search, "_pruner", lambda optuna, name: PruneAllButTheFirst())
     teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
     tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
     rows = _rows(48, 9)
@@ -228,8 +229,8 @@ def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkey
 
 
 def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path):
-    from packager.recipe import RecipeError
-    from packager.recipe_run import load_recipe_data
+    from packager.recipe.spec import RecipeError
+    from packager.recipe.run import load_recipe_data
 
     (workspace / "data" / "pool.csv").write_text("utterance,source\nplay some jazz,log\ncheck my balance,log\n")
     recipe = load_recipe(_recipe(workspace, {"student": {"model": "builtin"}},
@@ -253,7 +254,7 @@ def test_trim_vocab_keeps_the_tokens_of_the_unlabeled_texts_a_student_learned_fr
     from transformers import AutoModel, AutoTokenizer
 
     from packager.labelled_data import LabelledData, LabelledSplit
-    from packager.recipe import RecipeError
+    from packager.recipe.spec import RecipeError
     from packager.stages import STAGES, StageContext
 
     tokenizer = AutoTokenizer.from_pretrained(workspace / "student")

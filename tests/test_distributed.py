@@ -97,8 +97,8 @@ def _training_rows(manifest: Manifest) -> dict[str, dict]:
 
 
 def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path):
-    from packager.recipe import load_recipe
-    from packager.recipe_run import run_recipe
+    from packager.recipe.spec import load_recipe
+    from packager.recipe.run import run_recipe
 
     search = {"trials": 2, "epochs": [1, 2], "lr": None}  # in a distributed job rank 0 asks optuna, every rank trains
     single = run_recipe(load_recipe(_recipe(workspace, "single.yaml", 2 * PER_RANK_BATCH, search=search)),
@@ -187,8 +187,8 @@ def test_a_killed_rank_fails_the_run_within_bounded_time(workspace, tmp_path):
 
 def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_path):
     """Two `edgepack pack` processes on one study: disjoint trial numbers, all visible to both; then resumed."""
-    from packager.recipe import load_recipe
-    from packager.recipe_run import run_recipe
+    from packager.recipe.spec import load_recipe
+    from packager.recipe.run import run_recipe
 
     db = tmp_path / "search.db"
     search = {"trials": 4, "epochs": [1, 1], "lr": None, "pruner": "none", "storage": f"sqlite:///{db}",
@@ -223,7 +223,7 @@ def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_
     ({"storage": "s.db", "study": "s"}, "search.storage", "expected a database URL"),
 ])
 def test_a_shared_search_needs_a_storage_url_and_a_study_name(workspace, search, key, message):
-    from packager.recipe import RecipeError, load_recipe
+    from packager.recipe.spec import RecipeError, load_recipe
 
     with pytest.raises(RecipeError, match=rf"^recipe stages\[0\]\.distill\.{key}: {message}"):
         load_recipe(_recipe(workspace, "bad.yaml", 16, search=search, finetune=False))

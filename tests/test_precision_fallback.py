@@ -286,8 +286,8 @@ def _kept_float_cell(details: dict) -> str:
     from rich.console import Console
 
     from packager.precision_fallback import FallbackStep
-    from packager.tune import TrialRecord, TuneSummary
-    from packager.tune_cli import pareto_table
+    from packager.tune.records import TrialRecord, TuneSummary
+    from packager.cli.tune import pareto_table
 
     trials = [TrialRecord(**{**t, "fallback_steps": [FallbackStep(**s) for s in t["fallback_steps"]]})
               for t in details["trials"]]

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from device_bench.manifest import Manifest
 from packager.errors import EdgepackError
-from packager.recipe import RecipeError, load_recipe, parse_recipe
-from packager.recipe_cli import pack_from_recipe, recipe
+from packager.recipe.spec import RecipeError, load_recipe, parse_recipe
+from packager.cli.recipe import pack_from_recipe, recipe
 
 KEYWORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
             "bank": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
@@ -165,7 +165,7 @@ def test_gate_fails_a_recipe_that_destroys_accuracy(workspace, tmp_path):
     stages = [FINETUNE, {"prune": {"method": "magnitude", "sparsity": 0.95, "recovery": None}}]
     path = _write(workspace, "bad.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.02}))
     out = tmp_path / "bundle"
-    from packager.recipe_run import run_recipe
+    from packager.recipe.run import run_recipe
 
     outcome = run_recipe(load_recipe(path), out, show_bars=False)
     assert outcome.exit_code == 1 and not outcome.gate.passed
@@ -195,7 +195,7 @@ def test_unknown_target_names_the_recipe_key(workspace, tmp_path):
 
 def test_search_flag_turns_on_the_distill_search_and_needs_a_distill_stage(workspace):
     from packager.errors import EdgepackError
-    from packager.recipe_cli import enable_search
+    from packager.cli.recipe import enable_search
 
     with_distill = parse_recipe(_recipe(workspace, [FINETUNE, {"distill": {"search": {"alpha": [0.2, 0.4]}}}]), workspace)
     enable_search(with_distill, 3)
@@ -239,7 +239,7 @@ def test_a_recipe_written_as_pack_flags_runs_end_to_end(workspace, tmp_path, cap
 
 
 def test_explicit_pack_flags_and_set_override_a_recipe_file(workspace):
-    from packager.recipe_flags import cli_overrides
+    from packager.recipe.flags import cli_overrides
 
     path = _write(workspace, "base.yaml", _recipe(workspace, [FINETUNE, {"distill": {"temperature": 4}}]))
     overrides = cli_overrides(explicit={"target_list": "onnx-int8,tflite-int8", "seq_len": 24, "min_agreement": 0.9,
@@ -291,7 +291,7 @@ def test_recipe_flags_without_data_say_which_flags_are_missing(tmp_path, capsys)
 def test_the_random_task_head_is_seeded_by_the_recipe(workspace, tmp_path):
     """A checkpoint without a task head gets a random one at load time: the recipe's seed must fix it, or two
     runs of the same recipe train from different starting points."""
-    from packager.recipe_run import run_recipe
+    from packager.recipe.run import run_recipe
 
     def packed_sha(seed: int, name: str) -> str:
         raw = _recipe(workspace, [], seed=seed, targets=["onnx-fp32"], calib_samples=8)

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from packager.compress.common import PROGRESS_BARS, TRAIN_PRECISION
-from packager.compress.finetune import finetune
-from packager.stages.finetune import FinetuneSpec
+from packager.training.common import PROGRESS_BARS, TRAIN_PRECISION
+from packager.stages.finetune.train import finetune
+from packager.stages.finetune.spec import FinetuneSpec
 from test_compress_stages import SEQ_LEN, make_data, make_model, make_tokenizer
 
 
@@ -62,12 +62,12 @@ def test_a_search_trial_whose_worker_died_is_run_again_from_its_last_epoch(tmp_p
     """A study kept in a database: the trial a dead worker left running is retried in the first attempt's folder,
     continuing from that attempt's last whole checkpoint, and ends where an uninterrupted trial does."""
     optuna = pytest.importorskip("optuna")
-    from packager.compress import distill as distill_module
-    from packager.compress.distill import distill
-    from packager.stages.distill import DistillSpec, SearchSpec, StudentSpec
+    from packager.stages.distill import search as distill_search
+    from packager.stages.distill.train import distill
+    from packager.stages.distill.spec import DistillSpec, SearchSpec, StudentSpec
 
-    monkeypatch.setattr(distill_module, "SEARCH_HEARTBEAT_S", 1)
-    monkeypatch.setattr(distill_module, "SEARCH_GRACE_S", 1)
+    monkeypatch.setattr(distill_search, "SEARCH_HEARTBEAT_S", 1)
+    monkeypatch.setattr(distill_search, "SEARCH_GRACE_S", 1)
     data, tokenizer = make_data(), make_tokenizer()
     teacher, _ = finetune(make_model(len(tokenizer)), tokenizer, data, FinetuneSpec(epochs=1, lr=2e-3, batch_size=16),
                           seq_len=SEQ_LEN, work_dir=tmp_path / "teacher", seed=0)

@@ -416,7 +416,7 @@ def test_families_check_targets_and_stages():
     ("multi-label-classification", "recipe task: multi-label-classification supports none"),
 ])
 def test_recipe_validation_says_which_stages_a_task_lacks(tmp_path, task, message):
-    from packager.recipe import RecipeError, parse_recipe
+    from packager.recipe.spec import RecipeError, parse_recipe
 
     raw = {"task": task, "data": {"train": "t.csv", "validation": "v.csv"}, "stages": [{"finetune": {}}]}
     with pytest.raises(RecipeError) as err:
@@ -434,8 +434,8 @@ def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
     """A distill with a pretrained student only asks the teacher for logits; later stages and the targets act on
     the student, so a RoBERTa/DeBERTa teacher distils into a BERT student, but nobody prunes the RoBERTa teacher."""
     from packager.errors import EdgepackError
-    from packager.recipe import parse_recipe
-    from packager.recipe_run import check_recipe_support
+    from packager.recipe.spec import parse_recipe
+    from packager.recipe.run import check_recipe_support
 
     teacher = _config_only(tmp_path / "teacher", "xlnet")  # no family of its own: it only scores texts
     student = _config_only(tmp_path / "student", "bert")

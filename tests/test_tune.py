@@ -65,9 +65,9 @@ def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: d
 @pytest.fixture()
 def counted(monkeypatch) -> dict[str, int]:
     """How often the teacher is fine-tuned and scored for its logits, and how many trials are scored."""
-    import packager.compress.distill as distill_mod
-    import packager.compress.finetune as finetune_mod
-    from packager.tune import Tuner
+    import packager.stages.distill.train as distill_mod
+    import packager.stages.finetune.train as finetune_mod
+    from packager.tune.search import Tuner
 
     counts = {"finetune": 0, "transfer_set": 0, "score": 0}
 
@@ -287,7 +287,7 @@ def test_a_trial_whose_process_was_killed_runs_again_with_its_knobs_and_cached_s
     import sys
     import time
 
-    import packager.tune as tune_mod
+    import packager.tune.search as tune_mod
 
     work, path = tmp_path / "work", _recipe(workspace, "killed.yaml")
     args = ["--recipe", str(path), "--max-accuracy-drop", "0.5", "--trials", "1", "--work", str(work)]
@@ -382,7 +382,7 @@ def test_bucket_layouts_are_a_knob_and_the_winner_is_packed_with_its_own(workspa
 ])
 def test_bad_bucket_layouts_name_the_key(workspace, change, message):
     from packager.errors import RecipeError
-    from packager.recipe import load_recipe
+    from packager.recipe.spec import load_recipe
 
     path = _recipe(workspace, "badbuckets.yaml")
     raw = yaml.safe_load(path.read_text())
@@ -393,7 +393,7 @@ def test_bad_bucket_layouts_name_the_key(workspace, change, message):
 
 
 def test_pareto_front_keeps_the_trials_nothing_beats():
-    from packager.tune import pareto_front
+    from packager.tune.records import pareto_front
 
     points = {0: (0.90, 2.0), 1: (0.95, 3.0), 2: (0.85, 2.5), 3: (0.95, 3.5), 4: (0.80, 1.0)}
     assert pareto_front(points) == {0, 1, 4}
@@ -401,7 +401,7 @@ def test_pareto_front_keeps_the_trials_nothing_beats():
 
 def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
     from packager.stages import STAGES
-    from packager.stages.distill import TRAINING_KNOBS, SearchSpec
+    from packager.stages.distill.spec import TRAINING_KNOBS, SearchSpec
 
     assert list(STAGES) == ["finetune", "distill", "prune", "trim_vocab"]
     assert {k.option for k in STAGES["distill"].search_space} == {"alpha", "temperature", "epochs", "lr",
@@ -415,6 +415,6 @@ def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200.0), ("90m", 5400.0), ("45s", 45.0), ("3600", 3600.0)])
 def test_timeout_durations(text, seconds):
-    from packager.tune import parse_duration
+    from packager.tune.options import parse_duration
 
     assert parse_duration(text) == seconds

@@ -40,22 +40,22 @@ class CommandSpec:
 COMMANDS: Registry[CommandSpec] = Registry("command", [
     ("inspect", CommandSpec("packager.cli.inspect:inspect_cmd", "Show what is in a bundle and check its files "
                             "against the manifest.")),
-    ("check", CommandSpec("packager.check_cli:check", "Check a bundle's artifacts against device runtimes, or "
+    ("check", CommandSpec("packager.cli.check:check", "Check a bundle's artifacts against device runtimes, or "
                           "their parity on this device's kernels.")),
     ("run", CommandSpec("packager.cli.run:run_cmd", "Run a bundle on texts here: label and probabilities, "
                         "or the embedding.")),
     ("bench", CommandSpec("device_bench.host_cli:bench", "Benchmark a bundle here, on an agent, or on a fleet.")),
     ("devices", CommandSpec("device_bench.host_cli:devices", "Manage the devices of a fleet (devices.yaml).")),
     ("agent", CommandSpec("device_bench.cli:main", "The on-device agent (the same as edgepack-agent).")),
-    ("report", CommandSpec("packager.report_cli:report", "Compare bundles and bench reports: the accuracy-latency-"
+    ("report", CommandSpec("packager.cli.report:report", "Compare bundles and bench reports: the accuracy-latency-"
                            "size trade-off.")),
     ("targets", CommandSpec("packager.cli.pack:targets_cmd", "List the conversion targets (and what this host "
                             "lacks to pack them).")),
     ("pack", CommandSpec("packager.cli.pack:pack_cmd", "Convert a model for each target, verify every artifact, "
                          "write a bundle.", side="pack")),
-    ("recipe", CommandSpec("packager.recipe_cli:recipe", "Compression recipes (YAML): fine-tune, distil, prune, "
+    ("recipe", CommandSpec("packager.cli.recipe:recipe", "Compression recipes (YAML): fine-tune, distil, prune, "
                            "trim vocabulary, then pack.", side="pack")),
-    ("tune", CommandSpec("packager.tune_cli:tune_cmd", "Search the recipe's stage knobs for the fastest bundle "
+    ("tune", CommandSpec("packager.cli.tune:tune_cmd", "Search the recipe's stage knobs for the fastest bundle "
                          "within an accuracy budget.", side="pack")),
 ])
 

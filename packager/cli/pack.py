@@ -89,9 +89,10 @@ def _print_models(as_json: bool) -> None:
     from targets import TARGETS
 
     from ..families import support_matrix
-    from ..tasks import RECIPE_STAGES, TASKS
+    from ..stages import STAGES
+    from ..tasks import TASKS
 
-    rows = support_matrix(list(TASKS), sorted(TARGETS), RECIPE_STAGES)
+    rows = support_matrix(list(TASKS), sorted(TARGETS), tuple(STAGES))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -214,8 +215,8 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
         raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
     if recipe is not None or recipe_flags:
         from ..target_options import parse_option_assignments
-        from ..recipe_cli import pack_from_recipe
-        from ..recipe_flags import cli_overrides
+        from .recipe import pack_from_recipe
+        from ..recipe.flags import cli_overrides
 
         given = {name for name in ("model", "task", "target_list", "seq_len", "calib", "calib_column", "calib_limit",
                                    "min_cosine", "min_agreement", "allow_parity_failure", "fallback")

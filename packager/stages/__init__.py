@@ -1,18 +1,28 @@
-"""The recipe stages: one module per stage kind, each a ``@register``-ed ``Stage`` (see ``base``).
+"""The recipe stages: one package per stage kind, whose ``stage`` module holds its spec and its ``@register``-ed
+``Stage`` (see ``base``) and whose other modules hold its algorithm.
 
-Every module of this package is imported here, so a new stage is one new file. ``STAGES`` lists the kinds in
-their usual pipeline order (``Stage.order``).
+Every stage package is imported here, so a new stage is one new folder. ``run_stage`` runs one stage for the
+recipe run and for tune alike. ``STAGES`` lists the kinds in their usual pipeline order (``Stage.order``).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from .base import STAGES, Knob, Stage, StageContext, StageOutput, register, spread_layers, unknown_stage
+from .base import (
+    STAGES,
+    Knob,
+    Stage,
+    StageContext,
+    StageOutput,
+    register,
+    spread_layers,
+    unknown_stage,
+)
 
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
+    if _module.ispkg:
+        importlib.import_module(f"{__name__}.{_module.name}.stage")
 
 _ordered = sorted(STAGES.items(), key=lambda item: item[1].order)
 STAGES.clear()

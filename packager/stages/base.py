@@ -1,9 +1,10 @@
 """A recipe stage is one registered class: its options (a spec dataclass), their validation, its one-line
 description, the knobs a tune may turn (its search space), and how it runs.
 
-``recipe`` parses ``stages:`` through the registry and ``recipe_run`` / ``tune`` run what it holds, so a new
-stage kind is one module in this package with a ``@register``-ed ``Stage`` subclass. Stage modules import
-torch and the training code lazily (inside ``run``), so parsing a recipe stays cheap.
+``recipe.spec`` parses ``stages:`` through the registry and ``stages.run.run_stage`` runs what it holds (for a
+recipe run and for a tune's trials), so a new stage kind is one package here whose ``stage`` module holds a
+``@register``-ed ``Stage`` subclass. Stage modules import torch and the training code lazily (inside ``run``),
+so parsing a recipe stays cheap.
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
 from device_bench.registry import Registry
 
 from ..errors import RecipeError
-from ..recipe_schema import build, check_training, unknown_key
+from ..records import build, unknown_key
+from ..training.options import check_training
 
 if TYPE_CHECKING:  # type names only; nothing of these runs at import time
-    from ..compress.evaluate import StageRow
     from ..labelled_data import LabelledData
+    from ..training.evaluate import StageRow
 
 KNOB_KINDS = ("float", "int", "choice", "depth")
 
@@ -269,3 +271,8 @@ def in_range(knob: Knob, value: Any, input_depth: int | None = None) -> bool:
 
 def unknown_stage(kind: str, where: str) -> RecipeError:
     return unknown_key(kind, list(STAGES), where)
+
+
+def ran_on(details: dict[str, Any]) -> str:
+    """", bf16 on cpu" for a training stage's row description, when it trained."""
+    return f", {details['precision']} on {details['device']}" if details.get("precision") else ""
