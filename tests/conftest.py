@@ -39,10 +39,17 @@ def pytest_ignore_collect(collection_path, config):
     return None
 
 
+#: fixtures that pack a bundle of their own to several targets (tens of seconds each on 2 cores): a test that uses
+#: one is slow, so the fast tier (`pytest -m "not slow"`) never builds them
+SLOW_FIXTURES = {"classifier_bundle", "dynamic_bundle", "remote_bundle", "exported", "bucketed", "full_int_artifact"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.module is not None and item.module.__name__ in DEVICE_SIDE_MODULES:
             item.add_marker(pytest.mark.device_side)
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def tiny_vocab() -> list[str]:

@@ -255,6 +255,7 @@ def watch(agent):
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@pytest.mark.slow
 @given(request=requests)
 def test_every_request_gets_a_json_answer_and_the_agent_holds(agent, watch, request):
     url, proc, _ = agent
@@ -290,6 +291,7 @@ def test_concurrent_uploads_are_all_answered_within_the_memory_bound(agent, watc
     assert watch["max_rss_mb"] < RSS_BOUND_MB
 
 
+@pytest.mark.slow  # reads what the fuzz test (slow) left behind
 def test_after_the_fuzz_no_worker_outlives_its_job(agent, watch):
     url, proc, _ = agent
     # a job that really spawns workers (the tflite target on a garbage model fails its row)

@@ -74,6 +74,7 @@ def agent(tmp_path_factory):
         yield AgentClient(url), proc, root
 
 
+@pytest.mark.slow
 def test_crashing_hanging_and_oom_runners_fail_their_row_only(agent, tmp_path, tmp_path_factory):
     client, proc, _ = agent
     bundle = _fault_bundle(tmp_path / "faults")
@@ -92,6 +93,7 @@ def test_crashing_hanging_and_oom_runners_fail_their_row_only(agent, tmp_path, t
     assert client.info()["agent"]["jobs_pending"] == 0
 
 
+@pytest.mark.slow
 def test_finished_jobs_are_pruned_and_bundles_removed(agent, tmp_path):
     client, _, root = agent
     bundle = _fault_bundle(tmp_path / "ok-only")

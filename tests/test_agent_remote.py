@@ -20,7 +20,7 @@ OPTIONS = {"targets": ["tflite-fp32"], "runs": 10, "min_seconds": 0.0, "warmup":
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def remote_bundle(tmp_path_factory):
     return tiny_bundle_dir(tmp_path_factory)
 
 
@@ -40,16 +40,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_remote_report_has_the_fields_of_a_local_run(agent, bundle, tmp_path):
+@pytest.mark.slow
+def test_remote_report_has_the_fields_of_a_local_run(agent, remote_bundle, tmp_path):
     url, token_file, _ = agent
     out = tmp_path / "remote.json"
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--device", url, "--token-file", str(token_file), "--targets",
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(token_file), "--targets",
                                          "tflite-fp32", "--threads", "1,2", "--runs", "10", "--min-seconds", "0",
                                          "--warmup", "1", "--json", "--out", str(out)])
     assert res.exit_code == 0, res.output
     remote = BenchReport.from_dict(json.loads(res.stdout))
     assert remote.device == "loopback-agent" and remote.fingerprint["hostname"] == socket.gethostname()
-    local = bench_bundle(bundle, **OPTIONS)
+    local = bench_bundle(remote_bundle, **OPTIONS)
     assert [(r.target, r.threads, r.status) for r in remote.results] == [(r.target, r.threads, r.status) for r in local.results]
     assert [r.threads for r in remote.results] == [1, 2]
     for rem, loc in zip(remote.results, local.results):
@@ -63,11 +64,12 @@ def test_remote_report_has_the_fields_of_a_local_run(agent, bundle, tmp_path):
     assert json.loads(out.read_text())["results"][0]["target"] == "tflite-fp32"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the .ptl job needs the run-ptl extra (torch)")
-def test_agent_process_stays_light(agent, bundle):
+def test_agent_process_stays_light(agent, remote_bundle):
     url, token_file, _ = agent
     client = AgentClient(url, token_file.read_text().strip())
-    report = client.bench(bundle, {**OPTIONS, "threads": [1], "targets": ["torchscript-mobile-fp32"]})
+    report = client.bench(remote_bundle, {**OPTIONS, "threads": [1], "targets": ["torchscript-mobile-fp32"]})
     (ptl,) = report.results
     assert ptl.status == "ok", ptl.error
     assert ptl.output_shape == [1, 64] and ptl.runtime_details["quantized_engine"]
@@ -78,11 +80,12 @@ def test_agent_process_stays_light(agent, bundle):
     assert info["runtimes"]["tflite"] and info["energy"]["kind"] == "estimated"
 
 
-def test_jobs_queue_and_survive_client_disconnect(agent, bundle):
+@pytest.mark.slow
+def test_jobs_queue_and_survive_client_disconnect(agent, remote_bundle):
     url, token_file, _ = agent
     token = token_file.read_text().strip()
-    first = AgentClient(url, token).submit(bundle, {**OPTIONS, "threads": [1]})
-    second = AgentClient(url, token).submit(bundle, {**OPTIONS, "threads": [1], "runs": 5})
+    first = AgentClient(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1]})
+    second = AgentClient(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1], "runs": 5})
     # both submitting clients are gone; a new one finds the jobs and their reports
     fresh = AgentClient(url, token)
     ids = [j["id"] for j in fresh._request("GET", "/jobs")[1]["jobs"]]
@@ -94,7 +97,8 @@ def test_jobs_queue_and_survive_client_disconnect(agent, bundle):
         fresh.status("20000101T000000-deadbeef")
 
 
-def test_fleet_with_an_unreachable_device(agent, bundle, tmp_path):
+@pytest.mark.slow
+def test_fleet_with_an_unreachable_device(agent, remote_bundle, tmp_path):
     url, token_file, _ = agent
     devices_yaml = tmp_path / "devices.yaml"
     devices_yaml.write_text(
@@ -102,7 +106,7 @@ def test_fleet_with_an_unreachable_device(agent, bundle, tmp_path):
         f"  - {{name: here, url: '{url}', token_file: '{token_file}'}}\n"
         f"  - {{name: gone, url: 'http://127.0.0.1:{_free_port()}'}}\n"
     )
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
                                          "--threads", "1", "--runs", "5", "--min-seconds", "0", "--json"])
     assert res.exit_code == 1, res.output  # report printed, but one device was unreachable
     doc = json.loads(res.stdout)
@@ -110,7 +114,7 @@ def test_fleet_with_an_unreachable_device(agent, bundle, tmp_path):
     assert [r["device"] for r in doc["reports"]] == ["here"] and doc["reports"][0]["results"][0]["status"] == "ok"
     assert doc["reports"][0]["results"][0]["device_parity"]["passed"] is True  # per device, across the fleet
     assert doc["errors"][0]["device"] == "gone" and "cannot reach" in doc["errors"][0]["error"]
-    table = CliRunner().invoke(bench_cmd, [str(bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
+    table = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
                                            "--threads", "1", "--runs", "3", "--min-seconds", "0"])
     assert "unreachable" in table.stdout and "here" in table.stdout
     check = CliRunner().invoke(devices_cmd, ["check", str(devices_yaml), "--json"])
@@ -120,13 +124,13 @@ def test_fleet_with_an_unreachable_device(agent, bundle, tmp_path):
     assert not rows["gone"]["reachable"]
 
 
-def test_host_cli_errors_are_one_line(agent, bundle, tmp_path):
+def test_host_cli_errors_are_one_line(agent, remote_bundle, tmp_path):
     url, token_file, _ = agent
     wrong = tmp_path / "wrong"
     wrong.write_text("nope\n")
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--device", url, "--token-file", str(wrong), "--runs", "3"])
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(wrong), "--runs", "3"])
     assert res.exit_code == 2 and "rejected the token" in res.stderr and res.stderr.strip().count("\n") == 0
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--device", url, "--token-file", str(token_file), "--power-cmd", "x"])
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(token_file), "--power-cmd", "x"])
     assert res.exit_code == 2 and "agent" in res.stderr
     bad_yaml = tmp_path / "d.yaml"
     bad_yaml.write_text("devices: [{name: a}]\n")
@@ -134,18 +138,19 @@ def test_host_cli_errors_are_one_line(agent, bundle, tmp_path):
     assert res.exit_code == 2 and "needs a name and a url" in res.stderr
 
 
-def test_texts_are_tokenized_here_and_timed_on_the_agent_at_their_real_lengths(agent, bundle, tmp_path):
+@pytest.mark.slow
+def test_texts_are_tokenized_here_and_timed_on_the_agent_at_their_real_lengths(agent, remote_bundle, tmp_path):
     """``bench --texts FILE --device URL``: the host tokenizes (the device needs no tokenizer), the agent times
     those inputs; the report carries their length distribution and the truncation count, like a local run."""
     from device_bench.manifest import Manifest
 
     url, token_file, _ = agent
-    seq_len = Manifest.load(bundle).input_spec.seq_len
+    seq_len = Manifest.load(remote_bundle).input_spec.seq_len
     texts = tmp_path / "texts.txt"
     texts.write_text("hi\nturn the lights off in the kitchen\n\n" + " ".join(["word"] * (3 * seq_len)) + "\n")
     reports = {}
     for where, extra in (("local", []), ("remote", ["--device", url, "--token-file", str(token_file)])):
-        res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(texts), "--targets", "tflite-fp32",
+        res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--texts", str(texts), "--targets", "tflite-fp32",
                                              "--threads", "1", "--runs", "6", "--min-seconds", "0", "--warmup", "1",
                                              "--json", *extra])
         assert res.exit_code == 0, res.output
@@ -160,10 +165,10 @@ def test_texts_are_tokenized_here_and_timed_on_the_agent_at_their_real_lengths(a
     assert reports["remote"].raw_ms and len(reports["remote"].raw_ms) >= 6
 
 
-def test_texts_errors_are_one_line(bundle, tmp_path):
+def test_texts_errors_are_one_line(remote_bundle, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(empty)])
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--texts", str(empty)])
     assert res.exit_code != 0 and "no texts" in res.output and "Traceback" not in res.output
-    res = CliRunner().invoke(bench_cmd, [str(bundle), "--texts", str(tmp_path / "missing.txt")])
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--texts", str(tmp_path / "missing.txt")])
     assert res.exit_code != 0 and "cannot read" in res.output and "Traceback" not in res.output

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from packager.cli import COMMANDS
 from test_device_bench_fixture import running_agent
@@ -47,6 +48,7 @@ def test_the_blocker_really_hides_the_pack_extra():
     assert proc.returncode == 0 and proc.stdout.strip() == "blocked torch", proc.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_and_each_command_has_help():
     top = edgepack("--help")
     assert top.returncode == 0, top.stderr
@@ -83,6 +85,7 @@ def test_pack_side_commands_name_the_extra(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_inspect_check_targets_report_on_the_base_install(tiny_bundle, tmp_path):
     inspected = edgepack("inspect", str(tiny_bundle))
     assert inspected.returncode == 0 and "all files match" in inspected.stdout, inspected.stderr[-2000:]
@@ -104,6 +107,7 @@ def test_inspect_check_targets_report_on_the_base_install(tiny_bundle, tmp_path)
     assert not (tmp_path / "p.png").exists()
 
 
+@pytest.mark.slow
 def test_bench_local_and_through_an_agent_on_the_base_install(tiny_bundle, tmp_path):
     local = edgepack("bench", str(tiny_bundle), "--runs", "2", "--min-seconds", "0", "--warmup", "0", "--json")
     assert local.returncode == 0, local.stderr[-2000:]

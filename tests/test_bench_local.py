@@ -67,6 +67,7 @@ def test_report_round_trip_and_table(tflite_report):
     assert "tflite-fp32" in text and "(est)" in text
 
 
+@pytest.mark.slow
 def test_missing_runtime_skipped_and_corrupt_artifact_failed(bundle, tmp_path):
     copy = tmp_path / "b"
     shutil.copytree(bundle, copy)

@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, tiny_model_di
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_seq_len_beyond_the_model_and_non_empty_out(tmp_path, tiny_model_dir):
     assert_one_line_error(run("pack", "--model", str(tiny_model_dir), "--seq-len", "999", "-o", str(tmp_path / "o")),
                           "allows at most 128")
@@ -75,6 +76,7 @@ def test_targets_lists_the_registry():
     assert options.returncode == 0 and "tflite-int8-full.io=float (float|int8)" in options.stdout, options.stdout
 
 
+@pytest.mark.slow
 def test_pack_json_archive_then_inspect_and_tamper(tmp_path, tiny_model_dir):
     calib = tmp_path / "calib.jsonl"
     calib.write_text("\n".join(json.dumps({"text": t}) for t in ["turn the lights off", "what is the weather", "play music"]))

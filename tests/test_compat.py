@@ -147,6 +147,7 @@ def test_micro_passes_a_real_artifact_with_supported_ops(tmp_path):
     assert check_compatibility("tflite", path, "tflite-micro")["compatible"] is None
 
 
+@pytest.mark.slow
 def test_micro_refuses_a_multi_signature_file(tmp_path):
     """Buckets are signatures; the micro interpreter runs the first subgraph only: one static shape for an MCU."""
     path = tmp_path / "two.tflite"
@@ -298,6 +299,7 @@ def full_int_artifact(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_full_int_artifact_keeps_float_versions_and_gets_required_ones(full_int_artifact):
     ops = {o["op"]: o for o in check_compatibility("tflite", full_int_artifact, None)["ops"]}
     for name in ("ADD", "SOFTMAX", "BATCH_MATMUL", "MUL"):
@@ -360,6 +362,7 @@ def test_ptl_info_reads_the_file_as_torch_does_without_torch(ptl_artifact, tiny_
 
 
 # ---------------------------------------------------------------- kernel signatures (tflite_kernels)
+@pytest.mark.slow
 def test_cut_operators_keep_each_signature_and_run_on_the_installed_runtime(full_int_artifact, tmp_path):
     """Every operator cut out of a real full-integer artifact is a self-contained one-op model (constants
     inlined from the quantizer's out-of-flatbuffer buffers) with the original signature, and it runs."""

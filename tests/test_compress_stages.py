@@ -117,6 +117,7 @@ def _copy(model):
     return copy.deepcopy(model).eval()
 
 
+@pytest.mark.slow
 def test_finetune_learns_the_keywords(teacher, tokenizer, data):
     assert accuracy(teacher, tokenizer, data.test, SEQ_LEN) >= 0.9
 
@@ -156,6 +157,7 @@ def test_distill_from_config_with_cached_logits(teacher, tokenizer, data, tmp_pa
     assert details["teacher_logits_cached"] is True
 
 
+@pytest.mark.slow
 def test_structured_prune_removes_heads_and_neurons_and_reloads(teacher, tokenizer, data, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -229,6 +231,7 @@ def test_magnitude_prune_reports_sparsity_honestly(teacher, tokenizer, data, tmp
     assert not any(name.endswith("_orig") for name, _ in pruned.named_parameters())
 
 
+@pytest.mark.slow
 def test_movement_prune_learns_a_mask(teacher, tokenizer, data, tmp_path):
     spec = PruneSpec(method="movement", sparsity=0.5, epochs=2, lr=5e-4, score_lr=1e-2, batch_size=16)
     pruned, details = prune(_copy(teacher), tokenizer, data, spec, seq_len=SEQ_LEN, work_dir=tmp_path, seed=0)
@@ -279,6 +282,7 @@ def test_distill_search_without_optuna_falls_back_with_a_message(teacher, tokeni
     assert student.config.num_hidden_layers == 1
 
 
+@pytest.mark.slow
 def test_distill_search_with_optuna_tries_the_budget_within_the_ranges(teacher, tokenizer, data, tmp_path):
     pytest.importorskip("optuna")
     from packager.stages.distill.spec import SearchSpec

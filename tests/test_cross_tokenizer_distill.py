@@ -84,6 +84,7 @@ def _recipe(root: Path, distill: dict, **extra) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, tmp_path, capsys):
     from transformers import AutoTokenizer
 
@@ -186,6 +187,7 @@ def test_hidden_state_matching_across_hidden_sizes_is_refused(workspace):
         distill(teacher, tokenizer, data, spec, seq_len=16, work_dir=Path("unused"))
 
 
+@pytest.mark.slow
 def test_search_prunes_trials_and_says_what_it_tried(workspace, tmp_path, monkeypatch):
     optuna = pytest.importorskip("optuna")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

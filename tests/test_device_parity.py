@@ -60,6 +60,7 @@ def test_the_bundle_carries_every_gated_group_with_its_fp32_outputs(bundle):
         assert reference.dtype == np.float32 and inputs["input_ids"].shape[1] == manifest.input_spec.seq_len
 
 
+@pytest.mark.slow
 def test_bench_recomputes_the_pack_gates_on_this_device(bundle):
     report = bench_bundle(bundle, targets=BASE_TARGETS, **FAST)
     manifest = Manifest.load(bundle)
@@ -74,6 +75,7 @@ def test_bench_recomputes_the_pack_gates_on_this_device(bundle):
     assert "parity" in report.protocol
 
 
+@pytest.mark.slow
 def test_a_device_that_disagrees_is_flagged_in_the_table_json_and_strict_exit(disagreeing, tmp_path):
     report = bench_bundle(disagreeing, targets=["tflite-int8"], **FAST)
     (result,) = report.results
@@ -94,6 +96,7 @@ def test_a_device_that_disagrees_is_flagged_in_the_table_json_and_strict_exit(di
     assert json.loads(strict.stdout)["results"][0]["device_parity"]["passed"] is False
 
 
+@pytest.mark.slow
 def test_check_on_device_reports_per_target_and_length(bundle, disagreeing):
     good = edgepack("check", str(bundle), "--on-device", "--targets", ",".join(BASE_TARGETS), "--strict", "--json")
     assert good.returncode == 0, good.stderr[-2000:]

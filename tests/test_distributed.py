@@ -96,6 +96,7 @@ def _training_rows(manifest: Manifest) -> dict[str, dict]:
     return {row["stage"]: row["run"] for row in manifest.stages if row["stage"] in ("finetune", "distill")}
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_train_and_rank_0_publishes_once(workspace, tmp_path):
     from packager.recipe.spec import load_recipe
     from packager.recipe.run import run_recipe
@@ -159,6 +160,7 @@ def _worker_pids(launcher: subprocess.Popen) -> dict[int, int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_run_within_bounded_time(workspace, tmp_path):
     out = tmp_path / "runs" / "killed"
     recipe = _recipe(workspace, "long.yaml", PER_RANK_BATCH, epochs=200)
@@ -185,6 +187,7 @@ def test_a_killed_rank_fails_the_run_within_bounded_time(workspace, tmp_path):
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_with_disjoint_trials(workspace, tmp_path):
     """Two `edgepack pack` processes on one study: disjoint trial numbers, all visible to both; then resumed."""
     from packager.recipe.spec import load_recipe

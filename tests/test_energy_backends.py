@@ -237,6 +237,7 @@ def test_estimate_from_cpu_time_and_profiles(tmp_path):
     assert r.kind == "estimated" and r.source.endswith("my-board") and r.mj_above_idle_per_inference == pytest.approx(2.0)
 
 
+@pytest.mark.slow
 def test_bench_reports_measured_energy_from_a_fake_rapl(tmp_path, tmp_path_factory):
     from device_bench.bench import bench_bundle
     from test_device_bench_fixture import tiny_bundle_dir

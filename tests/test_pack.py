@@ -73,6 +73,7 @@ def test_bundle_tokenizer_and_artifacts_agree_with_hf_on_held_out_text(tiny_bund
         assert metrics["min_cosine"] >= 0.98, (entry.name, metrics)
 
 
+@pytest.mark.slow
 def test_classification_records_labels_agreement_and_accuracy(tmp_path, tiny_classifier_dir):
     loaded = load_model(str(tiny_classifier_dir), "sequence-classification")
     assert loaded.labels == TINY_LABELS
@@ -106,6 +107,7 @@ def test_a_failing_target_does_not_lose_the_others(tmp_path, tiny_model_dir, mon
     assert Manifest.load(tmp_path / "b").target("tflite-int8").status == "failed"
 
 
+@pytest.mark.slow
 def test_parity_gate_drops_or_keeps_marked(tmp_path, tiny_model_dir):
     loaded = load_model(str(tiny_model_dir), "feature-extraction")
     texts = builtin_sample()[:8]

@@ -90,6 +90,7 @@ def test_onnx_float_ops_stay_float_in_the_graph_and_are_recorded(tiny_cls, texts
                     missing.error)
 
 
+@pytest.mark.slow
 def test_tflite_float_ops_stay_float_in_the_file_and_are_recorded(tiny_cls, texts, tmp_path):
     from targets.tflite import quantized_ops
 
@@ -103,6 +104,7 @@ def test_tflite_float_ops_stay_float_in_the_file_and_are_recorded(tiny_cls, text
     assert any("BertLayer_0/" in op for op in int8) and not any("BertLayer_1/" in op for op in int8)
 
 
+@pytest.mark.slow
 def test_tflite_reexports_of_one_model_convert_it_once(tiny_cls, texts, tmp_path, monkeypatch):
     """The fallback exports one model many times: litert-torch converts it once per module and shapes."""
     import torch
@@ -128,6 +130,7 @@ def test_tflite_reexports_of_one_model_convert_it_once(tiny_cls, texts, tmp_path
 
 # -- ranking ------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["onnx-int8", "tflite-int8"])
 def test_ranking_returns_every_group_with_a_finite_error(tiny_cls, texts, target):
     from packager.precision_fallback import rank_groups
@@ -178,6 +181,7 @@ def test_the_loop_reverts_worst_first_until_the_budget_holds():
     assert within.steps == [] and within.float_ops == [] and within.met and within.artifact is None
 
 
+@pytest.mark.slow
 def test_fallback_on_a_real_onnx_artifact_reverts_groups_until_its_error_budget_holds(tiny_cls, texts, tmp_path):
     """The score is minus the output MSE against fp32; the budget halves the all-int8 error, so at least one
     group must be reverted; the artifact of the last step keeps exactly the recorded ops in float."""
@@ -244,6 +248,7 @@ def _int8_recipe(workspace: Path, name: str, **stages) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_tune_falls_back_until_within_budget_and_packs_the_winner_with_the_float_ops(outlier_workspace, tmp_path,
                                                                                        capsys):
     """A budget of zero loss: the student matches the teacher in float, but its int8 artifact lost the words
@@ -301,6 +306,7 @@ def _kept_float_cell(details: dict) -> str:
     return row.split("│")[column].strip()
 
 
+@pytest.mark.slow
 def test_tune_falls_back_on_tflite_through_ai_edge_quantizer_across_bucket_signatures(outlier_workspace, tmp_path,
                                                                                       capsys):
     """The same on tflite-int8 (one signature per bucket): ranked with ai-edge-quantizer's validation, the
@@ -332,6 +338,7 @@ def test_tune_falls_back_on_tflite_through_ai_edge_quantizer_across_bucket_signa
     assert all(t.type == schema.TensorType.FLOAT32 for t in tables)
 
 
+@pytest.mark.slow
 def test_a_tune_trial_still_over_budget_with_every_group_in_float_records_them(outlier_workspace, tmp_path, capsys):
     """A student that cannot learn misses a zero-loss budget even in float: every group is reverted, in ranking
     order, the trial stays over budget (exit 1, no bundle), and the study keeps which ops stayed float."""
@@ -354,6 +361,7 @@ def test_a_tune_trial_still_over_budget_with_every_group_in_float_records_them(o
     assert "kept float" in table and "embeddings" in table  # the cell (groups, op count) may wrap
 
 
+@pytest.mark.slow
 def test_no_fallback_keeps_every_op_int8(outlier_workspace, tmp_path, capsys):
     import optuna
 
@@ -385,6 +393,7 @@ def test_op_groups_follow_the_ops_own_module_path():
     assert op_group("/model/bert/pooler/dense/Gemm_MatMul") == "head"
 
 
+@pytest.mark.slow
 def test_pack_falls_back_to_float_ops_until_parity_holds_and_says_so(tmp_path, tiny_model_dir):
     """A gate no all-int8 artifact meets on any CPU (mean cosine 0.99999): `edgepack pack` keeps the worst op groups
     in float until parity holds and records what and why; `--no-fallback` fails the target as before."""

@@ -128,6 +128,7 @@ def test_bad_data_column_is_a_one_line_error(workspace, tmp_path):
                          progress=False)
 
 
+@pytest.mark.slow
 def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_path, capsys):
     stages = [FINETUNE,
               {"distill": {"student": {"layers": [1, 3]}, "temperature": 4, "alpha": 0.5, "epochs": 3, "lr": 1.0e-3,
@@ -161,6 +162,7 @@ def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_p
     assert len(AutoTokenizer.from_pretrained(out / "tokenizer")) == manifest.model.vocab_size
 
 
+@pytest.mark.slow
 def test_gate_fails_a_recipe_that_destroys_accuracy(workspace, tmp_path):
     stages = [FINETUNE, {"prune": {"method": "magnitude", "sparsity": 0.95, "recovery": None}}]
     path = _write(workspace, "bad.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.02}))
@@ -210,6 +212,7 @@ def test_search_flag_turns_on_the_distill_search_and_needs_a_distill_stage(works
 
 
 # ---------------------------------------------------------------- recipe keys as pack flags
+@pytest.mark.slow
 def test_a_recipe_written_as_pack_flags_runs_end_to_end(workspace, tmp_path, capsys, monkeypatch):
     """No YAML file: stages, data, gate, runtimes and target options all from the command line."""
     from packager.cli import main
@@ -288,6 +291,7 @@ def test_recipe_flags_without_data_say_which_flags_are_missing(tmp_path, capsys)
     assert "without --recipe, give --train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_random_task_head_is_seeded_by_the_recipe(workspace, tmp_path):
     """A checkpoint without a task head gets a random one at load time: the recipe's seed must fix it, or two
     runs of the same recipe train from different starting points."""

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import TINY_TARGETS
 from device_bench.bench import bench_bundle
 from test_cli import assert_one_line_error, run
 
 
+@pytest.mark.slow
 def test_report_joins_bundle_and_bench(tmp_path, tiny_bundle):
     report = bench_bundle(tiny_bundle, runs=5, min_seconds=0.0, warmup=1)
     report_path = tmp_path / "bench.json"

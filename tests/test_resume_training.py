@@ -30,6 +30,7 @@ def _logits(model, tokenizer, texts):
         return model.eval()(**enc).logits
 
 
+@pytest.mark.slow
 def test_a_stopped_fine_tune_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_one_does(tmp_path):
     data, tokenizer = make_data(), make_tokenizer()
     spec = FinetuneSpec(epochs=2, lr=2e-3, batch_size=16)
@@ -58,6 +59,7 @@ def test_without_resume_a_fine_tune_keeps_only_the_best_weights(tmp_path):
     assert not (checkpoint / "optimizer.pt").exists()  # no resume state written: half the disk of a whole one
 
 
+@pytest.mark.slow
 def test_a_search_trial_whose_worker_died_is_run_again_from_its_last_epoch(tmp_path, monkeypatch):
     """A study kept in a database: the trial a dead worker left running is retried in the first attempt's folder,
     continuing from that attempt's last whole checkpoint, and ends where an uninterrupted trial does."""

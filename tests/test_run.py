@@ -91,6 +91,7 @@ def test_tokenizer_reproduces_the_pack_time_inputs(tiny_bundle):
     assert tokens[-1].n_tokens == TINY_SEQ_LEN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["embedding", "classifier"])
 def test_outputs_equal_what_pack_time_parity_measured(which, tiny_bundle, classifier_bundle):
     """On the bundle's own parity texts, every target's outputs through `Bundle` give the manifest's parity
@@ -111,6 +112,7 @@ def test_outputs_equal_what_pack_time_parity_measured(which, tiny_bundle, classi
                 assert metrics[key] == pytest.approx(getattr(entry.parity, key), rel=1e-9, abs=1e-12), (entry.name, key)
 
 
+@pytest.mark.slow
 def test_run_classifies_held_out_texts_like_the_reference(classifier_bundle):
     ref, hf_inputs = reference(model_dir_of(classifier_bundle), classifier_bundle, "sequence-classification", TEXTS)
 
@@ -149,6 +151,7 @@ def test_run_classifies_held_out_texts_like_the_reference(classifier_bundle):
     assert "tflite-int8 (tflite" in text.stderr
 
 
+@pytest.mark.slow
 def test_run_embeds_held_out_texts_like_the_reference(tiny_bundle, tmp_path):
     ref, hf_inputs = reference(model_dir_of(tiny_bundle), tiny_bundle, "feature-extraction", TEXTS)
     texts_file = tmp_path / "texts.txt"

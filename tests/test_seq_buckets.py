@@ -81,6 +81,7 @@ def test_bad_buckets_are_refused(text, message):
         parse_buckets(text, 32)
 
 
+@pytest.mark.slow
 def test_bad_buckets_exit_2_with_one_line(tmp_path):
     from test_cli import assert_one_line_error, run
 
@@ -219,6 +220,7 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@pytest.mark.slow
 def test_dynamic_targets_accept_the_lengths_they_claim(dynamic_bundle):
     import torch
 
@@ -284,6 +286,7 @@ def test_noise_verdict():
     assert not quiet.noisy and quiet.reasons == []
 
 
+@pytest.mark.slow
 def test_old_samples_and_static_bundle_still_bench(tiny_bundle, tmp_path):
     """A bundle from before minor 1 (padded samples without lengths, no shapes) runs at seq_len as before."""
     from device_bench.bench import bench_bundle

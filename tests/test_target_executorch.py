@@ -80,6 +80,7 @@ def _row_cosine(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+@pytest.mark.slow
 @needs_executorch
 def test_pte_runs_in_device_runner_and_agrees(tmp_path):
     ctx = _tiny_context(tmp_path)
@@ -90,6 +91,7 @@ def test_pte_runs_in_device_runner_and_agrees(tmp_path):
     assert _row_cosine(out, ref).min() > 0.9999
 
 
+@pytest.mark.slow
 @needs_torchao
 def test_int8_pte_is_smaller_runs_and_agrees(tmp_path):
     ctx = _tiny_context(tmp_path)
@@ -110,6 +112,7 @@ def test_int8_pte_is_smaller_runs_and_agrees(tmp_path):
     assert np.abs(out - fp32_out).max() > 1e-6  # it is a different (quantized) program, not fp32 again
 
 
+@pytest.mark.slow
 @needs_torchao
 def test_int8_classifier_lowers_and_agrees(tmp_path):
     ctx = _tiny_context(tmp_path, "sequence-classification")

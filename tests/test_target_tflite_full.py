@@ -53,6 +53,7 @@ def exported(tmp_path_factory):
     return _export(tmp_path_factory.mktemp("full"), 110, 100, [])
 
 
+@pytest.mark.slow
 def test_tensors_are_integer(exported):
     _, path, result, _ = exported
     dtypes = tensor_dtypes(path)
@@ -147,6 +148,7 @@ def test_options_are_checked_by_name_type_and_choice():
         target.resolve_options({"calib_samples": "many"})
 
 
+@pytest.mark.slow
 def test_sensitivity_falls_back_to_a_direct_run_when_validation_cannot_read_the_graph(tmp_path, monkeypatch):
     """ai-edge-quantizer's validate() raised "Tensor data is null" on a head-pruned CLINC150 student."""
     import litert_torch
@@ -182,6 +184,7 @@ def bucketed(tmp_path_factory):
     return _export(tmp_path_factory.mktemp("full-buckets"), 60, 40, [8, 16, SEQ])
 
 
+@pytest.mark.slow
 def test_buckets_are_signatures_of_one_file_with_weights_stored_once(bucketed, exported):
     target, path, result, _ = bucketed
     runner = target.load(path, shapes=result.shapes)

@@ -191,6 +191,7 @@ POOLING_CASES = [
 @pytest.mark.parametrize("pooling,normalize,dense,legacy", POOLING_CASES,
                          ids=["+".join(c[0]) + ("-norm" if c[1] else "") + (f"-dense{c[2]}" if c[2] else "")
                               + ("-legacy" if c[3] else "") for c in POOLING_CASES])
+@pytest.mark.slow
 def test_each_pooling_mode_matches_the_models_own_pipeline(base_model, tmp_path, pooling, normalize, dense, legacy):
     folder = st_folder(base_model, tmp_path / "st", pooling, normalize, dense, legacy)
     result = _pack(folder, tmp_path / "bundle", ["onnx-fp32"])
@@ -261,6 +262,7 @@ def test_a_wrapper_that_departs_from_the_models_pipeline_is_refused(base_model, 
     assert not (tmp_path / "bundle").exists()
 
 
+@pytest.mark.slow
 def test_cli_pooling_override_and_its_errors(base_model, tmp_path):
     folder = st_folder(base_model, tmp_path / "st", ("cls",), True)
     edgepack = str(Path(sys.executable).parent / "edgepack")
@@ -287,6 +289,7 @@ def _all_targets(quantized_only: bool = False) -> list[str]:
                   and not (quantized_only and (name.endswith("-fp32") or name == "executorch")))
 
 
+@pytest.mark.slow
 def test_every_target_matches_the_models_own_pipeline(base_model, tmp_path):
     pooling, normalize, dense = ("cls",), True, 16
     folder = st_folder(base_model, tmp_path / "st", pooling, normalize, dense)
@@ -322,6 +325,7 @@ def _classifier(out: Path, kind: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_token_classifier_packs_to_every_quantized_target_with_per_token_parity(tmp_path):
     folder = _classifier(tmp_path / "tok", "token")
     result = _pack(folder, tmp_path / "bundle", _all_targets(quantized_only=True) + ["onnx-fp32"],
@@ -359,6 +363,7 @@ def test_token_parity_counts_real_tokens_only():
     assert TokenClassification().parity(reference, candidate, inputs)["token_agreement"] == pytest.approx(0.8)
 
 
+@pytest.mark.slow
 def test_multi_label_classifier_packs_to_every_quantized_target_with_per_label_parity(tmp_path):
     folder = _classifier(tmp_path / "ml", "multi")
     # the model's problem_type turns sequence-classification into the multi-label task
@@ -377,6 +382,7 @@ def test_multi_label_classifier_packs_to_every_quantized_target_with_per_label_p
 
 
 # ------------------------------------------------------------ families and recipe stages
+@pytest.mark.slow
 def test_targets_models_prints_the_support_matrix():
     edgepack = str(Path(sys.executable).parent / "edgepack")
     done = subprocess.run([edgepack, "targets", "--models", "--json"], capture_output=True, text=True)
@@ -388,6 +394,7 @@ def test_targets_models_prints_the_support_matrix():
     assert table.returncode == 0 and "edgepack model families" in table.stdout and "token-classification" in table.stdout
 
 
+@pytest.mark.slow
 def test_pack_refuses_an_undeclared_family_before_loading(tmp_path):
     folder = tmp_path / "gpt"
     folder.mkdir()
@@ -484,6 +491,7 @@ def _run_json(bundle: Path, target: str, text: str) -> dict:
     return json.loads(done.stdout)["results"][0]
 
 
+@pytest.mark.slow
 def test_run_prints_entities_with_character_spans_over_multi_piece_words(tmp_path):
     from tokenizers import Tokenizer
 

@@ -98,6 +98,7 @@ def _trial_rows(err: str) -> list[int]:
     return [int(m) for m in re.findall(r"^│\s*(\d+)(?: ★)?\s*│", table, re.M)]
 
 
+@pytest.mark.slow
 def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(workspace, tmp_path, counted, capsys):
     out = tmp_path / "best"
     code, err = _tune(["--recipe", str(_recipe(workspace, "tune.yaml")), "--max-accuracy-drop", "0.5",
@@ -140,6 +141,7 @@ def test_three_trials_pack_the_fastest_within_budget_and_train_the_teacher_once(
     assert f"tune: trial #{winner['number']} won" in err
 
 
+@pytest.mark.slow
 def test_a_budget_no_trial_meets_fails_naming_the_best_trial_and_writes_no_bundle(workspace, tmp_path, counted,
                                                                                   capsys):
     # a student that cannot learn (lr 1e-9, one epoch) and heavy pruning: far below a budget of zero loss
@@ -158,6 +160,7 @@ def test_a_budget_no_trial_meets_fails_naming_the_best_trial_and_writes_no_bundl
     assert counted["finetune"] == 1
 
 
+@pytest.mark.slow
 def test_a_trial_whose_fp32_model_misses_the_budget_gets_no_precision_fallback(workspace, tmp_path, counted,
                                                                                 capsys):
     """int8 is not the cause when the float model already misses the budget: no op is reverted to float."""
@@ -178,6 +181,7 @@ def test_a_trial_whose_fp32_model_misses_the_budget_gets_no_precision_fallback(w
     assert trial.state == optuna.trial.TrialState.COMPLETE and "float_ops" not in trial.user_attrs
 
 
+@pytest.mark.slow
 def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, counted, capsys):
     work = tmp_path / "work"
     path = _recipe(workspace, "resume.yaml")
@@ -230,6 +234,7 @@ def test_a_resumed_study_runs_only_the_trials_it_lacks(workspace, tmp_path, coun
     assert Path(plot) == work / "tune-trials-by_size.png" and (work / "tune-trials.png").is_file()
 
 
+@pytest.mark.slow
 def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(workspace, tmp_path, counted, capsys,
                                                                           monkeypatch):
     """Through an edgepack-agent on loopback (a subprocess): no trial is benchmarked in this process, each trial
@@ -279,6 +284,7 @@ def test_an_unreachable_agent_fails_before_any_training(workspace, tmp_path, cou
     assert last.startswith(f"edgepack: error: --device http://127.0.0.1:{port}: ") and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_trial_whose_process_was_killed_runs_again_with_its_knobs_and_cached_stages(workspace, tmp_path, capsys,
                                                                                     monkeypatch):
     import os
@@ -356,6 +362,7 @@ def test_a_bad_search_space_names_the_key(workspace, tmp_path, capsys):
                            "'temprature' (knobs: alpha, temperature, epochs, lr, student.layers)")
 
 
+@pytest.mark.slow
 def test_bucket_layouts_are_a_knob_and_the_winner_is_packed_with_its_own(workspace, tmp_path, counted, capsys):
     path = _recipe(workspace, "buckets.yaml", space={"distill.epochs": None, "distill.student.layers": [2, 2],
                                                      "trim_vocab.keep_top": None, "buckets": [[4, 16], "none"]})
