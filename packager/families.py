@@ -75,34 +75,43 @@ def register(family: ModelFamily) -> ModelFamily:
 
 register(ModelFamily(
     name="bert", model_types=("bert", "edgepack_pruned_bert"), layers="encoder.layer", mask_form="additive-4d"))
-# Verified by packing tiny random models of each to every target (feature-extraction and token-classification
-# for RoBERTa, token- and sequence-classification for DistilBERT); the recipe stages are exercised on BERT only.
+# Every family below is declared after packing tiny random models of it to every target, per task
+# (scripts/verify_model_family.py MODEL_TYPE prints each verdict), and `finetune` after running it on one
+# (tests/test_model_families.py): fine-tuning needs nothing of a family's layout. The other recipe stages are
+# exercised on BERT only.
 register(ModelFamily(
     name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
-    stages=()))
-# Verified with scripts/verify_model_family.py (tiny random models, feature-extraction and sequence-classification,
-# every target packed with parity ok). MPNet: its relative-position bucketing feeds an index op that the int8
-# full-integer TFLite quantizer and the pt2e ExecuTorch int8 export do not take, so those two are not declared.
+    stages=("finetune",)))
+# MPNet: its relative-position bucketing feeds an index op that the int8 full-integer TFLite quantizer and the pt2e
+# ExecuTorch int8 export do not take, so those two are not declared.
 register(ModelFamily(
     name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=()))
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=()))
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
 # DeBERTa-v2/v3: its disentangled attention does not take the additive mask the full-integer wrapper feeds it, and
 # the ExecuTorch export loses parity; the six others pack with parity ok.
 register(ModelFamily(
     name="deberta-v2", model_types=("deberta-v2",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
     targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32")))
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=(),
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
              "torchscript-mobile-fp32")))
 register(ModelFamily(
     name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
-    tasks=("sequence-classification", "token-classification", "multi-label-classification"), stages=()))
+    stages=("finetune",)))
+# MobileBERT (bottleneck blocks, no LayerNorm): every task; its int8 ExecuTorch export fails (a matmul's reduction
+# dims disagree after pt2e quantization) and its full-integer TFLite artifact misses parity on the embedding and
+# sequence-classification outputs, so neither is declared.
+register(ModelFamily(
+    name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
+    stages=("finetune",),
+    targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
+             "torchscript-mobile-fp32")))
 
 
 def family_of(model_type: str) -> ModelFamily | None:

@@ -9,6 +9,7 @@ layout it would declare; the targets and tasks that pack *and pass parity* are t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -17,57 +18,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-TASKS = ("feature-extraction", "sequence-classification", "token-classification", "multi-label-classification")
-SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-             max_position_embeddings=130)
-
-
-def save_tiny(model_type: str, task: str, out: Path, vocab: list[str]) -> Path:
-    import torch
-    import transformers
-    from transformers import AutoConfig, BertTokenizerFast
-
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128)
-    extra = {"embedding_size": 64} if model_type in ("albert", "electra") else {}
-    config = AutoConfig.for_model(model_type, vocab_size=len(vocab), pad_token_id=0, **SMALL, **extra)
-    config.num_labels = 4
-    if task == "multi-label-classification":
-        config.problem_type = "multi_label_classification"
-    auto = {"feature-extraction": "AutoModel", "sequence-classification": "AutoModelForSequenceClassification",
-            "multi-label-classification": "AutoModelForSequenceClassification",
-            "token-classification": "AutoModelForTokenClassification"}[task]
-    torch.manual_seed(0)
-    model = getattr(transformers, auto).from_config(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_type")
     ap.add_argument("--layers", default="encoder.layer", help="where the encoder blocks live under the base model")
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--tasks", default=None, help="comma list [default: all four]")
     ap.add_argument("--targets", default=None, help="comma list [default: every registered target]")
     ap.add_argument("--json", type=Path, default=None, help="also write the verdicts here")
     args = ap.parse_args()
 
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import tiny_vocab  # the suite's tiny WordPiece vocab over the built-in texts
+    from conftest import TINY_FAMILY_TASKS as TASKS, save_tiny_of_family as save_tiny, tiny_vocab
     from packager import families
     from packager.calib import builtin_sample
     from packager.models import load_model
     from packager.pack import pack_model
     from targets import TARGETS
 
-    if families.family_of(args.model_type) is None:
+    declared = families.family_of(args.model_type)
+    if declared is None:
         families.register(families.ModelFamily(name=f"candidate-{args.model_type}", model_types=(args.model_type,),
                                                layers=args.layers, mask_form="additive-4d"))
+    else:  # try its undeclared cells too: the family as declared, widened to every task and target for this run
+        families.FAMILIES[declared.name] = dataclasses.replace(declared, tasks=families.ALL, targets=families.ALL)
     targets = args.targets.split(",") if args.targets else sorted(TARGETS)
     verdicts: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for task in args.tasks.split(","):
+        for task in (args.tasks.split(",") if args.tasks else TASKS):
             model_dir = save_tiny(args.model_type, task, Path(tmp) / task / "model", tiny_vocab())
             loaded = load_model(str(model_dir), task)
             result = pack_model(loaded, Path(tmp) / task / "bundle", targets, 32, builtin_sample()[:20],

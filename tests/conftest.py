@@ -86,6 +86,47 @@ def save_tiny_model(out: Path, *, classifier: bool = False, layers: int = 2, see
     return out
 
 
+TINY_FAMILY_TASKS = ("feature-extraction", "sequence-classification", "token-classification",
+                     "multi-label-classification")
+#: one model type of each declared family (``packager.families``), for tiny random models of every family
+FAMILY_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "electra": "electra", "albert": "albert",
+                      "deberta-v2": "deberta-v2", "mpnet": "mpnet", "distilbert": "distilbert",
+                      "mobilebert": "mobilebert"}
+
+
+def save_tiny_of_family(model_type: str, task: str, out: Path, vocab: list[str] | None = None,
+                        labels: list[str] | None = None) -> Path:
+    """A tiny random model of any architecture (``config.model_type``) for ``task``, with a WordPiece tokenizer:
+    how a family's declared cells are verified (`scripts/verify_model_family.py`) and tested."""
+    import torch
+    import transformers
+    from transformers import AutoConfig, BertTokenizerFast
+
+    vocab = vocab or tiny_vocab()
+    labels = labels or TINY_LABELS
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128)
+    extra = {"embedding_size": 64} if model_type in ("albert", "electra") else {}
+    if model_type == "distilbert":  # its FFN width has its own name
+        extra = {"hidden_dim": 128}
+    config = AutoConfig.for_model(model_type, vocab_size=len(vocab), pad_token_id=0, hidden_size=64,
+                                  num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                                  max_position_embeddings=130, **extra)
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    if task == "multi-label-classification":
+        config.problem_type = "multi_label_classification"
+    auto = {"feature-extraction": "AutoModel", "sequence-classification": "AutoModelForSequenceClassification",
+            "multi-label-classification": "AutoModelForSequenceClassification",
+            "token-classification": "AutoModelForTokenClassification"}[task]
+    torch.manual_seed(0)
+    model = getattr(transformers, auto).from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-bert") / "model")

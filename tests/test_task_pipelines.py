@@ -411,10 +411,12 @@ def test_families_check_targets_and_stages():
     from packager.families import check_support
 
     assert check_support("edgepack_pruned_bert", "feature-extraction", ["tflite-int8"]).name == "bert"
-    with pytest.raises(EdgepackError, match="roberta family does not support recipe stage.*finetune.*none"):
-        check_support("roberta", "sequence-classification", ["onnx-int8"], ["finetune"])
-    with pytest.raises(EdgepackError, match="distilbert family does not support task feature-extraction"):
-        check_support("distilbert", "feature-extraction", ["onnx-int8"])
+    assert check_support("roberta", "sequence-classification", ["onnx-int8"], ["finetune"]).name == "roberta"
+    with pytest.raises(EdgepackError, match=r"roberta family does not support recipe stage\(s\) prune "
+                                            r"\(supported: finetune\)"):
+        check_support("roberta", "sequence-classification", ["onnx-int8"], ["finetune", "prune"])
+    with pytest.raises(EdgepackError, match="electra family does not support task token-classification"):
+        check_support("electra", "token-classification", ["onnx-int8"])
 
 
 @pytest.mark.parametrize("task,message", [

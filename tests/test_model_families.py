@@ -1,0 +1,122 @@
+"""Model families beyond BERT: every family's declared recipe stages run on a tiny random model of it, and a
+teacher of another family (MPNet, the case study's) is fine-tuned by a recipe and distilled into a BERT student
+with its own tokenizer, to a verified bundle."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import FAMILY_MODEL_TYPES, TINY_LABELS, save_tiny_model, save_tiny_of_family
+from device_bench.manifest import Manifest
+from packager.families import FAMILIES
+
+WORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
+         "banking": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
+FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
+
+
+def _rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = TINY_LABELS[i % len(TINY_LABELS)]
+        words = rng.sample(FILLER, 3) + [rng.choice(WORDS[label])]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "intent": label})
+    return rows
+
+
+def _vocab() -> list[str]:
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+            + sorted(set(FILLER) - set(letters)) + [w for ws in WORDS.values() for w in ws])
+
+
+def test_every_declared_family_has_a_tiny_model_here():
+    assert set(FAMILY_MODEL_TYPES) == set(FAMILIES)
+    for family, model_type in FAMILY_MODEL_TYPES.items():
+        assert model_type in FAMILIES[family].model_types
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILY_MODEL_TYPES))
+def test_finetune_runs_on_a_tiny_model_of_every_family(family, tmp_path):
+    """Fine-tuning needs nothing of a family's layout (the HF Trainer on its sequence-classification head): every
+    family declares it, and it runs through the same ``run_stage`` a recipe uses."""
+    from packager.labelled_data import LabelledData, LabelledSplit
+    from packager.models import load_model
+    from packager.stages import STAGES, StageContext
+    from packager.stages.run import run_stage
+
+    assert FAMILIES[family].supports_stage("finetune")
+    folder = save_tiny_of_family(FAMILY_MODEL_TYPES[family], "sequence-classification", tmp_path / "model", _vocab())
+    loaded = load_model(str(folder), "sequence-classification")
+
+    def split(n: int, seed: int) -> LabelledSplit:
+        rows = _rows(n, seed)
+        return LabelledSplit([r["text"] for r in rows], [TINY_LABELS.index(r["intent"]) for r in rows])
+
+    data = LabelledData(train=split(64, 1), labels=list(TINY_LABELS), validation=split(16, 2), test=split(16, 3))
+    stage = STAGES["finetune"].parse({"epochs": 1, "batch_size": 16, "lr": 1.0e-3}, "stages[0].finetune")
+    ctx = StageContext(data=data, seq_len=16, seed=0, work_dir=tmp_path / "work", rows=[])
+    model, _, row = run_stage(stage, loaded.model, loaded.tokenizer, ctx, explain=False)
+    assert row.stage == "finetune" and row.val_accuracy is not None and row.test_accuracy is not None
+    assert row.details["epochs"] == 1 and type(model) is type(loaded.model)
+
+
+@pytest.mark.slow
+def test_an_mpnet_teacher_is_fine_tuned_and_distilled_into_a_bert_student_to_a_verified_bundle(tmp_path):
+    """The case study's setting as a user writes it: ``model:`` an MPNet folder, ``finetune``, then ``distill``
+    into a pretrained student of another family (its own tokenizer), packed and verified."""
+    from packager.cli.recipe import pack_from_recipe
+
+    teacher = save_tiny_of_family("mpnet", "feature-extraction", tmp_path / "mpnet", _vocab())
+    assert json.loads((teacher / "config.json").read_text())["model_type"] == "mpnet"
+    student = save_tiny_model(tmp_path / "student")  # a tiny BERT with another vocabulary (the suite's)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 160, 1), ("val", 40, 2), ("test", 40, 3)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    recipe = {"model": str(teacher), "task": "sequence-classification",
+              "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
+                       "label_column": "intent"},
+              "seq_len": 16, "threads": 1, "calib_samples": 24, "targets": ["onnx-int8", "tflite-int8"],
+              "gate": {"max_accuracy_drop": 0.5},
+              "stages": [{"finetune": {"epochs": 6, "lr": 2.0e-3, "batch_size": 16}},
+                         {"distill": {"student": {"model": str(student)}, "epochs": 6, "lr": 3.0e-3,
+                                      "batch_size": 16, "student_alone": False}}]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "bundle"
+    assert pack_from_recipe(path, out, force=False, archive=False, progress=False) == 0
+    manifest = Manifest.load(out)
+    rows = {r["stage"]: r for r in manifest.stages}
+    assert [r["stage"] for r in manifest.stages] == ["input", "finetune", "teacher", "distill", "target onnx-int8",
+                                                     "target tflite-int8", "gate"]
+    assert rows["finetune"]["test_accuracy"] > 0.5  # chance is 0.25
+    assert rows["distill"]["details"]["student_tokenizer"].startswith("its own")
+    assert manifest.model.model_type == "bert" and manifest.labels == sorted(TINY_LABELS)
+    assert {t.name: t.status for t in manifest.targets} == {"onnx-int8": "ok", "tflite-int8": "ok"}
+    assert rows["gate"]["details"]["passed"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["mobilebert", "distilbert"])
+def test_mobilebert_and_distilbert_embeddings_pack_and_verify(model_type, tmp_path):
+    """The two phone-sized encoders as a user packs them: `edgepack pack --task feature-extraction`."""
+    import subprocess
+    import sys
+
+    folder = save_tiny_of_family(model_type, "feature-extraction", tmp_path / "model")
+    out = tmp_path / "bundle"
+    done = subprocess.run([sys.executable, "-m", "packager.cli", "pack", "--model", str(folder), "--task",
+                           "feature-extraction", "--targets", "torchscript-mobile,tflite-int8", "--seq-len", "32",
+                           "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = Manifest.load(out)
+    assert manifest.model.model_type == model_type and manifest.task == "feature-extraction"
+    assert {t.name: t.status for t in manifest.targets} == {"torchscript-mobile": "ok", "tflite-int8": "ok"}
