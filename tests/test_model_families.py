@@ -4,36 +4,22 @@ with its own tokenizer, to a verified bundle."""
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import FAMILY_MODEL_TYPES, TINY_LABELS, save_tiny_model, save_tiny_of_family
+from conftest import FAMILY_MODEL_TYPES, save_tiny_model, save_tiny_of_family
 from device_bench.manifest import Manifest
 from packager.families import FAMILIES
+from test_cross_tokenizer_distill import FILLER, KEYWORDS, LETTERS, SPECIALS, _rows
 
-WORDS = {"weather": ["rain", "sunny", "forecast"], "music": ["song", "jazz", "album"],
-         "banking": ["balance", "transfer", "deposit"], "travel": ["flight", "hotel", "airport"]}
-FILLER = ["please", "could", "you", "the", "my", "me", "for", "today", "now", "check", "tell", "what", "is", "a"]
-
-
-def _rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = TINY_LABELS[i % len(TINY_LABELS)]
-        words = rng.sample(FILLER, 3) + [rng.choice(WORDS[label])]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "intent": label})
-    return rows
+LABELS = sorted(KEYWORDS)
 
 
 def _vocab() -> list[str]:
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
-            + sorted(set(FILLER) - set(letters)) + [w for ws in WORDS.values() for w in ws])
+    """The keyword data's words, whole, and letters for the rest (a WordPiece vocabulary)."""
+    words = [w for w in FILLER + [w for ws in KEYWORDS.values() for w in ws] if w not in LETTERS]
+    return SPECIALS + LETTERS + [f"##{c}" for c in LETTERS] + list(dict.fromkeys(words))
 
 
 def test_every_declared_family_has_a_tiny_model_here():
@@ -53,14 +39,15 @@ def test_finetune_runs_on_a_tiny_model_of_every_family(family, tmp_path):
     from packager.stages.run import run_stage
 
     assert FAMILIES[family].supports_stage("finetune")
-    folder = save_tiny_of_family(FAMILY_MODEL_TYPES[family], "sequence-classification", tmp_path / "model", _vocab())
+    folder = save_tiny_of_family(FAMILY_MODEL_TYPES[family], "sequence-classification", tmp_path / "model", _vocab(),
+                                  LABELS)
     loaded = load_model(str(folder), "sequence-classification")
 
     def split(n: int, seed: int) -> LabelledSplit:
         rows = _rows(n, seed)
-        return LabelledSplit([r["text"] for r in rows], [TINY_LABELS.index(r["intent"]) for r in rows])
+        return LabelledSplit([r["text"] for r in rows], [LABELS.index(r["intent"]) for r in rows])
 
-    data = LabelledData(train=split(64, 1), labels=list(TINY_LABELS), validation=split(16, 2), test=split(16, 3))
+    data = LabelledData(train=split(64, 1), labels=LABELS, validation=split(16, 2), test=split(16, 3))
     stage = STAGES["finetune"].parse({"epochs": 1, "batch_size": 16, "lr": 1.0e-3}, "stages[0].finetune")
     ctx = StageContext(data=data, seq_len=16, seed=0, work_dir=tmp_path / "work", rows=[])
     model, _, row = run_stage(stage, loaded.model, loaded.tokenizer, ctx, explain=False)
@@ -74,7 +61,7 @@ def test_an_mpnet_teacher_is_fine_tuned_and_distilled_into_a_bert_student_to_a_v
     into a pretrained student of another family (its own tokenizer), packed and verified."""
     from packager.cli.recipe import pack_from_recipe
 
-    teacher = save_tiny_of_family("mpnet", "feature-extraction", tmp_path / "mpnet", _vocab())
+    teacher = save_tiny_of_family("mpnet", "feature-extraction", tmp_path / "mpnet", _vocab(), LABELS)
     assert json.loads((teacher / "config.json").read_text())["model_type"] == "mpnet"
     student = save_tiny_model(tmp_path / "student")  # a tiny BERT with another vocabulary (the suite's)
     data = tmp_path / "data"
@@ -99,7 +86,7 @@ def test_an_mpnet_teacher_is_fine_tuned_and_distilled_into_a_bert_student_to_a_v
                                                      "target tflite-int8", "gate"]
     assert rows["finetune"]["test_accuracy"] > 0.5  # chance is 0.25
     assert rows["distill"]["details"]["student_tokenizer"].startswith("its own")
-    assert manifest.model.model_type == "bert" and manifest.labels == sorted(TINY_LABELS)
+    assert manifest.model.model_type == "bert" and manifest.labels == LABELS
     assert {t.name: t.status for t in manifest.targets} == {"onnx-int8": "ok", "tflite-int8": "ok"}
     assert rows["gate"]["details"]["passed"]
 
