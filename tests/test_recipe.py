@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,11 @@ def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_p
     out = tmp_path / "bundle"
     capsys.readouterr()
     assert pack_from_recipe(path, out, force=False, archive=True, as_json=True) == 0
-    printed = json.loads(capsys.readouterr().out)  # --json: stdout is the manifest alone, stage table on stderr
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)  # --json: stdout is the manifest alone, stage table on stderr
+    # and the progress lines too, each with its clock time and the time since the start
+    assert re.search(r"› stage 1/4: finetune \(\d\d:\d\d:\d\d, \+0:\d\d:\d\d\)", captured.err), captured.err[-2000:]
+    assert "✓ distill:" in captured.err and "› publish bundle" in captured.err
     manifest = Manifest.load(out)
     assert printed == manifest.to_dict()
     rows = {r["stage"]: r for r in manifest.stages}

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,21 +79,29 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
     recipe = load_recipe(recipe_path, overrides)
     if search_trials is not None:
         enable_search(recipe, search_trials)
-    progress = not as_json if progress is None else progress
+    # progress lines go to stderr with --json too (stdout carries the manifest alone): a long run on a remote
+    # machine must say where it is; only the training bars stay off there
+    progress = True if progress is None else progress
+    started = time.monotonic()
+
+    def stamp() -> str:
+        elapsed = int(time.monotonic() - started)
+        return f"[dim]({time.strftime('%H:%M:%S')}, +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})[/dim]"
 
     def step(message: str) -> None:
         if progress:
-            console.print(f"[bold]›[/bold] {message}")
+            console.print(f"[bold]›[/bold] {message} {stamp()}")
 
     def on_row(row: StageRow) -> None:
         if progress:
             acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
-            console.print(f"  [green]✓[/green] {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc}")
+            console.print(f"  [green]✓[/green] {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc} "
+                          f"{stamp()}")
 
     # training libraries print their logs to stdout; stdout is kept for the --json manifest alone
     with contextlib.redirect_stdout(sys.stderr):
         outcome = run_recipe(recipe, Path(out_dir), force=force, archive=archive, progress=step, on_row=on_row,
-                             show_bars=progress)
+                             show_bars=progress and not as_json)
     if not is_main_process():  # under torchrun / accelerate launch rank 0 speaks for the run
         if outcome.exit_code != 0:
             console.print(f"[red]rank {current().rank}: {outcome.message}")
