@@ -109,6 +109,8 @@ def save_tiny_of_family(model_type: str, task: str, out: Path, vocab: list[str] 
     extra = {"embedding_size": 64} if model_type in ("albert", "electra") else {}
     if model_type == "distilbert":  # its FFN width has its own name
         extra = {"hidden_dim": 128}
+    if model_type == "modernbert":  # its special tokens' ids default to its own 50k vocabulary's
+        extra = {"bos_token_id": 2, "cls_token_id": 2, "eos_token_id": 3, "sep_token_id": 3}
     config = AutoConfig.for_model(model_type, vocab_size=len(vocab), pad_token_id=0, hidden_size=64,
                                   num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                                   max_position_embeddings=130, **extra)

@@ -9,7 +9,6 @@ without one, the rails are summed and the source says so.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable

@@ -273,7 +273,7 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     texts = (read_texts(calib, calib_column) if calib else builtin_sample())[:calib_limit]
 
     console = _stderr_console()
-    with console.status("loading model") as status:
+    with console.status("loading model"):
         loaded = load_model(model, task, pooling=pooling)
         validate_request(targets, seq_len, loaded)
         if loaded.task.name != task:
