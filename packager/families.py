@@ -82,8 +82,6 @@ register(ModelFamily(
 register(ModelFamily(
     name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
     stages=("finetune",)))
-# MPNet: its relative-position bucketing feeds an index op that the int8 full-integer TFLite quantizer and the pt2e
-# ExecuTorch int8 export do not take, so those two are not declared.
 register(ModelFamily(
     name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
@@ -96,6 +94,8 @@ register(ModelFamily(
     name="deberta-v2", model_types=("deberta-v2",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
     targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32")))
+# MPNet: its relative-position bucketing feeds an index op that the int8 full-integer TFLite quantizer and the pt2e
+# ExecuTorch int8 export do not take, so those two are not declared.
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
@@ -112,6 +112,9 @@ register(ModelFamily(
     stages=("finetune",),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
              "torchscript-mobile-fp32")))
+# ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task on every target.
+register(ModelFamily(
+    name="modernbert", model_types=("modernbert",), layers="layers", mask_form="additive-4d", stages=("finetune",)))
 
 
 def family_of(model_type: str) -> ModelFamily | None:

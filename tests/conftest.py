@@ -91,7 +91,7 @@ TINY_FAMILY_TASKS = ("feature-extraction", "sequence-classification", "token-cla
 #: one model type of each declared family (``packager.families``), for tiny random models of every family
 FAMILY_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "electra": "electra", "albert": "albert",
                       "deberta-v2": "deberta-v2", "mpnet": "mpnet", "distilbert": "distilbert",
-                      "mobilebert": "mobilebert"}
+                      "mobilebert": "mobilebert", "modernbert": "modernbert"}
 
 
 def save_tiny_of_family(model_type: str, task: str, out: Path, vocab: list[str] | None = None,

@@ -107,3 +107,40 @@ def test_mobilebert_and_distilbert_embeddings_pack_and_verify(model_type, tmp_pa
     manifest = Manifest.load(out)
     assert manifest.model.model_type == model_type and manifest.task == "feature-extraction"
     assert {t.name: t.status for t in manifest.targets} == {"torchscript-mobile": "ok", "tflite-int8": "ok"}
+
+
+def _declared_cells() -> list[tuple[str, str]]:
+    """(family, task): one task each family declares, taken in turn across the families so every task is covered,
+    with every target the family declares. The table itself drives the test, so it cannot drift; the whole
+    family x task matrix (about 25 minutes on 2 cores) is `scripts/verify_model_family.py MODEL_TYPE`'s."""
+    from packager.families import ALL
+    from packager.tasks import TASKS
+
+    cells, uncovered = [], list(TASKS)
+    for index, (family, f) in enumerate(sorted(FAMILIES.items())):
+        tasks = list(TASKS) if f.tasks == ALL else list(f.tasks)
+        task = next((t for t in uncovered if t in tasks), tasks[index % len(tasks)])
+        uncovered = [t for t in uncovered if t != task]
+        cells.append((family, task))
+    return cells
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, task", _declared_cells())
+def test_every_declared_cell_packs_and_passes_parity(family, task, tmp_path):
+    """A tiny random model of the family, packed for the task to every target the family declares: each one
+    exports and passes its parity gate (what `scripts/verify_model_family.py` checked when the cell was declared)."""
+    from packager.calib import builtin_sample
+    from packager.families import ALL
+    from packager.models import load_model
+    from packager.pack import pack_model
+    from targets import TARGETS
+
+    declared = FAMILIES[family].targets
+    targets = sorted(TARGETS) if declared == ALL else list(declared)
+    folder = save_tiny_of_family(FAMILY_MODEL_TYPES[family], task, tmp_path / "model")
+    result = pack_model(load_model(str(folder), task), tmp_path / "bundle", targets, 16, builtin_sample()[:12],
+                        allow_parity_failure=True, force=True)
+    verdicts = {t.name: t.status if t.status == "ok" else f"{t.status}: {(t.error or '')[:160]}"
+                for t in result.manifest.targets}
+    assert verdicts == {name: "ok" for name in targets}
