@@ -141,22 +141,6 @@ def hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def check(record: Any, where: str) -> None:
-    """Raise ``RecordError`` unless every field of ``record`` (nested records included) has its annotated type."""
-    stack = [(record, where)]
-    while stack:
-        obj, at = stack.pop()
-        types_ = hints(type(obj))
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            hint = types_.get(f.name, Any)
-            if not matches(value, hint):
-                raise RecordError(f"{at}.{f.name} must be {_describe(hint)}, got {_kind(value)}")
-            for i, item in enumerate(value if isinstance(value, list) else [value]):
-                if dataclasses.is_dataclass(item) and not isinstance(item, type):
-                    stack.append((item, f"{at}.{f.name}" + (f"[{i}]" if isinstance(value, list) else "")))
-
-
 def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -317,14 +301,14 @@ def read_record(cls: type[T], data: Any, where: str, reading: Reading = STRICT, 
     if ignored is not None:
         ignored.extend(words.field(where, k) for k in sorted(unknown))
     types_ = hints(cls)
+    missing = [name for name, f in fields.items() if name not in data and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     kwargs = {}
-    for name, f in fields.items():
+    for name in fields:
         if name in data:
             kwargs[name] = read_value(data[name], types_.get(name, Any), words.field(where, name), reading,
                                       ignore_unknown=ignore_unknown, ignored=ignored)
-        elif f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            missing = [n for n, g in fields.items() if n not in data and g.init and g.default is dataclasses.MISSING
-                       and g.default_factory is dataclasses.MISSING]
+        elif name in missing:  # in field order: a recipe's earlier fields are read (and may fail) first
             raise RecordError(words.missing(where, missing))
     return cls(**kwargs)
 
