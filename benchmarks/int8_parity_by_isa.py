@@ -2,19 +2,24 @@
 pack never saw, end to end (the bundle's own tokenizer and runner, batch 1, real lengths), on this host's kernels.
 
     python benchmarks/int8_parity_by_isa.py --bundle out/minilm --bundle out/mpnet \
-        --texts ../shared/data/clinc150/data_oos_plus.json [--n 220]
+        --texts ../shared/data/clinc150/data_oos_plus.json [--n 220] [--rounds 3]
 
 int8 numerics depend on the kernels (x86 AVX2 vs AVX-512 VNNI, ARM dot product), so every row records the host's
 ISA; the results file (`benchmarks/results/int8_parity_by_isa.json`) keeps one entry per ISA × bundle × target, so
 runs on different hosts add up to the per-ISA table (`.md`). A bundle packed with the precision fallback shows which
-op groups stayed float.
+op groups stayed float. With ``--rounds N`` every int8 artifact is also timed end to end (text in, output out,
+batch 1, one thread), all of them side by side in the same run, round-robin, N rounds over the texts: the table
+gives each one's median ms per text and its ratio to the fastest (quantization schemes trade speed for fidelity;
+the ratio holds on this host only, so the row keeps the ISA and the load average at the time).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,6 +47,8 @@ def main() -> int:
                              "(give one per --bundle, or none)")
     parser.add_argument("--texts", type=Path, required=True, help="CLINC150 data_oos_plus.json")
     parser.add_argument("--n", type=int, default=220)
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="time each int8 artifact over the texts this many rounds, side by side (0: no timing)")
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
@@ -59,6 +66,7 @@ def main() -> int:
     kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
                    if f in isa), platform.machine())
     rows = []
+    runners = []
     for i, bundle in enumerate(args.bundle):
         manifest = Manifest.load(bundle)
         if manifest.task != "feature-extraction":
@@ -75,7 +83,8 @@ def main() -> int:
         for entry in manifest.runnable_targets():
             if "int8" not in entry.precision:
                 continue
-            got = Bundle(bundle, target=entry.name, threads=1).outputs(texts)
+            runner = Bundle(bundle, target=entry.name, threads=1)
+            got = runner.outputs(texts)
             cos = cosines(reference, got)
             fallback = entry.details.get("precision_fallback") or {}
             rows.append({"isa": kernel, "cpu": cpu_model(), "bundle": label, "target": entry.name,
@@ -85,24 +94,63 @@ def main() -> int:
                          "float_groups": fallback.get("float_groups", []) if fallback.get("passed") else [],
                          "options": entry.details.get("options", {}),
                          "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+            runners.append((rows[-1], runner))
             print(json.dumps(rows[-1]), flush=True)
+    if args.rounds:
+        _time_side_by_side(runners, texts, args.rounds)
     path = RESULTS.with_suffix(".json")
     kept = [r for r in (json.loads(path.read_text()) if path.is_file() else [])
             if (r["isa"], r["bundle"], r["target"]) not in {(x["isa"], x["bundle"], x["target"]) for x in rows}]
     table = sorted(kept + rows, key=lambda r: (r["bundle"], r["target"], r["isa"]))
     path.write_text(json.dumps(table, indent=1) + "\n")
-    lines = ["| bundle | target | host ISA (int8 kernels) | precision fallback kept in float | pack mean cos | "
-             f"unseen mean cos | unseen min cos | min ≥ {GATE} |", "|---|---|---|---|---:|---:|---:|---|"]
+    lines = ["| bundle | target | scheme | host ISA (int8 kernels) | precision fallback kept in float | pack mean cos | "
+             f"unseen mean cos | unseen min cos | min ≥ {GATE} | ms/text, 1 thread (× fastest of its run) |",
+             "|---|---|---|---|---|---:|---:|---:|---|---:|"]
     for r in table:
-        lines.append(f"| {r['bundle']} | {r['target']} | {r['isa']} ({r['cpu']}) | {', '.join(r['float_groups']) or 'none'} | "
-                     f"{r['pack_mean_cosine']} | {r['mean_cosine']} | {r['min_cosine']} | "
-                     f"{'yes' if r['min_cosine'] >= GATE else 'no'} |")
+        timing = (f"{r['ms_per_text']} (×{r['vs_fastest']}, load {r['load_average']})" if r.get("ms_per_text")
+                  else "not timed")
+        lines.append(f"| {r['bundle']} | {r['target']} | {_scheme(r)} | {r['isa']} ({r['cpu']}) | "
+                     f"{', '.join(r['float_groups']) or 'none'} | {r['pack_mean_cosine']} | {r['mean_cosine']} | "
+                     f"{r['min_cosine']} | {'yes' if r['min_cosine'] >= GATE else 'no'} | {timing} |")
     RESULTS.with_suffix(".md").write_text(
         f"# int8 parity by ISA: {len(texts)} unseen CLINC150 test texts vs SentenceTransformer.encode\n\n"
         "Written by `benchmarks/int8_parity_by_isa.py` (one row per ISA × bundle × target; each row from the host "
         "named).\n\n" + "\n".join(lines) + "\n")
     print(RESULTS.with_suffix(".md").read_text())
     return 0
+
+
+def _scheme(row: dict) -> str:
+    """How the row's artifact was quantized, from its options (rows of older runs: the defaults of then)."""
+    options = row.get("options", {})
+    if row["target"] == "onnx-int8":
+        scheme = options.get("scheme", "dynamic")
+        return (f"blockwise {options.get('block_size', 32)}" if scheme == "blockwise"
+                else f"dynamic, {options.get('weights', 'int8')} weights")
+    if row["target"] == "tflite-int8":
+        return f"rotation {options.get('rotation', 'none')}"
+    return "-"
+
+
+def _time_side_by_side(runners: list, texts: list[str], rounds: int) -> None:
+    """Median over rounds of each runner's mean ms per text; runners alternate within a round (same conditions)."""
+    import numpy as np
+
+    per_round: dict[int, list[float]] = {i: [] for i in range(len(runners))}
+    for _ in range(rounds):
+        for i, (_row, runner) in enumerate(runners):
+            started = time.perf_counter()
+            for text in texts:
+                runner.outputs([text])
+            per_round[i].append((time.perf_counter() - started) * 1000 / len(texts))
+    medians = {i: float(np.median(v)) for i, v in per_round.items()}
+    fastest = min(medians.values())
+    load = round(os.getloadavg()[0], 2)
+    for i, (row, _runner) in enumerate(runners):
+        row.update(ms_per_text=round(medians[i], 2), vs_fastest=round(medians[i] / fastest, 2), timing_rounds=rounds,
+                   load_average=load)
+        print(f"{row['bundle']:<36}{row['target']:<13}{medians[i]:8.2f} ms/text  ×{medians[i] / fastest:.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":

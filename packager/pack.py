@@ -374,6 +374,8 @@ def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict
         entry.export_seconds = round(time.perf_counter() - started, 2)
     entry.precision, entry.notes, entry.details = result.precision, result.notes, result.details
     entry.shapes = result.shapes
+    if result.runtime_requirement and not declared_runtime:
+        entry.runtime_requirement = result.runtime_requirement
     if ctx.options:
         entry.details["options"] = dict(ctx.options)
     entry.file, entry.size_bytes, entry.sha256 = path.name, path.stat().st_size, sha256_file(path)

@@ -95,7 +95,7 @@ class TargetOption:
     kind: type  # bool, int, float, str, or list (of strings: a YAML list, or one comma-separated string)
     default: Any
     help: str
-    choices: tuple[str, ...] = ()
+    choices: tuple[Any, ...] = ()
     minimum: float | None = None
     #: a further check of the parsed value; raises ``ValueError`` with the reason
     check: Callable[[Any], None] | None = None
@@ -113,7 +113,7 @@ class TargetOption:
                 raise ValueError(f"{where}: expected a list of strings, got {raw!r}") from None
             raise ValueError(str(exc)) from None
         if self.choices and value not in self.choices:
-            raise ValueError(f"{where}: {value!r} is not one of {', '.join(self.choices)}")
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(str, self.choices))}")
         if self.minimum is not None and value < self.minimum:
             raise ValueError(f"{where}: {value!r} is below the minimum {self.minimum:g}")
         if self.check is not None:
@@ -132,6 +132,9 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     shapes: Shapes | None = None  # the sequence lengths the artifact accepts (None: static seq_len)
+    #: what this artifact needs on the device when it differs from the target's ``runtime_requirement``
+    #: (an option that uses newer operators)
+    runtime_requirement: str | None = None
 
 
 class Target(ABC):

@@ -1,14 +1,25 @@
-"""ONNX (`.onnx`) for onnxruntime: fp32, and dynamic int8 (weights int8, activations quantized per call).
+"""ONNX (`.onnx`) for onnxruntime: fp32, and int8 (weights int8, activations quantized as it runs).
 
 Export uses the TorchScript-based ``torch.onnx.export`` (``dynamo=False``): it
 handles HF BERT-style encoders with static shapes without extra packages
-(the dynamo exporter needs ``onnxscript``). ``quantize_dynamic`` then stores
-MatMul weights as int8; per-channel scales are the default because they keep
-MiniLM embeddings closer to fp32 than per-tensor ones.
+(the dynamo exporter needs ``onnxscript``). Two int8 schemes, chosen by ``scheme``:
+
+- ``blockwise`` (default): MatMul weights int8 in blocks of ``block_size`` along the input dimension
+  (``MatMulNBits``, 8 bits), and at run time each row of activations is quantized per block too
+  (``accuracy_level`` 4: int8 multiply-adds). Fine-grained scales keep the outlier features of BERT-style
+  hidden states from swamping the rest, so short texts (the worst case: few tokens to average) stay within
+  the gate on every kernel family measured (AVX2, AVX-512 VNNI, ARM dot product).
+- ``dynamic``: ``quantize_dynamic``'s MatMulInteger, weights per output channel, activations per tensor per
+  call: the fastest x86 kernels, but one scale per activation tensor loses short texts, and AVX2-only x86
+  (``vpmaddubsw``) saturates int8 weights.
+
+Both store the embedding tables int8 (Gather, one scale per table).
 """
 from __future__ import annotations
 
+import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +31,10 @@ from .fallback import FLOAT_OPS, FLOAT_OPS_OPTION, FloatFallback, GroupError, gr
 
 OPSET = 17
 RUNTIME_REQUIREMENT = "onnxruntime>=1.17"
+#: 8-bit MatMulNBits runs from onnxruntime 1.22 (1.20.1 and 1.21.1 refuse the model at load; probed)
+BLOCKWISE_RUNTIME_REQUIREMENT = "onnxruntime>=1.22"
+#: int8 multiply-adds with activations quantized per block of each row (MatMulNBits ``accuracy_level``)
+BLOCKWISE_ACCURACY_LEVEL = 4
 
 
 STATIC_OPTION = TargetOption(bool, False, "fixed [1, seq_len] inputs (for NNAPI/QNN/CoreML execution providers) "
@@ -83,22 +98,36 @@ class OnnxFp32(_Onnx):
                             shapes=shapes)
 
 
-#: ops ``quantize_dynamic`` quantizes in these graphs, and the input holding their constant weight
-_WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0}
+#: ops each int8 scheme quantizes in these graphs, and the input holding their constant weight
+_WEIGHT_INPUT = {"dynamic": {"MatMul": 1, "Gemm": 1, "Gather": 0}, "blockwise": {"MatMul": 1, "Gather": 0}}
+SCHEMES = tuple(_WEIGHT_INPUT)
 
 
-def quantizable_nodes(path: Path) -> list[str]:
-    """Names of the nodes ``quantize_dynamic`` makes int8 (MatMul/Gemm with a constant float weight, embedding
-    Gathers of a float table), in graph order, as the quantizer sees them: the names ``float_ops`` patterns match
-    and ``nodes_to_exclude`` takes (dynamic quantization first rewrites a Gemm ``X`` into ``X_MatMul`` + ``X_Add``)."""
+def quantizable_nodes(path: Path, scheme: str = "dynamic") -> list[str]:
+    """Names of the nodes ``scheme`` makes int8 (MatMul, and for ``dynamic`` Gemm, with a constant float weight;
+    embedding Gathers of a float table), in graph order, as the quantizers see them: the names ``float_ops``
+    patterns match and ``nodes_to_exclude`` takes (dynamic quantization first rewrites a Gemm ``X`` into
+    ``X_MatMul`` + ``X_Add``; the blockwise quantizer leaves Gemm, a 2-D head, in float)."""
     import onnx
 
     model = onnx.load(str(path))
     floats = {i.name for i in model.graph.initializer
               if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    weight_input = _WEIGHT_INPUT[scheme]
     return [f"{node.name}_MatMul" if node.op_type == "Gemm" else node.name for node in model.graph.node
-            if (slot := _WEIGHT_INPUT.get(node.op_type)) is not None and len(node.input) > slot
+            if (slot := weight_input.get(node.op_type)) is not None and len(node.input) > slot
             and node.input[slot] in floats]
+
+
+@contextmanager
+def _quiet_quantizers():
+    """onnxruntime's quantizers log a line per node at INFO (thousands for a base-size model)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @register
@@ -106,23 +135,52 @@ class OnnxInt8(_Onnx, FloatFallback):
     """The fp32 export is kept in the pack's work folder (gone with it) and reused by every quantization."""
 
     name = "onnx-int8"
-    description = "ONNX dynamic int8 (MatMul weights int8 per-channel) for onnxruntime"
-    options = {"per_channel": TargetOption(bool, True, "int8 weights per output channel (false: per tensor)"),
-               "weights": TargetOption(str, "int8", "int8: signed weights (u8s8 kernels: fastest on AVX-512 VNNI and "
-                                       "ARM, but AVX2-only x86 saturates them); uint8: u8u8 kernels, no saturation on "
-                                       "any x86", choices=("int8", "uint8")),
+    description = "ONNX int8 for onnxruntime (MatMul weights int8 in blocks of 32, activations per block)"
+    options = {"scheme": TargetOption(str, "blockwise", "blockwise: MatMulNBits, weights and activations int8 per "
+                                      "block of block_size (onnxruntime>=1.22; holds short texts on every kernel "
+                                      "family); dynamic: MatMulInteger, activations per tensor (fastest x86 kernels, "
+                                      "less faithful)", choices=SCHEMES),
+               "block_size": TargetOption(int, 32, "scheme=blockwise: weights (and activations) per block of this "
+                                          "many input features", choices=(16, 32, 64, 128, 256)),
+               "per_channel": TargetOption(bool, True, "scheme=dynamic: int8 weights per output channel (false: per "
+                                           "tensor)"),
+               "weights": TargetOption(str, "int8", "scheme=dynamic: int8: signed weights (u8s8 kernels: fastest on "
+                                       "AVX-512 VNNI and ARM, but AVX2-only x86 saturates them); uint8: u8u8 "
+                                       "kernels, no saturation on any x86", choices=("int8", "uint8")),
                "static": STATIC_OPTION, FLOAT_OPS: FLOAT_OPS_OPTION}
+
+    @staticmethod
+    def _scheme(ctx: ExportContext) -> str:
+        return str(ctx.options.get("scheme", "blockwise"))
 
     def _quantize(self, ctx: ExportContext, float_path: Path, out_path: Path, exclude: list[str]) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        weights = QuantType.QUInt8 if ctx.options.get("weights", "int8") == "uint8" else QuantType.QInt8
+        scheme = self._scheme(ctx)
         try:
-            quantize_dynamic(str(float_path), str(out_path), weight_type=weights,
-                             per_channel=bool(ctx.options.get("per_channel", True)),
-                             nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
+            with _quiet_quantizers():
+                if scheme == "dynamic":
+                    weights = QuantType.QUInt8 if ctx.options.get("weights", "int8") == "uint8" else QuantType.QInt8
+                    quantize_dynamic(str(float_path), str(out_path), weight_type=weights,
+                                     per_channel=bool(ctx.options.get("per_channel", True)),
+                                     nodes_to_exclude=list(exclude), extra_options={"MatMulConstBOnly": True})
+                    return
+                import onnx
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+                matmuls = out_path.with_suffix(".matmul8.onnx")
+                quantizer = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=8,
+                                                 block_size=int(ctx.options.get("block_size", 32)),
+                                                 is_symmetric=True, accuracy_level=BLOCKWISE_ACCURACY_LEVEL,
+                                                 nodes_to_exclude=list(exclude))
+                quantizer.process()
+                quantizer.model.save_model_to_file(str(matmuls))
+                # the embedding tables: int8 Gathers, one scale per table (MatMulNBits takes MatMul only)
+                quantize_dynamic(str(matmuls), str(out_path), weight_type=QuantType.QInt8, per_channel=False,
+                                 op_types_to_quantize=["Gather"], nodes_to_exclude=list(exclude))
+                matmuls.unlink(missing_ok=True)
         except Exception as exc:
-            raise TargetError(f"onnxruntime quantize_dynamic failed: {_first_line(exc)}") from exc
+            raise TargetError(f"onnxruntime {scheme} int8 quantization failed: {_first_line(exc)}") from exc
 
     def _fp32(self, ctx: ExportContext) -> tuple[Path, Shapes]:
         """The fp32 graph every quantization of this pack starts from, exported once: the precision fallback
@@ -135,24 +193,33 @@ class OnnxInt8(_Onnx, FloatFallback):
         return float_path, exported[float_path]
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
+        scheme = self._scheme(ctx)
         per_channel = bool(ctx.options.get("per_channel", True))
         float_path, shapes = self._fp32(ctx)
-        ops = quantizable_nodes(float_path)
+        ops = quantizable_nodes(float_path, scheme)
         kept = resolve_float_ops(ctx.options.get(FLOAT_OPS), ops, self.name)
         self._quantize(ctx, float_path, out_path, kept)
         fp32_size = float_path.stat().st_size
-        notes = [f"onnxruntime quantize_dynamic, {ctx.options.get('weights', 'int8')} weights, "
-                 f"{'per-channel' if per_channel else 'per-tensor'}"]
+        details = {"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "scheme": scheme,
+                   "quantized_ops": ["MatMul", "Gather"], "fp32_onnx_size_bytes": fp32_size,
+                   "float_ops": kept, "int8_op_count": len(ops) - len(kept)}
+        if scheme == "dynamic":
+            details.update(per_channel=per_channel, weights=ctx.options.get("weights", "int8"))
+            notes = [f"onnxruntime quantize_dynamic, {ctx.options.get('weights', 'int8')} weights, "
+                     f"{'per-channel' if per_channel else 'per-tensor'}, activations per tensor"]
+        else:
+            block = int(ctx.options.get("block_size", 32))
+            details.update(block_size=block, accuracy_level=BLOCKWISE_ACCURACY_LEVEL)
+            notes = [f"onnxruntime MatMulNBits 8-bit, weights and activations int8 per block of {block}; "
+                     "embedding tables int8"]
         if kept:
             notes.append(f"{len(kept)} of {len(ops)} quantizable ops kept in float ({FLOAT_OPS})")
         return ExportResult(
             precision="dynamic-int8",
             notes=notes,
-            details={"exporter": "torch.onnx (torchscript)", "opsets": _opsets(out_path), "per_channel": per_channel,
-                     "weights": ctx.options.get("weights", "int8"),
-                     "quantized_ops": ["MatMul"], "fp32_onnx_size_bytes": fp32_size,
-                     "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
+            details=details,
             shapes=shapes,
+            runtime_requirement=BLOCKWISE_RUNTIME_REQUIREMENT if scheme == "blockwise" else None,
         )
 
     def group_errors(self, ctx: ExportContext, samples: int) -> list[GroupError]:
@@ -168,7 +235,7 @@ class OnnxInt8(_Onnx, FloatFallback):
             return np.concatenate([to_input_width(runner.run(row), ctx.seq_len) for row in rows], axis=0)
 
         reference = outputs(float_path)
-        ops = quantizable_nodes(float_path)
+        ops = quantizable_nodes(float_path, self._scheme(ctx))
         errors = []
         partial = ctx.workdir / f"{self.name}.rank.int8.onnx"
         for group, members in group_ops(ops).items():

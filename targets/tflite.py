@@ -1,9 +1,12 @@
 """TFLite / LiteRT (`.tflite`): litert-torch conversion, ai-edge-quantizer dynamic int8.
 
 The wrapper takes int32 inputs (what LiteRT apps feed) and the model is loaded
-with eager attention, which litert-torch lowers cleanly. `dynamic_wi8_afp32`
-stores weights as per-channel int8 and computes in float: about 4x smaller
-than fp32 with cosine ≈ 0.998 on MiniLM.
+with eager attention, which litert-torch lowers cleanly. The int8 artifact stores weights as per-channel int8;
+at run time the kernels quantize each row of activations (XNNPACK's dynamic int8). By default
+(``rotation=hadamard``, recipe ``dynamic_wi8c_hr_afp32``) a Hadamard rotation, decomposed into builtin ops, is
+applied to each fully connected layer's input and folded into its weights: it spreads BERT's outlier features
+over every channel, so one int8 scale per row no longer loses the rest. Measured on MiniLM, AVX2: worst cosine on
+unseen short texts 0.983 without it (4-token texts), 0.998 with it, about 5% larger.
 """
 from __future__ import annotations
 
@@ -234,10 +237,14 @@ def _signature_samples(path: Path, ctx: ExportContext, samples: int) -> dict[str
 @register
 class TFLiteInt8(_TFLite, FloatFallback):
     name = "tflite-int8"
-    description = "LiteRT/TFLite dynamic int8 (weights int8 per-channel, float activations) via ai-edge-quantizer"
+    description = "LiteRT/TFLite dynamic int8 (weights int8 per channel, activations int8 per row, Hadamard-rotated) via ai-edge-quantizer"
     requires = ("litert_torch", "ai_edge_quantizer")
-    recipe_name = "dynamic_wi8_afp32"
+    #: the ai-edge-quantizer recipe of each ``rotation``
+    RECIPES = {"hadamard": "dynamic_wi8c_hr_afp32", "none": "dynamic_wi8_afp32"}
     options = {
+        "rotation": TargetOption(str, "hadamard", "hadamard: rotate each fully connected layer's input (builtin ops, "
+                                 "folded into the weights) so per-row int8 activations keep short texts faithful; "
+                                 "none: plain dynamic int8 (fewer ops, less faithful)", choices=tuple(RECIPES)),
         "embedding": TargetOption(str, "tensorwise", "int8 scales of the embedding tables: tensorwise (one per table) "
                                   "or channelwise (one per row: TFLite stores a row's scale and zero point again in "
                                   "every bucket's signature, ~0.37 MB per bucket for a 30k vocabulary)",
@@ -245,12 +252,15 @@ class TFLiteInt8(_TFLite, FloatFallback):
         FLOAT_OPS: FLOAT_OPS_OPTION,
     }
 
-    def _quantizer(self, float_path: Path, embedding: str, keep_float: list[str]):
+    def _recipe_name(self, ctx: ExportContext) -> str:
+        return self.RECIPES[str(ctx.options.get("rotation", "hadamard"))]
+
+    def _quantizer(self, float_path: Path, embedding: str, keep_float: list[str], recipe_name: str):
         """The recipe's quantizer for ``float_path``, with the ops named in ``keep_float`` left unquantized."""
         from ai_edge_quantizer import qtyping, quantizer, recipe
 
         q = quantizer.Quantizer(str(float_path))
-        q.load_quantization_recipe(getattr(recipe, self.recipe_name)())
+        q.load_quantization_recipe(getattr(recipe, recipe_name)())
         if embedding == "tensorwise":
             q.add_dynamic_config(".*", qtyping.TFLOperationName.EMBEDDING_LOOKUP, 8,
                                  granularity=qtyping.QuantGranularity.TENSORWISE)
@@ -264,15 +274,17 @@ class TFLiteInt8(_TFLite, FloatFallback):
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
         shapes = FP32_CACHE.convert(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
+        recipe_name = self._recipe_name(ctx)
         patterns = list(ctx.options.get(FLOAT_OPS) or ())
         kept: list[str] = []
         ops: list[str] = []
         try:
             with quiet_converter():
                 if patterns:  # the ops the recipe quantizes, to match the patterns against
-                    ops = quantized_ops(self._quantizer(float_path, embedding, []).quantize().quantized_model)
+                    ops = quantized_ops(self._quantizer(float_path, embedding, [], recipe_name).quantize()
+                                        .quantized_model)
                     kept = resolve_float_ops(patterns, ops, self.name)
-                result = self._quantizer(float_path, embedding, kept).quantize()
+                result = self._quantizer(float_path, embedding, kept, recipe_name).quantize()
                 tmp = ctx.workdir / f"{self.name}.q.tflite"
                 result.export_model(str(tmp), overwrite=True)
             if not ops:
@@ -282,17 +294,18 @@ class TFLiteInt8(_TFLite, FloatFallback):
         except TargetError:
             raise
         except Exception as exc:
-            raise TargetError(f"ai-edge-quantizer ({self.recipe_name}) failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+            raise TargetError(f"ai-edge-quantizer ({recipe_name}) failed: {str(exc).strip().splitlines()[0][:300]}") from exc
         fp32_size = float_path.stat().st_size
         float_path.unlink()
-        notes = [f"ai-edge-quantizer recipe {self.recipe_name}"
+        notes = [f"ai-edge-quantizer recipe {recipe_name}"
+                 + (" (Hadamard-rotated inputs)" if ctx.options.get("rotation", "hadamard") == "hadamard" else "")
                  + (", embedding tables int8 per tensor" if embedding == "tensorwise" else "")]
         if kept:
             notes.append(f"{len(kept)} of {len(ops)} quantized ops kept in float ({FLOAT_OPS})")
         return ExportResult(
             precision="dynamic-int8",
             notes=notes,
-            details={"converter": "litert-torch", "quantizer_recipe": self.recipe_name,
+            details={"converter": "litert-torch", "quantizer_recipe": recipe_name,
                      "embedding_scales": embedding,
                      "fp32_tflite_size_bytes": fp32_size, "buffer_sharing": sharing,
                      "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
@@ -307,14 +320,15 @@ class TFLiteInt8(_TFLite, FloatFallback):
         float_path = ctx.workdir / f"{self.name}.rank.fp32.tflite"
         FP32_CACHE.convert(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
+        recipe_name = self._recipe_name(ctx)
         mse = validation_utils.ValidationErrorMetric.MSE
         test_data = _signature_samples(float_path, ctx, samples)
         errors = []
         try:
             with quiet_converter():
-                ops = quantized_ops(self._quantizer(float_path, embedding, []).quantize().quantized_model)
+                ops = quantized_ops(self._quantizer(float_path, embedding, [], recipe_name).quantize().quantized_model)
                 for group, members in group_ops(ops).items():
-                    q = self._quantizer(float_path, embedding, [op for op in ops if op not in members])
+                    q = self._quantizer(float_path, embedding, [op for op in ops if op not in members], recipe_name)
                     q.quantize()
                     result = q.validate(test_data=test_data, error_metrics=[mse], num_threads=1,
                                         validate_output_tensors_only=True)

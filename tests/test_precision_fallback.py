@@ -48,7 +48,7 @@ def _onnx_weights(path: Path) -> dict[str, str]:
     import onnx
 
     graph = onnx.load(str(path)).graph
-    return {n.name: n.op_type for n in graph.node if n.op_type in ("MatMul", "MatMulInteger", "Gemm")}
+    return {n.name: n.op_type for n in graph.node if n.op_type in ("MatMul", "MatMulInteger", "MatMulNBits", "Gemm")}
 
 
 # -- the option ---------------------------------------------------------------------------------------------
@@ -66,27 +66,35 @@ def test_float_ops_option_takes_a_list_or_comma_separated_patterns_and_rejects_b
         get_target("tflite-int8").resolve_options({"float_ops": [3]})
 
 
-def test_onnx_float_ops_stay_float_in_the_graph_and_are_recorded(tiny_cls, texts, tmp_path):
-    full = _pack(tiny_cls, tmp_path / "int8", "onnx-int8", texts)
-    assert full.status == "ok" and full.details["float_ops"] == []
+@pytest.mark.parametrize("scheme", ["blockwise", "dynamic"])
+def test_onnx_float_ops_stay_float_in_the_graph_and_are_recorded(tiny_cls, texts, tmp_path, scheme):
+    """Both int8 schemes: the named ops stay float MatMul/Gemm under their own names, the rest are int8
+    (MatMulNBits blocks, or MatMulInteger); blockwise leaves the 2-D classifier Gemm float on its own."""
+    int8_op, int8_name = {"blockwise": ("MatMulNBits", "{}_Q8"), "dynamic": ("MatMulInteger", "{}_quant")}[scheme]
+    full = _pack(tiny_cls, tmp_path / "int8", "onnx-int8", texts, {"scheme": scheme})
+    assert full.status == "ok" and full.details["float_ops"] == [] and full.details["scheme"] == scheme
     nodes = _onnx_weights(tmp_path / "int8" / "onnx_int8.onnx")
     assert not any(n.endswith("/MatMul") and "layer." in n and "/self/MatMul" not in n for n in nodes)
+    assert full.runtime_requirement == ("onnxruntime>=1.22" if scheme == "blockwise" else "onnxruntime>=1.17")
 
-    kept = _pack(tiny_cls, tmp_path / "fb", "onnx-int8", texts, {"float_ops": ["layer\\.1/", "classifier"]})
+    patterns = ["layer\\.1/"] + (["classifier"] if scheme == "dynamic" else [])
+    kept = _pack(tiny_cls, tmp_path / "fb", "onnx-int8", texts, {"scheme": scheme, "float_ops": patterns})
     assert kept.status == "ok", kept.error
     float_ops = kept.details["float_ops"]
-    assert len(float_ops) == 7 and all("layer.1/" in n or "classifier" in n for n in float_ops)
-    assert kept.details["int8_op_count"] == full.details["int8_op_count"] - 7
-    assert kept.details["options"]["float_ops"] == ["layer\\.1/", "classifier"]
+    assert len(float_ops) == 6 + len(patterns) - 1 and all("layer.1/" in n or "classifier" in n for n in float_ops)
+    assert kept.details["int8_op_count"] == full.details["int8_op_count"] - len(float_ops)
+    assert kept.details["options"]["float_ops"] == patterns
     graph = _onnx_weights(tmp_path / "fb" / "onnx_int8.onnx")
     for name in float_ops:  # the node is there under its own name, in float; no int8 copy of it
-        assert graph[name] in ("MatMul", "Gemm") and f"{name}_quant" not in graph
-    assert graph["/model/bert/encoder/layer.0/attention/self/query/MatMul_quant"] == "MatMulInteger"
+        assert graph[name] in ("MatMul", "Gemm") and int8_name.format(name) not in graph
+    query = "/model/bert/encoder/layer.0/attention/self/query/MatMul"
+    assert graph[int8_name.format(query)] == int8_op
     assert any(f"{len(float_ops)} of" in note for note in kept.notes)
 
-    missing = _pack(tiny_cls, tmp_path / "bad", "onnx-int8", texts, {"float_ops": ["decoder"]})
+    missing = _pack(tiny_cls, tmp_path / "bad", "onnx-int8", texts, {"scheme": scheme, "float_ops": ["decoder"]})
     assert missing.status == "failed"
-    assert re.match(r"onnx-int8\.float_ops: 'decoder' matches no quantized op \(17 ops, such as '/model/bert/",
+    count = full.details["int8_op_count"]
+    assert re.match(rf"onnx-int8\.float_ops: 'decoder' matches no quantized op \({count} ops, such as '/model/bert/",
                     missing.error)
 
 

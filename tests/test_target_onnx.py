@@ -55,9 +55,11 @@ def test_artifact_runs_in_device_runner_and_agrees(ctx, name, min_cos):
     if name == "onnx-int8":
         import onnx
 
-        inits = {i.data_type for i in onnx.load(str(path)).graph.initializer}
-        assert onnx.TensorProto.INT8 in inits and result.precision == "dynamic-int8"
-        assert path.stat().st_size < result.details["fp32_onnx_size_bytes"]
+        graph = onnx.load(str(path)).graph
+        inits = {i.data_type for i in graph.initializer}  # MatMulNBits packs its 8-bit blocks as uint8
+        assert inits & {onnx.TensorProto.INT8, onnx.TensorProto.UINT8} and result.precision == "dynamic-int8"
+        assert result.details["scheme"] == "blockwise" and any(n.op_type == "MatMulNBits" for n in graph.node)
+        assert path.stat().st_size < result.details["fp32_onnx_size_bytes"] / 2
 
 
 def test_runner_maps_inputs_by_position_and_rejects_wrong_arity(ctx):

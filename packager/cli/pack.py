@@ -69,7 +69,7 @@ def _print_targets(as_json: bool, with_options: bool = False) -> None:
     if with_options:
         for r in rows:
             for key, spec in r["options"].items():
-                choices = f" ({'|'.join(spec['choices'])})" if spec["choices"] else ""
+                choices = f" ({'|'.join(map(str, spec['choices']))})" if spec["choices"] else ""
                 click.echo(f"{r['name']}.{key}={spec['default']!s}{choices}  [{spec['type']}] {spec['help']}")
         return
     from rich.table import Table
