@@ -30,8 +30,8 @@ from typing import Any, Callable
 import yaml
 
 from .client import AgentClient, AgentError, read_token
-from .tls import FingerprintError, normalize_fingerprint
 from .report import BenchReport, DeviceError, FleetReport, ReportError
+from .tls import FingerprintError, normalize_fingerprint
 
 
 class FleetError(ValueError):
@@ -128,7 +128,6 @@ def add_device(path: Path, name: str, url: str, fingerprint: str | None = None,
         tmp.replace(path)
     except OSError as exc:
         raise FleetError(f"{path}: {exc.strerror or exc}") from None
-    load_devices(path)  # what was written loads
     return added
 
 

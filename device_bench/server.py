@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -398,7 +399,7 @@ class AgentHandler(BaseHTTPRequestHandler):
         locked = server.throttle.retry_after(peer)
         if locked > 0:  # answered at once (no sleeping here): the lockout is the cost
             self._error(HTTPStatus.TOO_MANY_REQUESTS, f"too many wrong tokens from {peer}; retry in {locked:.0f} s",
-                        close=True, extra={"Retry-After": str(max(1, round(locked + 0.5)))})
+                        close=True, extra={"Retry-After": str(max(1, math.ceil(locked)))})
             return False
         header = self.headers.get("Authorization")
         scheme, _, given = (header or "").partition(" ")
@@ -411,7 +412,7 @@ class AgentHandler(BaseHTTPRequestHandler):
             lock = server.throttle.failed(peer)
             if lock > 0:
                 log.warning("%s: wrong token again; locked out for %.0f s", peer, lock)
-                extra["Retry-After"] = str(max(1, round(lock + 0.5)))
+                extra["Retry-After"] = str(max(1, math.ceil(lock)))
         self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong token", close=True, extra=extra)
         return False
 

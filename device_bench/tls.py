@@ -167,9 +167,9 @@ def check_pin(sock: ssl.SSLSocket, expected: str) -> None:
 
 def presented_fingerprint(host: str, port: int, timeout_s: float = 10.0) -> str:
     """Connect, complete the handshake, and return the certificate's fingerprint; nothing else is sent."""
-    with socket.create_connection((host, port), timeout=timeout_s) as raw:
-        with client_context().wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
+    with socket.create_connection((host, port), timeout=timeout_s) as raw, \
+            client_context().wrap_socket(raw, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError("the server presented no certificate")
     return der_fingerprint(der)

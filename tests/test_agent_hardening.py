@@ -33,7 +33,7 @@ from device_bench.fstree import remove_tree
 from device_bench.manifest import Manifest, ManifestError, TargetEntry, verify_files
 from device_bench.worker import WorkerArgs
 from test_agent_security import AUTH, TOKEN, _bundle_files, _request, _tar
-from test_device_bench_fixture import half_close, raw_connect, running_agent
+from test_device_bench_fixture import PINS, half_close, raw_connect, running_agent
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -418,13 +418,20 @@ def test_class4_uploads_in_flight_are_bounded(tmp_path):
         server.store.stop()
 
 
-def test_class4_connections_are_bounded(tmp_path):
-    """Slow clients cannot make the agent start a thread per connection without bound."""
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_class4_connections_are_bounded(tmp_path, scheme):
+    """Slow clients cannot make the agent start a thread per connection without bound (nor stall it in TLS
+    handshakes: the idle connections below never send a byte)."""
     from device_bench.server import AgentConfig, AgentServer
+    from device_bench.tls import ensure_certificate
 
-    server = AgentServer(("127.0.0.1", 0), AgentConfig(workdir=tmp_path / "wd", token=TOKEN, max_connections=2))
+    certificate = ensure_certificate(tmp_path / "tls") if scheme == "https" else None
+    server = AgentServer(("127.0.0.1", 0), AgentConfig(workdir=tmp_path / "wd", token=TOKEN, max_connections=2,
+                                                       tls=certificate.server_context() if certificate else None))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    if certificate:
+        PINS[url] = certificate.fingerprint
     idle = [socket.create_connection(server.server_address, timeout=10) for _ in range(2)]
     try:
         time.sleep(0.3)
