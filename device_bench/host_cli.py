@@ -241,6 +241,10 @@ def check(devices_file: Path, as_json: bool) -> None:
         sys.exit(EXIT_FAILURES)
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
 @devices.command("add")
 @click.argument("name")
 @click.argument("url")
@@ -286,7 +290,7 @@ def add(name: str, url: str, fingerprint: str | None, yes: bool, token_file: str
                            "check it on the device (something else may be answering on its address)")
         if pin is None:
             if not yes:
-                if not sys.stdin.isatty():
+                if not _interactive():
                     raise CliError(f"{url} presents certificate fingerprint {presented}; check it against the one the "
                                    f"agent printed at start, then pass --fingerprint {presented} (or --yes)")
                 click.echo(f"{url} presents certificate SHA-256 fingerprint:\n  {presented}\n"

@@ -305,7 +305,7 @@ def test_throttle_bookkeeping_is_bounded_and_grows_exponentially():
 
 # -- devices add: pin by fingerprint, or trust on first use ------------------------------------------
 
-def test_devices_add_pins_the_fingerprint(agent, impostor, tmp_path):
+def test_devices_add_pins_the_fingerprint(agent, impostor, tmp_path, monkeypatch):
     url = agent[0]
     devices_yaml = tmp_path / "devices.yaml"
     def run(*args: str):
@@ -324,6 +324,11 @@ def test_devices_add_pins_the_fingerprint(agent, impostor, tmp_path):
     res = run("tofu", impostor.url, "--yes")  # trust on first use, explicitly
     assert res.exit_code == 0 and impostor.certificate.fingerprint in res.stdout
     assert [d.fingerprint for d in load_devices(devices_yaml)] == [PINS[url], impostor.certificate.fingerprint]
+    monkeypatch.setattr("device_bench.host_cli._interactive", lambda: True)  # trust on first use, asked
+    res = CliRunner().invoke(devices_cmd, ["add", "asked", url, "--file", str(devices_yaml)], input="n\n")
+    assert res.exit_code == 2 and PINS[url] in res.stderr and "not confirmed" in res.stderr
+    res = CliRunner().invoke(devices_cmd, ["add", "asked", url, "--file", str(devices_yaml)], input="y\n")
+    assert res.exit_code == 0 and load_devices(devices_yaml)[-1].fingerprint == PINS[url]
     res = run("bad", url, "--fingerprint", "xyz")
     assert res.exit_code == 2 and "not a SHA-256" in res.stderr
     res = run("plain", url.replace("https:", "http:"), "--fingerprint", PINS[url])

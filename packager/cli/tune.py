@@ -73,9 +73,10 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
     if url and devices_file:
         raise EdgepackError("give --device or --devices, not both")
     if devices_file is not None:
-        if token or token_file or fingerprint:
-            raise EdgepackError("--token/--token-file/--fingerprint go with --device; a devices file names each "
-                                "device's token and fingerprint")
+        if token or token_file:
+            raise EdgepackError("--token/--token-file go with --device; a devices file names each device's token")
+        if fingerprint:
+            raise EdgepackError("--fingerprint goes with --device; a devices file keeps each device's fingerprint")
         try:
             fleet = load_devices(devices_file)
         except FleetError as exc:
@@ -91,8 +92,10 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
     if name is not None:
         raise EdgepackError("--device-name needs --devices")
     if url is None:
-        if token or token_file or fingerprint:
-            raise EdgepackError("--token/--token-file/--fingerprint need --device")
+        if token or token_file:
+            raise EdgepackError("--token/--token-file need --device")
+        if fingerprint:
+            raise EdgepackError("--fingerprint needs --device")
         return None
     try:
         return BenchDevice(name=url, url=url, token=read_token(token, token_file), fingerprint=fingerprint)
