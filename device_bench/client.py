@@ -28,7 +28,13 @@ from typing import IO, Any, Callable
 from urllib.parse import quote, urlsplit
 
 from .report import BenchReport
-from .tls import FingerprintError, PinMismatch, check_pin, client_context, normalize_fingerprint
+from .tls import (
+    FingerprintError,
+    PinMismatch,
+    check_pin,
+    client_context,
+    normalize_fingerprint,
+)
 
 API = "/v1"
 OPTIONS_HEADER = "X-Edgepack-Options"
