@@ -1,8 +1,12 @@
 """`edgepack-agent`: the on-device agent (``serve``) and what this device can measure (``info``).
 
+    edgepack-agent token rotate --token-file ~/.edgepack-token
     edgepack-agent serve --host 0.0.0.0 --port 8765 --token-file ~/.edgepack-token
     edgepack-agent info [--json]
 
+The agent serves HTTPS with its own self-signed certificate (made on first
+start, kept beside the work directory) and prints the certificate's SHA-256
+fingerprint for the host to pin; plain HTTP only with ``--insecure-http``.
 Without a token the agent refuses to listen on anything but loopback. Bad
 options are one line on stderr and exit status 2.
 """
@@ -14,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import stat
 import sys
 import threading
@@ -28,9 +33,11 @@ from .energy import BACKENDS, EnergyConfig, EnergyError, detect
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
 from .thermal import ThermalConfig, read_zones
+from .tls import tls_dir_for
 
 EXIT_USAGE = 2
 DEFAULT_WORKDIR = Path("~/.cache/edgepack-agent")
+log = logging.getLogger("edgepack.agent")
 
 
 class AgentCliError(click.ClickException):
@@ -84,6 +91,12 @@ def main() -> None:
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the bearer token clients must send.")
 @click.option("--token", help="The bearer token itself (visible in `ps`; prefer --token-file).")
 @click.option("--workdir", type=click.Path(path_type=Path), default=DEFAULT_WORKDIR, show_default=True, help="Where jobs are kept.")
+@click.option("--tls-dir", type=click.Path(path_type=Path),
+              help="Where the certificate and its key are kept (default: beside the work dir, WORKDIR.tls).")
+@click.option("--insecure-http", is_flag=True,
+              help="Serve plain HTTP: the token and the bundles cross the network in the clear (tests, local use).")
+@click.option("--auth-free-failures", type=int, default=10, show_default=True,
+              help="Wrong tokens one address may send (per 10 min) before it is locked out, for 1, 2, 4… s up to 15 min.")
 @click.option("--max-upload-mb", type=int, default=512, show_default=True, help="Largest bundle archive accepted.")
 @click.option("--keep-jobs", type=int, default=20, show_default=True, help="Finished jobs kept on disk.")
 @click.option("--max-jobs-queued", type=int, default=16, show_default=True, help="Jobs queued or running at once; more get 503.")
@@ -95,7 +108,8 @@ def main() -> None:
 @click.option("--thermal-max-wait", type=float, default=60.0, show_default=True, help="Longest wait for cooling (s).")
 @_energy_options
 @click.option("-v", "--verbose", is_flag=True, help="Log every request.")
-def serve(host: str, port: int, token_file: Path | None, token: str | None, workdir: Path, max_upload_mb: int,
+def serve(host: str, port: int, token_file: Path | None, token: str | None, workdir: Path, tls_dir: Path | None,
+          insecure_http: bool, auth_free_failures: int, max_upload_mb: int,
           keep_jobs: int, max_jobs_queued: int, max_inflight_uploads: int, name: str | None, timeout_s: float, memory_limit_mb: int | None, thermal_threshold: float,
           thermal_max_wait: float, sys_root: Path, power_cmd: str | None, power_profile: str | None,
           energy_backend: str | None, vcgencmd: str, sample_interval: float, idle_seconds: float, verbose: bool) -> None:
@@ -114,10 +128,22 @@ def serve(host: str, port: int, token_file: Path | None, token: str | None, work
         click.echo(f"warning: {token_file} is readable by other users (chmod 600 it)", err=True)
     if min(max_upload_mb, keep_jobs, max_jobs_queued, max_inflight_uploads) < 1 or not 0 < timeout_s <= 86_400:
         raise AgentCliError("--max-upload-mb, --keep-jobs, --max-jobs-queued, --max-inflight-uploads and --timeout must be positive")
+    if auth_free_failures < 1:
+        raise AgentCliError("--auth-free-failures must be positive")
+    certificate = None
+    if insecure_http:
+        if tls_dir is not None:
+            raise AgentCliError("--tls-dir and --insecure-http contradict each other")
+        log.warning("--insecure-http: serving plain HTTP; the token and every bundle cross the network in the clear")
+    else:
+        certificate = _certificate(tls_dir.expanduser() if tls_dir else tls_dir_for(workdir.expanduser()))
     try:
         register_extra_runners()
         config = AgentConfig(
-            workdir=workdir.expanduser(), token=secret, name=name or socket.gethostname(), max_upload_mb=max_upload_mb,
+            workdir=workdir.expanduser(), token=None if token_file else secret,
+            token_file=Path(token_file).expanduser() if token_file else None,
+            tls=certificate.server_context() if certificate else None, auth_free_failures=auth_free_failures,
+            name=name or socket.gethostname(), max_upload_mb=max_upload_mb,
             keep_jobs=keep_jobs, timeout_s=timeout_s, max_jobs_queued=max_jobs_queued,
             max_inflight_uploads=max_inflight_uploads,
             memory_limit_mb=default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None),
@@ -128,6 +154,9 @@ def serve(host: str, port: int, token_file: Path | None, token: str | None, work
         server = AgentServer((host, port), config)
     except (EnergyError, ExtraRunnerError) as exc:
         raise AgentCliError(str(exc)) from None
+    except ssl.SSLError as exc:
+        raise AgentCliError(f"the certificate in {certificate.cert.parent if certificate else '?'} is unusable "
+                            f"({exc.reason or exc}); move it away to make a new one") from None
     except OSError as exc:
         raise AgentCliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -138,7 +167,13 @@ def serve(host: str, port: int, token_file: Path | None, token: str | None, work
     signal.signal(signal.SIGINT, shutdown)
     bound_host, bound_port = server.server_address[:2]
     shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
-    click.echo(f"edgepack-agent listening on http://{shown}:{bound_port} (pid {os.getpid()}, "
+    scheme = "http" if insecure_http else "https"
+    if certificate is not None:
+        made = "made now" if certificate.created else "kept"
+        click.echo(f"certificate SHA-256 fingerprint: {certificate.fingerprint} ({made} in {certificate.cert.parent}; "
+                   f"pin it on the host: edgepack devices add NAME {scheme}://HOST:{bound_port} --fingerprint "
+                   f"{certificate.fingerprint})")
+    click.echo(f"edgepack-agent listening on {scheme}://{shown}:{bound_port} (pid {os.getpid()}, "
                f"energy: {server.energy_detection.description} [{server.energy_detection.kind}])")
     sys.stdout.flush()
     try:
@@ -147,6 +182,43 @@ def serve(host: str, port: int, token_file: Path | None, token: str | None, work
         server.server_close()
         kill_active_workers()
         server.store.stop(timeout_s=1.0)
+
+
+def _certificate(tls_dir: Path):
+    from .tls import ensure_certificate
+
+    try:
+        certificate = ensure_certificate(tls_dir)
+    except ImportError as exc:
+        raise AgentCliError(f"TLS needs the 'cryptography' package ({exc}); install it, or pass --insecure-http") from None
+    except (OSError, ValueError) as exc:
+        raise AgentCliError(f"certificate in {tls_dir}: {getattr(exc, 'strerror', None) or exc}") from None
+    if certificate.key_mode_fixed:
+        click.echo(f"warning: {certificate.key} was readable by other users; made it 0600 (consider making a new "
+                   "certificate: move the folder away and restart)", err=True)
+    return certificate
+
+
+@main.group()
+def token() -> None:
+    """The agent's bearer token."""
+
+
+@token.command("rotate")
+@click.option("--token-file", type=click.Path(path_type=Path), required=True,
+              help="The agent's --token-file; replaced atomically (0600). A running agent uses the new token at once.")
+@click.option("--quiet", is_flag=True, help="Do not print the new token.")
+def rotate(token_file: Path, quiet: bool) -> None:
+    """Write a new random token; the running agent picks it up without a restart and the old one stops working."""
+    from .auth import rotate_token
+
+    try:
+        new = rotate_token(token_file)
+    except OSError as exc:
+        raise AgentCliError(f"token file {token_file}: {exc.strerror or exc}") from None
+    click.echo(f"new token written to {token_file} (copy it to the host's token_file)", err=True)
+    if not quiet:
+        click.echo(new)
 
 
 @main.command()

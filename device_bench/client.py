@@ -1,16 +1,23 @@
 """Host-side client of the agent's HTTP API (standard library only).
 
-    client = AgentClient("http://pi.local:8765", token)
+    client = AgentClient("https://pi.local:8765", token, fingerprint="AB:CD:…")
     job = client.submit(Path("out/minilm"), {"threads": [1, 2, 4]})
     client.wait(job, progress=lambda done, total, label: ...)
     report = client.report(job)
 
 A bundle folder is archived on the fly (contents at the archive root, the
 same layout as ``edgepack pack``'s ``.tar.gz``); an archive file is sent as is.
+
+An ``https://`` agent is trusted by its pinned certificate fingerprint alone
+(``tls.py``): every connection's handshake is checked against the pin before a
+byte of the request (and so the token) is sent; an https URL without a pin is
+refused before connecting.
 """
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
 import tarfile
 import tempfile
 import time
@@ -21,6 +28,13 @@ from typing import IO, Any, Callable
 from urllib.parse import quote, urlsplit
 
 from .report import BenchReport
+from .tls import (
+    FingerprintError,
+    PinMismatch,
+    check_pin,
+    client_context,
+    normalize_fingerprint,
+)
 
 API = "/v1"
 OPTIONS_HEADER = "X-Edgepack-Options"
@@ -53,23 +67,60 @@ def archive_bundle(bundle_dir: Path, fileobj: IO[bytes]) -> None:
                 tar.add(path, arcname=str(path.relative_to(bundle_dir)), recursive=False)
 
 
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that checks the pin right after the handshake, before any request bytes."""
+
+    pin: str = ""
+
+    def connect(self) -> None:
+        super().connect()
+        try:
+            check_pin(self.sock, self.pin)  # type: ignore[arg-type]
+        except PinMismatch:
+            self.sock.close()
+            self.sock = None
+            raise
+
+
+class _PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, pin: str) -> None:
+        super().__init__(context=client_context())
+        self._connection = type("PinnedConnection", (_PinnedHTTPSConnection,), {"pin": pin})
+
+    def https_open(self, req: urllib.request.Request):
+        return self.do_open(self._connection, req, context=self._context)
+
+
 class AgentClient:
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0, fingerprint: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise AgentError(f"{url!r}: not an http(s) URL of an agent (e.g. http://pi.local:8765)")
+            raise AgentError(f"{url!r}: not an http(s) URL of an agent (e.g. https://pi.local:8765)")
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self.fingerprint = None
+        if fingerprint:
+            if parts.scheme != "https":
+                raise AgentError(f"{self.url}: a fingerprint pins an https:// agent's certificate; this URL is plain http")
+            try:
+                self.fingerprint = normalize_fingerprint(fingerprint)
+            except FingerprintError as exc:
+                raise AgentError(f"{self.url}: {exc}") from None
+        self._opener = urllib.request.build_opener(_PinnedHTTPSHandler(self.fingerprint)) if self.fingerprint else None
 
     # -- plumbing ---------------------------------------------------------------
     def _request(self, method: str, path: str, body: IO[bytes] | bytes | None = None,
                  headers: dict[str, str] | None = None, timeout_s: float | None = None) -> tuple[int, Any]:
+        if self.url.startswith("https:") and self._opener is None:
+            raise AgentError(f"{self.url}: no pinned certificate fingerprint for this agent; give --fingerprint (the "
+                             "agent prints it at start) or add the device with `edgepack devices add NAME URL`")
         req = urllib.request.Request(self.url + API + path, data=body, method=method, headers=dict(headers or {}))
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
+        opener = self._opener or urllib.request.build_opener()
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
+            with opener.open(req, timeout=timeout_s or self.timeout_s) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
@@ -78,9 +129,16 @@ class AgentClient:
                 reason = exc.reason
             if exc.code == 401:
                 reason = "the agent rejected the token (401)" if self.token else "the agent needs a token (--token-file)"
+            elif exc.code == 429:
+                reason = f"{reason} (429)"
             raise AgentError(f"{self.url}: {reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             why = getattr(exc, "reason", None) or exc
+            if isinstance(why, PinMismatch):
+                raise AgentError(f"{self.url}: refused: {why}; nothing was sent (if the agent was reinstalled, check "
+                                 "the new fingerprint on the device and update devices.yaml)") from None
+            if isinstance(why, ssl.SSLError):
+                why = f"TLS: {why}; is it a plain-HTTP agent (--insecure-http)?"
             raise AgentError(f"{self.url}: cannot reach the agent ({why})") from None
         except json.JSONDecodeError:
             raise AgentError(f"{self.url}: the answer is not JSON (is this an edgepack agent?)") from None

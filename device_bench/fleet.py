@@ -4,11 +4,18 @@
 
     devices:
       - name: pi5
-        url: http://pi5.local:8765
+        url: https://pi5.local:8765
+        fingerprint: "3A:91:…:0C"   # SHA-256 of the agent's certificate, pinned (`edgepack devices add`)
         token_file: tokens/pi5      # relative to this file; or `token: ...`
       - name: jetson
-        url: http://jetson.local:8765
+        url: https://jetson.local:8765
+        fingerprint: "…"
         token_file: ~/.edgepack/jetson.token
+
+An ``https://`` device needs its ``fingerprint``: every connection checks the
+certificate against it before sending anything (a missing pin is refused, a
+changed certificate is refused naming both fingerprints). ``http://`` is for
+agents started with ``--insecure-http`` only.
 
 Devices are benched concurrently (they are different machines); one that is
 unreachable or rejects the bundle is reported in the fleet report, not fatal.
@@ -24,6 +31,7 @@ import yaml
 
 from .client import AgentClient, AgentError, read_token
 from .report import BenchReport, DeviceError, FleetReport, ReportError
+from .tls import FingerprintError, normalize_fingerprint
 
 
 class FleetError(ValueError):
@@ -35,9 +43,14 @@ class DeviceSpec:
     name: str
     url: str
     token: str | None = None
+    fingerprint: str | None = None
 
     def client(self, timeout_s: float = 30.0) -> AgentClient:
-        return AgentClient(self.url, self.token, timeout_s=timeout_s)
+        return AgentClient(self.url, self.token, timeout_s=timeout_s, fingerprint=self.fingerprint)
+
+
+#: the keys of a devices.yaml entry (``fingerprint`` added with TLS; files without it still load)
+DEVICE_KEYS = {"name", "url", "token", "token_file", "fingerprint"}
 
 
 def load_devices(path: Path) -> list[DeviceSpec]:
@@ -54,7 +67,7 @@ def load_devices(path: Path) -> list[DeviceSpec]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise FleetError(f"{path}: devices[{i}] must be a mapping with name and url")
-        unknown = set(entry) - {"name", "url", "token", "token_file"}
+        unknown = set(entry) - DEVICE_KEYS
         if unknown:
             raise FleetError(f"{path}: devices[{i}] has unknown key(s) {sorted(unknown)}")
         name, url = entry.get("name"), entry.get("url")
@@ -67,13 +80,55 @@ def load_devices(path: Path) -> list[DeviceSpec]:
                 token_file = Path(path).parent / token_file
         try:
             token = read_token(entry.get("token"), token_file)
-        except AgentError as exc:
+            pin = normalize_fingerprint(entry["fingerprint"]) if entry.get("fingerprint") else None
+        except (AgentError, FingerprintError) as exc:
             raise FleetError(f"{path}: devices[{i}] ({name}): {exc}") from None
-        out.append(DeviceSpec(name=name, url=url, token=token))
+        if pin and not url.startswith("https://"):
+            raise FleetError(f"{path}: devices[{i}] ({name}): a fingerprint pins an https:// agent; the url is {url}")
+        out.append(DeviceSpec(name=name, url=url, token=token, fingerprint=pin))
     names = [d.name for d in out]
     if len(set(names)) != len(names):
         raise FleetError(f"{path}: device names must be unique")
     return out
+
+
+def add_device(path: Path, name: str, url: str, fingerprint: str | None = None,
+               token_file: str | None = None) -> bool:
+    """Add (or update, keeping its token) the entry NAME in ``path``, made if absent; True when it was added."""
+    path = Path(path)
+    doc: Any = {"devices": []}
+    if path.exists():
+        try:
+            doc = yaml.safe_load(path.read_text()) or {"devices": []}
+        except OSError as exc:
+            raise FleetError(f"{path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise FleetError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(doc, list):
+        doc = {"devices": doc}
+    if not isinstance(doc, dict) or not isinstance(doc.setdefault("devices", []), list):
+        raise FleetError(f"{path}: expected a list under 'devices'")
+    entries: list[Any] = doc["devices"]
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("name") == name), None)
+    added = entry is None
+    if entry is None:
+        entry = {"name": name}
+        entries.append(entry)
+    entry["url"] = url
+    if fingerprint:
+        entry["fingerprint"] = fingerprint
+    else:
+        entry.pop("fingerprint", None)
+    if token_file:
+        entry.pop("token", None)
+        entry["token_file"] = token_file
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+        tmp.replace(path)
+    except OSError as exc:
+        raise FleetError(f"{path}: {exc.strerror or exc}") from None
+    return added
 
 
 def bench_device(spec: DeviceSpec, bundle: Path, options: dict[str, Any],

@@ -19,9 +19,10 @@ from typing import Any, Iterator
 import click
 
 from .bench import BenchError, BenchOptions, load_bundle, run_bench
-from .client import AgentClient, AgentError, read_token
+from .client import AgentError, read_token
 from .energy import EnergyConfig
-from .fleet import DeviceSpec, FleetError, bench_fleet, check_devices, load_devices
+from .fleet import DeviceSpec, FleetError, add_device, bench_fleet, check_devices, load_devices
+from .tls import FingerprintError, normalize_fingerprint, presented_fingerprint
 from .report import (BenchReport, FleetReport, ReportError, noise_warnings, render_length_table, render_parity_table,
                      render_table)
 
@@ -124,6 +125,8 @@ def _default(name: str) -> Any:
 @click.option("--device", "device_url", help="Bench on the agent at this URL instead of here.")
 @click.option("--token", help="Agent token (prefer --token-file).")
 @click.option("--token-file", type=click.Path(path_type=Path), help="File holding the agent token.")
+@click.option("--fingerprint", help="With an https --device: the agent's certificate SHA-256 fingerprint (it prints it "
+                                    "at start); the connection is refused unless the agent presents that certificate.")
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), help="devices.yaml: bench on every device listed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--out", type=click.Path(path_type=Path), help="Also save the JSON report here.")
@@ -136,7 +139,7 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
           timeout_s: float | None, memory_limit_mb: int | None, no_pin: bool, power_cmd: str | None,
           power_profile: str | None, energy_backend: str | None, idle_seconds: float, device_url: str | None,
           token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None,
-          texts_path: Path | None = None, strict: bool = False) -> None:
+          texts_path: Path | None = None, strict: bool = False, fingerprint: str | None = None) -> None:
     """Benchmark BUNDLE's artifacts: latency (over the texts' real lengths, and per bucket), throughput, memory,
     energy, per target and thread count."""
     if texts_path is not None:
@@ -147,7 +150,7 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
             with bundle_with_texts(bundle, texts_path) as view:
                 return bench.callback(view, targets, runs, min_seconds, warmup, threads, timeout_s, memory_limit_mb,
                                       no_pin, power_cmd, power_profile, energy_backend, idle_seconds, device_url, token,
-                                      token_file, devices_file, as_json, out, None, strict)
+                                      token_file, devices_file, as_json, out, None, strict, fingerprint=fingerprint)
         except (TextsError, BenchError) as exc:
             raise CliError(str(exc)) from None
     opts = BenchOptions(targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
@@ -167,18 +170,21 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
         raise CliError("--power-cmd/--power-profile/--energy-backend apply to local runs; configure them on the agent (edgepack-agent serve)")
     if not remote and (token or token_file):
         raise CliError("--token/--token-file need --device")
+    if fingerprint and not device_url:
+        raise CliError("--fingerprint goes with --device (a devices file keeps each device's fingerprint)")
     # the limits go to an agent only when set here (else the agent's own apply), and can only lower the agent's
     limits = [name for name, given in (("timeout_s", timeout_s), ("memory_limit_mb", memory_limit_mb)) if given]
     report: BenchReport | FleetReport
     try:
         _check_bundle_locally(bundle)
         fleet = load_devices(devices_file) if devices_file else None
-        spec = DeviceSpec(name=device_url, url=device_url, token=read_token(token, token_file)) if device_url else None
+        spec = DeviceSpec(name=device_url, url=device_url, token=read_token(token, token_file),
+                          fingerprint=fingerprint) if device_url else None
         with _progress_bar(True) as update:
             if fleet is not None:
                 report = bench_fleet(bundle, fleet, opts.to_remote(limits), progress=update)
             elif spec is not None:
-                report = AgentClient(spec.url, spec.token).bench(
+                report = spec.client().bench(
                     bundle, opts.to_remote(limits), progress=lambda d, n, label: update(spec.url, d, n, label))
             else:
                 energy = EnergyConfig(power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
@@ -233,3 +239,68 @@ def check(devices_file: Path, as_json: bool) -> None:
         _console(False).print(table)
     if not all(r["reachable"] for r in rows):
         sys.exit(EXIT_FAILURES)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+@devices.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--fingerprint", help="The agent's certificate SHA-256 fingerprint, as it printed it at start (hex, colons "
+                                    "optional). Without it, the fingerprint the agent presents now is shown for you to "
+                                    "confirm (trust on first use).")
+@click.option("--yes", is_flag=True, help="Trust the fingerprint presented now without asking.")
+@click.option("--token-file", help="The file holding this agent's token (kept in devices.yaml as given).")
+@click.option("--file", "devices_file", type=click.Path(path_type=Path), default=Path("devices.yaml"),
+              show_default=True, help="The devices file to add to (made if absent).")
+def add(name: str, url: str, fingerprint: str | None, yes: bool, token_file: str | None, devices_file: Path) -> None:
+    """Add the agent at URL as NAME to devices.yaml, pinning its certificate (or update NAME's entry)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise CliError(f"{url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"{url!r}: not an http(s) URL of an agent (e.g. https://pi.local:8765)")
+    pin = None
+    if parts.scheme == "http":
+        if fingerprint:
+            raise CliError(f"{url}: a fingerprint pins an https:// agent's certificate; this URL is plain http")
+        click.echo(f"warning: {url} is plain HTTP (an agent started with --insecure-http): the token and the bundles "
+                   "cross the network in the clear", err=True)
+    else:
+        try:
+            pin = normalize_fingerprint(fingerprint) if fingerprint else None
+        except FingerprintError as exc:
+            raise CliError(f"--fingerprint: {exc}") from None
+        try:
+            presented = presented_fingerprint(parts.hostname, port or 443)
+        except OSError as exc:
+            presented = None
+            if pin is None:
+                raise CliError(f"{url}: cannot reach the agent to read its certificate ({exc}); give --fingerprint "
+                               "(the agent prints it at start)") from None
+            click.echo(f"warning: {url} is not reachable now ({exc}); pinned the fingerprint given", err=True)
+        if pin is not None and presented is not None and presented != pin:
+            raise CliError(f"{url}: refused: the agent presents fingerprint {presented}, not the {pin} given; "
+                           "check it on the device (something else may be answering on its address)")
+        if pin is None:
+            if not yes:
+                if not _interactive():
+                    raise CliError(f"{url} presents certificate fingerprint {presented}; check it against the one the "
+                                   f"agent printed at start, then pass --fingerprint {presented} (or --yes)")
+                click.echo(f"{url} presents certificate SHA-256 fingerprint:\n  {presented}\n"
+                           "Compare it with the fingerprint the agent printed when it started on the device.", err=True)
+                if not click.confirm("Trust this certificate and pin it?", default=False, err=True):
+                    raise CliError("not added: the fingerprint was not confirmed")
+            pin = presented
+    try:
+        added = add_device(devices_file, name, url, fingerprint=pin, token_file=token_file)
+    except FleetError as exc:
+        raise CliError(str(exc)) from None
+    pinned = f" pinned to {pin}" if pin else ""
+    click.echo(f"{'added' if added else 'updated'} {name} ({url}){pinned} in {devices_file}")

@@ -6,10 +6,18 @@
     GET  /v1/jobs/{id}            status (queued|running|done|failed), progress, error
     GET  /v1/jobs/{id}/report     the BenchReport JSON (409 until done)
 
+The agent speaks HTTPS (``AgentConfig.tls``: its self-signed certificate,
+``tls.py``) unless started with ``--insecure-http``; a plain-HTTP request to
+the TLS port gets one JSON 400 that says so and nothing else. The handshake runs
+in the connection's own thread, never in the accepting one.
+
 Every request needs ``Authorization: Bearer <token>`` when the agent has a
-token (compared in constant time); a missing or wrong token gets 401 before
-anything else is looked at, whatever the method, and an upload body is then
-not even read (nor is ``100 Continue`` sent). Every answer, errors of the
+token (compared in constant time; a token file is re-read when it changes, so a
+rotated token replaces the old one at once); a missing or wrong token gets 401
+before anything else is looked at, whatever the method, and an upload body is
+then not even read (nor is ``100 Continue`` sent). Wrong tokens cost the caller:
+past a few per address, the address is locked out for an exponentially growing
+while and answered 429 with ``Retry-After`` (``auth.AuthThrottle``). Every answer, errors of the
 HTTP layer included, is JSON: ``{"error": "<one line>"}`` with a 4xx status
 for anything the client got wrong, 503 (with ``Retry-After``) when the agent
 is busy, and a last-resort 500 if a handler ever raises. The limits are in
@@ -17,12 +25,13 @@ is busy, and a last-resort 500 if a handler ever raises. The limits are in
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
+import math
 import os
 import re
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -35,6 +44,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from .auth import AuthThrottle, TokenSource
 from .bench import BenchError, BenchOptions, default_memory_limit_mb, run_bench
 from .client import OPTIONS_HEADER
 from .energy import EnergyConfig, detect
@@ -55,12 +65,21 @@ MAX_REQUEST_LINE = 65536
 _LINGER_BYTES, _LINGER_S = 1 << 20, 2.0
 #: refused connections drained at once (a flood past it is closed without draining)
 _REFUSALS_DRAINING = 32
+#: how long a new connection has to send its first byte and complete the TLS handshake
+_HANDSHAKE_S = 10.0
+_TLS_HANDSHAKE_RECORD = 0x16
 
 
 @dataclass
 class AgentConfig:
     workdir: Path
     token: str | None = None
+    token_file: Path | None = None  # re-read when it changes (rotation); instead of ``token``
+    tls: ssl.SSLContext | None = None  # None: plain HTTP (--insecure-http)
+    auth_free_failures: int = 10  # wrong tokens per address and window before lockouts start
+    auth_window_s: float = 600.0
+    auth_max_lock_s: float = 900.0
+    auth_max_addresses: int = 4096  # addresses tracked at most (bounded bookkeeping)
     name: str | None = None
     max_upload_mb: int = 512
     keep_jobs: int = 20
@@ -109,6 +128,9 @@ class AgentServer(ThreadingHTTPServer):
         self.store = JobStore(config.workdir, self._run_job, keep=config.keep_jobs, max_pending=config.max_jobs_queued)
         self.upload_slots = threading.BoundedSemaphore(config.max_inflight_uploads)
         self.connection_slots = threading.BoundedSemaphore(config.max_connections)
+        self.tokens = TokenSource(config.token, config.token_file)
+        self.throttle = AuthThrottle(free_failures=config.auth_free_failures, window_s=config.auth_window_s,
+                                     max_lock_s=config.auth_max_lock_s, max_addresses=config.auth_max_addresses)
         #: refused connections still being drained (bounded: past it, a refused socket is closed at once)
         self.refusals_draining = threading.BoundedSemaphore(_REFUSALS_DRAINING)
         super().__init__(address, AgentHandler)
@@ -125,25 +147,70 @@ class AgentServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
         try:
+            if self.config.tls is not None:
+                request = self._tls_accept(request, client_address)
+                if request is None:
+                    return
             super().process_request_thread(request, client_address)
         finally:
             self.connection_slots.release()
 
+    def _tls_accept(self, request: socket.socket, client_address: Any) -> ssl.SSLSocket | None:
+        """The TLS handshake, in this connection's thread; a plain-HTTP request gets a JSON 400 (in the clear, and
+        nothing in it but that this agent speaks HTTPS). None: the connection is answered or gone."""
+        peer = client_address[0] if client_address else "?"
+        try:
+            request.settimeout(_HANDSHAKE_S)
+            first = request.recv(1, socket.MSG_PEEK)
+        except OSError:
+            self.close_request(request)
+            return None
+        if not first:
+            self.close_request(request)
+            return None
+        if first[0] != _TLS_HANDSHAKE_RECORD:
+            log.info("%s: a plain-HTTP request to the TLS port; answered 400", peer)
+            self._answer_plain(request, 400, "this agent speaks HTTPS only: use an https:// URL and pin its certificate "
+                                             "fingerprint (edgepack devices add NAME URL --fingerprint ...)")
+            self.shutdown_request(request)
+            return None
+        try:
+            return self.config.tls.wrap_socket(request, server_side=True)  # type: ignore[union-attr]
+        except (ssl.SSLError, OSError) as exc:
+            log.info("%s: TLS handshake failed: %s", peer, one_line(str(exc), 200))
+            self.close_request(request)
+            return None
+
+    @staticmethod
+    def _answer_plain(request: socket.socket, status: int, reason: str, extra: str = "") -> None:
+        body = (json.dumps({"error": reason}) + "\n").encode()
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+
     def _refuse(self, request: socket.socket) -> None:
-        body = (json.dumps({"error": f"{self.config.max_connections} connections are open (this agent's limit); retry later"}) + "\n").encode()
-        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                "Retry-After: 5\r\nConnection: close\r\n\r\n").encode()
+        reason = f"{self.config.max_connections} connections are open (this agent's limit); retry later"
+        if self.config.tls is not None:  # the answer needs a handshake: off the accepting thread, or not at all
+            if self.refusals_draining.acquire(blocking=False):
+                threading.Thread(target=self._refuse_tls, args=(request, reason), daemon=True,
+                                 name="agent-refused-tls").start()
+            else:
+                self.shutdown_request_now(request)
+            return
         try:
             request.setblocking(False)
             try:
                 request.recv(1 << 16)  # what has arrived already, so closing does not reset the answer away
             except (BlockingIOError, InterruptedError):
                 pass
-            request.settimeout(1.0)
-            request.sendall(head + body)
         except OSError:
             self.close_request(request)
             return
+        self._answer_plain(request, 503, reason, "Retry-After: 5\r\n")
         # the client may still be sending its body: closing now would reset the 503 away, so drain it first,
         # off the accepting thread (each drain is bounded by _LINGER_S; so is their number)
         if self.refusals_draining.acquire(blocking=False):
@@ -151,6 +218,15 @@ class AgentServer(ThreadingHTTPServer):
                              name="agent-refused-drain").start()
         else:
             self.shutdown_request_now(request)
+
+    def _refuse_tls(self, request: socket.socket, reason: str) -> None:
+        try:
+            tls = self._tls_accept(request, None)
+            if tls is not None:
+                self._answer_plain(tls, 503, reason, "Retry-After: 5\r\n")  # type: ignore[arg-type]
+                self.shutdown_request(tls)
+        finally:
+            self.refusals_draining.release()
 
     def _drain_refused(self, request: socket.socket) -> None:
         try:
@@ -316,16 +392,29 @@ class AgentHandler(BaseHTTPRequestHandler):
         self._send(status, {"error": one_line(reason)}, close=close, extra=extra)
 
     def _authorized(self) -> bool:
-        token = self.server.config.token
-        if not token:
+        server = self.server
+        if not server.tokens.required:
             return True
-        header = self.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(errors="replace"), token.encode())
-        if not ok:
-            self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong token", close=True,
-                        extra={"WWW-Authenticate": 'Bearer realm="edgepack-agent"'})
-        return ok
+        peer = self.client_address[0] if self.client_address else ""
+        locked = server.throttle.retry_after(peer)
+        if locked > 0:  # answered at once (no sleeping here): the lockout is the cost
+            self._error(HTTPStatus.TOO_MANY_REQUESTS, f"too many wrong tokens from {peer}; retry in {locked:.0f} s",
+                        close=True, extra={"Retry-After": str(max(1, math.ceil(locked)))})
+            return False
+        header = self.headers.get("Authorization")
+        scheme, _, given = (header or "").partition(" ")
+        ok = server.tokens.check(given.strip()) and scheme.lower() == "bearer"
+        if ok:
+            server.throttle.succeeded(peer)
+            return True
+        extra = {"WWW-Authenticate": 'Bearer realm="edgepack-agent"'}
+        if header is not None:  # a credential was presented and was wrong: it counts (a missing one guesses nothing)
+            lock = server.throttle.failed(peer)
+            if lock > 0:
+                log.warning("%s: wrong token again; locked out for %.0f s", peer, lock)
+                extra["Retry-After"] = str(max(1, math.ceil(lock)))
+        self._error(HTTPStatus.UNAUTHORIZED, "missing or wrong token", close=True, extra=extra)
+        return False
 
     def _route(self) -> list[str]:
         parts = [p for p in self._target.split("/") if p]

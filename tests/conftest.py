@@ -25,7 +25,7 @@ TINY_LABELS = ["weather", "music", "banking", "travel"]
 # them (`-m device_side`) under the interpreters boards ship (scripts/device_side_tests.sh).
 DEVICE_SIDE_MODULES = {
     "test_agent_cli", "test_agent_fuzz", "test_agent_hardening", "test_agent_isolation", "test_agent_remote",
-    "test_agent_security", "test_base_install", "test_bench_local", "test_device_bench_fixture",
+    "test_agent_security", "test_agent_tls", "test_base_install", "test_bench_local", "test_device_bench_fixture",
     "test_device_bench_thermal", "test_device_parity", "test_device_side_imports", "test_energy_backends",
     "test_task_outputs",
     "test_uploads_extract",

@@ -1,4 +1,4 @@
-"""Issue #12: one regression test per defect class an outside fuzz run found, over real HTTP on loopback.
+"""Issue #12: one regression test per defect class an outside fuzz run found, over real HTTPS on loopback.
 
 1. a deep archive bricked the work dir      -> test_class1_*  (+ test_restart_with_hostile_leftovers)
 2. requests that got no HTTP answer         -> test_class2_*
@@ -22,7 +22,6 @@ import tarfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 import pytest
@@ -34,7 +33,7 @@ from device_bench.fstree import remove_tree
 from device_bench.manifest import Manifest, ManifestError, TargetEntry, verify_files
 from device_bench.worker import WorkerArgs
 from test_agent_security import AUTH, TOKEN, _bundle_files, _request, _tar
-from test_device_bench_fixture import running_agent
+from test_device_bench_fixture import PINS, half_close, raw_connect, running_agent
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -48,11 +47,10 @@ def agent(tmp_path_factory):
 
 def raw_http(url: str, data: bytes, method: str = "GET", timeout: float = 30) -> tuple[str, dict[str, str], bytes]:
     """Send raw bytes, half-close, and return (status line, headers, body) of the first final answer."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+    with raw_connect(url, timeout=timeout) as sock:
         try:
             sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
+            half_close(sock)
         except OSError:
             pass
         received = b""
@@ -420,13 +418,20 @@ def test_class4_uploads_in_flight_are_bounded(tmp_path):
         server.store.stop()
 
 
-def test_class4_connections_are_bounded(tmp_path):
-    """Slow clients cannot make the agent start a thread per connection without bound."""
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_class4_connections_are_bounded(tmp_path, scheme):
+    """Slow clients cannot make the agent start a thread per connection without bound (nor stall it in TLS
+    handshakes: the idle connections below never send a byte)."""
     from device_bench.server import AgentConfig, AgentServer
+    from device_bench.tls import ensure_certificate
 
-    server = AgentServer(("127.0.0.1", 0), AgentConfig(workdir=tmp_path / "wd", token=TOKEN, max_connections=2))
+    certificate = ensure_certificate(tmp_path / "tls") if scheme == "https" else None
+    server = AgentServer(("127.0.0.1", 0), AgentConfig(workdir=tmp_path / "wd", token=TOKEN, max_connections=2,
+                                                       tls=certificate.server_context() if certificate else None))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    if certificate:
+        PINS[url] = certificate.fingerprint
     idle = [socket.create_connection(server.server_address, timeout=10) for _ in range(2)]
     try:
         time.sleep(0.3)
@@ -501,14 +506,13 @@ def test_class6_every_method_needs_the_token(agent, method):
 def test_class6_no_100_continue_before_the_token(agent):
     body = _tar(_bundle_files())
     request = f"POST /v1/jobs HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-    parts = urlsplit(agent[0])
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    with raw_connect(agent[0], timeout=10) as sock:
         sock.sendall(request)
         first = sock.recv(1 << 16).split(b"\r\n", 1)[0]
     assert first.startswith(b"HTTP/1.1 401 ")
     authed = (f"POST /v1/jobs HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\n"
               f"Content-Length: {len(body)}\r\n\r\n").encode()
-    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+    with raw_connect(agent[0], timeout=30) as sock:
         sock.sendall(authed)
         assert sock.recv(1 << 16).startswith(b"HTTP/1.1 100 Continue\r\n")
         sock.sendall(body)

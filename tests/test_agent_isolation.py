@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_bench.client import AgentClient
 from device_bench.manifest import InputSpec, Manifest, ModelInfo, TargetEntry, TensorSpec, sha256_file
 from device_bench.runners.base import Runner
-from test_device_bench_fixture import running_agent, tiny_bundle_dir
+from test_device_bench_fixture import agent_client, running_agent, tiny_bundle_dir
 
 FAULTS = ("abort", "segfault", "hang", "oom")
 
@@ -71,7 +70,7 @@ def agent(tmp_path_factory):
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
     with running_agent(root / "wd", "--timeout", "4", "--memory-limit-mb", "1024", "--keep-jobs", "2",
                        env=env) as (url, proc):
-        yield AgentClient(url), proc, root
+        yield agent_client(url), proc, root
 
 
 @pytest.mark.slow

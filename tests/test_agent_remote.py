@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from device_bench.bench import bench_bundle
-from device_bench.client import AgentClient, AgentError
+from device_bench.client import AgentError
 from device_bench.host_cli import bench as bench_cmd
 from device_bench.host_cli import devices as devices_cmd
 from device_bench.report import BenchReport
-from test_device_bench_fixture import running_agent, tiny_bundle_dir
+from test_device_bench_fixture import PINS, agent_client, running_agent, tiny_bundle_dir
 
 TOKEN = "s3cret-token-for-tests"
 OPTIONS = {"targets": ["tflite-fp32"], "runs": 10, "min_seconds": 0.0, "warmup": 1, "threads": [1, 2]}
@@ -44,7 +44,8 @@ def _free_port() -> int:
 def test_remote_report_has_the_fields_of_a_local_run(agent, remote_bundle, tmp_path):
     url, token_file, _ = agent
     out = tmp_path / "remote.json"
-    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(token_file), "--targets",
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--fingerprint", PINS[url], "--token-file",
+                                         str(token_file), "--targets",
                                          "tflite-fp32", "--threads", "1,2", "--runs", "10", "--min-seconds", "0",
                                          "--warmup", "1", "--json", "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -68,7 +69,7 @@ def test_remote_report_has_the_fields_of_a_local_run(agent, remote_bundle, tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the .ptl job needs the run-ptl extra (torch)")
 def test_agent_process_stays_light(agent, remote_bundle):
     url, token_file, _ = agent
-    client = AgentClient(url, token_file.read_text().strip())
+    client = agent_client(url, token_file.read_text().strip())
     report = client.bench(remote_bundle, {**OPTIONS, "threads": [1], "targets": ["torchscript-mobile-fp32"]})
     (ptl,) = report.results
     assert ptl.status == "ok", ptl.error
@@ -84,10 +85,10 @@ def test_agent_process_stays_light(agent, remote_bundle):
 def test_jobs_queue_and_survive_client_disconnect(agent, remote_bundle):
     url, token_file, _ = agent
     token = token_file.read_text().strip()
-    first = AgentClient(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1]})
-    second = AgentClient(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1], "runs": 5})
+    first = agent_client(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1]})
+    second = agent_client(url, token).submit(remote_bundle, {**OPTIONS, "threads": [1], "runs": 5})
     # both submitting clients are gone; a new one finds the jobs and their reports
-    fresh = AgentClient(url, token)
+    fresh = agent_client(url, token)
     ids = [j["id"] for j in fresh._request("GET", "/jobs")[1]["jobs"]]
     assert first in ids and second in ids
     assert fresh.wait(second, poll_s=0.2)["status"] == "done"
@@ -103,7 +104,7 @@ def test_fleet_with_an_unreachable_device(agent, remote_bundle, tmp_path):
     devices_yaml = tmp_path / "devices.yaml"
     devices_yaml.write_text(
         "devices:\n"
-        f"  - {{name: here, url: '{url}', token_file: '{token_file}'}}\n"
+        f"  - {{name: here, url: '{url}', fingerprint: '{PINS[url]}', token_file: '{token_file}'}}\n"
         f"  - {{name: gone, url: 'http://127.0.0.1:{_free_port()}'}}\n"
     )
     res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--devices", str(devices_yaml), "--targets", "tflite-fp32",
@@ -128,7 +129,8 @@ def test_host_cli_errors_are_one_line(agent, remote_bundle, tmp_path):
     url, token_file, _ = agent
     wrong = tmp_path / "wrong"
     wrong.write_text("nope\n")
-    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(wrong), "--runs", "3"])
+    res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--fingerprint", PINS[url], "--token-file",
+                                         str(wrong), "--runs", "3"])
     assert res.exit_code == 2 and "rejected the token" in res.stderr and res.stderr.strip().count("\n") == 0
     res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--device", url, "--token-file", str(token_file), "--power-cmd", "x"])
     assert res.exit_code == 2 and "agent" in res.stderr
@@ -149,7 +151,8 @@ def test_texts_are_tokenized_here_and_timed_on_the_agent_at_their_real_lengths(a
     texts = tmp_path / "texts.txt"
     texts.write_text("hi\nturn the lights off in the kitchen\n\n" + " ".join(["word"] * (3 * seq_len)) + "\n")
     reports = {}
-    for where, extra in (("local", []), ("remote", ["--device", url, "--token-file", str(token_file)])):
+    for where, extra in (("local", []), ("remote", ["--device", url, "--fingerprint", PINS[url], "--token-file",
+                                                    str(token_file)])):
         res = CliRunner().invoke(bench_cmd, [str(remote_bundle), "--texts", str(texts), "--targets", "tflite-fp32",
                                              "--threads", "1", "--runs", "6", "--min-seconds", "0", "--warmup", "1",
                                              "--json", *extra])

@@ -1,4 +1,4 @@
-"""The agent's defences, over real HTTP on loopback: auth, upload limits, safe extraction, bundle validation.
+"""The agent's defences, over real HTTPS (pinned) on loopback: auth, upload limits, safe extraction, bundle validation.
 
 After every rejection: a 4xx with a one-line reason, no job directory left
 behind, nothing written outside the job directory, and the agent still healthy.
@@ -6,19 +6,17 @@ behind, nothing written outside the job directory, and the agent still healthy.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import io
 import json
 import tarfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
-from device_bench.client import OPTIONS_HEADER, AgentClient, AgentError
+from device_bench.client import OPTIONS_HEADER, AgentError
 from device_bench.manifest import InputSpec, Manifest, ModelInfo, TargetEntry, TensorSpec
-from test_device_bench_fixture import running_agent
+from test_device_bench_fixture import agent_client, http_connection, running_agent
 
 TOKEN = "correct-horse-battery-staple"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,9 +70,8 @@ def agent(tmp_path_factory):
 
 
 def _request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-             send_body: bool = True) -> tuple[int, dict]:
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+             send_body: bool = True, source: str | None = None) -> tuple[int, dict]:
+    conn = http_connection(url, timeout=30, source=source)
     try:
         conn.putrequest(method, path)
         for k, v in (headers or {}).items():
@@ -118,8 +115,8 @@ def test_token_required_and_checked(agent):
         assert code == 401 and payload == {"error": "missing or wrong token"}
     assert not any((root / "wd" / "jobs").iterdir())
     with pytest.raises(AgentError, match="rejected the token"):
-        AgentClient(url, "wrong").info()
-    assert AgentClient(url, TOKEN).info()["api_version"] == 1
+        agent_client(url, "wrong").info()
+    assert agent_client(url, TOKEN).info()["api_version"] == 1
 
 
 @pytest.mark.parametrize("extra, reason", [
@@ -159,7 +156,7 @@ def test_a_clean_upload_is_accepted(agent, tmp_path):
     url, proc, root = agent
     code, payload = _request(url, "POST", "/v1/jobs", _tar(_bundle_files()), AUTH)
     assert code == 202 and payload["status"] == "queued"
-    client = AgentClient(url, TOKEN)
+    client = agent_client(url, TOKEN)
     state = client.wait(payload["id"], poll_s=0.1, timeout_s=60)
     report = client.report(payload["id"])  # a garbage model fails its row, not the agent
     assert state["status"] == "done" and report.results[0].status == "failed"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from packager.cli import COMMANDS
-from test_device_bench_fixture import running_agent
+from test_device_bench_fixture import PINS, running_agent
 
 BLOCKER = Path(__file__).resolve().parent / "base_install"
 REPO = Path(__file__).resolve().parents[1]
@@ -118,12 +118,12 @@ def test_bench_local_and_through_an_agent_on_the_base_install(tiny_bundle, tmp_p
     with running_agent(tmp_path / "agent", env=base_env()) as (url, _proc):
         info = edgepack("agent", "info", "--json")
         assert info.returncode == 0 and json.loads(info.stdout)["runtimes"]["torch-lite"] is None, info.stderr
-        remote = edgepack("bench", str(tiny_bundle), "--device", url, "--targets", "tflite-int8", "--runs", "2",
+        remote = edgepack("bench", str(tiny_bundle), "--device", url, "--fingerprint", PINS[url], "--targets", "tflite-int8", "--runs", "2",
                           "--min-seconds", "0", "--warmup", "0", "--json")
         assert remote.returncode == 0, remote.stderr[-2000:]
         assert [r["status"] for r in json.loads(remote.stdout)["results"]] == ["ok"]
         devices = tmp_path / "devices.yaml"
-        devices.write_text(f"devices:\n  - name: loop\n    url: {url}\n")
+        devices.write_text(f"devices:\n  - name: loop\n    url: {url}\n    fingerprint: '{PINS[url]}'\n")
         fleet = edgepack("devices", "check", str(devices), "--json")
         assert fleet.returncode == 0 and json.loads(fleet.stdout)[0]["reachable"] is True, fleet.stderr[-2000:]
 

@@ -241,7 +241,7 @@ def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(works
     carries the agent's latency and energy figures, the winner is the least energy within the budget."""
     import device_bench.bench as local_bench
 
-    from test_device_bench_fixture import running_agent
+    from test_device_bench_fixture import PINS, running_agent
 
     def no_local_bench(*args, **kwargs):
         raise AssertionError("a trial was benchmarked here, not on the agent")
@@ -253,8 +253,8 @@ def test_trials_benchmarked_on_an_agent_rank_by_its_energy_and_are_plotted(works
     out, work = tmp_path / "best", tmp_path / "work"
     with running_agent(tmp_path / "agent", "--token-file", str(token_file), "--name", "loopback-pi") as (url, _):
         code, err = _tune(["--recipe", str(_recipe(workspace, "agent.yaml")), "--max-accuracy-drop", "0.5",
-                           "--trials", "2", "--objective", "energy", "--device", url, "--token-file", str(token_file),
-                           "-o", str(out), "--work", str(work)], capsys)
+                           "--trials", "2", "--objective", "energy", "--device", url, "--fingerprint", PINS[url],
+                           "--token-file", str(token_file), "-o", str(out), "--work", str(work)], capsys)
     assert code == 0, err[-3000:]
     assert "agent loopback-pi" in err and f"benchmark onnx-fp32 on {url}" in err
     summary = next(r for r in Manifest.load(out).stages if r["stage"] == "tune")["details"]

@@ -65,7 +65,7 @@ def _kept_float(trial) -> str:
 
 
 def bench_device(url: str | None, token: str | None, token_file: Path | None, devices_file: Path | None,
-                 name: str | None) -> BenchDevice | None:
+                 name: str | None, fingerprint: str | None = None) -> BenchDevice | None:
     """The agent of --device / --token(-file), or --devices + --device-name; None: benchmark here."""
     from device_bench.client import AgentError, read_token
     from device_bench.fleet import FleetError, load_devices
@@ -75,6 +75,8 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
     if devices_file is not None:
         if token or token_file:
             raise EdgepackError("--token/--token-file go with --device; a devices file names each device's token")
+        if fingerprint:
+            raise EdgepackError("--fingerprint goes with --device; a devices file keeps each device's fingerprint")
         try:
             fleet = load_devices(devices_file)
         except FleetError as exc:
@@ -86,15 +88,17 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
         if spec is None:
             raise EdgepackError(f"--device-name {name!r}: not in {devices_file} "
                                 f"(devices: {', '.join(d.name for d in fleet)})")
-        return BenchDevice(name=spec.name, url=spec.url, token=spec.token)
+        return BenchDevice(name=spec.name, url=spec.url, token=spec.token, fingerprint=spec.fingerprint)
     if name is not None:
         raise EdgepackError("--device-name needs --devices")
     if url is None:
         if token or token_file:
             raise EdgepackError("--token/--token-file need --device")
+        if fingerprint:
+            raise EdgepackError("--fingerprint needs --device")
         return None
     try:
-        return BenchDevice(name=url, url=url, token=read_token(token, token_file))
+        return BenchDevice(name=url, url=url, token=read_token(token, token_file), fingerprint=fingerprint)
     except AgentError as exc:
         raise EdgepackError(str(exc)) from None
 
@@ -125,6 +129,8 @@ def bench_device(url: str | None, token: str | None, token_file: Path | None, de
               help="Benchmark each trial on the edgepack-agent at this URL (the device the bundle is for).")
 @click.option("--token", default=None, help="The agent's token (prefer --token-file).")
 @click.option("--token-file", type=click.Path(path_type=Path), default=None, help="File holding the agent's token.")
+@click.option("--fingerprint", default=None,
+              help="With an https --device: the agent's certificate SHA-256 fingerprint (printed at its start), pinned.")
 @click.option("--devices", "devices_file", type=click.Path(path_type=Path), default=None,
               help="devices.yaml of a fleet; with --device-name, benchmark on that device.")
 @click.option("--device-name", default=None, help="The device of --devices to benchmark on.")
@@ -137,7 +143,7 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
              objective: str, storage: str | None, study: str | None, work_dir: Path | None, bench_runs: int,
              bench_seconds: float, no_fallback: bool, device_url: str | None, token: str | None,
              token_file: Path | None, devices_file: Path | None, device_name: str | None, pack_trial: int | None,
-             force: bool, archive: bool, as_json: bool) -> None:
+             force: bool, archive: bool, as_json: bool, fingerprint: str | None = None) -> None:
     """Find the fastest bundle whose validation accuracy stays within --max-accuracy-drop of the teacher's.
 
     Each trial samples the stages' knobs, trains what the stage cache lacks (the teacher trains once), exports
@@ -152,7 +158,7 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
                           timeout_s=parse_duration(timeout) if timeout else None, storage=storage, study=study,
                           work_dir=work_dir, bench_runs=bench_runs, bench_seconds=bench_seconds,
                           fallback=not no_fallback,
-                          device=bench_device(device_url, token, token_file, devices_file, device_name),
+                          device=bench_device(device_url, token, token_file, devices_file, device_name, fingerprint),
                           pack_trial=pack_trial)
     options.validate()
     recipe = load_recipe(recipe_path)

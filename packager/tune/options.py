@@ -20,6 +20,12 @@ class BenchDevice:
     name: str
     url: str
     token: str | None = None
+    fingerprint: str | None = None  # the agent's pinned certificate (https)
+
+    def client(self, timeout_s: float = 30.0):
+        from device_bench.client import AgentClient
+
+        return AgentClient(self.url, self.token, timeout_s=timeout_s, fingerprint=self.fingerprint)
 
 
 @dataclass

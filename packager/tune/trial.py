@@ -110,7 +110,7 @@ class TrialScoring:
     def bench(self, bundle: Path):
         """``device_bench`` on the primary target of a trial's bundle: here, or on the agent (upload, job, report)."""
         from device_bench.bench import BenchError, bench_bundle
-        from device_bench.client import AgentClient, AgentError
+        from device_bench.client import AgentError
 
         opts, device = self.bench_options(), self.options.device
         try:
@@ -118,7 +118,7 @@ class TrialScoring:
                 report = bench_bundle(bundle, targets=opts.targets, runs=opts.runs, min_seconds=opts.min_seconds,
                                       warmup=opts.warmup, threads=opts.threads)
             else:
-                report = AgentClient(device.url, device.token).bench(bundle, opts.to_remote())
+                report = device.client().bench(bundle, opts.to_remote())
         except (BenchError, AgentError) as exc:
             raise TrialFailed(f"benchmark{'' if device is None else ' on ' + device.name}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
@@ -129,13 +129,13 @@ class TrialScoring:
 
     def check_device(self) -> None:
         """Before any training: the agent answers and accepts the token (its runtimes are listed)."""
-        from device_bench.client import AgentClient, AgentError
+        from device_bench.client import AgentError
 
         device = self.options.device
         if device is None:
             return
         try:
-            info = AgentClient(device.url, device.token, timeout_s=15.0).info()
+            info = device.client(timeout_s=15.0).info()
         except AgentError as exc:
             raise EdgepackError(f"--device {device.name}: {str(exc).strip().splitlines()[0]}") from None
         agent = info.get("agent") if isinstance(info.get("agent"), dict) else {}
