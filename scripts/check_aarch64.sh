@@ -3,7 +3,8 @@
 #   qemu-user-static + debootstrap arm64 rootfs -> base install from this repository's wheel (+ run-onnx)
 #   -> edgepack-agent info, edgepack inspect/check/run/bench of a tflite-int8 + onnx-int8 bundle packed on the host
 #   -> parity of every target recomputed with the ARM kernels (`check --on-device`; qemu executes their integer
-#      arithmetic faithfully, its timings mean nothing) -> host -> agent bench over loopback, parity included.
+#      arithmetic faithfully, its timings mean nothing) -> host -> agent bench over loopback (HTTPS, the agent's
+#      certificate pinned by the fingerprint it printed), parity included.
 #
 # Needs root (debootstrap, chroot, binfmt_misc, a private mount namespace), Debian's mirror and PyPI.
 # Not in CI; ~10-20 min the first time (the rootfs is kept), CPU-heavy (everything arm64 runs under TCG).
@@ -206,11 +207,16 @@ unshare --mount --propagation private bash -euo pipefail -c '
   agent=$!
   trap "kill $agent 2>/dev/null || true" EXIT
   for _ in $(seq 1 240); do grep -q "listening on" "$WORK/agent.log" && break; sleep 1; done
-  head -1 "$WORK/agent.log"
-  "$REPO/.venv/bin/edgepack" bench "$HOST_BUNDLE" --device "http://127.0.0.1:$PORT" --runs 5 --min-seconds 0 --warmup 1 \
-    --json --out "$WORK/remote-bench.json" > /dev/null
-  "$REPO/.venv/bin/python" - "$WORK/remote-bench.json" "$PORT" <<"PY"
-import json, sys, urllib.request
+  grep -m1 "listening on" "$WORK/agent.log"
+  # TLS by default: the agent made its certificate on first start and printed its fingerprint; the host pins it
+  fp=$(sed -n "s/^certificate SHA-256 fingerprint: \([0-9A-F:]*\).*/\1/p" "$WORK/agent.log" | head -1)
+  [ -n "$fp" ] || { cat "$WORK/agent.log"; echo "check_aarch64: the agent printed no certificate fingerprint" >&2; exit 1; }
+  echo "pinned certificate fingerprint: $fp"
+  "$REPO/.venv/bin/edgepack" bench "$HOST_BUNDLE" --device "https://127.0.0.1:$PORT" --fingerprint "$fp" --runs 5 \
+    --min-seconds 0 --warmup 1 --json --out "$WORK/remote-bench.json" > /dev/null
+  "$REPO/.venv/bin/python" - "$WORK/remote-bench.json" "$PORT" "$fp" <<"PY"
+import json, sys
+from device_bench.client import AgentClient
 r = json.load(open(sys.argv[1]))
 for x in r["results"]:
     p = x.get("device_parity") or {}
@@ -218,7 +224,7 @@ for x in r["results"]:
           "| parity on the agent:", ("ok, mean_cosine %.4f" % p["metrics"]["mean_cosine"]) if p.get("passed")
           else "BELOW GATE: " + str(p.get("error") or p.get("shortfalls")))
 print("remote machine:", r["fingerprint"]["machine"], "|", r["fingerprint"]["cpu_model"], "| edgepack", r["fingerprint"]["edgepack"])
-info = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[2]}/v1/info"))
+info = AgentClient(f"https://127.0.0.1:{sys.argv[2]}", fingerprint=sys.argv[3]).info()  # pinned, as the bench
 agent = info.get("agent", info)
 print("agent:", {k: agent.get(k) for k in ("version", "rss_mb", "forbidden_modules_loaded")},
       "(rss_mb: the qemu-user process, emulator included)")
