@@ -205,3 +205,19 @@ def test_run_json_and_verbose_show_the_choice(slow_int8, env):
 def test_bad_choose_in_the_api(tiny_bundle):
     with pytest.raises(BundleError, match="--choose random: expected one of fastest, order"):
         Bundle(tiny_bundle, choose="random")
+
+
+def test_the_agents_bench_keeps_the_profile_on_the_device(slow_int8, tmp_path, env):
+    """The agent benches on the device, keeps the profile there, and `edgepack run` there uses it."""
+    from test_device_bench_fixture import agent_client, running_agent
+
+    with running_agent(tmp_path / "wd", env=env) as (url, _):
+        report = agent_client(url).bench(slow_int8, {"targets": ["tflite-int8", "tflite-fp32"], "runs": 5,
+                                                     "min_seconds": 0.0, "warmup": 1})
+    (profile,) = report.fastest  # carried back in the report
+    assert (profile.source, profile.chosen) == (speed.SOURCE_BENCH, "tflite-fp32")
+    stored = speed.profile_path(profile.bundle_id, profile.device_key)
+    assert speed.read_profile(stored) == profile  # the uploaded copy is the same bundle: same identity
+    ran = edgepack("run", str(slow_int8), "hello", "--json", env=env)
+    choice = json.loads(ran.stdout)["choice"]
+    assert (choice["target"], choice["how"], choice["profile"]["source"]) == ("tflite-fp32", "profile", "bench")
