@@ -135,10 +135,6 @@ class Bundle:
         if target is not None or choose == CHOOSE_ORDER:
             self.target = choose_target(self.manifest, target)
             self.choice = speed.Choice(self.target.name, speed.HOW_TARGET if target is not None else speed.HOW_ORDER)
-        else:
-            self.target, self.choice, probed = self._fastest()
-        if verify and probed is None:
-            self._verify(self.target)
         if not self.manifest.tokenizer:
             raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
         try:
@@ -148,6 +144,10 @@ class Bundle:
                                                       padding_side=self.manifest.input_spec.padding_side)
         except (DecoderError, TokenizerError) as exc:
             raise BundleError(str(exc)) from None
+        if target is None and choose == CHOOSE_FASTEST:  # after the cheap checks: the probe loads artifacts
+            self.target, self.choice, probed = self._fastest()
+        if verify and probed is None:
+            self._verify(self.target)
         self.input_names = [spec.name for spec in self.manifest.input_spec.inputs]
         self.runner = probed if probed is not None else self._load_runner()
 
@@ -160,18 +160,20 @@ class Bundle:
         """The fastest verified artifact here: the stored profile's, else the probe's (stored for next time).
         Returns the probe's loaded runner of the winner too (None: load it)."""
         installed = device_runtimes()
+        usable = {t.name: t for t in verified_here(self.manifest, installed)}
+        if len(usable) <= 1:  # nothing to compare (or nothing verified: the fixed order says why / what)
+            entry = next(iter(usable.values()), None) or choose_target(self.manifest, None, installed)
+            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER), None
         candidates = probe_candidates(self.manifest, installed)
-        if len(candidates) <= 1:  # nothing to compare (or nothing verified: the fixed order says why / what)
-            entry = candidates[0] if candidates else choose_target(self.manifest, None, installed)
-            return entry, speed.Choice(entry.name, speed.HOW_ONLY if candidates else speed.HOW_ORDER), None
         fields = speed.speed_fingerprint(self.threads)
         key, bundle_id = speed.device_key(fields), speed.bundle_identity(self.manifest)
         notes: list[str] = []
-        profile = speed.load_profile(bundle_id, key, notes)
-        usable = {t.name: t for t in verified_here(self.manifest, installed)}
+        profile = speed.load_profile(bundle_id, key, notes)  # a bench's measured every artifact, torch's too
         if profile is not None and profile.chosen in usable and speed.covers(profile, [t.name for t in candidates]):
             return usable[profile.chosen], speed.Choice(profile.chosen, speed.HOW_PROFILE, key, profile,
                                                         str(speed.profile_path(bundle_id, key)), notes), None
+        if len(candidates) == 1:  # one torch-free artifact: the probe would not load torch to compare
+            return candidates[0], speed.Choice(candidates[0].name, speed.HOW_ONLY, key, notes=notes), None
         feeds = speed.probe_feeds(self.path, self.manifest)
         if not feeds:
             entry = choose_target(self.manifest, None, installed)

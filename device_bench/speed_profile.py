@@ -137,7 +137,7 @@ class Choice:
         """The choice and its evidence, for ``edgepack run --verbose``."""
         p = self.profile
         head = {HOW_TARGET: "asked for with --target", HOW_ORDER: "the fixed order (--choose order)",
-                HOW_ONLY: "the only verified artifact that can run here"}.get(self.how)
+                HOW_ONLY: "the only verified artifact the probe would time here (edgepack bench compares them all)"}.get(self.how)
         if head is None and p is not None:
             origin = (f"measured by edgepack bench at {p.measured_at}" if p.source == SOURCE_BENCH
                       else f"probed now ({sum(s.runs for s in p.speeds)} timed runs)" if self.how == HOW_PROBE
