@@ -32,6 +32,7 @@ from .records import RecordError, hints, matches, one_line
 from .report import (RESULT_FAILED, RESULT_OK, RESULT_SKIPPED, BenchReport, MemoryMetrics, ParityCheck, ParityRow,
                      TargetResult, TimingMetrics, metric_values)
 from .runners import RUNNERS, runner_class
+from .speed_profile import from_bench, save_profile
 from .thermal import ThermalConfig, read_zones, wait_until_cool
 from .worker import MemoryResult, TimingResult, WorkerArgs, WorkerError, decode_output
 
@@ -415,6 +416,9 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
                   "gc disabled inside the window; std is the sample std",
         "parity": "separate pass, once per target: the bundle's parity inputs (parity.npz) run batch 1 through the artifact and compared "
                   "with their fp32 reference outputs under the pack's gates, overall and per length (device_parity)",
+        "fastest": "per thread count, the lowest real-length p50 among the artifacts verified at pack time whose "
+                   "device parity holds (report `fastest`); stored on the device as its speed profile, which "
+                   "`edgepack run` and Bundle() default to",
         "memory": "separate pass: RSS before/after load, peak = max(RSS sampled every 5 ms, kernel high-water VmHWM) over memory_runs inferences",
         "cpu_util": "process CPU seconds (all threads) / wall seconds over the timed window",
         "affinity": "threads=N pinned to the N highest-numbered allowed CPUs; threads=default not pinned" if opts.pin else "not pinned",
@@ -547,7 +551,11 @@ def run_bench(bundle: Path, opts: BenchOptions, progress: Progress | None = None
     ordered = [order[(e.name, t)] for e in entries for t in opts.threads if (e.name, t) in order]
     proto = protocol(opts, energy, thermal)
     proto["energy"] = {**proto["energy"], **meter.detection.to_dict(), "idle_power_w": meter.idle_w}
+    fastest = [p for p in (from_bench(manifest, ordered, t) for t in opts.threads) if p is not None]
+    for profile in fastest:  # kept on this device: `edgepack run` and Bundle() default to its choice
+        save_profile(profile)
     return BenchReport(
+        fastest=fastest,
         device=device or fp["hostname"],
         fingerprint=fp,
         protocol=proto,

@@ -23,8 +23,8 @@ from .client import AgentError, read_token
 from .energy import EnergyConfig
 from .fleet import DeviceSpec, FleetError, add_device, bench_fleet, check_devices, load_devices
 from .tls import FingerprintError, normalize_fingerprint, presented_fingerprint
-from .report import (BenchReport, FleetReport, ReportError, noise_warnings, render_length_table, render_parity_table,
-                     render_table)
+from .report import (BenchReport, FleetReport, ReportError, fastest_lines, noise_warnings, render_length_table,
+                     render_parity_table, render_table)
 
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
@@ -95,6 +95,8 @@ def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) ->
         for extra in (render_length_table(report), render_parity_table(report)):
             if extra is not None:
                 console.print(extra)
+        for line in fastest_lines(report):
+            console.print(line, highlight=False)
         for line in noise_warnings(report):
             console.print(f"[yellow]warning:[/] {line}", highlight=False)
         for r in report.below_parity:

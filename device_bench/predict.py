@@ -2,7 +2,7 @@
 
     from device_bench.predict import Bundle
 
-    bundle = Bundle("out/intent")                 # the best target this device can run
+    bundle = Bundle("out/intent")                 # the fastest verified artifact on this device
     for p in bundle.predict(["book a table for two", "what's my balance"]):
         print(p.label, p.score)
 
@@ -10,6 +10,10 @@ The bundle's own tokenizer (HF ``tokenizers``) turns each text into ids, padded 
 the artifact needs (``shape_for_length``), the device runner runs the artifact, and the task's decoder
 (``decoders``) turns the output into a prediction. No torch, no transformers: only the runner of the
 chosen artifact imports its runtime (torch for ``.ptl``/``.pte``).
+
+Without ``target``, the artifact is the fastest verified one on this device by measurement (``speed_profile``):
+the profile ``edgepack bench`` stored here, else a short probe now (stored for the next load); ``choose="order"``
+keeps the fixed order of ``choose_target``. ``Bundle.choice`` says what was chosen and on what evidence.
 """
 from __future__ import annotations
 
@@ -24,10 +28,14 @@ from .fingerprint import device_runtimes
 from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, verify_files
 from .runners import RUNNERS, Runner, RunnerUnavailable, load_target, runner_class
 from .shapes import padded_length
+from . import speed_profile as speed
 from .tokenizer import BundleTokenizer, TokenizedText, TokenizerError
 
 #: runtimes whose runner loads torch into the process: chosen by default only when nothing lighter can run
 TORCH_RUNTIMES = ("torch-lite", "executorch")
+#: how a Bundle picks its target without ``target``: the fastest by measurement, or the fixed order
+CHOOSE_FASTEST, CHOOSE_ORDER = "fastest", "order"
+CHOOSE = (CHOOSE_FASTEST, CHOOSE_ORDER)
 
 
 class BundleError(ValueError):
@@ -83,15 +91,30 @@ def choose_target(manifest: Manifest, name: str | None = None,
     return min(candidates, key=lambda it: (it[1].status != STATUS_OK, it[1].runtime in TORCH_RUNTIMES, it[0]))[1]
 
 
+def verified_here(manifest: Manifest, installed: dict[str, str | None]) -> list[TargetEntry]:
+    """The verified artifacts (parity passed at pack time) whose runtime this device has, in pack order."""
+    return [t for t in manifest.runnable_targets() if t.status == STATUS_OK and _runtime_problem(t, installed) is None]
+
+
+def probe_candidates(manifest: Manifest, installed: dict[str, str | None]) -> list[TargetEntry]:
+    """What the load-time probe times: the verified artifacts runnable here, without those whose runner loads
+    torch when a lighter one exists (importing torch alone takes longer than the probe's budget)."""
+    verified = verified_here(manifest, installed)
+    light = [t for t in verified if t.runtime not in TORCH_RUNTIMES]
+    return light or verified
+
+
 class Bundle:
     """A packed bundle, ready to run one of its artifacts on texts here.
 
-    ``target``: a target name from the manifest (default: ``choose_target``); ``threads``: the runtime's
-    thread count (default: the runtime's choice); ``verify``: check the artifact's sha256 before loading it.
+    ``target``: a target name from the manifest (default: the fastest verified artifact here, see the module
+    docstring; ``choose="order"``: ``choose_target``'s fixed order); ``threads``: the runtime's thread count
+    (default: the runtime's choice); ``verify``: check the artifact's sha256 before loading it. ``choice``
+    records what was chosen and why (``speed_profile.Choice``).
     """
 
     def __init__(self, path: Path | str, target: str | None = None, threads: int | None = None,
-                 top_k: int = 3, verify: bool = True) -> None:
+                 top_k: int = 3, verify: bool = True, choose: str = CHOOSE_FASTEST) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path}: no such bundle folder")
@@ -99,16 +122,19 @@ class Bundle:
             raise BundleError(f"--threads {threads}: must be at least 1")
         if top_k < 1:
             raise BundleError(f"--top-k {top_k}: must be at least 1")
+        if choose not in CHOOSE:
+            raise BundleError(f"--choose {choose}: expected one of {', '.join(CHOOSE)}")
         try:
             register_extra_runners()
             self.manifest = Manifest.load(self.path)
         except (ManifestError, ExtraRunnerError) as exc:
             raise BundleError(str(exc)) from None
-        self.target = choose_target(self.manifest, target)
-        if verify:
-            problems = verify_files(self.path, _only(self.manifest, self.target))
-            if problems:
-                raise BundleError(f"{self.path}: {problems[0]}")
+        self.threads = threads
+        self.verify = verify
+        probed = None
+        if target is not None or choose == CHOOSE_ORDER:
+            self.target = choose_target(self.manifest, target)
+            self.choice = speed.Choice(self.target.name, speed.HOW_TARGET if target is not None else speed.HOW_ORDER)
         if not self.manifest.tokenizer:
             raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
         try:
@@ -118,17 +144,70 @@ class Bundle:
                                                       padding_side=self.manifest.input_spec.padding_side)
         except (DecoderError, TokenizerError) as exc:
             raise BundleError(str(exc)) from None
-        self.threads = threads
+        if target is None and choose == CHOOSE_FASTEST:  # after the cheap checks: the probe loads artifacts
+            self.target, self.choice, probed = self._fastest()
+        if verify and probed is None:
+            self._verify(self.target)
         self.input_names = [spec.name for spec in self.manifest.input_spec.inputs]
-        self.runner = self._load_runner()
+        self.runner = probed if probed is not None else self._load_runner()
 
-    def _load_runner(self) -> Runner:
+    def _verify(self, entry: TargetEntry) -> None:
+        problems = verify_files(self.path, _only(self.manifest, entry))
+        if problems:
+            raise BundleError(f"{self.path}: {problems[0]}")
+
+    def _fastest(self) -> tuple[TargetEntry, speed.Choice, Runner | None]:
+        """The fastest verified artifact here: the stored profile's, else the probe's (stored for next time).
+        Returns the probe's loaded runner of the winner too (None: load it)."""
+        installed = device_runtimes()
+        usable = {t.name: t for t in verified_here(self.manifest, installed)}
+        if len(usable) <= 1:  # nothing to compare (or nothing verified: the fixed order says why / what)
+            entry = next(iter(usable.values()), None) or choose_target(self.manifest, None, installed)
+            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER), None
+        candidates = probe_candidates(self.manifest, installed)
+        fields = speed.speed_fingerprint(self.threads)
+        key, bundle_id = speed.device_key(fields), speed.bundle_identity(self.manifest)
+        notes: list[str] = []
+        profile = speed.load_profile(bundle_id, key, notes)  # a bench's measured every artifact, torch's too
+        if profile is not None and profile.chosen in usable and speed.covers(profile, [t.name for t in candidates]):
+            return usable[profile.chosen], speed.Choice(profile.chosen, speed.HOW_PROFILE, key, profile,
+                                                        str(speed.profile_path(bundle_id, key)), notes), None
+        if len(candidates) == 1:  # one torch-free artifact: the probe would not load torch to compare
+            return candidates[0], speed.Choice(candidates[0].name, speed.HOW_ONLY, key, notes=notes), None
+        feeds = speed.probe_feeds(self.path, self.manifest)
+        if not feeds:
+            entry = choose_target(self.manifest, None, installed)
+            notes.append(f"no sample rows to probe with ({self.manifest.samples or 'no samples file'}): fixed order")
+            return entry, speed.Choice(entry.name, speed.HOW_ORDER, key, notes=notes), None
+        runners: dict[str, tuple[TargetEntry, Runner]] = {}
+        excluded: dict[str, str] = {}
+        for entry in candidates:
+            if self.verify:  # a tampered artifact is refused, as when it is the one asked for
+                self._verify(entry)
+            try:
+                runners[entry.name] = (entry, self._load_runner(entry))
+            except BundleError as exc:
+                excluded[entry.name] = str(exc)
+        speeds, failed = speed.probe(runners, feeds)
+        excluded.update(failed)
+        if not speeds:
+            speed.release(runners, None)
+            raise BundleError("no artifact of this bundle ran here: "
+                              + "; ".join(f"{name}: {why}" for name, why in excluded.items()))
+        profile = speed.new_profile(self.manifest, fields, speed.SOURCE_PROBE, speeds, excluded)
+        runner = speed.release(runners, profile.chosen)
+        path = speed.save_profile(profile, notes)
+        return (self.manifest.target(profile.chosen),
+                speed.Choice(profile.chosen, speed.HOW_PROBE, key, profile, str(path) if path else None, notes), runner)
+
+    def _load_runner(self, entry: TargetEntry | None = None) -> Runner:
+        entry = entry or self.target
         try:
-            return load_target(self.path, self.manifest, self.target.name, threads=self.threads)
+            return load_target(self.path, self.manifest, entry.name, threads=self.threads)
         except RunnerUnavailable as exc:
-            raise BundleError(f"target {self.target.name}: {exc}") from None
+            raise BundleError(f"target {entry.name}: {exc}") from None
         except (OSError, ValueError, RuntimeError) as exc:
-            raise BundleError(f"target {self.target.name}: cannot load {self.target.file} "
+            raise BundleError(f"target {entry.name}: cannot load {entry.file} "
                               f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__})") from None
 
     def tokenize(self, texts: list[str]) -> list[TokenizedText]:

@@ -17,6 +17,7 @@ from typing import Any
 from .manifest import ManifestError, check_version
 from .parity import DeviceParity, gate_summary
 from .records import RecordError, from_dict
+from .speed_profile import SpeedProfile
 
 #: Same evolution rule as the manifest: additive fields bump the minor version, readers of the same major
 #: accept them (listing what they ignore), a new major is refused. Minor 1: real-length latency, per-length
@@ -187,6 +188,8 @@ class BenchReport:
     schema_version: int = REPORT_SCHEMA_VERSION
     kind: str = "device"
     schema_minor: int = REPORT_SCHEMA_MINOR
+    #: minor 3: per thread count, the fastest verified artifact on this device (stored there for `edgepack run`)
+    fastest: list[SpeedProfile] = field(default_factory=list)
 
     #: fields of the document this reader does not know (a newer minor version), set by ``from_dict``
     ignored_fields: typing.ClassVar[list[str]] = []
@@ -422,6 +425,19 @@ def render_parity_table(report: BenchReport | FleetReport):
                       verdict, gate_summary(parity, rep.bundle.get("task", ""), short=True) if parity.error is None
                       else "-", lengths, parity.error or "; ".join(parity.shortfalls) or "-")
     return table
+
+
+def fastest_lines(report: BenchReport | FleetReport) -> list[str]:
+    """``fastest here: tflite-int8 (p50 1.2 ms vs onnx-int8 1.5 ms)`` per device and thread count."""
+    reports = report.reports if isinstance(report, FleetReport) else [report]
+    lines = []
+    for rep in reports:
+        where = f"{rep.device}: " if isinstance(report, FleetReport) else ""
+        for p in rep.fastest:
+            threads = "default" if p.threads is None else p.threads
+            lines.append(f"{where}fastest here (threads={threads}): {p.summary()}"
+                         + "".join(f"; left out {name}: {why}" for name, why in p.excluded.items()))
+    return lines
 
 
 def noise_warnings(report: BenchReport | FleetReport) -> list[str]:

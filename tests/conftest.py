@@ -13,6 +13,15 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# speed profiles (which artifact `edgepack run` defaults to) go to a scratch folder, never the user's cache: no
+# test reads another session's profile; tests of the profiles themselves set their own folder
+if not os.environ.get("EDGEPACK_SPEED_CACHE"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EDGEPACK_SPEED_CACHE"] = _SPEED_SCRATCH = tempfile.mkdtemp(prefix="edgepack-speed-")
+    atexit.register(shutil.rmtree, _SPEED_SCRATCH, True)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +36,7 @@ DEVICE_SIDE_MODULES = {
     "test_agent_cli", "test_agent_fuzz", "test_agent_hardening", "test_agent_isolation", "test_agent_remote",
     "test_agent_security", "test_agent_tls", "test_base_install", "test_bench_local", "test_device_bench_fixture",
     "test_device_bench_thermal", "test_device_parity", "test_device_side_imports", "test_energy_backends",
-    "test_task_outputs",
+    "test_speed_profile", "test_task_outputs",
     "test_uploads_extract",
 }
 

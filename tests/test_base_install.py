@@ -132,7 +132,11 @@ def test_run_on_the_base_install(tiny_bundle):
     proc = edgepack("run", str(tiny_bundle), "Which museums are open late?", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)
-    assert doc["target"] == "tflite-int8"  # the .ptl targets come first in the bundle but need torch
+    # the fastest of the .tflite ones (measured here): the .ptl targets come first in the bundle but need torch
+    assert doc["target"] in ("tflite-int8", "tflite-fp32") and doc["choice"]["how"] in ("probe", "profile")
+    assert {s["target"] for s in doc["choice"]["profile"]["speeds"]} == {"tflite-int8", "tflite-fp32"}
+    ordered = edgepack("run", str(tiny_bundle), "Which museums are open late?", "--json", "--choose", "order")
+    assert json.loads(ordered.stdout)["target"] == "tflite-int8"  # the fixed order: parity, torch-free, pack order
     assert len(doc["results"]) == 1 and len(doc["results"][0]["embedding"]) == 64
     one_line_error(edgepack("run", str(tiny_bundle), "hello", "--target", "torchscript-mobile"),
                    "runtime 'torch-lite' is not installed here")

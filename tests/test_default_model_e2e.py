@@ -72,13 +72,16 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
         assert loaded.task.parity(reference, got)["min_cosine"] >= 0.99, name
 
     # the same held-out texts through `edgepack run`: the bundle's own tokenizer (tokenizers, no transformers)
-    # and the default target this device picks give exactly the runner's outputs on transformers' inputs
+    # and the default target this device picks (the fastest the bench above measured here) give exactly the
+    # runner's outputs on transformers' inputs
     ran = run("run", str(out), *HELD_OUT, "--json")
     assert ran.returncode == 0, ran.stderr[-2000:]
     doc = json.loads(ran.stdout)
-    assert doc["target"] == "tflite-int8" and [r["text"] for r in doc["results"]] == HELD_OUT
+    (fastest,) = report["fastest"]
+    assert doc["target"] == fastest["chosen"] and (doc["choice"]["how"], doc["choice"]["profile"]) == ("profile", fastest)
+    assert [r["text"] for r in doc["results"]] == HELD_OUT
     got = np.asarray([r["embedding"] for r in doc["results"]], dtype=np.float32)
-    runner = load_target(out, bundle, "tflite-int8")  # real-length ids: the runner picks the bucket run picked
+    runner = load_target(out, bundle, doc["target"])  # real-length ids: the runner picks the bucket run picked
     expected = np.concatenate([runner.run({k: v[i : i + 1, : lengths[i]] for k, v in inputs.items()})
                                for i in range(len(HELD_OUT))])
     assert np.array_equal(got, expected)

@@ -130,8 +130,8 @@ def test_run_classifies_held_out_texts_like_the_reference(classifier_bundle):
         assert [item["score"] for item in result["top_k"]] == pytest.approx(sorted(probs, reverse=True), abs=1e-5)
     assert doc["results"][-1]["truncated"] is True
 
-    # the default target (tflite-int8, first in the bundle): the int8 artifact on exactly transformers' inputs
-    default = edgepack("run", str(classifier_bundle), *TEXTS, "--json", env=full_env())
+    # the fixed order's target (tflite-int8, first in the bundle): the int8 artifact on exactly transformers' inputs
+    default = edgepack("run", str(classifier_bundle), *TEXTS, "--json", "--choose", "order", env=full_env())
     assert default.returncode == 0, default.stderr[-2000:]
     doc = json.loads(default.stdout)
     assert doc["target"] == "tflite-int8"
@@ -143,7 +143,8 @@ def test_run_classifies_held_out_texts_like_the_reference(classifier_bundle):
         assert result["score"] == float(probs.max()) and len(result["top_k"]) == 3
         assert result["label"] == TINY_LABELS[int(np.argmax(probs))]
 
-    text = edgepack("run", str(classifier_bundle), "book a flight to rome", "play some jazz", env=full_env())
+    text = edgepack("run", str(classifier_bundle), "book a flight to rome", "play some jazz", "--choose", "order",
+                    env=full_env())
     assert text.returncode == 0, text.stderr[-2000:]
     lines = text.stdout.splitlines()
     assert lines[0] == '"book a flight to rome"' and lines[2] == '"play some jazz"'
@@ -167,7 +168,8 @@ def test_run_embeds_held_out_texts_like_the_reference(tiny_bundle, tmp_path):
 
     from device_bench.runners import load_runner
 
-    default = edgepack("run", str(tiny_bundle), "--file", "-", "--json", env=full_env(), stdin="\n".join(TEXTS))
+    default = edgepack("run", str(tiny_bundle), "--file", "-", "--json", "--choose", "order", env=full_env(),
+                       stdin="\n".join(TEXTS))
     assert default.returncode == 0, default.stderr[-2000:]
     doc = json.loads(default.stdout)
     assert doc["target"] == "tflite-int8"  # the .ptl targets come first but load torch: the lighter runtime wins
@@ -218,7 +220,11 @@ def test_run_refuses_a_tampered_artifact(tiny_bundle, tmp_path):
     shutil.copytree(tiny_bundle, copy)
     artifact = copy / "tflite_int8.tflite"
     artifact.write_bytes(artifact.read_bytes()[:-1] + b"\0")
-    one_line_error(edgepack("run", str(copy), "hello", env=full_env()), "tflite-int8: sha256 mismatch")
+    one_line_error(edgepack("run", str(copy), "hello", "--target", "tflite-int8", env=full_env()),
+                   "tflite-int8: sha256 mismatch")
+    # no profile yet: the probe checks every artifact it would load
+    fresh = {**full_env(), "EDGEPACK_SPEED_CACHE": str(tmp_path / "speed")}
+    one_line_error(edgepack("run", str(copy), "hello", env=fresh), "tflite-int8: sha256 mismatch")
 
 
 def test_default_target_choice(tiny_bundle):

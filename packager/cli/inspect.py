@@ -10,6 +10,7 @@ import click
 
 from device_bench.decoders import DECODERS
 from device_bench.manifest import Manifest, verify_files
+from device_bench.speed_profile import SpeedProfile, stored_profiles
 
 from .common import EXIT_TARGET_FAILED, stdout_console
 
@@ -85,6 +86,21 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
         console.print(f"[red]integrity:[/] {problem}")
 
 
+def speed_lines(profiles: list[tuple[Path, SpeedProfile | None, str | None]]) -> list[str]:
+    """The speed profiles stored on this device for the bundle: which artifact `edgepack run` defaults to."""
+    if not profiles:
+        return ["speed here: no profile yet (edgepack bench, or the first `edgepack run`, measures one)"]
+    lines = []
+    for path, p, error in profiles:
+        if p is None:
+            lines.append(f"speed here: unreadable profile {path} ({error})")
+            continue
+        threads = "default" if p.threads is None else p.threads
+        lines.append(f"speed here (threads={threads}, {p.source} at {p.measured_at}): fastest {p.summary()}; "
+                     f"device key {p.device_key}")
+    return lines
+
+
 def _kernel_coverage_note(compat: dict[str, Any]) -> str | None:
     try:  # the checker's wording; a device-side install may lack the targets package's dependencies
         from targets.compat import kernel_coverage_note
@@ -100,12 +116,17 @@ def inspect_cmd(bundle: Path, as_json: bool) -> None:
     """Show what is in a bundle and check its files against the manifest."""
     manifest = Manifest.load(bundle)
     problems = verify_files(bundle, manifest)
+    profiles = stored_profiles(manifest)
     if as_json:
         click.echo(json.dumps({"bundle": str(bundle), "intact": not problems, "problems": problems,
+                               "speed_profiles": [{"path": str(path), "profile": p.to_dict() if p else None,
+                                                   "error": error} for path, p, error in profiles],
                                "manifest": manifest.to_dict()}, indent=2))
     else:
         print_manifest(manifest, bundle, problems)
         if not problems:
             click.echo("integrity: all files match their sha256")
+        for line in speed_lines(profiles):
+            click.echo(line)
     if problems:
         sys.exit(EXIT_TARGET_FAILED)

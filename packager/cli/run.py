@@ -45,12 +45,16 @@ def native_stderr_silenced() -> Iterator[None]:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("texts", nargs=-1)
 @click.option("--file", "text_file", metavar="PATH", help="Texts, one per line ('-' = standard input); after TEXT...")
-@click.option("--target", help="Target to run (default: the best one this device can run, see the README).")
+@click.option("--target", help="Target to run (default: the fastest verified one on this device, see the README).")
+@click.option("--choose", default="fastest", show_default=True, metavar="fastest|order",
+              help="Without --target: the fastest verified artifact by measurement (bench profile, else a short "
+                   "probe, cached), or the fixed order (parity, torch-free runtimes, pack order).")
 @click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classification: how many labels to list.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document with a `results` list.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with a `results` list (and the `choice`).")
+@click.option("-v", "--verbose", is_flag=True, help="Say which target was chosen and on what evidence (stderr).")
 def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target: str | None, threads: int | None,
-            top_k: int, as_json: bool) -> None:
+            top_k: int, as_json: bool, choose: str = "fastest", verbose: bool = False) -> None:
     """Tokenize TEXT... with the bundle's own tokenizer and run one artifact on them: label, probability and
     top-k for classification; the embedding (dims and norm; the vector with --json) for feature-extraction."""
     from device_bench.predict import Bundle, BundleError
@@ -61,14 +65,18 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the .ptl runner's deprecation chatter
     try:
         with native_stderr_silenced():
-            loaded = Bundle(bundle, target=target, threads=threads, top_k=top_k)
+            loaded = Bundle(bundle, target=target, threads=threads, top_k=top_k, choose=choose)
         predictions = loaded.predict(all_texts)
     except BundleError as exc:
         raise EdgepackError(str(exc)) from None
     entry = loaded.target
+    # the choice's warnings were logged while stderr was silenced: said here, once (with its evidence: --verbose)
+    for line in loaded.choice.describe() if verbose else [f"edgepack: warning: {n}" for n in loaded.choice.notes]:
+        click.echo(line, err=True)
     if as_json:
         click.echo(json.dumps({"bundle": str(bundle), "task": loaded.manifest.task, "target": entry.name,
                                "runtime": entry.runtime, "seq_len": loaded.manifest.input_spec.seq_len,
+                               "choice": loaded.choice.to_dict(),
                                "results": [p.to_dict() for p in predictions]}, indent=2))
         return
     click.echo(f"{entry.name} ({entry.runtime}, {entry.precision or 'precision n/a'}) on {loaded.manifest.task}",

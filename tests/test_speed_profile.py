@@ -1,0 +1,223 @@
+"""The fastest verified artifact by measurement: the load-time probe, its cache, the bench's profile, and how
+`edgepack run`, `inspect` and the bench report show the choice.
+
+A target is made genuinely slower by giving it a runtime that sleeps 20 ms before each run (``SlowRunner``,
+registered through ``EDGEPACK_EXTRA_RUNNERS`` like any device owner's runner): the tiny bundle's artifacts run
+in a fraction of a millisecond, so no load on the machine makes the slow one look faster.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device_bench.manifest import Manifest
+from device_bench.predict import Bundle, BundleError
+from device_bench.report import BenchReport, fastest_lines
+from device_bench.runners.tflite import TFLiteRunner
+from device_bench import speed_profile as speed
+from test_base_install import REPO, edgepack, one_line_error
+
+TESTS = Path(__file__).resolve().parent
+SLOW_MS = 20.0
+EXTRA = "slow-tflite=test_speed_profile:SlowRunner,broken-tflite=test_speed_profile:BrokenRunner"
+
+
+class SlowRunner(TFLiteRunner):
+    """A .tflite runner that sleeps before each run: an artifact that is slower on this device."""
+
+    runtime = "slow-tflite"
+
+    def run(self, inputs: dict[str, np.ndarray], length: int | None = None) -> np.ndarray:
+        time.sleep(SLOW_MS / 1000)
+        return super().run(inputs, length)
+
+
+class BrokenRunner(TFLiteRunner):
+    """Loads, then fails every run."""
+
+    runtime = "broken-tflite"
+
+    def run(self, inputs: dict[str, np.ndarray], length: int | None = None) -> np.ndarray:
+        raise RuntimeError("kernel exploded")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch) -> dict[str, str]:
+    """The extra runners registered and this test's own speed cache, here and in subprocesses."""
+    cache = tmp_path / "speed"
+    monkeypatch.setenv(speed.CACHE_ENV, str(cache))
+    monkeypatch.setenv("EDGEPACK_EXTRA_RUNNERS", EXTRA)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return dict(os.environ)
+
+
+def variant(tiny_bundle: Path, out: Path, runtimes: dict[str, str] | None = None, created_at: str | None = None) -> Path:
+    """A copy of the tiny bundle (torchscript-mobile, -fp32, tflite-int8, tflite-fp32) with some targets' runtime
+    replaced (same artifact file) or another pack time."""
+    shutil.copytree(tiny_bundle, out)
+    data = json.loads((out / "manifest.json").read_text())
+    for t in data["targets"]:
+        t["runtime"] = (runtimes or {}).get(t["name"], t["runtime"])
+    if created_at:
+        data["created_at"] = created_at
+    (out / "manifest.json").write_text(json.dumps(data, indent=2))
+    return out
+
+
+@pytest.fixture
+def slow_int8(tiny_bundle, tmp_path, env) -> Path:
+    """tflite-int8, first in the fixed order, made 20 ms slower per run."""
+    return variant(tiny_bundle, tmp_path / "slow-int8", {"tflite-int8": "slow-tflite"})
+
+
+def test_the_probe_picks_the_faster_artifact_and_caches_it(slow_int8):
+    assert Bundle(slow_int8, choose="order").target.name == "tflite-int8"  # the old fixed order
+    first = Bundle(slow_int8)
+    assert (first.target.name, first.choice.how) == ("tflite-fp32", speed.HOW_PROBE)
+    profile = first.choice.profile
+    assert profile.source == speed.SOURCE_PROBE and profile.chosen == "tflite-fp32"
+    assert {s.target for s in profile.speeds} == {"tflite-int8", "tflite-fp32"}  # torch-free ones: no torch import
+    assert profile.speed("tflite-int8").p50_ms >= SLOW_MS > profile.speed("tflite-fp32").p50_ms
+    assert all(s.runs >= speed.PROBE_MIN_RUNS for s in profile.speeds)
+    path = Path(first.choice.path)
+    assert path.parent == Path(os.environ[speed.CACHE_ENV]) and speed.read_profile(path) == profile
+    stamp = path.stat().st_mtime_ns
+    assert first.predict("play some jazz")[0].embedding is not None  # the probe's runner is the one kept
+
+    second = Bundle(slow_int8)  # a cache hit: no probe, the stored record unchanged
+    assert (second.target.name, second.choice.how) == ("tflite-fp32", speed.HOW_PROFILE)
+    assert second.choice.profile.measured_at == profile.measured_at and path.stat().st_mtime_ns == stamp
+    assert "cached probe" in "\n".join(second.choice.describe())
+
+    asked = Bundle(slow_int8, target="tflite-int8")  # --target still wins
+    assert (asked.target.name, asked.choice.how) == ("tflite-int8", speed.HOW_TARGET)
+    other_threads = Bundle(slow_int8, threads=1)  # another thread count is another device key: probed again
+    assert other_threads.choice.how == speed.HOW_PROBE and other_threads.choice.device_key != first.choice.device_key
+
+
+def test_an_artifact_that_fails_the_probe_is_left_out(tiny_bundle, tmp_path, env):
+    bundle = variant(tiny_bundle, tmp_path / "broken", {"tflite-fp32": "broken-tflite"})
+    loaded = Bundle(bundle)
+    assert (loaded.target.name, loaded.choice.how) == ("tflite-int8", speed.HOW_PROBE)
+    assert "kernel exploded" in loaded.choice.profile.excluded["tflite-fp32"]
+    assert len(loaded.predict(["hello", "book a table"])) == 2
+
+
+@pytest.mark.parametrize("content", ["not json {", '{"schema_version": 9, "chosen": "x"}', '[1, 2]',
+                                     '{"schema_version": 1, "chosen": "tflite-int8"}'])
+def test_a_corrupt_or_foreign_profile_is_ignored_with_one_line(slow_int8, content):
+    first = Bundle(slow_int8)
+    Path(first.choice.path).write_text(content)
+    again = Bundle(slow_int8)
+    assert (again.target.name, again.choice.how) == ("tflite-fp32", speed.HOW_PROBE)  # measured afresh, re-stored
+    (note,) = again.choice.notes
+    assert note.startswith(f"ignoring speed profile {first.choice.path}") and "\n" not in note
+    assert speed.read_profile(Path(first.choice.path)).chosen == "tflite-fp32"
+
+
+def test_a_profile_that_did_not_measure_every_candidate_is_not_used(slow_int8):
+    first = Bundle(slow_int8)
+    partial = first.choice.profile
+    partial.speeds = [s for s in partial.speeds if s.target == "tflite-int8"]
+    partial.chosen = "tflite-int8"  # e.g. a bench with --targets tflite-int8
+    speed.save_profile(partial)
+    assert Bundle(slow_int8).choice.how == speed.HOW_PROBE
+
+
+def test_a_rebuilt_bundle_does_not_reuse_a_stale_profile(tiny_bundle, tmp_path, env):
+    old = variant(tiny_bundle, tmp_path / "old", {"tflite-int8": "slow-tflite"})
+    new = variant(tiny_bundle, tmp_path / "new", {"tflite-fp32": "slow-tflite"}, created_at="2030-01-01T00:00:00+00:00")
+    assert Bundle(old).target.name == "tflite-fp32"
+    rebuilt = Bundle(new)
+    assert (rebuilt.target.name, rebuilt.choice.how) == ("tflite-int8", speed.HOW_PROBE)
+    assert speed.bundle_identity(Manifest.load(old)) != speed.bundle_identity(Manifest.load(new))
+
+
+def test_an_unwritable_cache_still_runs(slow_int8, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(speed.CACHE_ENV, str(tmp_path / "a-file" / "speed"))
+    loaded = Bundle(slow_int8)
+    assert (loaded.target.name, loaded.choice.path) == ("tflite-fp32", None)
+    assert any(n.startswith("speed profile not saved") for n in loaded.choice.notes)
+
+
+def test_one_verified_artifact_needs_no_probe(tiny_bundle, tmp_path, env):
+    bundle = variant(tiny_bundle, tmp_path / "one")
+    data = json.loads((bundle / "manifest.json").read_text())
+    for t in data["targets"]:
+        if t["name"] != "tflite-int8" and t["runtime"] == "tflite":
+            t["status"] = "parity-failed"
+    (bundle / "manifest.json").write_text(json.dumps(data))
+    loaded = Bundle(bundle)
+    assert (loaded.target.name, loaded.choice.how) == ("tflite-int8", speed.HOW_ONLY)
+    assert not Path(os.environ[speed.CACHE_ENV]).exists()
+
+
+def test_bench_writes_the_profile_and_run_uses_it(slow_int8):
+    from device_bench.bench import bench_bundle
+
+    report = bench_bundle(slow_int8, targets=["tflite-int8", "tflite-fp32"], runs=5, min_seconds=0.0, warmup=1,
+                          memory_runs=1)
+    assert not report.failed, [r.error for r in report.failed]
+    (profile,) = report.fastest
+    assert (profile.source, profile.chosen, profile.threads) == (speed.SOURCE_BENCH, "tflite-fp32", None)
+    assert profile.speed("tflite-int8").p50_ms >= SLOW_MS
+    assert BenchReport.from_dict(json.loads(report.to_json())).fastest == [profile]
+    (line,) = fastest_lines(report)
+    assert line.startswith("fastest here (threads=default): tflite-fp32 (p50 ") and "vs tflite-int8" in line
+
+    loaded = Bundle(slow_int8)  # no probe: the bench's measurement decides
+    assert (loaded.target.name, loaded.choice.how) == ("tflite-fp32", speed.HOW_PROFILE)
+    assert loaded.choice.profile == profile
+    shown = edgepack("run", str(slow_int8), "hello", "--verbose", env=dict(os.environ))
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "target tflite-fp32: fastest here: tflite-fp32 (p50 " in shown.stderr
+    assert f"measured by edgepack bench at {profile.measured_at}" in shown.stderr
+    inspected = edgepack("inspect", str(slow_int8), env=dict(os.environ))
+    assert f"speed here (threads=default, bench at {profile.measured_at}): fastest tflite-fp32" in inspected.stdout
+
+
+def test_run_json_and_verbose_show_the_choice(slow_int8, env):
+    ran = edgepack("run", str(slow_int8), "hello", "--json", env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    choice = json.loads(ran.stdout)["choice"]
+    assert (choice["target"], choice["how"], choice["profile"]["source"]) == ("tflite-fp32", "probe", "probe")
+    verbose = edgepack("run", str(slow_int8), "hello", "-v", env=env)
+    assert "target tflite-fp32: fastest here: tflite-fp32" in verbose.stderr and "cached probe" in verbose.stderr
+    assert f"device key {choice['device_key']}" in verbose.stderr
+    ordered = edgepack("run", str(slow_int8), "hello", "--choose", "order", "-v", env=env)
+    assert "target tflite-int8: the fixed order (--choose order)" in ordered.stderr
+    Path(choice["path"]).write_text("{")
+    warned = edgepack("run", str(slow_int8), "hello", env=env)
+    assert warned.returncode == 0 and "Traceback" not in warned.stderr
+    (line,) = [ln for ln in warned.stderr.splitlines() if "ignoring speed profile" in ln]
+    assert line.startswith(f"edgepack: warning: ignoring speed profile {choice['path']}: not valid JSON (")
+    one_line_error(edgepack("run", str(slow_int8), "hello", "--choose", "quickest", env=env),
+                   "--choose quickest: expected one of fastest, order")
+
+
+def test_bad_choose_in_the_api(tiny_bundle):
+    with pytest.raises(BundleError, match="--choose random: expected one of fastest, order"):
+        Bundle(tiny_bundle, choose="random")
+
+
+def test_the_agents_bench_keeps_the_profile_on_the_device(slow_int8, tmp_path, env):
+    """The agent benches on the device, keeps the profile there, and `edgepack run` there uses it."""
+    from test_device_bench_fixture import agent_client, running_agent
+
+    with running_agent(tmp_path / "wd", env=env) as (url, _):
+        report = agent_client(url).bench(slow_int8, {"targets": ["tflite-int8", "tflite-fp32"], "runs": 5,
+                                                     "min_seconds": 0.0, "warmup": 1})
+    (profile,) = report.fastest  # carried back in the report
+    assert (profile.source, profile.chosen) == (speed.SOURCE_BENCH, "tflite-fp32")
+    stored = speed.profile_path(profile.bundle_id, profile.device_key)
+    assert speed.read_profile(stored) == profile  # the uploaded copy is the same bundle: same identity
+    ran = edgepack("run", str(slow_int8), "hello", "--json", env=env)
+    choice = json.loads(ran.stdout)["choice"]
+    assert (choice["target"], choice["how"], choice["profile"]["source"]) == ("tflite-fp32", "profile", "bench")
