@@ -98,6 +98,13 @@ def main() -> int:
             print(json.dumps(rows[-1]), flush=True)
     if args.rounds:
         _time_side_by_side(runners, texts, args.rounds)
+    write_results(rows, len(texts))
+    print(RESULTS.with_suffix(".md").read_text())
+    return 0
+
+
+def write_results(rows: list[dict], n_texts: int) -> None:
+    """Merge ``rows`` into the results file (one row per ISA × bundle × target) and rewrite its table."""
     path = RESULTS.with_suffix(".json")
     kept = [r for r in (json.loads(path.read_text()) if path.is_file() else [])
             if (r["isa"], r["bundle"], r["target"]) not in {(x["isa"], x["bundle"], x["target"]) for x in rows}]
@@ -113,11 +120,9 @@ def main() -> int:
                      f"{', '.join(r['float_groups']) or 'none'} | {r['pack_mean_cosine']} | {r['mean_cosine']} | "
                      f"{r['min_cosine']} | {'yes' if r['min_cosine'] >= GATE else 'no'} | {timing} |")
     RESULTS.with_suffix(".md").write_text(
-        f"# int8 parity by ISA: {len(texts)} unseen CLINC150 test texts vs SentenceTransformer.encode\n\n"
+        f"# int8 parity by ISA: {n_texts} unseen CLINC150 test texts vs SentenceTransformer.encode\n\n"
         "Written by `benchmarks/int8_parity_by_isa.py` (one row per ISA × bundle × target; each row from the host "
         "named).\n\n" + "\n".join(lines) + "\n")
-    print(RESULTS.with_suffix(".md").read_text())
-    return 0
 
 
 def _scheme(row: dict) -> str:
@@ -127,7 +132,7 @@ def _scheme(row: dict) -> str:
         scheme = options.get("scheme", "dynamic")
         return (f"blockwise {options.get('block_size', 32)}" if scheme == "blockwise"
                 else f"dynamic, {options.get('weights', 'int8')} weights")
-    if row["target"] == "tflite-int8":
+    if row["target"] in ("tflite-int8", "torchscript-mobile"):
         return f"rotation {options.get('rotation', 'none')}"
     return "-"
 
