@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,6 +60,45 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.device_side)
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+def random_token_inputs(n: int, seq: int, seed: int, min_length: int = 3,
+                        first_token: int | None = None) -> dict[str, np.ndarray]:
+    """``n`` rows of random token ids (5..999) with realistic right padding (real lengths ``min_length``..``seq``),
+    int32 as the bundle feeds them; ``first_token`` fixes column 0 (a [CLS]-like id)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 1000, (n, seq)).astype(np.int32)
+    mask = np.zeros((n, seq), np.int32)
+    for i, k in enumerate(rng.integers(min_length, seq + 1, n)):
+        mask[i, :k] = 1
+        ids[i, k:] = 0
+    if first_token is not None:
+        ids[:, 0] = first_token
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def tiny_bert_export_context(workdir: Path, seq: int, calibration: dict[str, np.ndarray], *, hidden: int = 64,
+                             intermediate: int = 128, **context):
+    """The ``ExportContext`` of a tiny random BERT embedder (seed 0, eager attention) that a target test exports
+    directly, without a pack: (context, the fp32 wrapper)."""
+    import torch
+    import transformers
+
+    from packager.tasks import get_task
+    from targets import ExportContext
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=intermediate, max_position_embeddings=64,
+                                     attn_implementation="eager")
+    model = transformers.BertModel(config).eval()
+    task = get_task("feature-extraction")
+    wrapper = task.make_wrapper(model)
+    ctx = ExportContext(wrapper=wrapper, hf_model=model, task=task, seq_len=seq,
+                        input_names=["input_ids", "attention_mask"],
+                        example_inputs={k: v[:1] for k, v in calibration.items()}, calibration=calibration,
+                        workdir=workdir, **context)
+    return ctx, wrapper
 
 
 def tiny_vocab() -> list[str]:

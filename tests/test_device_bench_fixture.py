@@ -96,11 +96,17 @@ def agent_client(url: str, token: str | None = None, **kwargs) -> AgentClient:
     return AgentClient(url, token, fingerprint=PINS.get(url) if url.startswith("https:") else None, **kwargs)
 
 
+def _tcp(url: str, timeout: float, source: str | None) -> socket.socket:
+    """A TCP connection to the agent of ``url`` from ``source`` (a loopback address: another caller)."""
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+
+
 def connect(url: str, timeout: float = 30, source: str | None = None, pin: str | None = None) -> socket.socket:
     """A connected socket to the agent (TLS, pin checked, when the URL is https), from ``source`` (a loopback address)."""
     parts = urlsplit(url)
-    raw = socket.create_connection((parts.hostname, parts.port), timeout=timeout,
-                                   source_address=(source, 0) if source else None)
+    raw = _tcp(url, timeout, source)
     if parts.scheme != "https":
         return raw
     try:
@@ -180,8 +186,7 @@ class TLSStream:
 def raw_connect(url: str, timeout: float = 30, source: str | None = None) -> socket.socket | TLSStream:
     """A connection to send raw request bytes on: a socket, or a pinned ``TLSStream`` for an https URL."""
     parts = urlsplit(url)
-    raw = socket.create_connection((parts.hostname, parts.port), timeout=timeout,
-                                   source_address=(source, 0) if source else None)
+    raw = _tcp(url, timeout, source)
     if parts.scheme != "https":
         return raw
     try:

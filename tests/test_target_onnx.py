@@ -9,34 +9,21 @@ pytest.importorskip("onnx")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import random_token_inputs, tiny_bert_export_context  # noqa: E402
 from device_bench.runners import load_runner  # noqa: E402
-from targets import ExportContext, get_target  # noqa: E402
-from packager.tasks import get_task
+from targets import get_target  # noqa: E402
 
 SEQ = 16
 NAMES = ["input_ids", "attention_mask"]
 
 
 def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, 1000, (n, SEQ)).astype(np.int32)
-    mask = np.zeros((n, SEQ), np.int32)
-    for i, k in enumerate(rng.integers(3, SEQ + 1, n)):
-        mask[i, :k] = 1
-        ids[i, k:] = 0
-    return {"input_ids": ids, "attention_mask": mask}
+    return random_token_inputs(n, SEQ, seed)
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
-    model = transformers.BertModel(config).eval()
-    calib = _inputs(8, seed=1)
-    return ExportContext(wrapper=get_task("feature-extraction").make_wrapper(model), hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ,
-                         input_names=NAMES, example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib,
-                         workdir=tmp_path_factory.mktemp("onnx"))
+    return tiny_bert_export_context(tmp_path_factory.mktemp("onnx"), SEQ, _inputs(8, seed=1))[0]
 
 
 @pytest.mark.parametrize("name,min_cos", [("onnx-fp32", 0.99999), ("onnx-int8", 0.99)])

@@ -11,9 +11,10 @@ transformers = pytest.importorskip("transformers")
 
 from ai_edge_litert import schema_py_generated as schema  # noqa: E402
 
-from targets import ExportContext, get_target  # noqa: E402
+from conftest import random_token_inputs, tiny_bert_export_context  # noqa: E402
+from targets import get_target  # noqa: E402
 from targets.tflite_full import float_ops, tensor_dtypes  # noqa: E402
-from packager.tasks import get_task
+from packager.tasks import get_task  # noqa: E402
 
 SEQ = 24
 NAMES = ["input_ids", "attention_mask"]
@@ -21,27 +22,13 @@ NAMES = ["input_ids", "attention_mask"]
 
 def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
     """Token ids with realistic right padding (lengths 4..SEQ)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, 1000, (n, SEQ)).astype(np.int32)
-    mask = np.zeros((n, SEQ), np.int32)
-    for i, k in enumerate(rng.integers(4, SEQ + 1, n)):
-        mask[i, :k] = 1
-        ids[i, k:] = 0
-    ids[:, 0] = 2
-    return {"input_ids": ids, "attention_mask": mask}
+    return random_token_inputs(n, SEQ, seed, min_length=4, first_token=2)
 
 
 def _export(work, n_calib: int, calib_samples: int, buckets: list[int]):
     """tflite-int8-full of a tiny random BERT (seed 0): (target, path, result, fp32 wrapper)."""
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=64, attn_implementation="eager")
-    model = transformers.BertModel(config).eval()
-    wrapper = get_task("feature-extraction").make_wrapper(model)
-    calib = _inputs(n_calib, seed=1)
-    ctx = ExportContext(wrapper=wrapper, hf_model=model, task=get_task("feature-extraction"), seq_len=SEQ, input_names=NAMES,
-                        example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
-                        options={"calib_samples": calib_samples}, buckets=buckets)
+    ctx, wrapper = tiny_bert_export_context(work, SEQ, _inputs(n_calib, seed=1), options={"calib_samples": calib_samples},
+                                            buckets=buckets)
     target = get_target("tflite-int8-full")
     path = work / "model.tflite"
     result = target.export(ctx, path)
