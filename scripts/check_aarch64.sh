@@ -171,7 +171,7 @@ PY
 echo "check --on-device --strict: exit $parity_rc"
 say "edgepack pack (needs the pack extra: one line, exit 2)"
 set +e; edgepack pack -o /tmp/x; echo "exit status $?"; set -e
-say "edgepack run bundle TEXT... (the bundle's tokenizer, the tflite artifact)"
+say "edgepack run bundle TEXT... (the bundle's tokenizer, the artifact it picks)"
 edgepack run bundle "The kettle clicked off just as the phone started ringing." "Which museums are open late on Thursday evenings?"
 edgepack run bundle "Which museums are open late on Thursday evenings?" --json > /tmp/run.json
 python3 -c "import json; d=json.load(open('/tmp/run.json')); r=d['results'][0]; print('run --json:', d['target'], len(r['embedding']), 'dims, first', [round(v, 4) for v in r['embedding'][:3]])"
