@@ -136,6 +136,7 @@ class OnnxInt8(_Onnx, FloatFallback):
 
     name = "onnx-int8"
     description = "ONNX int8 for onnxruntime (MatMul weights int8 in blocks of 32, activations per block)"
+    requires = ("onnx", "onnxruntime", "onnx_ir")  # onnx_ir: the MatMulNBits quantizer's own import
     options = {"scheme": TargetOption(str, "blockwise", "blockwise: MatMulNBits, weights and activations int8 per "
                                       "block of block_size (onnxruntime>=1.22; holds short texts on every kernel "
                                       "family); dynamic: MatMulInteger, activations per tensor (fastest x86 kernels, "
