@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fstree import write_private
+
 log = logging.getLogger("edgepack.agent")
 
 
@@ -37,8 +39,6 @@ def new_token() -> str:
 
 def rotate_token(path: Path) -> str:
     """Write a fresh token to ``path`` (0600, atomically) and return it."""
-    from .tls import write_private
-
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     token = new_token()

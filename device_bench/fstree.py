@@ -5,6 +5,7 @@ hostile tree thousands of levels deep makes them raise ``RecursionError``
 (and a path longer than ``PATH_MAX`` makes path-based calls fail). These walk
 with an explicit stack and descend through directory file descriptors
 (``dir_fd``), holding one descriptor at a time, never following symlinks.
+``write_private`` is the device side's one atomic write (a token, a key, a cache record).
 """
 from __future__ import annotations
 
@@ -103,3 +104,18 @@ def _clear_files(fd: int) -> list[str]:
             except FileNotFoundError:
                 pass
     return subdirs
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, the file never readable by others (0600 from its creation)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

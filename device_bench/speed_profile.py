@@ -23,7 +23,6 @@ import logging
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .fingerprint import AGENT_DISTRIBUTION, cpu_isa, cpu_model, device_model, device_runtimes, package_version
 from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, check_version
+from .fstree import write_private
 from .records import RecordError, from_dict, load_json, one_line
 
 #: Same evolution rule as the manifest and the report: additive fields bump the minor, a new major is refused.
@@ -218,17 +218,11 @@ def load_profile(bundle_id: str, key: str, warnings: list[str] | None = None) ->
 def save_profile(profile: SpeedProfile, warnings: list[str] | None = None) -> Path | None:
     """Store ``profile`` (atomically); None, with a one-line warning, when the cache cannot be written."""
     path = profile_path(profile.bundle_id, profile.device_key)
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".speed-", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(profile.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_private(path, (json.dumps(profile.to_dict(), indent=2) + "\n").encode())
         return path
     except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         _warn(f"speed profile not saved to {path.parent}: {exc.strerror or exc} (set {CACHE_ENV} to a writable folder)",
               warnings)
         return None

@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import re
 import socket
 import ssl
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from .fstree import write_private
 
 CERT_FILE, KEY_FILE = "cert.pem", "key.pem"
 CERT_DAYS = 3650
@@ -125,25 +126,7 @@ def _make_certificate(cert_path: Path, key_path: Path, hostname: str) -> None:
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     write_private(key_path, key_pem)
-    tmp = cert_path.with_name(cert_path.name + ".tmp")
-    tmp.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp, cert_path)
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, the file never readable by others (0600 from its creation)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
+    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
 
 
 # -- the host's side: pinning -------------------------------------------------------------
