@@ -8,7 +8,7 @@ handles HF BERT-style encoders with static shapes without extra packages
   (``MatMulNBits``, 8 bits), and at run time each row of activations is quantized per block too
   (``accuracy_level`` 4: int8 multiply-adds). Fine-grained scales keep the outlier features of BERT-style
   hidden states from swamping the rest, so short texts (the worst case: few tokens to average) stay within
-  the gate on every kernel family measured (AVX2, AVX-512 VNNI, ARM dot product).
+  the gate on the kernel families measured so far (AVX2, ARM dot product; AVX-512 VNNI not yet).
 - ``dynamic``: ``quantize_dynamic``'s MatMulInteger, weights per output channel, activations per tensor per
   call: the fastest x86 kernels, but one scale per activation tensor loses short texts, and AVX2-only x86
   (``vpmaddubsw``) saturates int8 weights.
@@ -138,8 +138,8 @@ class OnnxInt8(_Onnx, FloatFallback):
     description = "ONNX int8 for onnxruntime (MatMul weights int8 in blocks of 32, activations per block)"
     requires = ("onnx", "onnxruntime", "onnx_ir")  # onnx_ir: the MatMulNBits quantizer's own import
     options = {"scheme": TargetOption(str, "blockwise", "blockwise: MatMulNBits, weights and activations int8 per "
-                                      "block of block_size (onnxruntime>=1.22; holds short texts on every kernel "
-                                      "family); dynamic: MatMulInteger, activations per tensor (fastest x86 kernels, "
+                                      "block of block_size (onnxruntime>=1.22; holds short texts on AVX2 and ARM "
+                                      "kernels); dynamic: MatMulInteger, activations per tensor (fastest x86 kernels, "
                                       "less faithful)", choices=SCHEMES),
                "block_size": TargetOption(int, 32, "scheme=blockwise: weights (and activations) per block of this "
                                           "many input features", choices=(16, 32, 64, 128, 256)),
@@ -170,16 +170,18 @@ class OnnxInt8(_Onnx, FloatFallback):
                 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
                 matmuls = out_path.with_suffix(".matmul8.onnx")
-                quantizer = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=8,
-                                                 block_size=int(ctx.options.get("block_size", 32)),
-                                                 is_symmetric=True, accuracy_level=BLOCKWISE_ACCURACY_LEVEL,
-                                                 nodes_to_exclude=list(exclude))
-                quantizer.process()
-                quantizer.model.save_model_to_file(str(matmuls))
-                # the embedding tables: int8 Gathers, one scale per table (MatMulNBits takes MatMul only)
-                quantize_dynamic(str(matmuls), str(out_path), weight_type=QuantType.QInt8, per_channel=False,
-                                 op_types_to_quantize=["Gather"], nodes_to_exclude=list(exclude))
-                matmuls.unlink(missing_ok=True)
+                try:
+                    quantizer = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=8,
+                                                     block_size=int(ctx.options.get("block_size", 32)),
+                                                     is_symmetric=True, accuracy_level=BLOCKWISE_ACCURACY_LEVEL,
+                                                     nodes_to_exclude=list(exclude))
+                    quantizer.process()
+                    quantizer.model.save_model_to_file(str(matmuls))
+                    # the embedding tables: int8 Gathers, one scale per table (MatMulNBits takes MatMul only)
+                    quantize_dynamic(str(matmuls), str(out_path), weight_type=QuantType.QInt8, per_channel=False,
+                                     op_types_to_quantize=["Gather"], nodes_to_exclude=list(exclude))
+                finally:
+                    matmuls.unlink(missing_ok=True)
         except Exception as exc:
             raise TargetError(f"onnxruntime {scheme} int8 quantization failed: {_first_line(exc)}") from exc
 
