@@ -150,7 +150,7 @@ def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
     tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
     data = LabelledData(train=LabelledSplit(texts, [i % 4 for i in range(12)]), labels=list(KEYWORDS),
                         unlabeled=["what is the forecast", "play some jazz"])
-    split, logits, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spec), seq_len=16, seed=5)
+    split, logits, _vectors, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spec), seq_len=16, seed=5)
     assert counts == {"train": 12, "unlabeled": 2, "augmented": 36}
     assert len(split) == logits.shape[0] == 50 and split.texts[14:] == variants
     assert split.labels[:12] == data.train.labels  # labelled rows keep their labels ...
