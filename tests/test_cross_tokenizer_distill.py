@@ -6,6 +6,7 @@ so only the raw text links them — as with an MPNet teacher and a MiniLM studen
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -275,3 +276,83 @@ def test_trim_vocab_keeps_the_tokens_of_the_unlabeled_texts_a_student_learned_fr
     path = _recipe(workspace, {"student": {"model": "builtin"}}, after=[{"trim_vocab": {"splits": ["unlabeled"]}}])
     with pytest.raises(RecipeError, match=r"^recipe data.unlabeled: trim_vocab keeps the tokens of this split"):
         load_recipe(path)
+
+
+def test_sentence_objective_pulls_the_projected_student_toward_the_teachers_vectors(workspace, tmp_path):
+    """A student with another tokenizer regresses the teacher's pooled vectors through a projection it trains;
+    the projection never becomes part of the student."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.training.common import PROGRESS_BARS, mean_pooled
+    from packager.training.distillation import SentenceTarget, train_student
+    from packager.training.evaluate import gather_outputs
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
+    teacher_tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
+    student_tokenizer = AutoTokenizer.from_pretrained(workspace / "student")
+    rows, held_out = _rows(96, 11), _rows(32, 12)
+    names = sorted(KEYWORDS)
+    data = LabelledData(train=LabelledSplit([r["text"] for r in rows], [names.index(r["intent"]) for r in rows]),
+                        labels=names)
+    logits, vectors = gather_outputs(teacher, teacher_tokenizer, data.train.texts, 16)
+    assert vectors.shape == (96, 64)  # the teacher's width, from its own tokenization of each text
+    one = teacher_tokenizer(data.train.texts[5], return_tensors="pt")
+    with torch.no_grad():
+        alone = mean_pooled(teacher(**one, output_hidden_states=True).hidden_states[-1], one["attention_mask"])
+    np.testing.assert_allclose(vectors[5], alone[0].numpy(), atol=1e-5)
+
+    def student_vectors(student, projection, texts):
+        enc = student_tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = student(**enc, output_hidden_states=True).hidden_states[-1]
+            return projection(mean_pooled(hidden, enc["attention_mask"])).numpy()
+
+    held_texts = [r["text"] for r in held_out]
+    _, target = gather_outputs(teacher, teacher_tokenizer, held_texts, 16)
+    torch.manual_seed(3)
+    start = torch.nn.Linear(32, 64)
+
+    def distance(student, projection) -> float:
+        """Mean squared distance of the projected student vectors to the teacher's, on texts training never saw."""
+        return float(((student_vectors(student.eval(), projection, held_texts) - target) ** 2).mean())
+
+    before = distance(AutoModelForSequenceClassification.from_pretrained(workspace / "student", num_labels=4), start)
+    token = PROGRESS_BARS.set(False)
+    try:
+        trained = {}
+        for weight in (1.0, 0.0):
+            student = AutoModelForSequenceClassification.from_pretrained(workspace / "student", num_labels=4)
+            keys = set(student.state_dict())
+            projection = copy.deepcopy(start)
+            trained[weight] = train_student(None, student, student_tokenizer, data, alpha=0.5, temperature=2.0,
+                                            epochs=6, lr=3.0e-3, batch_size=16, seq_len=16,
+                                            work_dir=tmp_path / str(weight), seed=0, teacher_logits=logits,
+                                            sentence=SentenceTarget(weight, "mse", vectors, projection))
+            assert set(trained[weight][0].state_dict()) == keys  # no projection weights in the saved student
+    finally:
+        PROGRESS_BARS.reset(token)
+    student, trainer = trained[1.0]
+    assert trained[0.0][1].projection is None and not trained[0.0][1].sentence_losses  # weight 0: off
+    losses = trainer.sentence_losses
+    assert len(losses) == 6 * 6 and np.mean(losses[-6:]) < 0.3 * np.mean(losses[:6])
+    assert trainer.projection is not start and next(trainer.projection.parameters()).device.type == "cpu"
+    after = distance(student, trainer.projection)
+    logits_only = distance(trained[0.0][0], start)  # the logit loss alone leaves the vectors where they were
+    assert after < 0.25 * before and logits_only > 0.5 * before, (before, after, logits_only)
+
+
+def test_sentence_weight_is_declared_once_checked_and_tuned(workspace):
+    from packager.recipe.spec import RecipeError
+    from packager.stages import STAGES
+
+    knobs = {k.option: k for k in STAGES["distill"].search_space}
+    assert knobs["sentence_weight"].kind == "float" and knobs["sentence_weight"].low == 0.0
+    recipe = load_recipe(_recipe(workspace, {"student": {"model": str(workspace / "student")},
+                                             "sentence_weight": 0.5, "sentence_loss": "cosine"}))
+    spec = recipe.stages[1].spec
+    assert (spec.sentence_weight, spec.sentence_loss) == (0.5, "cosine")
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.sentence_loss: 'l1' is not one of mse, cosine$"):
+        load_recipe(_recipe(workspace, {"sentence_loss": "l1"}))
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.sentence_weight"):
+        load_recipe(_recipe(workspace, {"sentence_weight": -1}))

@@ -50,6 +50,8 @@ class SentenceTarget:
     weight: float
     loss: str
     vectors: np.ndarray
+    #: the projection to train (student width -> teacher width); None: a fresh ``nn.Linear``
+    projection: torch.nn.Module | None = None
 
 
 def sentence_loss(projected: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -86,8 +88,8 @@ def _make_trainer_class():
             self.sentence = sentence if sentence is not None and sentence.weight > 0 else None
             self.projection = None
             if self.sentence is not None:  # trained beside the student, never part of it
-                self.projection = torch.nn.Linear(self.model.config.hidden_size, sentence.vectors.shape[1]).to(
-                    self.args.device)
+                self.projection = (sentence.projection if sentence.projection is not None else torch.nn.Linear(
+                    self.model.config.hidden_size, sentence.vectors.shape[1])).to(self.args.device)
             self.sentence_losses: list[float] = []
 
         def create_optimizer(self, model=None):
