@@ -44,3 +44,16 @@ def pool_threads(explicit: int | None = None) -> int:
 def latency_threads(pool: int | None = None) -> int:
     """Threads of a latency figure: ``LATENCY_THREADS``, or fewer when the run's pool (``pool``) is smaller."""
     return max(1, min(LATENCY_THREADS, pool or pool_threads()))
+
+
+#: the environment variables native pools read at start-up (OpenMP, MKL, TensorFlow's converters)
+NATIVE_POOL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def limit_native_pools(threads: int | None = None) -> int:
+    """Size the pools that read their size from the environment once, at start-up (OpenMP, MKL, TensorFlow),
+    to ``pool_threads(threads)``; a variable already set is left as it is. Call it before torch is imported."""
+    count = pool_threads(threads)
+    for name in NATIVE_POOL_ENV:
+        os.environ.setdefault(name, str(count))
+    return count

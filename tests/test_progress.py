@@ -44,9 +44,10 @@ def _workspace(root: Path) -> Path:
 
 def test_json_pack_prints_every_sub_step_start_and_end_on_stderr_in_order(tmp_path):
     recipe = _workspace(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPACK_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEPACK_THREADS", "OMP_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-m", "packager.cli", "pack", "--recipe", str(recipe), "-o",
-                           str(tmp_path / "out"), "--json"], capture_output=True, text=True, env=env, timeout=600)
+                           str(tmp_path / "out"), "--json", "--threads", "1"], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": str(ROOT)}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads(done.stdout)  # stdout: the manifest alone
     lines = [line for line in done.stderr.splitlines() if line.startswith("› ")]
@@ -80,13 +81,18 @@ def test_json_pack_prints_every_sub_step_start_and_end_on_stderr_in_order(tmp_pa
 
 def test_pool_threads_follow_the_flag_the_environment_and_the_affinity(monkeypatch):
     from packager.errors import EdgepackError
-    from packager.threads import THREADS_ENV, affinity_cpus, latency_threads, pool_threads
+    from packager.threads import THREADS_ENV, affinity_cpus, latency_threads, limit_native_pools, pool_threads
 
     monkeypatch.delenv(THREADS_ENV, raising=False)
     assert pool_threads() == affinity_cpus() == len(os.sched_getaffinity(0))
     monkeypatch.setenv(THREADS_ENV, "3")
     assert pool_threads() == 3 and pool_threads(5) == 5
     assert latency_threads(16) == 2 and latency_threads(1) == 1
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    assert limit_native_pools(4) == 4 and os.environ["OMP_NUM_THREADS"] == "4"
+    assert os.environ["MKL_NUM_THREADS"] == "7"  # one already set is left as it is
     monkeypatch.setenv(THREADS_ENV, "many")
     with pytest.raises(EdgepackError, match=r"^EDGEPACK_THREADS='many': expected a whole number"):
         pool_threads()

@@ -213,6 +213,9 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     if search_trials is not None and recipe is None and not recipe_flags:
         raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
+    from ..threads import limit_native_pools
+
+    limit_native_pools(threads)  # before torch and the converters start their pools
     _quiet_libraries()
     if (recipe is not None or recipe_flags) and pooling is not None:
         raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
@@ -275,6 +278,9 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
         raise EdgepackError("--calib-limit must be at least 1")
     texts = (read_texts(calib, calib_column) if calib else builtin_sample())[:calib_limit]
 
+    from ..training.common import set_threads
+
+    threads = set_threads(threads)  # this process's CPUs, not the host's (see packager.threads)
     console = _stderr_console()
     with console.status("loading model"):
         loaded = load_model(model, task, pooling=pooling)
