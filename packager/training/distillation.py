@@ -10,7 +10,9 @@ with a different vocabulary): the student's mean-pooled last hidden state, throu
 (student width -> teacher width), regresses the teacher's pooled vector of the same text (MSE, or 1 - cosine),
 ``sentence_weight`` times, beside the logit loss. The teacher's vectors come cached per text, computed with its
 own tokenizer; the projection trains with the student (its own optimizer group) and is never part of the student,
-so neither a checkpoint nor the saved student carries it.
+so neither a checkpoint nor the saved student carries it. Two consequences: a resumed run (``resume``) starts a
+fresh projection (its optimizer moments come back, its weights do not), and under DDP each rank's projection
+learns from that rank's batches alone (the student's gradients are still averaged, so the student stays one).
 """
 from __future__ import annotations
 
