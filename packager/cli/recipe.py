@@ -70,6 +70,29 @@ def search_tables(rows: list[StageRow]):
         yield table
 
 
+def progress_printers(enabled: bool = True):
+    """(step, on_row): progress lines with the clock time and the time since the start, each written to stderr
+    and flushed at once as plain text, so a pipe, a log file or a remote shell reads them live."""
+    started = time.monotonic()
+
+    def stamp() -> str:
+        elapsed = int(time.monotonic() - started)
+        return f"({time.strftime('%H:%M:%S')}, +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})"
+
+    def line(text: str) -> None:
+        if enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def step(message: str) -> None:
+        line(f"› {message} {stamp()}")
+
+    def on_row(row: StageRow) -> None:
+        acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
+        line(f"  ✓ {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc} {stamp()}")
+
+    return step, on_row
+
+
 def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
                      progress: bool | None = None, search_trials: int | None = None,
                      overrides: list[tuple[str, Any]] | None = None) -> int:
@@ -89,24 +112,7 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
     # progress lines go to stderr with --json too (stdout carries the manifest alone): a long run on a remote
     # machine must say where it is; only the training bars stay off there
     progress = True if progress is None else progress
-    started = time.monotonic()
-
-    def stamp() -> str:
-        elapsed = int(time.monotonic() - started)
-        return f"({time.strftime('%H:%M:%S')}, +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})"
-
-    def line(text: str) -> None:
-        """One progress line, written and flushed at once: plain text, so a pipe or a log file reads it live."""
-        print(text, file=sys.stderr, flush=True)
-
-    def step(message: str) -> None:
-        if progress:
-            line(f"› {message} {stamp()}")
-
-    def on_row(row: StageRow) -> None:
-        if progress:
-            acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
-            line(f"  ✓ {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc} {stamp()}")
+    step, on_row = progress_printers(progress)
 
     # training libraries print their logs to stdout; stdout is kept for the --json manifest alone
     with contextlib.redirect_stdout(sys.stderr):
