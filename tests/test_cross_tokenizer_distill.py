@@ -93,7 +93,8 @@ def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, t
     from packager.cli.recipe import pack_from_recipe
 
     distill = {"student": {"model": str(workspace / "student")}, "augment": {"copies": 2}, "epochs": 6,
-               "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5}
+               "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5, "sentence_weight": 0.5,
+               "sentence_loss": "cosine"}
     path = _recipe(workspace, distill, data={"unlabeled": "data/more.txt"}, after=[{"trim_vocab": {}}],
                    gate={"max_accuracy_drop": 0.3})
     out = tmp_path / "bundle"
@@ -111,6 +112,10 @@ def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, t
     d = distilled["details"]
     assert d["student_tokenizer"].startswith("its own (teacher vocabulary")
     assert d["transfer_set"] == {"train": 200, "unlabeled": 40, "augmented": 400}
+    # the sentence objective on every transfer text, against the teacher's 64-wide vectors; the student stays 32 wide
+    assert d["sentence"] == {"weight": 0.5, "loss": "cosine", "teacher_dim": 64, "texts": 640,
+                             "projection": "trained with the student, not saved"}
+    assert "sentence cosine ×0.5" in distilled["description"]
     precision, device = resolve_precision()
     assert d["device"] == device == "cpu"
     assert d["precision"] == ("bf16 autocast" if precision == "bf16" else "fp32")
