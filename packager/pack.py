@@ -49,6 +49,7 @@ from .errors import EdgepackError
 from .families import check_support
 from .models import LoadedModel, max_seq_len, model_info
 from .native_output import native_output_silenced
+from .progress import rounded, substep, timing
 from .target_options import resolve_target_options
 from .tasks import INPUT_NAMES
 
@@ -205,6 +206,7 @@ def pack_model(
     buckets: list[int] | str | None = AUTO_BUCKETS,
     finalize: Callable[[Manifest], None] | None = None,
     sample_texts: list[str] | None = None,
+    threads: int | None = None,
 ) -> PackResult:
     """Export, verify and bundle ``loaded`` for each target; see the module docstring.
 
@@ -213,7 +215,9 @@ def pack_model(
     ``finalize`` completes the manifest (a recipe's target rows and gate) before the bundle is published,
     so the folder is final when it appears. ``sample_texts``: the texts of samples.npz, the device benchmark's
     inputs at their real lengths (default: the calibration texts). ``fallback``: an int8 artifact below its
-    parity gate keeps its worst op groups in float until it passes (False, ``--no-fallback``: it fails)."""
+    parity gate keeps its worst op groups in float until it passes (False, ``--no-fallback``: it fails).
+    ``threads``: the runtime sessions' threads while verifying (default ``threads.pool_threads()``: this
+    process's CPUs, not the host's)."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -225,6 +229,9 @@ def pack_model(
     validate_runtimes(runtimes, targets)
     options = resolve_target_options(target_options or {}, targets)
     step = progress or (lambda _msg: None)
+    from .threads import pool_threads
+
+    threads = pool_threads(threads)
     task = loaded.task
     check_support(str(getattr(loaded.config, "model_type", "")), task.name, targets)
     wrapper = task.make_wrapper(loaded.model)
@@ -239,7 +246,8 @@ def pack_model(
         bucket_list = parse_buckets(",".join(map(str, buckets)), seq_len)
         bucket_choice = "--buckets"
     step("fp32 reference")
-    reference, reference_name = task.reference(run_reference(wrapper, calib), calib_texts, seq_len)
+    with substep("fp32 reference"):
+        reference, reference_name = task.reference(run_reference(wrapper, calib), calib_texts, seq_len)
     thresholds = task.thresholds(min_cosine, min_agreement)
 
     eval_inputs = eval_labels = None
@@ -278,7 +286,7 @@ def pack_model(
             target_ctx = dataclasses.replace(ctx, options=options[name])
             entries.append(_export_one(get_target(name), target_ctx, stage, reference, calib, thresholds, task,
                                        eval_inputs, eval_labels, runtimes.get(name), allow_parity_failure,
-                                       TargetError, checks, fallback=fallback, progress=step))
+                                       TargetError, checks, fallback=fallback, progress=step, threads=threads))
         shutil.rmtree(work, ignore_errors=True)
         manifest = Manifest(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -320,7 +328,7 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
                 thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
                 allow_parity_failure: bool, target_error: type[Exception],
                 checks: list["LengthCheck"] | None = None, fallback: bool = True,
-                progress: Progress | None = None) -> TargetEntry:
+                progress: Progress | None = None, threads: int | None = None) -> TargetEntry:
     """Export and verify one target; any failure is captured in the returned entry. An int8 artifact below its
     parity gate gets the precision fallback (``fallback``): its worst op groups kept in float until it passes."""
     missing = target.missing_requirements()
@@ -333,11 +341,13 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
 
     def attempt(attempt_ctx) -> tuple[TargetEntry, list[str] | None]:
         return _export_verified(target, attempt_ctx, path, reference, calib, thresholds, task, eval_inputs,
-                                eval_labels, declared_runtime, target_error, checks)
+                                eval_labels, declared_runtime, target_error, checks, threads)
 
-    entry, shortfalls = attempt(ctx)
-    if shortfalls and fallback:
-        entry, shortfalls = _parity_fallback(target, ctx, entry, shortfalls, attempt, progress or (lambda _m: None))
+    with timing() as seconds:  # export and parity wall times, summed over the fallback's attempts
+        entry, shortfalls = attempt(ctx)
+        if shortfalls and fallback:
+            entry, shortfalls = _parity_fallback(target, ctx, entry, shortfalls, attempt, progress or (lambda _m: None))
+    entry.details["step_seconds"] = rounded(seconds)
     if shortfalls is None:  # failed outright: the entry says why, the artifact is gone
         return entry
     if not shortfalls:
@@ -354,15 +364,15 @@ def _export_one(target, ctx, stage: Path, reference: np.ndarray, calib: dict[str
 
 def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict[str, np.ndarray],
                      thresholds: dict[str, float], task, eval_inputs, eval_labels, declared_runtime: str | None,
-                     target_error: type[Exception],
-                     checks: list["LengthCheck"] | None) -> tuple[TargetEntry, list[str] | None]:
+                     target_error: type[Exception], checks: list["LengthCheck"] | None,
+                     threads: int | None = None) -> tuple[TargetEntry, list[str] | None]:
     """One export of ``target`` to ``path`` and its checks: (entry, parity shortfalls), or (failed entry, None)
     when it did not export, run or fit the declared runtime (its artifact then removed)."""
     entry = TargetEntry(name=target.name, status=STATUS_FAILED, runtime=target.runtime,
                         runtime_requirement=declared_runtime or target.runtime_requirement)
     started = time.perf_counter()
     try:
-        with native_output_silenced():
+        with substep(f"{target.name}: export"), native_output_silenced():
             result = target.export(ctx, path)
     except target_error as exc:
         entry.error = str(exc)
@@ -380,13 +390,14 @@ def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict
         entry.details["options"] = dict(ctx.options)
     entry.file, entry.size_bytes, entry.sha256 = path.name, path.stat().st_size, sha256_file(path)
     try:
-        with native_output_silenced():
-            runner = target.load(path, shapes=entry.shapes)
-        outputs = run_rows(runner, calib)
-        by_length = [check.score(runner, task, thresholds) for check in checks or [] if check.applies_to(runner)]
-        accuracy = None
-        if eval_inputs is not None:
-            accuracy = float((task.predictions(run_rows(runner, eval_inputs)) == eval_labels).mean())
+        with substep(f"{target.name}: parity"):
+            with native_output_silenced():
+                runner = target.load(path, threads=threads, shapes=entry.shapes)
+            outputs = run_rows(runner, calib)
+            by_length = [check.score(runner, task, thresholds) for check in checks or [] if check.applies_to(runner)]
+            accuracy = None
+            if eval_inputs is not None:
+                accuracy = float((task.predictions(run_rows(runner, eval_inputs)) == eval_labels).mean())
     except Exception as exc:
         entry.error = f"artifact does not run: {_first_line(exc)}"
         _drop_artifact(entry, path)

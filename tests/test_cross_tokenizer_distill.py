@@ -6,6 +6,7 @@ so only the raw text links them — as with an MPNet teacher and a MiniLM studen
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -92,7 +93,8 @@ def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, t
     from packager.cli.recipe import pack_from_recipe
 
     distill = {"student": {"model": str(workspace / "student")}, "augment": {"copies": 2}, "epochs": 6,
-               "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5}
+               "lr": 3.0e-3, "batch_size": 16, "temperature": 2, "alpha": 0.5, "sentence_weight": 0.5,
+               "sentence_loss": "cosine"}
     path = _recipe(workspace, distill, data={"unlabeled": "data/more.txt"}, after=[{"trim_vocab": {}}],
                    gate={"max_accuracy_drop": 0.3})
     out = tmp_path / "bundle"
@@ -110,6 +112,10 @@ def test_distils_into_a_student_with_its_own_tokenizer_and_ships_it(workspace, t
     d = distilled["details"]
     assert d["student_tokenizer"].startswith("its own (teacher vocabulary")
     assert d["transfer_set"] == {"train": 200, "unlabeled": 40, "augmented": 400}
+    # the sentence objective on every transfer text, against the teacher's 64-wide vectors; the student stays 32 wide
+    assert d["sentence"] == {"weight": 0.5, "loss": "cosine", "teacher_dim": 64, "texts": 640,
+                             "projection": "trained with the student, not saved"}
+    assert "sentence cosine ×0.5" in distilled["description"]
     precision, device = resolve_precision()
     assert d["device"] == device == "cpu"
     assert d["precision"] == ("bf16 autocast" if precision == "bf16" else "fp32")
@@ -150,7 +156,7 @@ def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
     tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
     data = LabelledData(train=LabelledSplit(texts, [i % 4 for i in range(12)]), labels=list(KEYWORDS),
                         unlabeled=["what is the forecast", "play some jazz"])
-    split, logits, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spec), seq_len=16, seed=5)
+    split, logits, _vectors, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spec), seq_len=16, seed=5)
     assert counts == {"train": 12, "unlabeled": 2, "augmented": 36}
     assert len(split) == logits.shape[0] == 50 and split.texts[14:] == variants
     assert split.labels[:12] == data.train.labels  # labelled rows keep their labels ...
@@ -275,3 +281,83 @@ def test_trim_vocab_keeps_the_tokens_of_the_unlabeled_texts_a_student_learned_fr
     path = _recipe(workspace, {"student": {"model": "builtin"}}, after=[{"trim_vocab": {"splits": ["unlabeled"]}}])
     with pytest.raises(RecipeError, match=r"^recipe data.unlabeled: trim_vocab keeps the tokens of this split"):
         load_recipe(path)
+
+
+def test_sentence_objective_pulls_the_projected_student_toward_the_teachers_vectors(workspace, tmp_path):
+    """A student with another tokenizer regresses the teacher's pooled vectors through a projection it trains;
+    the projection never becomes part of the student."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from packager.training.common import PROGRESS_BARS, mean_pooled
+    from packager.training.distillation import SentenceTarget, train_student
+    from packager.training.evaluate import gather_outputs
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher", num_labels=4).eval()
+    teacher_tokenizer = AutoTokenizer.from_pretrained(workspace / "teacher")
+    student_tokenizer = AutoTokenizer.from_pretrained(workspace / "student")
+    rows, held_out = _rows(96, 11), _rows(32, 12)
+    names = sorted(KEYWORDS)
+    data = LabelledData(train=LabelledSplit([r["text"] for r in rows], [names.index(r["intent"]) for r in rows]),
+                        labels=names)
+    logits, vectors = gather_outputs(teacher, teacher_tokenizer, data.train.texts, 16)
+    assert vectors.shape == (96, 64)  # the teacher's width, from its own tokenization of each text
+    one = teacher_tokenizer(data.train.texts[5], return_tensors="pt")
+    with torch.no_grad():
+        alone = mean_pooled(teacher(**one, output_hidden_states=True).hidden_states[-1], one["attention_mask"])
+    np.testing.assert_allclose(vectors[5], alone[0].numpy(), atol=1e-5)
+
+    def student_vectors(student, projection, texts):
+        enc = student_tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = student(**enc, output_hidden_states=True).hidden_states[-1]
+            return projection(mean_pooled(hidden, enc["attention_mask"])).numpy()
+
+    held_texts = [r["text"] for r in held_out]
+    _, target = gather_outputs(teacher, teacher_tokenizer, held_texts, 16)
+    torch.manual_seed(3)
+    start = torch.nn.Linear(32, 64)
+
+    def distance(student, projection) -> float:
+        """Mean squared distance of the projected student vectors to the teacher's, on texts training never saw."""
+        return float(((student_vectors(student.eval(), projection, held_texts) - target) ** 2).mean())
+
+    before = distance(AutoModelForSequenceClassification.from_pretrained(workspace / "student", num_labels=4), start)
+    token = PROGRESS_BARS.set(False)
+    try:
+        trained = {}
+        for weight in (1.0, 0.0):
+            student = AutoModelForSequenceClassification.from_pretrained(workspace / "student", num_labels=4)
+            keys = set(student.state_dict())
+            projection = copy.deepcopy(start)
+            trained[weight] = train_student(None, student, student_tokenizer, data, alpha=0.5, temperature=2.0,
+                                            epochs=6, lr=3.0e-3, batch_size=16, seq_len=16,
+                                            work_dir=tmp_path / str(weight), seed=0, teacher_logits=logits,
+                                            sentence=SentenceTarget(weight, "mse", vectors, projection))
+            assert set(trained[weight][0].state_dict()) == keys  # no projection weights in the saved student
+    finally:
+        PROGRESS_BARS.reset(token)
+    student, trainer = trained[1.0]
+    assert trained[0.0][1].projection is None and not trained[0.0][1].sentence_losses  # weight 0: off
+    losses = trainer.sentence_losses
+    assert len(losses) == 6 * 6 and np.mean(losses[-6:]) < 0.3 * np.mean(losses[:6])
+    assert trainer.projection is not start and next(trainer.projection.parameters()).device.type == "cpu"
+    after = distance(student, trainer.projection)
+    logits_only = distance(trained[0.0][0], start)  # the logit loss alone leaves the vectors where they were
+    assert after < 0.25 * before and logits_only > 0.5 * before, (before, after, logits_only)
+
+
+def test_sentence_weight_is_declared_once_checked_and_tuned(workspace):
+    from packager.recipe.spec import RecipeError
+    from packager.stages import STAGES
+
+    knobs = {k.option: k for k in STAGES["distill"].search_space}
+    assert knobs["sentence_weight"].kind == "float" and knobs["sentence_weight"].low == 0.0
+    recipe = load_recipe(_recipe(workspace, {"student": {"model": str(workspace / "student")},
+                                             "sentence_weight": 0.5, "sentence_loss": "cosine"}))
+    spec = recipe.stages[1].spec
+    assert (spec.sentence_weight, spec.sentence_loss) == (0.5, "cosine")
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.sentence_loss: 'l1' is not one of mse, cosine$"):
+        load_recipe(_recipe(workspace, {"sentence_loss": "l1"}))
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.sentence_weight"):
+        load_recipe(_recipe(workspace, {"sentence_weight": -1}))

@@ -55,7 +55,7 @@ def _recipe(workspace: Path, name: str, *, distill: dict | None = None, prune: d
                       {"trim_vocab": trim or {}}],
            # a small space: seconds per trial (the declared ranges are for real models)
            "search_space": {"distill.alpha": None, "distill.temperature": None, "distill.lr": None,
-                            "distill.epochs": [1, 2], "distill.student.layers": [1, 3],
+                            "distill.sentence_weight": None, "distill.epochs": [1, 2], "distill.student.layers": [1, 3],
                             "trim_vocab.keep_top": [0, 20], **(space or {})}}
     path = workspace / name
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -359,7 +359,7 @@ def test_a_bad_search_space_names_the_key(workspace, tmp_path, capsys):
     code, err = _tune(["--recipe", str(path), "--max-accuracy-drop", "0.1", "-o", str(tmp_path / "o")], capsys)
     assert code == 2
     assert err.strip() == ("edgepack: error: recipe search_space.distill.temprature: distill has no knob "
-                           "'temprature' (knobs: alpha, temperature, epochs, lr, student.layers)")
+                           "'temprature' (knobs: alpha, temperature, epochs, lr, sentence_weight, student.layers)")
 
 
 @pytest.mark.slow
@@ -412,7 +412,7 @@ def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
 
     assert list(STAGES) == ["finetune", "distill", "prune", "trim_vocab"]
     assert {k.option for k in STAGES["distill"].search_space} == {"alpha", "temperature", "epochs", "lr",
-                                                                   "student.layers"}
+                                                                   "sentence_weight", "student.layers"}
     assert {k.option for k in STAGES["prune"].search_space} == {"heads", "ffn"}
     assert {k.option for k in STAGES["trim_vocab"].search_space} == {"keep_top"}
     assert STAGES["finetune"].search_space == () and not STAGES["finetune"].compresses

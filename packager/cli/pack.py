@@ -189,12 +189,15 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
               help="Any recipe key (dotted path, YAML value), e.g. --set stages.1.distill.temperature=7.")
 @click.option("--list-targets", is_flag=True, help="List the targets and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Threads of each pool (torch, runtime sessions) [default: $EDGEPACK_THREADS, else the CPUs this "
+                   "process may run on]; a recipe's `threads` key.")
 @click.pass_context
 def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, calib, calib_column, calib_limit, out_dir,
              force, archive,
              min_cosine, min_agreement, allow_parity_failure, fallback, runtime_specs, option_values, recipe, search_trials,
              stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
-             set_values, list_targets, as_json) -> None:
+             set_values, list_targets, as_json, threads) -> None:
     """Convert a model for each target, verify every artifact, and write a bundle.
 
     With --recipe FILE (or recipe flags: --stage, --train/--validation/--test, --gate-max-drop, --set) the
@@ -210,6 +213,9 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     if search_trials is not None and recipe is None and not recipe_flags:
         raise EdgepackError("--search needs --recipe (it searches the recipe's distill stages)")
     _require_pack_extra()
+    from ..threads import limit_native_pools
+
+    limit_native_pools(threads)  # before torch and the converters start their pools
     _quiet_libraries()
     if (recipe is not None or recipe_flags) and pooling is not None:
         raise EdgepackError("--pooling: not a recipe key (recipes pack sequence-classification models)")
@@ -219,7 +225,7 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
         from ..recipe.flags import cli_overrides
 
         given = {name for name in ("model", "task", "target_list", "seq_len", "calib", "calib_column", "calib_limit",
-                                   "min_cosine", "min_agreement", "allow_parity_failure", "fallback")
+                                   "min_cosine", "min_agreement", "allow_parity_failure", "fallback", "threads")
                  if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
         explicit = {name: ctx.params[name] for name in given}
         if runtime_specs:
@@ -272,6 +278,9 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
         raise EdgepackError("--calib-limit must be at least 1")
     texts = (read_texts(calib, calib_column) if calib else builtin_sample())[:calib_limit]
 
+    from ..training.common import set_threads
+
+    threads = set_threads(threads)  # this process's CPUs, not the host's (see packager.threads)
     console = _stderr_console()
     with console.status("loading model"):
         loaded = load_model(model, task, pooling=pooling)
@@ -289,7 +298,7 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
-        fallback=fallback, target_options=target_options, progress=step, buckets=buckets))
+        fallback=fallback, target_options=target_options, progress=step, buckets=buckets, threads=threads))
     if as_json:
         click.echo(result.manifest.to_json())
     else:

@@ -26,7 +26,8 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
     table = Table(title=title, show_lines=False)
     for col, justify in (("stage", "left"), ("what", "left"), ("params", "right"), ("fp32 MB", "right"),
                          ("file MB", "right"), ("val acc %", "right"), ("test acc %", "right"),
-                         ("Δ test pt", "right"), ("latency ms", "right"), ("time s", "right")):
+                         ("Δ test pt", "right"), ("latency ms", "right"), ("time s", "right"),
+                         ("sub-steps s", "left")):
         table.add_column(col, justify=justify, overflow="fold")
     for r in rows:
         delta = "-" if reference is None or r.test_accuracy is None or r.stage == "gate" else \
@@ -37,8 +38,14 @@ def stage_table(rows: list[StageRow], reference: float | None, title: str = "Rec
                       "-" if r.stage.startswith(("target", "gate")) else f"{r.fp32_mb:.1f}",
                       "-" if r.artifact_mb is None else f"{r.artifact_mb:.2f}", _pct(r.val_accuracy),
                       _pct(r.test_accuracy), delta, latency, "-" if r.seconds is None else f"{r.seconds:.0f}",
-                      style=style)
+                      step_times(r.step_seconds), style=style)
     return table
+
+
+def step_times(seconds: dict[str, float]) -> str:
+    """'label 3.1 · train 40 · evaluate 1.2': a row's sub-steps and their wall seconds."""
+    return " · ".join(f"{name} {value:.2g}" if value < 10 else f"{name} {value:.0f}"
+                      for name, value in seconds.items()) or "-"
 
 
 def search_tables(rows: list[StageRow]):
@@ -63,6 +70,29 @@ def search_tables(rows: list[StageRow]):
         yield table
 
 
+def progress_printers(enabled: bool = True):
+    """(step, on_row): progress lines with the clock time and the time since the start, each written to stderr
+    and flushed at once as plain text, so a pipe, a log file or a remote shell reads them live."""
+    started = time.monotonic()
+
+    def stamp() -> str:
+        elapsed = int(time.monotonic() - started)
+        return f"({time.strftime('%H:%M:%S')}, +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})"
+
+    def line(text: str) -> None:
+        if enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def step(message: str) -> None:
+        line(f"› {message} {stamp()}")
+
+    def on_row(row: StageRow) -> None:
+        acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
+        line(f"  ✓ {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc} {stamp()}")
+
+    return step, on_row
+
+
 def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, archive: bool, as_json: bool = False,
                      progress: bool | None = None, search_trials: int | None = None,
                      overrides: list[tuple[str, Any]] | None = None) -> int:
@@ -82,21 +112,7 @@ def pack_from_recipe(recipe_path: Path | None, out_dir: Path, *, force: bool, ar
     # progress lines go to stderr with --json too (stdout carries the manifest alone): a long run on a remote
     # machine must say where it is; only the training bars stay off there
     progress = True if progress is None else progress
-    started = time.monotonic()
-
-    def stamp() -> str:
-        elapsed = int(time.monotonic() - started)
-        return f"[dim]({time.strftime('%H:%M:%S')}, +{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d})[/dim]"
-
-    def step(message: str) -> None:
-        if progress:
-            console.print(f"[bold]›[/bold] {message} {stamp()}")
-
-    def on_row(row: StageRow) -> None:
-        if progress:
-            acc = f"val {_pct(row.val_accuracy)}% test {_pct(row.test_accuracy)}%"
-            console.print(f"  [green]✓[/green] {row.stage}: {row.description} — {row.params / 1e6:.2f}M params, {acc} "
-                          f"{stamp()}")
+    step, on_row = progress_printers(progress)
 
     # training libraries print their logs to stdout; stdout is kept for the --json manifest alone
     with contextlib.redirect_stdout(sys.stderr):

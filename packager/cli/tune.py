@@ -164,8 +164,9 @@ def tune_cmd(recipe_path: Path, max_accuracy_drop: float, trials: int, out_dir: 
     recipe = load_recipe(recipe_path)
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=200)
 
-    def step(message: str) -> None:
-        console.print(f"[bold]›[/bold] {message}", highlight=False)
+    from .recipe import progress_printers
+
+    step, _ = progress_printers()
 
     with contextlib.redirect_stdout(sys.stderr):  # training libraries print to stdout; it is kept for --json
         outcome = run_tune(recipe, out_dir, options, force=force, archive=archive, progress=step)

@@ -22,7 +22,8 @@ NOT_FOR_RECIPES = {
 #: `pack` parameters given explicitly -> the recipe key they set (``target_list`` is split on commas)
 FLAG_KEYS = {"model": "model", "task": "task", "target_list": "targets", "seq_len": "seq_len",
              "calib_limit": "calib_samples", "min_cosine": "parity.min_cosine",
-             "min_agreement": "parity.min_agreement", "fallback": "parity.fallback", "runtimes": "runtimes", "target_options": "target_options"}
+             "min_agreement": "parity.min_agreement", "fallback": "parity.fallback", "runtimes": "runtimes", "target_options": "target_options",
+             "threads": "threads"}
 DATA_SPLITS = ("train", "validation", "test")
 
 

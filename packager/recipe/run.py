@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from .. import distributed
 from ..errors import EdgepackError
 from ..labelled_data import LabelledData, load_labelled, read_texts
+from ..progress import prefixed, reporting, rounded, timing
 from ..stages import StageContext
 from ..stages.run import run_record, run_stage
 from ..training.common import PROGRESS_BARS, TRAIN_PRECISION, seed_all, set_threads
@@ -192,7 +193,6 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     rank 0 alone packs and publishes, the others return rank 0's exit code and message."""
     from .. import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
     from ..bundle import check_destination
-    from ..models import load_model
 
     out_dir = Path(out_dir)
     targets = recipe_targets(recipe)
@@ -203,76 +203,89 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     step = (progress or (lambda _msg: None)) if ranks.is_main else (lambda _msg: None)
     emit = (on_row or (lambda _row: None)) if ranks.is_main else (lambda _row: None)
     threads_before = torch.get_num_threads()
-    set_threads(recipe.threads)
+    threads = set_threads(recipe.threads)
     token = PROGRESS_BARS.set(show_bars and ranks.is_main)
     precision_token = TRAIN_PRECISION.set(recipe.precision)
-    try:
-        trains = any(stage.trains() for stage in recipe.stages)
-        if ranks.distributed:
-            step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
-        elif trains:
-            step(f"{distributed.describe(ranks)} trains (start it under torchrun or accelerate launch --multi_gpu for more)")
-        step("load data")
-        data = load_recipe_data(recipe)
-        step("load model")
-        seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
-        check_recipe_support(recipe, targets)  # before any training
-        loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
-        model, tokenizer = loaded.model, loaded.tokenizer
-        if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
-            raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
+    with reporting(step):
+        try:
+            return _run(recipe, out_dir, targets, ranks, threads, force=force, archive=archive, step=step, emit=emit)
+        finally:
+            PROGRESS_BARS.reset(token)
+            TRAIN_PRECISION.reset(precision_token)
+            torch.set_num_threads(threads_before)
 
-        for stage in recipe.stages:  # a request that cannot work fails now, not after hours of training
-            stage.preflight(model, tokenizer, data, recipe.seq_len)
-        step("measure input model")
-        rows: list[StageRow] = []
 
-        def keep(r: StageRow) -> None:
-            rows.append(r)
-            emit(r)
+def _run(recipe: Recipe, out_dir: Path, targets: list[str], ranks: "distributed.Ranks", threads: int, *,
+         force: bool, archive: bool, step: Progress, emit: Callable[[StageRow], None]) -> RecipeOutcome:
+    from ..models import load_model
 
+    trains = any(stage.trains() for stage in recipe.stages)
+    if ranks.distributed:
+        step(f"{distributed.describe(ranks)}: every rank trains, rank 0 packs")
+    elif trains:
+        step(f"{distributed.describe(ranks)} trains (start it under torchrun or accelerate launch --multi_gpu for more)")
+    step(f"{threads} threads per pool (this process's CPUs; --threads / recipe threads / EDGEPACK_THREADS "
+         "set it), latency on a fixed few")
+    step("load data")
+    data = load_recipe_data(recipe)
+    step("load model")
+    seed_all(recipe.seed)  # a checkpoint without a task head gets a random one here: same seed, same head
+    check_recipe_support(recipe, targets)  # before any training
+    loaded = load_model(model_source(recipe), recipe.task, labels=data.labels)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if recipe.seq_len > (limit := getattr(model.config, "max_position_embeddings", recipe.seq_len)):
+        raise EdgepackError(f"recipe seq_len: {recipe.seq_len} exceeds the model's {limit} positions")
+
+    for stage in recipe.stages:  # a request that cannot work fails now, not after hours of training
+        stage.preflight(model, tokenizer, data, recipe.seq_len)
+    step("measure input model")
+    rows: list[StageRow] = []
+
+    def keep(r: StageRow) -> None:
+        rows.append(r)
+        emit(r)
+
+    with timing() as steps:
         first = measure("input", loaded.source, model, tokenizer, recipe.seq_len, validation=data.validation,
                         test=data.test)
-        first.run = run_record(ranks, None)
-        keep(first)
-        reference = rows[0].test_accuracy
-        compressed = False
-        with _work_dir(ranks) as tmp:
-            for i, stage in enumerate(recipe.stages):
-                where = f"stage {i + 1}/{len(recipe.stages)}"
-                step(f"{where}: {stage.kind}")
-                ctx = StageContext(data=data, seq_len=recipe.seq_len, seed=recipe.seed,
-                                   work_dir=Path(tmp) / f"{i}-{stage.kind}", rows=rows,
-                                   step=lambda message, where=where: step(f"{where}: {message}"))
+    first.run = run_record(ranks, None)
+    first.step_seconds = rounded(steps)
+    keep(first)
+    reference = rows[0].test_accuracy
+    compressed = False
+    with _work_dir(ranks) as tmp:
+        for i, stage in enumerate(recipe.stages):
+            where = f"stage {i + 1}/{len(recipe.stages)}"
+            step(f"{where}: {stage.kind}")
+            ctx = StageContext(data=data, seq_len=recipe.seq_len, seed=recipe.seed,
+                               work_dir=Path(tmp) / f"{i}-{stage.kind}", rows=rows,
+                               step=lambda message, where=where: step(f"{where}: {message}"))
+            with prefixed(f"{where}: {stage.kind}: "):
                 model, tokenizer, r = run_stage(stage, model, tokenizer, ctx, emit=keep)
-                if stage.compresses:
-                    compressed = True
-                elif not compressed:
-                    reference = r.test_accuracy
-        if not ranks.distributed:
-            outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
-                                    force=force, archive=archive, step=step, emit=emit)
-            if trains:
-                outcome.message += f" · trained on {distributed.describe(ranks)}"
-            return outcome
-        if not ranks.is_main:  # rank 0 packs; wait for its verdict (bounded by EDGEPACK_PUBLISH_TIMEOUT)
-            code, message = distributed.broadcast_object(None, publish_wait=True)
-            distributed.teardown()
-            return RecipeOutcome(rows, reference, None, None, [], code, message)
-        try:
-            outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
-                                    force=force, archive=archive, step=step, emit=emit)
-        except BaseException as exc:
-            _tell_ranks(2 if isinstance(exc, EdgepackError) else 1, f"rank 0 failed: {exc}")
-            raise
-        outcome.message += f" · trained on {distributed.describe(ranks)}"
-        _tell_ranks(outcome.exit_code, outcome.message)
-        distributed.teardown()
+            if stage.compresses:
+                compressed = True
+            elif not compressed:
+                reference = r.test_accuracy
+    if not ranks.distributed:
+        outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
+                                force=force, archive=archive, step=step, emit=emit, threads=threads)
+        if trains:
+            outcome.message += f" · trained on {distributed.describe(ranks)}"
         return outcome
-    finally:
-        PROGRESS_BARS.reset(token)
-        TRAIN_PRECISION.reset(precision_token)
-        torch.set_num_threads(threads_before)
+    if not ranks.is_main:  # rank 0 packs; wait for its verdict (bounded by EDGEPACK_PUBLISH_TIMEOUT)
+        code, message = distributed.broadcast_object(None, publish_wait=True)
+        distributed.teardown()
+        return RecipeOutcome(rows, reference, None, None, [], code, message)
+    try:
+        outcome = pack_and_gate(recipe, out_dir, targets, loaded, model, tokenizer, data, rows, reference,
+                                force=force, archive=archive, step=step, emit=emit, threads=threads)
+    except BaseException as exc:
+        _tell_ranks(2 if isinstance(exc, EdgepackError) else 1, f"rank 0 failed: {exc}")
+        raise
+    outcome.message += f" · trained on {distributed.describe(ranks)}"
+    _tell_ranks(outcome.exit_code, outcome.message)
+    distributed.teardown()
+    return outcome
 
 
 def _tell_ranks(code: int, message: str) -> None:
@@ -285,7 +298,7 @@ def _tell_ranks(code: int, message: str) -> None:
 
 def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, model, tokenizer, data: LabelledData,
                   rows: list[StageRow], reference: float | None, *, force: bool, archive: bool, step: Progress,
-                  emit: Callable[[StageRow], None]) -> RecipeOutcome:
+                  emit: Callable[[StageRow], None], threads: int | None = None) -> RecipeOutcome:
     """The gate on the final fp32 model, then export, verify and publish once (target rows and the gate
     are in the manifest before the bundle appears)."""
     from ..models import LoadedModel
@@ -313,7 +326,8 @@ def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, mod
             target_row = StageRow(stage=f"target {entry.name}", description=f"{entry.precision or '-'} · {entry.status}",
                                   params=final_params, fp32_mb=rows[-1].fp32_mb, test_accuracy=acc,
                                   artifact_mb=round(entry.size_bytes / 1e6, 2) if entry.size_bytes else None,
-                                  details={"status": entry.status, "error": entry.error} if entry.error else {"status": entry.status})
+                                  details={"status": entry.status, "error": entry.error} if entry.error else {"status": entry.status},
+                                  step_seconds=dict(entry.details.get("step_seconds") or {}))
             rows.append(target_row)
             emit(target_row)
         if max_drop is not None and reference is not None:
@@ -331,7 +345,7 @@ def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, mod
                         force=force, archive=archive, min_cosine=recipe.parity.min_cosine,
                         min_agreement=recipe.parity.min_agreement, fallback=recipe.parity.fallback,
                         target_options=recipe.target_options, runtimes=recipe.runtimes, progress=step, finalize=finalize,
-                        buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"))
+                        buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"), threads=threads)
     gate = verdict["gate"]
     failed = list(result.failed)
     if gate is not None and not gate.passed:

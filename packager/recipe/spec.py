@@ -60,7 +60,8 @@ class Recipe:
     task: str = SUPPORTED_TASK
     seq_len: int = 64
     seed: int = 42
-    #: torch threads for training and measurement (None: torch's default)
+    #: threads of each pool (torch, the runtime sessions verifying the targets); None: $EDGEPACK_THREADS, else the
+    #: CPUs this process may run on (never the host's core count; see packager.threads)
     threads: int | None = None
     #: training precision: "auto" (bf16 autocast on a GPU with bf16 or a CPU with AVX512-BF16/AMX, else fp32),
     #: "bf16" or "fp32"; models are measured and packed in fp32 either way

@@ -28,24 +28,29 @@ def run_stage(stage: Stage, model: Any, tokenizer: Any, ctx: StageContext, *, ex
     to ``emit`` as soon as it is measured. In a distributed run every rank calls this: rank 0's weights are
     broadcast to the others before the output is measured."""
     from .. import distributed
+    from ..progress import rounded, timing
     from ..training.evaluate import measure
 
     if explain:
         for extra in stage.rows_before(ctx.rows[-1]):
             emit(extra)
-    started = time.perf_counter()
-    output = stage.run(model, tokenizer, ctx)
-    seconds = time.perf_counter() - started
-    if explain:
-        for extra in stage.rows_after(model, tokenizer, output, ctx):
-            emit(extra)
-    model, tokenizer, details = output  # the input's memory is free for the later stages
-    del output
-    distributed.broadcast_model(model)
-    description = stage.describe(details)
-    run = run_record(distributed.current(), details)
-    row = measure(stage.kind, description, model, tokenizer, ctx.seq_len, validation=ctx.data.validation,
-                  test=ctx.data.test, seconds=seconds, details=details)
+    with timing() as steps:  # the sub-steps' wall times (labelling, training, evaluation, latency): the row's
+        started = time.perf_counter()
+        output = stage.run(model, tokenizer, ctx)
+        seconds = time.perf_counter() - started
+        if explain:
+            with timing() as alone_steps:  # the explaining rows keep their own times
+                for extra in stage.rows_after(model, tokenizer, output, ctx):
+                    extra.step_seconds = rounded(alone_steps)
+                    emit(extra)
+        model, tokenizer, details = output  # the input's memory is free for the later stages
+        del output
+        distributed.broadcast_model(model)
+        description = stage.describe(details)
+        run = run_record(distributed.current(), details)
+        row = measure(stage.kind, description, model, tokenizer, ctx.seq_len, validation=ctx.data.validation,
+                      test=ctx.data.test, seconds=seconds, details=details)
     row.run = run
+    row.step_seconds = rounded(steps)
     emit(row)
     return model, tokenizer, row

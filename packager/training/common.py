@@ -51,8 +51,10 @@ def resolve_precision(requested: str | None = None) -> tuple[str, str]:
     return "bf16", device
 
 
-def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.ndarray | None = None):
-    """A `datasets.Dataset` of unpadded input_ids/attention_mask (truncated to seq_len) and labels."""
+def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.ndarray | None = None,
+           teacher_vectors: np.ndarray | None = None):
+    """A `datasets.Dataset` of unpadded input_ids/attention_mask (truncated to seq_len) and labels (and the
+    teacher's cached logits / pooled sentence vectors of each row, when given)."""
     import datasets
 
     enc = tokenizer(split.texts, truncation=True, max_length=seq_len)
@@ -60,6 +62,8 @@ def encode(tokenizer, split: LabelledSplit, seq_len: int, teacher_logits: np.nda
                                "labels": list(split.labels)}
     if teacher_logits is not None:
         columns["teacher_logits"] = teacher_logits.astype(np.float32).tolist()
+    if teacher_vectors is not None:
+        columns["teacher_vectors"] = teacher_vectors.astype(np.float32).tolist()
     return datasets.Dataset.from_dict(columns)
 
 
@@ -81,7 +85,15 @@ class PadCollator:
                  "labels": torch.as_tensor([r["labels"] for r in rows], dtype=torch.long)}
         if "teacher_logits" in rows[0]:
             batch["teacher_logits"] = torch.as_tensor([r["teacher_logits"] for r in rows], dtype=torch.float32)
+        if "teacher_vectors" in rows[0]:
+            batch["teacher_vectors"] = torch.as_tensor([r["teacher_vectors"] for r in rows], dtype=torch.float32)
         return batch
+
+
+def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The sentence vector: the last hidden state averaged over the real tokens (sentence-transformers' pooling)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def pad_id(tokenizer) -> int:
@@ -162,6 +174,15 @@ def run_info(args) -> dict[str, str]:
     return {"device": str(args.device), "precision": "bf16 autocast" if args.bf16 else "fp32"}
 
 
+def eval_device() -> str:
+    """Where evaluation batches run: this process's GPU when there is one (``LOCAL_RANK``'s under torchrun)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    import os
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+
+
 def to_cpu(model):
     """Models go back to the CPU, where they are measured and exported."""
     return model.to("cpu") if next(model.parameters()).device.type != "cpu" else model
@@ -191,10 +212,14 @@ def training_record(trainer) -> dict[str, Any]:
             "batches_per_epoch_by_rank": [int(b) for b in distributed.all_gather_object(mine)]}
 
 
-def set_threads(threads: int | None) -> None:
-    """Fix torch's intra-op threads (shared small machines: more threads than cores only thrash)."""
-    if threads:
-        torch.set_num_threads(int(threads))
+def set_threads(threads: int | None) -> int:
+    """Size torch's intra-op pool to ``threads``, else to this process's CPUs (``threads.pool_threads``: an
+    affinity mask or $EDGEPACK_THREADS, not the host's cores; more threads than cores only thrash). Returns it."""
+    from ..threads import pool_threads
+
+    count = pool_threads(threads)
+    torch.set_num_threads(count)
+    return count
 
 
 def seed_all(seed: int) -> None:

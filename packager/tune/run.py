@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import EdgepackError
+from ..progress import reporting
 from ..recipe.search_space import (
     BUCKETS_PARAM,
     decode_buckets,
@@ -55,6 +56,13 @@ def run_tune(recipe: Recipe, out_dir: Path, options: TuneOptions, *, force: bool
         raise EdgepackError(f"recipe stages: nothing to tune (no compressing stage: {kinds})")
     step = progress or (lambda _message: None)
     emit = on_row or (lambda _row: None)
+    with reporting(step):  # each trial's sub-steps (labelling, training, evaluation, export, parity) say so too
+        return _tune(recipe, out_dir, options, targets, force=force, archive=archive, step=step, emit=emit,
+                     show_bars=show_bars)
+
+
+def _tune(recipe: Recipe, out_dir: Path, options: TuneOptions, targets: list[str], *, force: bool, archive: bool,
+          step: Progress, emit: Callable[[Any], None], show_bars: bool) -> TuneOutcome:
     try:
         import optuna
     except ModuleNotFoundError:

@@ -110,7 +110,7 @@ def _open_study(optuna, s, seed: int, pruner):
 
 
 def search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int, work_dir: Path,
-            seed: int, teacher_logits) -> tuple[dict[str, Any], dict[str, Any], _Trained | None]:
+            seed: int, teacher_logits, sentence=None) -> tuple[dict[str, Any], dict[str, Any], _Trained | None]:
     """Optuna search of alpha / temperature / epochs (/ lr) on validation accuracy.
 
     ``data.train`` is the transfer set and ``teacher_logits`` its cached logits; every trial shares them.
@@ -152,7 +152,7 @@ def search(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, se
                                          seq_len=seq_len, work_dir=trials_dir / f"trial-{folder}", seed=seed,
                                          resume=resumable,
                                          weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
-                                         teacher_logits=teacher_logits,
+                                         teacher_logits=teacher_logits, sentence=sentence,
                                          callbacks=[reporter.callback()] if reporter else None, **params)
         if trial is not None:
             trial.set_user_attr("epochs_run", reporter.epochs_run if reporter else int(round(trainer.state.epoch or 0)))

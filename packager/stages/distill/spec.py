@@ -19,6 +19,10 @@ TRAINING_KNOBS = (
 )
 
 
+#: the sentence-level objective's weight (``sentence_weight``): a tune turns it beside the training knobs
+SENTENCE_WEIGHT = Knob("sentence_weight", "float", low=0.0, high=2.0,
+                       help="weight of the projected student's pooled vector regressing the teacher's")
+
 STUDENT_DEPTH = Knob("student.layers", "depth", low=1, help="encoder layers the student keeps of the teacher's")
 
 
@@ -88,6 +92,12 @@ class DistillSpec(DistillationOptions):
     hidden_weight: float = 0.0
     #: weight of the MSE between student and teacher attention maps (same head count only)
     attention_weight: float = 0.0
+    #: weight of the sentence-level objective (works across tokenizers): the student's mean-pooled vector,
+    #: through a learned projection to the teacher's width (dropped at save), regresses the teacher's pooled
+    #: vector of the same text, on every transfer-set text (labelled, augmented, data.unlabeled); 0: off
+    sentence_weight: float = 0.0
+    #: how the projected student vector is compared with the teacher's: "mse" or "cosine" (1 - cosine)
+    sentence_loss: str = "mse"
     search: SearchSpec | None = None
     #: teacher-labelled variants of the training texts added to the transfer set
     augment: AugmentSpec | None = None
@@ -104,6 +114,15 @@ def check_student(student: StudentSpec, where: str) -> None:
             raise RecipeError(f"recipe {where}.layers: at least one layer is needed")
         if any(l < 0 for l in student.layers) or len(set(student.layers)) != len(student.layers):
             raise RecipeError(f"recipe {where}.layers: expected distinct layer indices >= 0, got {student.layers}")
+
+
+def check_sentence(spec: "DistillSpec", where: str) -> None:
+    from ...training.distillation import SENTENCE_LOSSES
+
+    check_range(spec.sentence_weight, 0, float("inf"), f"{where}.sentence_weight", high_open=True)
+    if spec.sentence_loss not in SENTENCE_LOSSES:
+        raise RecipeError(f"recipe {where}.sentence_loss: {spec.sentence_loss!r} is not one of "
+                          f"{', '.join(SENTENCE_LOSSES)}")
 
 
 def check_search(s: SearchSpec, where: str) -> None:

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from ...records import check_range
 from ..base import Knob, Stage, StageContext, StageOutput, ran_on, register
 from .spec import (
+    SENTENCE_WEIGHT,
     STUDENT_DEPTH,
     TRAINING_KNOBS,
     DistillSpec,
     check_augment,
     check_search,
+    check_sentence,
     check_student,
 )
 
@@ -32,7 +34,7 @@ class DistillStage(Stage):
     order = 20
     summary = "train a smaller student on the teacher's softened predictions (and the labels)"
     uses_unlabeled = True
-    search_space = (*TRAINING_KNOBS, STUDENT_DEPTH)
+    search_space = (*TRAINING_KNOBS, SENTENCE_WEIGHT, STUDENT_DEPTH)
     #: a tune compares trials itself: no student-alone row, no search inside a trial
     tune_fixed = {"student_alone": False, "search": None}
 
@@ -42,6 +44,7 @@ class DistillStage(Stage):
         check_student(spec.student, f"{where}.student")
         check_range(spec.hidden_weight, 0, float("inf"), f"{where}.hidden_weight", high_open=True)
         check_range(spec.attention_weight, 0, float("inf"), f"{where}.attention_weight", high_open=True)
+        check_sentence(spec, where)
         if spec.search is not None:
             check_search(spec.search, f"{where}.search")
         if spec.augment is not None:
@@ -86,6 +89,9 @@ class DistillStage(Stage):
         used = {k: details.get(k, getattr(self.spec, k)) for k in ("temperature", "alpha", "epochs", "lr")}
         text = (f"distil → {student}, T={used['temperature']:.3g}, α={used['alpha']:.2g}, {used['epochs']:g} ep, "
                 f"lr {used['lr']:.2g}")
+        sentence = details.get("sentence")
+        if isinstance(sentence, dict):
+            text += f", sentence {sentence['loss']} ×{sentence['weight']:.2g}"
         counts = details.get("transfer_set") or {}
         extra = [f"+{counts[k]} {k}" for k in ("unlabeled", "augmented") if counts.get(k)]
         if extra:

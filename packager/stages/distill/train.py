@@ -15,7 +15,10 @@ teacher's tokenization and equal shapes; it is refused otherwise.
 
 The transfer set is the training split plus ``data.unlabeled`` and ``augment``
 variants of the training texts; the teacher labels those (its argmax is their
-hard label, its logits their soft one).
+hard label, its logits their soft one). With ``sentence_weight`` the same pass
+also keeps the teacher's mean-pooled vector of every transfer text (its own
+tokenizer), which the student's projected vector regresses: the objective that
+crosses tokenizers at the sentence level (``training.distillation``).
 """
 from __future__ import annotations
 
@@ -23,10 +26,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from ...errors import EdgepackError
 from ...labelled_data import LabelledData, LabelledSplit
+from ...progress import substep
 from ...training.common import (
     encoder_layers,
     run_info,
@@ -34,8 +37,8 @@ from ...training.common import (
     to_cpu,
     training_record,
 )
-from ...training.distillation import train_student
-from ...training.evaluate import gather_logits
+from ...training.distillation import SentenceTarget, train_student
+from ...training.evaluate import gather_logits, gather_outputs
 from .augment import augment_texts
 from .search import rounded, search
 from .spec import DistillSpec
@@ -43,27 +46,35 @@ from .student import check_matching, layer_map, make_student, tokenization_misma
 
 
 def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSpec, seq_len: int,
-                 seed: int) -> tuple[LabelledSplit, Any, dict[str, int]]:
-    """The texts the student learns the teacher from, the teacher's logits on them, and how many of each kind.
+                 seed: int, vectors: bool = False) -> tuple[LabelledSplit, Any, Any, dict[str, int]]:
+    """The texts the student learns the teacher from, the teacher's logits on them (and with ``vectors`` its
+    pooled sentence vectors, from the same pass), and how many of each kind.
 
     Training texts keep their labels; unlabeled texts and augmented variants take the teacher's argmax. In a
     distributed run each rank scores a share of the texts and all get every logit (a collective)."""
     import numpy as np
 
+    from ...training.common import eval_device
+
     extra = list(data.unlabeled)
     augmented = augment_texts(data.train.texts, spec.augment, seed) if spec.augment is not None else []
     extra += augmented
     texts = list(data.train.texts) + extra
-    if torch.cuda.is_available():  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
+    pooled = None
+    with substep(f"label the transfer set ({len(texts)} texts) with the teacher"):
+        device = eval_device()  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
         try:
-            logits = gather_logits(teacher.to("cuda"), teacher_tokenizer, texts, seq_len)
+            if device != "cpu":
+                teacher.to(device)
+            if vectors:
+                logits, pooled = gather_outputs(teacher, teacher_tokenizer, texts, seq_len)
+            else:
+                logits = gather_logits(teacher, teacher_tokenizer, texts, seq_len)
         finally:
             to_cpu(teacher)
-    else:
-        logits = gather_logits(teacher, teacher_tokenizer, texts, seq_len)
     labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
     counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
-    return LabelledSplit(texts, labels), logits, counts
+    return LabelledSplit(texts, labels), logits, pooled, counts
 
 
 def _shared(shared: tuple[dict, str] | None, what: tuple, compute):
@@ -93,20 +104,24 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     mismatch = tokenization_mismatch(tokenizer, student_tokenizer, data.train.texts)
     check_matching(teacher, probe, spec, mismatch)
     live = spec.hidden_weight > 0 or spec.attention_weight > 0
-    if data.unlabeled or spec.augment is not None or not live:
-        transfer, logits, counts = _shared(shared_transfer, (repr(spec.augment), seq_len, seed),
-                                           lambda: transfer_set(teacher, tokenizer, data, spec, seq_len, seed))
+    with_vectors = spec.sentence_weight > 0
+    if data.unlabeled or spec.augment is not None or not live or with_vectors:
+        transfer, logits, vectors, counts = _shared(
+            shared_transfer, (repr(spec.augment), seq_len, seed, with_vectors),
+            lambda: transfer_set(teacher, tokenizer, data, spec, seq_len, seed, vectors=with_vectors))
     else:
-        transfer, logits, counts = data.train, None, {"train": len(data.train), "unlabeled": 0, "augmented": 0}
+        transfer, logits, vectors = data.train, None, None
+        counts = {"train": len(data.train), "unlabeled": 0, "augmented": 0}
     taught = dataclasses.replace(data, train=transfer)
     teacher_logits = None if live else logits
+    sentence = SentenceTarget(spec.sentence_weight, spec.sentence_loss, vectors) if with_vectors else None
     params = {"alpha": spec.alpha, "temperature": spec.temperature, "epochs": spec.epochs, "lr": spec.lr}
     details: dict[str, Any] = {}
     if spec.search is not None:
         if data.validation is None:
             raise EdgepackError("recipe distill.search: needs data.validation")
         best, details, winner = search(teacher, tokenizer, taught, spec, seq_len, work_dir / "search", seed,
-                                        teacher_logits)
+                                        teacher_logits, sentence)
         params.update(best)
     else:
         winner = None
@@ -125,7 +140,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
             teacher, probe, student_tokenizer, taught, seq_len=seq_len, work_dir=work_dir / "student", seed=seed,
             batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
             hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
-            teacher_logits=teacher_logits, **params)
+            teacher_logits=teacher_logits, sentence=sentence, **params)
         best_metric, run, training = trainer.state.best_metric, run_info(trainer.args), training_record(trainer)
     details.update({k: rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
@@ -137,6 +152,10 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
         details["hidden_weight"] = spec.hidden_weight
     if spec.attention_weight:
         details["attention_weight"] = spec.attention_weight
+    if sentence is not None:
+        details["sentence"] = {"weight": spec.sentence_weight, "loss": spec.sentence_loss,
+                               "teacher_dim": int(vectors.shape[1]), "texts": int(vectors.shape[0]),
+                               "projection": "trained with the student, not saved"}
     if best_metric is not None:
         details["best_val_accuracy"] = round(float(best_metric), 4)
     details["training"] = training

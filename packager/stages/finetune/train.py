@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ...labelled_data import LabelledData
+from ...progress import substep
 from ...training.common import (
     PadCollator,
     accuracy_metric,
@@ -42,7 +43,8 @@ def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_le
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                       data_collator=PadCollator(pad_id(tokenizer)), compute_metrics=accuracy_metric)
     start = last_checkpoint(work_dir) if resume else None
-    result = trainer.train(resume_from_checkpoint=start)
+    with substep("train on labels"):
+        result = trainer.train(resume_from_checkpoint=start)
     model = trained_model(trainer)
     details: dict[str, Any] = {"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size,
                                "train_loss": round(float(result.training_loss), 4), "seed": seed, **run_info(args)}
