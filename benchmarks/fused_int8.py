@@ -137,7 +137,7 @@ def st_fn(st, threads: int) -> Callable[[str], Any]:
 
     def run(text: str):
         torch.set_num_threads(threads)
-        return st.encode([text], convert_to_numpy=True)
+        return st.encode([text], convert_to_numpy=True, show_progress_bar=False)
     return run
 
 
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = unseen_texts(args.texts, args.n)
     st = SentenceTransformer(model_dir, device="cpu")
     st.max_seq_length = args.seq_len
-    reference = st.encode(texts, batch_size=32, convert_to_numpy=True)
+    reference = st.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     isa = cpu_isa()
     kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")

@@ -304,6 +304,8 @@ class OnnxInt8(_Onnx, FloatFallback):
                      "embedding tables int8"]
         if fused_ops:
             notes.append("onnxruntime BERT fusion: " + ", ".join(f"{n} {op}" for op, n in fused_ops.items()))
+            if scheme == "blockwise" and fused_ops.get("Attention"):
+                notes.append("the fused Attention's packed Q/K/V weights stay float (MatMulNBits takes MatMul only)")
         elif self._fuse(ctx) != "none":
             notes.append("onnxruntime BERT fusion recognised nothing in this graph (left as exported)")
         if kept:

@@ -81,6 +81,7 @@ def test_fused_int8_fuses_every_layer_and_agrees(ctx, scheme, int8_ops):
     assert counts == int8_ops
     assert not any(n.op_type in ("LayerNormalization", "Softmax", "Erf") for n in graph.node)
     assert any("BERT fusion: 1 EmbedLayerNormalization, 2 Attention" in note for note in result.notes)
+    assert any("Q/K/V weights stay float" in note for note in result.notes) == (scheme == "blockwise")
     # fused ops carry their layer's path: the precision fallback's groups reach them
     from targets.fallback import op_group
     from targets.onnx_int8 import quantizable_nodes
