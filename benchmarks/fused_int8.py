@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
            "isa": kernel, "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm",
                                                                                   "sse4", "fma"))],
            "cores": len(os.sched_getaffinity(0)), "model": model_dir, "texts": len(texts),
+           "model_name": args.model or "all-MiniLM-L6-v2 (built-in)",
            "fused_ops": fused_ops, "runs": runs}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -261,7 +262,8 @@ def goals(ms: dict[str, float], quality: dict[str, dict], pick: str, bundle_memb
 
 
 def markdown(doc: dict) -> str:
-    out = [f"# Fused ONNX int8 vs the ORT exports — {Path(doc['model']).name}, {doc['texts']} unseen CLINC150 texts",
+    name = doc.get("model_name") or Path(doc["model"]).name
+    out = [f"# Fused ONNX int8 vs the ORT exports — {name}, {doc['texts']} unseen CLINC150 texts",
            "", f"`{doc['command']}` ({doc['measured_at']})", "",
            f"Host: {doc['cpu']}, {doc['cores']} CPUs, int8 kernels: **{doc['isa']}** "
            f"(flags: {' '.join(doc['isa_flags'])}). Shared host: figures are ratios within one run; the load "
