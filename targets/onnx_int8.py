@@ -15,8 +15,8 @@ handles HF BERT-style encoders with static shapes without extra packages
 
 Both store the embedding tables int8 (Gather, one scale per table).
 
-``fuse=bert`` (default) first runs onnxruntime's BERT fusion (``onnxruntime.transformers.optimizer``) on the fp32
-graph: EmbedLayerNormalization, one Attention per layer, SkipLayerNormalization, BiasGelu (com.microsoft ops that
+``fuse=bert`` (default ``none`` until measured on a quiet host and on more model families) first runs
+onnxruntime's BERT fusion (``onnxruntime.transformers.optimizer``) on the fp32 graph: EmbedLayerNormalization, one Attention per layer, SkipLayerNormalization, BiasGelu (com.microsoft ops that
 plain onnxruntime runs); the quantizers then see the fused graph. With ``blockwise`` the Attention's packed Q/K/V
 weight stays float (MatMulNBits covers MatMul only), which measured both slightly faster and more faithful than
 the unfused blockwise graph on MiniLM (benchmarks/results/fused_int8.md); ``dynamic`` makes it QAttention.
