@@ -1,19 +1,25 @@
-"""Latency against input length: edgepack's targets vs eager PyTorch and plain ONNX Runtime, in ONE run.
+"""Latency against input length: edgepack's targets vs eager PyTorch, sentence-transformers and ONNX Runtime, in ONE run.
 
     python benchmarks/latency_vs_length.py                       # default model, 1 thread and all cores
     python benchmarks/latency_vs_length.py --runs 3 --min-seconds 0 --targets tflite-int8,onnx-int8   # smoke run
 
 Measured side by side, same threads: eager PyTorch fp32 at the real length;
+sentence-transformers (the model's own ``SentenceTransformer`` forward, fp32);
 plain ONNX Runtime fp32 and int8 exported the one-line way (``torch.onnx.export``
 with a dynamic sequence axis + ``quantize_dynamic``: the peer a user gets
-without edgepack); edgepack's static-128 artifacts as packed before buckets
+without edgepack); the ORT-fused int8 peer (eager-attention export,
+``optimize_model(model_type="bert")``, ``quantize_dynamic``: see
+``benchmarks/fused_int8.py``); edgepack's static-128 artifacts as packed before buckets
 (``--buckets none``); and every edgepack target of the default pack (buckets /
 dynamic). Each is timed at lengths 8, 16, 32, 64, 128 (inputs of exactly N
 tokens) and on the real-length distribution of the built-in texts and of
 CLINC150 test. edgepack artifacts run in device_bench worker subprocesses
 (fresh process, pinned); the peers and eager PyTorch run in this process with
 the same warm-up/timing loop. Next to each latency: the MACs the run did
-(padded length) and the MACs the input needs (real length). The noise guard
+(padded length) and the MACs the input needs (real length), from the bundle
+manifest's formula (``device_bench.compute``, counted at pack time), and the
+achieved GMAC/s. The host's ISA (``/proc/cpuinfo`` flags) and load average
+are recorded with the table. The noise guard
 of the worker is applied to every row (other processes' CPU, CV): check
 ``noisy`` before quoting anything.
 
@@ -35,6 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -58,16 +65,11 @@ class Row:
     gmac_needed: float  # at the real length
     noisy: bool
     noise: str = ""
+    gmac_per_s: float | None = None  # GMAC done per p50: the distance to the chip
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def bert_macs(config, length: float) -> float:
-    """Multiply-accumulates of one encoder pass at ``length`` tokens (projections, FFN, attention scores/mix)."""
-    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    return layers * (length * (4 * h * h + 2 * h * i) + 2 * length * length * h)
 
 
 def tokenized(tokenizer, texts: list[str], seq_len: int) -> list[dict[str, Any]]:
@@ -141,27 +143,29 @@ def eager_fn(wrapper, threads: int):
 
 
 def export_peers(model_dir: str, cache: Path) -> dict[str, Path]:
-    """The one-line ORT export a user would write: dynamic axes, then quantize_dynamic (defaults)."""
+    """The ORT exports a user would write: the one-line export (dynamic axes, then quantize_dynamic, defaults) and
+    the fused one (eager attention, optimize_model, quantize_dynamic): ``benchmarks/fused_int8.py`` makes both."""
+    from fused_int8 import PEERS
+    from fused_int8 import export_peers as export
+
+    paths = export(model_dir, cache)
+    return {"ort-fp32 (peer, dynamic axis)": cache / "peer-fp32.onnx", "ort-int8 (peer, dynamic axis)": paths[PEERS[0]],
+            "ort-fused-int8 (peer, optimize_model bert)": paths[PEERS[1]]}
+
+
+def st_forward_fn(model_dir: str, threads: int):
+    """The model's own sentence-transformers pipeline (fp32 PyTorch), fed the same token ids."""
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel
+    from sentence_transformers import SentenceTransformer
 
-    fp32, int8 = cache / "peer-fp32.onnx", cache / "peer-int8.onnx"
-    if not int8.is_file():
-        class Plain(torch.nn.Module):  # keyword call: BertModel.forward's positional order varies by version
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = AutoModel.from_pretrained(model_dir).eval()
+    st = SentenceTransformer(model_dir, device="cpu").eval()
 
-            def forward(self, input_ids, attention_mask):
-                return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-        ids = torch.ones(1, 16, dtype=torch.int64)
-        torch.onnx.export(Plain().eval(), (ids, ids), str(fp32), input_names=["input_ids", "attention_mask"],
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}})
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    return {"ort-fp32 (peer, dynamic axis)": fp32, "ort-int8 (peer, dynamic axis)": int8}
+    def run(feed):
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return st({"input_ids": torch.from_numpy(feed["input_ids"]).long(),
+                       "attention_mask": torch.from_numpy(feed["attention_mask"]).long()})["sentence_embedding"]
+    return run
 
 
 def ort_fn(path: Path, threads: int):
@@ -238,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from device_bench.fingerprint import fingerprint
+    from device_bench.compute import gmac_per_s
+    from device_bench.fingerprint import cpu_isa, fingerprint
     from device_bench.manifest import Manifest
     from packager.calib import builtin_sample
     from packager.models import load_model
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     cache.mkdir(exist_ok=True)
 
     loaded = load_model(args.model, "feature-extraction")
-    config, model_dir = loaded.model.config, loaded.model.name_or_path
+    model_dir = loaded.model.name_or_path
     wrapper = loaded.task.make_wrapper(loaded.model)
     datasets = {"builtin": tokenized(loaded.tokenizer, builtin_sample(), args.seq_len)}
     clinc = clinc_texts(args.clinc, args.clinc_limit)
@@ -271,25 +276,29 @@ def main(argv: list[str] | None = None) -> int:
     def add(variant: str, threads: int, inputs: str, stats: dict, runs: int, noise: dict, done: float, needed: float):
         rows.append(Row(variant, threads, inputs, round(stats["p50"], 4), round(stats["p90"], 4), round(stats["p99"], 4),
                         runs, round(done / 1e9, 4), round(needed / 1e9, 4), bool(noise["noisy"]),
-                        "; ".join(noise["reasons"])))
+                        "; ".join(noise["reasons"]), gmac_per_s(int(done), stats["p50"])))
 
-    real_macs = {name: float(np.mean([bert_macs(config, f["input_ids"].shape[1]) for f in feeds]))
+    formula = Manifest.load(new).model.macs
+    if formula is None:
+        raise SystemExit(f"{new}: the manifest has no MACs formula (packed before manifest minor 3): delete it")
+    real_macs = {name: float(np.mean([formula.at(f["input_ids"].shape[1]) for f in feeds]))
                  for name, feeds in datasets.items()}
     for threads in thread_counts:
         log(f"threads={threads}: eager PyTorch and ONNX Runtime peers")
-        in_process = {"pytorch-eager fp32 (real length)": eager_fn(wrapper, threads)}
+        in_process = {"pytorch-eager fp32 (real length)": eager_fn(wrapper, threads),
+                      "sentence-transformers fp32 (real length)": st_forward_fn(str(model_dir), threads)}
         in_process.update({name: ort_fn(path, threads) for name, path in peers.items()})
         for variant, fn in in_process.items():
             for n in lengths:
                 res = time_callable(fn, [exact_length(datasets["builtin"][0], n)], args.runs, args.min_seconds,
                                     args.warmup)
-                add(variant, threads, f"len={n}", res["stats"], res["runs"], res["noise"], bert_macs(config, n),
-                    bert_macs(config, n))
+                add(variant, threads, f"len={n}", res["stats"], res["runs"], res["noise"], formula.at(n),
+                    formula.at(n))
             for name, feeds in datasets.items():
                 res = time_callable(fn, feeds, args.runs, args.min_seconds, args.warmup)
                 add(variant, threads, f"real:{name}", res["stats"], res["runs"], res["noise"], real_macs[name],
                     real_macs[name])
-        bundles = [(new, f"edgepack {{}}", t) for t in targets]
+        bundles = [(new, "edgepack {}", t) for t in targets]
         if old is not None:
             bundles += [(old, f"edgepack {{}} (static {args.seq_len}, before buckets)", t) for t in static_targets]
         for bundle, label, target in bundles:
@@ -307,12 +316,12 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"  {variant} {name}: {exc}")
                     continue
                 padded = res["input_lengths"]["padded_to"]
-                done = sum(bert_macs(config, int(k) if k != "None" else res["input_lengths"]["mean"]) * v
+                done = sum(formula.at(int(k) if k != "None" else res["input_lengths"]["mean"]) * v
                            for k, v in padded.items()) / max(1, sum(padded.values()))
                 add(variant, threads, f"real:{name}", res["latency_ms"], res["runs"], res["noise"], done, real_macs[name])
                 for row in res.get("by_length", []):
                     add(variant, threads, f"len={row['length']}", row, row["runs"], row["noise"],
-                        bert_macs(config, row["padded_to"] or row["length"]), bert_macs(config, row["length"]))
+                        formula.at(row["padded_to"] or row["length"]), formula.at(row["length"]))
 
     sizes = {}
     for bundle, suffix in ((new, ""), (old, " (static)")):
@@ -323,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parity = {e.name: {str(p.length): p.mean_cosine for p in e.parity_by_length}
               for e in Manifest.load(new).targets}
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv or sys.argv[1:]))
+    isa = cpu_isa()
     doc = {"command": command, "fingerprint": fingerprint(), "model": str(model_dir), "seq_len": args.seq_len,
+           "isa": next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp",
+                                    "asimd") if f in isa), "unknown"),
+           "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm", "fma"))],
+           "load_average": [round(x, 2) for x in os.getloadavg()],
            "lengths": lengths, "datasets": {k: {"n": len(v), "mean_tokens": float(np.mean([f["input_ids"].shape[1] for f in v]))}
                                             for k, v in datasets.items()},
            "rows": [asdict(r) for r in rows], "file_sizes_bytes": sizes, "parity_mean_cosine_by_length": parity,
@@ -349,6 +363,7 @@ def goals(rows: list[Row], sizes: dict[str, int], parity: dict, threads: int, se
     new = _p50(rows, "edgepack tflite-int8", threads, real)
     old = _p50(rows, f"edgepack tflite-int8 (static {seq_len}, before buckets)", threads, real)
     peer = _p50(rows, "ort-int8 (peer, dynamic axis)", threads, real)
+    fused_peer = _p50(rows, "ort-fused-int8 (peer, optimize_model bert)", threads, real)
     ours_onnx = _p50(rows, "edgepack onnx-int8", threads, real)
 
     def ratio(a, b):
@@ -361,6 +376,9 @@ def goals(rows: list[Row], sizes: dict[str, int], parity: dict, threads: int, se
         f"tflite_int8_speedup_vs_static_{seq_len}": {"value": ratio(old, new), "goal": ">= 6"},
         "tflite_int8_speedup_vs_ort_int8_peer": {"value": ratio(peer, new), "goal": ">= 1.3"},
         "onnx_int8_vs_ort_int8_peer_latency_ratio": {"value": ratio(ours_onnx, peer), "goal": "<= 1.0"},
+        "tflite_int8_speedup_vs_best_ort_peer (plain or fused)": {
+            "value": ratio(min(p for p in (peer, fused_peer) if p) if peer or fused_peer else None, new),
+            "goal": ">= 1.3"},
         "tflite_int8_file_size_ratio_vs_static": {"value": size_growth, "goal": "<= 1.05"},
         "min_mean_cosine_per_length": {"value": round(min(cosines), 5) if cosines else None, "goal": ">= 0.99"},
     }
@@ -371,9 +389,11 @@ def markdown(doc: dict) -> str:
     inputs = [f"len={n}" for n in doc["lengths"]] + [f"real:{k}" for k in doc["datasets"]]
     out = [f"# Latency vs input length — {doc['model']}", "",
            f"`{doc['command']}`", "",
-           f"Machine: {machine(doc['fingerprint'])}; "
+           f"Machine: {machine(doc['fingerprint'])}; int8 kernels: {doc.get('isa', '?')} "
+           f"({' '.join(doc.get('isa_flags', []))}); load average at the end {doc.get('load_average', '?')}; "
            f"datasets: " + ", ".join(f"{k} (n={v['n']}, mean {v['mean_tokens']:.1f} tokens)" for k, v in doc["datasets"].items()),
-           "", "p50 ms (GMAC done / GMAC needed); `*` = noisy (another process took >10% of a core or CV >10%).", ""]
+           "", "p50 ms (GMAC done / GMAC needed, achieved GMAC/s); `*` = noisy (another process took >10% of a core "
+           "or CV >10%).", ""]
     for threads in sorted({r.threads for r in rows}):
         out += [f"## {threads} thread(s)", "", "| variant | " + " | ".join(inputs) + " |",
                 "|---|" + "---:|" * len(inputs)]
@@ -381,7 +401,8 @@ def markdown(doc: dict) -> str:
             cells = []
             for key in inputs:
                 r = next((r for r in rows if r.variant == variant and r.threads == threads and r.inputs == key), None)
-                cells.append("-" if r is None else f"{r.p50_ms:.2f}{'*' if r.noisy else ''} ({r.gmac_done:.3f}/{r.gmac_needed:.3f})")
+                cells.append("-" if r is None else f"{r.p50_ms:.2f}{'*' if r.noisy else ''} ({r.gmac_done:.3f}/"
+                             f"{r.gmac_needed:.3f}, {r.gmac_per_s if r.gmac_per_s is not None else '-'})")
             out.append(f"| {variant} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["## Goals (first thread count, built-in texts)", "", "| goal | measured | target |", "|---|---:|---|"]

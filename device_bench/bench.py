@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 
 import psutil
 
+from .compute import MacsPerLength, gmac_per_s
 from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
@@ -331,6 +332,17 @@ def timed_lengths(entry: TargetEntry, manifest: Manifest) -> list[int]:
     return sorted(set(lengths) | {seq_len})
 
 
+def add_compute(res: TargetResult, macs: MacsPerLength) -> None:
+    """MACs per inference and achieved GMAC/s on the row (at the real inputs' mean length) and on each per-length
+    row (at the length the artifact ran: the bucket it was padded to, if any)."""
+    if res.input_lengths is not None and res.latency_ms is not None:
+        res.macs_per_inference = macs.at(res.input_lengths.mean)
+        res.gmac_per_s = gmac_per_s(res.macs_per_inference, res.latency_ms.p50)
+    for row in res.by_length:
+        row.macs = macs.at(row.padded_to or row.length)
+        row.gmac_per_s = gmac_per_s(row.macs, row.p50)
+
+
 def worker_args(entry: TargetEntry, bundle: Path, manifest: Manifest, threads: int | None,
                 memory_limit_mb: int | None, mode: str = "timing") -> WorkerArgs:
     """What every worker of one target needs: the artifact, its runtime and shapes, the bundle's inputs."""
@@ -370,6 +382,8 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
             res.thermal.after_c = read_zones(thermal.root)
     res = dataclasses.replace(res, **metric_values(timing, TimingMetrics))
     _noise_note(res)
+    if manifest.model.macs is not None:
+        add_compute(res, manifest.model.macs)
     if res.input_lengths is not None and manifest.input_spec.token_lengths is not None:
         res.input_lengths.truncated = manifest.input_spec.token_lengths.truncated
     if meter is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .compute import MacsPerLength
 from .records import RecordError, from_dict, load_json
 
 #: Evolution rule: a field added with a default bumps SCHEMA_MINOR, and readers of the same major version
@@ -20,8 +21,9 @@ from .records import RecordError, from_dict, load_json
 #: refused. Minor 1 added the sequence-length fields (buckets, dynamic shapes, parity per length) and the
 #: embedding-pipeline / task fields (pooling_source, dense, prompt, label thresholds, parity reference…).
 #: Minor 2 added ``parity_inputs``: the parity texts' inputs and fp32 outputs, for the device's own check.
+#: Minor 3 added ``model.macs``: multiply-accumulates per inference as a function of the length.
 SCHEMA_VERSION = 1
-SCHEMA_MINOR = 2
+SCHEMA_MINOR = 3
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB; the agent refuses more (413)
 SAMPLES_NAME = "samples.npz"
@@ -137,6 +139,7 @@ class ModelInfo:
     num_layers: int | None = None
     hidden_size: int | None = None
     vocab_size: int | None = None
+    macs: MacsPerLength | None = None  # minor 3: counted on the fp32 model at pack time
 
 
 @dataclass

@@ -21,9 +21,10 @@ from .speed_profile import SpeedProfile
 
 #: Same evolution rule as the manifest: additive fields bump the minor version, readers of the same major
 #: accept them (listing what they ignore), a new major is refused. Minor 1: real-length latency, per-length
-#: table, noise guard. Minor 2: ``device_parity`` (the pack's parity gates recomputed on the device).
+#: table, noise guard. Minor 2: ``device_parity`` (the pack's parity gates recomputed on the device). Minor 3:
+#: ``fastest`` (speed profiles); MACs per inference and achieved GMAC/s per row and per length.
 REPORT_SCHEMA_VERSION = 1
-REPORT_SCHEMA_MINOR = 2
+REPORT_SCHEMA_MINOR = 3
 
 RESULT_OK = "ok"
 RESULT_FAILED = "failed"
@@ -113,6 +114,8 @@ class LengthLatency:
     padded_to: int | None = None
     noise: NoiseGuard | None = None
     p99: float | None = None
+    macs: int | None = None  # minor 3: multiply-accumulates per inference at the length run (padded_to, if padded)
+    gmac_per_s: float | None = None  # minor 3: macs / p50
 
 
 @dataclass
@@ -175,6 +178,10 @@ class TargetResult(MemoryMetrics, TimingMetrics, ResultKey):
     thermal: ThermalResult | None = None
     notes: list[str] = field(default_factory=list)
     device_parity: DeviceParity | None = None  # minor 2: None for bundles without parity inputs
+    #: minor 3: multiply-accumulates per inference at the real inputs' mean length (the manifest's formula), and
+    #: those per p50 of ``latency_ms``: how far the artifact is from the chip's peak
+    macs_per_inference: int | None = None
+    gmac_per_s: float | None = None
 
 
 @dataclass
@@ -346,8 +353,8 @@ def render_table(report: BenchReport | FleetReport):
         table.add_column("device")
     for name, justify in (("target", "left"), ("precision", "left"), ("threads", "right"), ("size MB", "right"),
                           ("load ms", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
-                          ("mean±std ms", "right"), ("inf/s", "right"), ("peak RSS MB", "right"),
-                          ("mJ/inf >idle", "right")):
+                          ("mean±std ms", "right"), ("inf/s", "right"), ("GMAC/s", "right"),
+                          ("peak RSS MB", "right"), ("mJ/inf >idle", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for rep in reports:
         for r in rep.results:
@@ -355,7 +362,7 @@ def render_table(report: BenchReport | FleetReport):
             threads = "default" if r.threads is None else str(r.threads)
             size = _num(r.file_size_bytes / 1e6 if r.file_size_bytes is not None else None)
             if r.status != RESULT_OK:
-                span = ["", "", "", "", "", "", "", ""]
+                span = ["", "", "", "", "", "", "", "", ""]
                 span[0] = f"[red]{r.status}[/red]: {r.error or ''}" if r.status == RESULT_FAILED else f"[yellow]skipped[/yellow]: {r.error or ''}"
                 table.add_row(*lead, r.target, r.precision, threads, size, *span)
                 continue
@@ -369,12 +376,13 @@ def render_table(report: BenchReport | FleetReport):
                 _num(lat.p99 if lat else None, "{:.3f}"),
                 f"{lat.mean:.3f}±{lat.std:.3f}" if lat else "-",
                 _num(r.throughput_ips, "{:.1f}"),
+                _num(r.gmac_per_s, "{:.1f}"),
                 _num(r.peak_rss_mb, "{:.1f}"),
                 _energy_cell(r.energy),
             )
     if fleet:
         for err in report.errors:
-            table.add_row(err.device, f"[red]unreachable[/red]: {err.error}", *[""] * 11)
+            table.add_row(err.device, f"[red]unreachable[/red]: {err.error}", *[""] * 12)
     return table
 
 

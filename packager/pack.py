@@ -47,6 +47,7 @@ from .calib import token_counts, tokenize
 from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported: pack's TARGET=SPEC parser)
 from .errors import EdgepackError
 from .families import check_support
+from .compute import count_macs
 from .models import LoadedModel, max_seq_len, model_info
 from .native_output import native_output_silenced
 from .progress import rounded, substep, timing
@@ -292,7 +293,7 @@ def pack_model(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             edgepack_version=__version__,
             tool_versions=tool_versions(),
-            model=ModelInfo(**model_info(loaded)),
+            model=ModelInfo(**model_info(loaded), macs=count_macs(wrapper, list(INPUT_NAMES), seq_len)),
             task=task.name,
             input_spec=InputSpec(
                 seq_len=seq_len,

@@ -137,3 +137,15 @@ def test_extra_runners_from_the_environment():
         parse_extra_runners("tflite=evil:Runner")
     with pytest.raises(ExtraRunnerError, match="not key=module:Class"):
         parse_extra_runners("x=import os")
+
+
+def test_rows_give_macs_per_inference_and_achieved_gmacs(bundle, tflite_report):
+    """The manifest's MACs formula (counted at pack time) turns each row's p50 into achieved GMAC/s."""
+    macs = Manifest.load(bundle).model.macs
+    assert macs is not None and macs.per_token > 0 and macs.per_token_pair > 0
+    (r,) = tflite_report.results
+    assert r.macs_per_inference == macs.at(r.input_lengths.mean)
+    assert r.gmac_per_s == pytest.approx(r.macs_per_inference / (r.latency_ms.p50 * 1e6), abs=0.01)
+    assert r.by_length and all(row.macs == macs.at(row.padded_to or row.length) and row.gmac_per_s > 0
+                               for row in r.by_length)
+    assert BenchReport.from_dict(json.loads(tflite_report.to_json())).results[0].gmac_per_s == r.gmac_per_s

@@ -433,3 +433,24 @@ def test_pack_falls_back_to_float_ops_until_parity_holds_and_says_so(tmp_path, t
     assert refused.returncode != 0 and "onnx-int8 failed: parity below threshold" in refused.stderr, refused.stderr[-2000:]
     (failed,) = json.loads(refused.stdout)["targets"]
     assert failed["status"] == "failed" and "precision_fallback" not in failed["details"]
+
+
+@pytest.mark.parametrize("scheme", ["blockwise", "dynamic"])
+def test_onnx_fused_graph_passes_its_gate_and_falls_back_by_layer(tiny_cls, texts, tmp_path, scheme):
+    """fuse=bert through the real pack (dynamic sequence axis): the fused graph passes the parity gate, the manifest
+    records the fused ops, and a layer's float_ops pattern reaches its fused Attention (dynamic: left float, not
+    QAttention) as it reaches its MatMuls."""
+    import onnx
+
+    entry = _pack(tiny_cls, tmp_path / "fused", "onnx-int8", texts, {"scheme": scheme, "fuse": "bert",
+                                                                     "float_ops": ["layer\\.1/"]}, buckets="auto")
+    assert entry.status == "ok" and entry.parity.passed, entry.error
+    assert entry.details["fused_ops"] == {"EmbedLayerNormalization": 1, "Attention": LAYERS,
+                                          "SkipLayerNormalization": 2 * LAYERS, "BiasGelu": LAYERS}
+    kept = entry.details["float_ops"]
+    assert kept and all("layer.1/" in op for op in kept)
+    ops = {n.name: n.op_type for n in onnx.load(str(tmp_path / "fused" / "onnx_int8.onnx")).graph.node}
+    attention_1 = "/model/bert/encoder/layer.1/attention/self/Attention"
+    assert (attention_1 in kept) == (scheme == "dynamic") and ops[attention_1] == "Attention"
+    if scheme == "dynamic":
+        assert ops["/model/bert/encoder/layer.0/attention/self/Attention_quant"] == "QAttention"

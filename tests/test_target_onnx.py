@@ -59,3 +59,41 @@ def test_runner_maps_inputs_by_position_and_rejects_wrong_arity(ctx):
     np.testing.assert_array_equal(by_name, by_position)
     with pytest.raises(ValueError, match="takes 2 inputs"):
         runner.run({"input_ids": sample["input_ids"]})
+
+
+@pytest.mark.parametrize("scheme,int8_ops", [("blockwise", {"MatMulNBits": 6, "QEmbedLayerNormalization": 1}),
+                                             ("dynamic", {"MatMulInteger": 6, "QAttention": 2,
+                                                          "QEmbedLayerNormalization": 1})])
+def test_fused_int8_fuses_every_layer_and_agrees(ctx, scheme, int8_ops):
+    """fuse=bert: onnxruntime's BERT fusion recognises the whole encoder (the export wrapper feeds ids and mask),
+    the quantizers make the fused graph int8, and the device runner (plain onnxruntime) runs it."""
+    import onnx
+
+    # a dynamic sequence axis: the static export's folded mask is not the pattern the attention fusion matches
+    fused_ctx = type(ctx)(**{**ctx.__dict__, "options": {"fuse": "bert", "scheme": scheme}, "buckets": [SEQ]})
+    path = ctx.workdir / f"fused-{scheme}.onnx"
+    result = get_target("onnx-int8").export(fused_ctx, path)
+    assert result.details["fuse"] == "bert"
+    assert result.details["fused_ops"] == {"EmbedLayerNormalization": 1, "Attention": 2, "SkipLayerNormalization": 4,
+                                           "BiasGelu": 2}
+    graph = onnx.load(str(path)).graph
+    counts = {op: sum(n.op_type == op for n in graph.node) for op in int8_ops}
+    assert counts == int8_ops
+    assert not any(n.op_type in ("LayerNormalization", "Softmax", "Erf") for n in graph.node)
+    assert any("BERT fusion: 1 EmbedLayerNormalization, 2 Attention" in note for note in result.notes)
+    assert any("Q/K/V weights stay float" in note for note in result.notes) == (scheme == "blockwise")
+    # fused ops carry their layer's path: the precision fallback's groups reach them
+    from targets.fallback import op_group
+    from targets.onnx_int8 import quantizable_nodes
+
+    fused_fp32, _ = get_target("onnx-int8")._fp32(fused_ctx)
+    groups = {op_group(name) for name in quantizable_nodes(fused_fp32, scheme)}
+    assert groups == {"embeddings", "layer.0", "layer.1"}
+    runner = load_runner("onnxruntime", path, threads=1)
+    held_out = _inputs(12, seed=5)
+    with torch.inference_mode():
+        ref = ctx.wrapper(*(torch.from_numpy(held_out[n]) for n in NAMES)).numpy()
+    out = np.concatenate([runner.run({n: held_out[n][i:i + 1, :int(held_out["attention_mask"][i].sum())]
+                                      for n in NAMES}) for i in range(12)])
+    cos = (out * ref).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= 0.99, cos
