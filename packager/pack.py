@@ -51,9 +51,10 @@ from .models import LoadedModel, max_seq_len, model_info
 from .native_output import native_output_silenced
 from .target_options import resolve_target_options
 from .tasks import INPUT_NAMES
+from .usage import write_usage
 
 TOOL_DISTRIBUTIONS = ("torch", "transformers", "tokenizers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
-                      "onnx", "onnxruntime", "executorch", "numpy")
+                      "onnx", "onnxruntime", "executorch", "mediapipe", "numpy")
 TOKENIZER_DIR = "tokenizer"
 Progress = Callable[[str], None]
 
@@ -319,6 +320,7 @@ def pack_model(
         if finalize is not None:
             finalize(manifest)
         manifest.write(stage)
+        write_usage(manifest, stage)
         step("publish bundle")
         publish(stage, out_dir)
     archive_path = write_archive(out_dir) if archive else None
