@@ -160,7 +160,7 @@ def _score_meaning(manifest: Manifest) -> str:
 
 def usage_markdown(manifest: Manifest) -> str:
     spec = manifest.input_spec
-    lines = [f"# Using this bundle", "",
+    lines = ["# Using this bundle", "",
              f"Model: `{manifest.model.source}` ({manifest.model.model_type}), task `{manifest.task}`.", ""]
     file = _mediapipe_file(manifest)
     if file is None:

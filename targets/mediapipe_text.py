@@ -10,6 +10,7 @@ The pack verifies it through MediaPipe's Python Tasks API on raw text (``device_
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import shutil
@@ -235,9 +236,9 @@ class MediaPipeText(Target):
         writer = mw.MetadataWriter.create(bytearray(model))
         try:
             return MediaPipeText._populate(writer, mw, files, labels)
-        finally:  # its temporary folder, removed now rather than by __del__ at interpreter exit
-            writer._temp_folder.cleanup()
-            writer._temp_folder.name = ""
+        finally:  # the writer (in a reference cycle) and its temporary folder go now, not at interpreter exit,
+            del writer  # where its __del__ fails
+            gc.collect()
 
     @staticmethod
     def _populate(writer: Any, mw: Any, files: Path, labels: list[str] | None) -> bytes:
