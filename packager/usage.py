@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from device_bench.manifest import STATUS_OK, Manifest
+from device_bench.runners.mediapipe import STRIP_ACCENTS
 
 USAGE_NAME = "USAGE.md"
 MEDIAPIPE_TARGET = "mediapipe-text"
@@ -24,6 +25,29 @@ JS_FENCE = "```javascript"
 def _mediapipe_file(manifest: Manifest) -> str | None:
     entry = next((t for t in manifest.targets if t.name == MEDIAPIPE_TARGET and t.status == STATUS_OK), None)
     return entry.file if entry is not None else None
+
+
+def _strips_accents(manifest: Manifest) -> bool:
+    """Whether the app strips accents before MediaPipe (the model's tokenizer does, MediaPipe's does not)."""
+    entry = next((t for t in manifest.targets if t.name == MEDIAPIPE_TARGET), None)
+    return bool(entry and entry.details.get("text_normalization") == STRIP_ACCENTS)
+
+
+#: per language: the line that strips accents as the model's tokenizer does (NFD, combining marks dropped)
+STRIP_LINES = {
+    "kotlin": 'val input = java.text.Normalizer.normalize(text, java.text.Normalizer.Form.NFD).replace(Regex("\\\\p{Mn}+"), "")',
+    "swift": "let input = String(String.UnicodeScalarView(text.decomposedStringWithCanonicalMapping.unicodeScalars\n"
+             "    .filter { $0.properties.generalCategory != .nonspacingMark }))",
+    "javascript": 'const input = text.normalize("NFD").replace(/\\p{Mn}/gu, "");',
+}
+
+
+def _input_line(manifest: Manifest, language: str, indent: str = "") -> tuple[str, str]:
+    """(the line that prepares ``text``, the name to pass to MediaPipe): the accent stripping, or nothing."""
+    if not _strips_accents(manifest):
+        return "", "text"
+    comment = f"{indent}// the model's tokenizer strips accents, MediaPipe's does not: strip them first\n"
+    return comment + indent + STRIP_LINES[language].replace("\n", "\n" + indent) + "\n", "input"
 
 
 def _is_classifier(manifest: Manifest) -> bool:
@@ -52,6 +76,7 @@ function baseOptions(model) {{
   return {{ modelAssetBuffer: model instanceof Uint8Array ? model : new Uint8Array(model) }};
 }}
 """
+    prepare, name = _input_line(manifest, "javascript", "    ")
     if _is_classifier(manifest):
         labels = json.dumps(manifest.labels)
         body = f"""
@@ -64,7 +89,7 @@ export async function classify(model, text, wasm = WASM) {{
     baseOptions: baseOptions(model), maxResults: -1,
   }});
   try {{
-    const categories = classifier.classify(text).classifications[0].categories;
+{prepare}    const categories = classifier.classify({name}).classifications[0].categories;
     return categories.map((c) => ({{ label: c.categoryName, score: c.score }}));
   }} finally {{
     classifier.close();
@@ -82,7 +107,7 @@ export async function embed(model, text, wasm = WASM) {{
     baseOptions: baseOptions(model), l2Normalize: false, quantize: false,
   }});
   try {{
-    return Array.from(embedder.embed(text).embeddings[0].floatEmbedding);
+{prepare}    return Array.from(embedder.embed({name}).embeddings[0].floatEmbedding);
   }} finally {{
     embedder.close();
   }}
@@ -92,6 +117,7 @@ export async function embed(model, text, wasm = WASM) {{
 
 
 def _kotlin(manifest: Manifest, file: str) -> str:
+    prepare, name = _input_line(manifest, "kotlin")
     if _is_classifier(manifest):
         return f"""```kotlin
 import com.google.mediapipe.tasks.core.BaseOptions
@@ -103,7 +129,7 @@ val classifier = TextClassifier.createFromOptions(
         .setBaseOptions(BaseOptions.builder().setModelAssetPath("{file}").build())  // in src/main/assets
         .setMaxResults({len(manifest.labels or [])})
         .build())
-val top = classifier.classify(text).classificationResult().classifications()[0].categories()[0]
+{prepare}val top = classifier.classify({name}).classificationResult().classifications()[0].categories()[0]
 // top.categoryName(): one of {_label_list(manifest)}; top.score(): {_score_meaning(manifest)}
 ```"""
     return f"""```kotlin
@@ -116,11 +142,12 @@ val embedder = TextEmbedder.createFromOptions(
         .setBaseOptions(BaseOptions.builder().setModelAssetPath("{file}").build())  // in src/main/assets
         .setL2Normalize(false).setQuantize(false)  // the model pools and normalizes itself
         .build())
-val embedding: FloatArray = embedder.embed(text).embeddingResult().embeddings()[0].floatEmbedding()  // {_width(manifest)} floats
+{prepare}val embedding: FloatArray = embedder.embed({name}).embeddingResult().embeddings()[0].floatEmbedding()  // {_width(manifest)} floats
 ```"""
 
 
 def _swift(manifest: Manifest, file: str) -> str:
+    prepare, name = _input_line(manifest, "swift")
     stem, suffix = file.rsplit(".", 1)
     path = f'let modelPath = Bundle.main.path(forResource: "{stem}", ofType: "{suffix}")!'
     if _is_classifier(manifest):
@@ -132,7 +159,7 @@ let options = TextClassifierOptions()
 options.baseOptions.modelAssetPath = modelPath
 options.maxResults = {len(manifest.labels or [])}
 let classifier = try TextClassifier(options: options)
-let top = try classifier.classify(text: text).classificationResult.classifications[0].categories[0]
+{prepare}let top = try classifier.classify(text: {name}).classificationResult.classifications[0].categories[0]
 // top.categoryName: one of {_label_list(manifest)}; top.score: {_score_meaning(manifest)}
 ```"""
     return f"""```swift
@@ -144,7 +171,7 @@ options.baseOptions.modelAssetPath = modelPath
 options.l2Normalize = false  // the model pools and normalizes itself
 options.quantize = false
 let embedder = try TextEmbedder(options: options)
-let embedding = try embedder.embed(text: text).embeddingResult.embeddings[0].floatEmbedding  // {_width(manifest)} floats
+{prepare}let embedding = try embedder.embed(text: {name}).embeddingResult.embeddings[0].floatEmbedding  // {_width(manifest)} floats
 ```"""
 
 
@@ -177,6 +204,9 @@ def usage_markdown(manifest: Manifest) -> str:
                  f"- Input limit: {spec.seq_len} tokens (with [CLS] and [SEP]); longer texts are cut."]
         if spec.prompt:
             facts.append(f"- Prepend the model's prompt to every text: `{spec.prompt}`.")
+        if _strips_accents(manifest):
+            facts.append("- Strip accents before MediaPipe (NFD, combining marks dropped): the model's tokenizer "
+                         "does, MediaPipe's does not (`café` would become [UNK]); each snippet does it in one line.")
         if _is_classifier(manifest):
             facts.append(f"- Labels, in index order: {_label_list(manifest)}.")
             if manifest.label_thresholds:

@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from device_bench.manifest import Shapes
-from device_bench.runners.mediapipe import LABELS_FILE, VOCAB_FILE
+from device_bench.runners.mediapipe import (
+    DESCRIPTION_NORMALIZATION,
+    LABELS_FILE,
+    STRIP_ACCENTS,
+    VOCAB_FILE,
+    strip_accents,
+)
 
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 from .tflite import TFLiteInt8, quiet_converter
@@ -46,6 +52,20 @@ def _wordpiece_vocab(tokenizer: Any) -> list[str] | None:
     for token, index in vocab.items():
         tokens[index] = token
     return tokens
+
+
+#: what MediaPipe's BERT tokenizer does to text before WordPiece: lowercase, no accent stripping
+ACCENT_PROBE = "Café Zürich ございます"
+
+
+def needs_accent_stripping(tokenizer: Any) -> bool:
+    """Whether the model's normalizer strips accents (uncased BERT: NFD, combining marks dropped), which
+    MediaPipe's tokenizer does not: the app then strips them itself (``device_bench.runners.mediapipe``)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    if normalizer is None:
+        return False
+    return strip_accents(ACCENT_PROBE.lower()) == normalizer.normalize_str(ACCENT_PROBE).lower()
 
 
 def tokenizer_refusal(tokenizer: Any) -> str | None:
@@ -205,8 +225,9 @@ class MediaPipeText(Target):
         files = ctx.workdir / f"{self.name}.files"
         files.mkdir(exist_ok=True)
         (files / VOCAB_FILE).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        normalization = STRIP_ACCENTS if needs_accent_stripping(ctx.tokenizer) else None
         try:
-            out_path.write_bytes(self._with_metadata(graph_path.read_bytes(), files, labels))
+            out_path.write_bytes(self._with_metadata(graph_path.read_bytes(), files, labels, normalization))
         except Exception as exc:
             raise TargetError(f"MediaPipe metadata writer failed: {str(exc).strip().splitlines()[0][:300]}") from exc
         finally:
@@ -218,32 +239,38 @@ class MediaPipeText(Target):
                      + (f" and {len(labels)} labels" if labels is not None else "")
                      + f" in its TFLite Metadata; one static shape of {ctx.seq_len} tokens (MediaPipe's BERT "
                        "preprocessor pads every text to it)")
+        if normalization:
+            notes.append("the model's tokenizer strips accents and MediaPipe's does not: apps strip them before "
+                         "MediaPipe (NFD, combining marks dropped; USAGE.md's snippets do), as the verification did")
         return ExportResult(
             precision="dynamic-int8" if precision == "int8" else "fp32",
             notes=notes,
             details={"converter": "litert-torch", "mediapipe_task": mediapipe_task, "inputs": list(INPUT_NAMES),
                      "max_seq_len": ctx.seq_len, "labels": labels, "vocab_size": len(vocab),
+                     "text_normalization": normalization,
                      "verified_with": f"MediaPipe Python Tasks API ({mediapipe_task}) on the raw texts"},
             shapes=Shapes(buckets=[ctx.seq_len], entry_points={str(ctx.seq_len): "serving_default"},
                           how="one static shape: MediaPipe's BERT preprocessor pads every text to the input length"),
         )
 
     @staticmethod
-    def _with_metadata(model: bytes, files: Path, labels: list[str] | None) -> bytes:
+    def _with_metadata(model: bytes, files: Path, labels: list[str] | None, normalization: str | None = None) -> bytes:
         _patch_metadata_version()
         from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer as mw
 
         writer = mw.MetadataWriter.create(bytearray(model))
         try:
-            return MediaPipeText._populate(writer, mw, files, labels)
+            return MediaPipeText._populate(writer, mw, files, labels, normalization)
         finally:  # the writer (in a reference cycle) and its temporary folder go now, not at interpreter exit,
             del writer  # where its __del__ fails
             gc.collect()
 
     @staticmethod
-    def _populate(writer: Any, mw: Any, files: Path, labels: list[str] | None) -> bytes:
-        writer.add_general_info("TextClassifier" if labels is not None else "TextEmbedder",
-                                "Packed by edgepack: text in, the model's own output (embedding or class scores)")
+    def _populate(writer: Any, mw: Any, files: Path, labels: list[str] | None, normalization: str | None) -> bytes:
+        description = "Packed by edgepack: text in, the model's own output (embedding or class scores)."
+        if normalization:
+            description += f"\n{DESCRIPTION_NORMALIZATION}{normalization}"
+        writer.add_general_info("TextClassifier" if labels is not None else "TextEmbedder", description)
         writer.add_bert_text_input(mw.BertTokenizer(str(files / VOCAB_FILE)),
                                    *(TENSOR_NAME.format(n) for n in INPUT_NAMES))
         if labels is not None:

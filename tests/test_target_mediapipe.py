@@ -20,6 +20,7 @@ from device_bench.manifest import STATUS_FAILED, STATUS_OK, Manifest  # noqa: E4
 from packager.calib import builtin_sample  # noqa: E402
 from packager.models import load_model  # noqa: E402
 from packager.pack import pack_model  # noqa: E402
+from device_bench.runners.mediapipe import STRIP_ACCENTS, MediaPipeTextRunner, strip_accents  # noqa: E402
 from packager.usage import USAGE_NAME, javascript_module  # noqa: E402
 
 SEQ = 32
@@ -31,6 +32,7 @@ UNSEEN = [
     "I would like to transfer two hundred dollars to my savings account today.",
     "Book me a window seat on the earliest flight to Lisbon.",
     "what time does the pharmacy open",
+    "Un café crème à Zürich, s'il vous plaît.",  # accents: the model's tokenizer strips them, MediaPipe's does not
     " ".join(builtin_sample()[40:46]),
 ]
 
@@ -74,10 +76,13 @@ def test_embedder_loads_in_mediapipe_and_agrees(embedder_bundle):
     assert entry.details["mediapipe_task"] == "TextEmbedder"
     path = result.bundle_dir / FILE
     assert zipfile.ZipFile(path).namelist() == ["vocab.txt"]  # the vocabulary rides in the metadata, no labels
+    # uncased BERT strips accents: the file says so (its metadata), and the app strips them as USAGE.md shows
+    assert entry.details["text_normalization"] == STRIP_ACCENTS
+    assert MediaPipeTextRunner(path).normalization == STRIP_ACCENTS
     options = text.TextEmbedderOptions(base_options=BaseOptions(model_asset_path=str(path)), l2_normalize=False,
                                        quantize=False)
     with text.TextEmbedder.create_from_options(options) as embedder:
-        got = np.stack([embedder.embed(t).embeddings[0].embedding for t in UNSEEN])
+        got = np.stack([embedder.embed(strip_accents(t)).embeddings[0].embedding for t in UNSEEN])
     expected = _reference(model_dir, "feature-extraction", UNSEEN)
     cosines = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
     assert cosines.min() >= 0.99, cosines
@@ -99,13 +104,17 @@ def test_classifier_carries_labels_and_agrees(classifier_bundle):
     with text.TextClassifier.create_from_options(options) as classifier:
         rows = []
         for t in UNSEEN:
-            categories = classifier.classify(t).classifications[0].categories
+            categories = classifier.classify(strip_accents(t)).classifications[0].categories
             assert sorted(c.category_name for c in categories) == sorted(TINY_LABELS)
             scores = np.zeros(len(TINY_LABELS), dtype=np.float32)
             for c in categories:
                 scores[c.index] = c.score
             rows.append(scores)
     got, expected = np.stack(rows), _reference(model_dir, "sequence-classification", UNSEEN)
+    # `edgepack run` (device_bench.predict) on this target feeds the raw texts to MediaPipe the same way
+    from device_bench.predict import Bundle
+
+    assert np.allclose(Bundle(result.bundle_dir, target="mediapipe-text").outputs(UNSEEN), got, atol=1e-6)
     # the scores are the model's logits (no softmax added): same argmax, same values up to int8 error
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.98
     assert np.abs(got - expected).max() < 0.05 * max(1.0, float(np.abs(expected).max()))
@@ -121,6 +130,8 @@ def test_usage_md_matches_manifest(embedder_bundle, classifier_bundle):
         assert f'setModelAssetPath("{FILE}")' in usage  # Kotlin; Swift splits the name:
         assert f'forResource: "{FILE[:-7]}", ofType: "tflite"' in usage
         assert f"Input limit: {manifest.input_spec.seq_len} tokens" in usage
+        assert 'const input = text.normalize("NFD").replace(/\\p{Mn}/gu, "");' in module  # accents, as the model
+        assert 'Regex("\\\\p{Mn}+")' in usage and ".nonspacingMark" in usage
         if manifest.labels:
             assert f"export const LABELS = {json.dumps(manifest.labels)};" in module
             assert f".setMaxResults({len(manifest.labels)})" in usage

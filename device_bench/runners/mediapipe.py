@@ -10,6 +10,7 @@ there, as MediaPipe does for one text.
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,33 @@ from .tflite import TFLiteRunner
 #: the label file a classifier artifact carries in its metadata (its presence makes the artifact a classifier)
 LABELS_FILE = "labels.txt"
 VOCAB_FILE = "vocab.txt"
+#: the model's tokenizer strips accents (uncased BERT) and MediaPipe's does not: the text is stripped before it
+STRIP_ACCENTS = "strip-accents"
+#: how the artifact's metadata description (one line of it) says which normalization the app applies
+DESCRIPTION_NORMALIZATION = "text normalization before MediaPipe: "
+
+
+def strip_accents(text: str) -> str:
+    """Hugging Face BertNormalizer's accent stripping: NFD, then every combining mark (Mn) dropped."""
+    return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+
+
+def text_normalization(path: Path) -> str | None:
+    """The normalization the artifact's metadata description asks the app to apply (None: the text as is)."""
+    try:
+        from ai_edge_litert.tools import flatbuffer_utils
+        from mediapipe.tasks.metadata import metadata_schema_py_generated as fb
+    except ImportError:
+        return None
+    model = flatbuffer_utils.read_model(str(path))
+    for entry in model.metadata or []:
+        if entry.name == b"TFLITE_METADATA":
+            data = bytes(model.buffers[entry.buffer].data)
+            description = (fb.ModelMetadata.GetRootAsModelMetadata(data, 0).Description() or b"").decode()
+            for line in description.splitlines():
+                if line.startswith(DESCRIPTION_NORMALIZATION):
+                    return line[len(DESCRIPTION_NORMALIZATION):].strip()
+    return None
 
 
 def packed_files(path: Path) -> list[str]:
@@ -42,6 +70,7 @@ class MediaPipeTextRunner(TFLiteRunner):
     def __init__(self, path: Path, threads: int | None = None, **kwargs: Any) -> None:
         super().__init__(path, threads, **kwargs)
         self.is_classifier = LABELS_FILE in packed_files(self.path)
+        self.normalization = text_normalization(self.path)
 
     def _describe(self) -> list[EntryPoint]:
         """The entry point as the bundle sees it: ids and mask; the segment ids are filled in by ``_invoke``."""
@@ -72,6 +101,8 @@ class MediaPipeTextRunner(TFLiteRunner):
     def run_texts(self, texts: list[str]) -> np.ndarray:
         """MediaPipe's outputs for raw texts, [n, width]: the embeddings, or the scores in label order."""
         rows = []
+        if self.normalization == STRIP_ACCENTS:
+            texts = [strip_accents(t) for t in texts]
         with self._mediapipe_task() as task:
             for text_input in texts:
                 if self.is_classifier:
@@ -88,4 +119,5 @@ class MediaPipeTextRunner(TFLiteRunner):
         return self.run_texts([text_input])
 
     def details(self) -> dict:
-        return {"mediapipe_task": "TextClassifier" if self.is_classifier else "TextEmbedder"}
+        return {"mediapipe_task": "TextClassifier" if self.is_classifier else "TextEmbedder",
+                "text_normalization": self.normalization}
