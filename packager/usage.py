@@ -199,8 +199,8 @@ def usage_markdown(manifest: Manifest) -> str:
         entry = manifest.target(MEDIAPIPE_TARGET)
         kind = "TextClassifier" if _is_classifier(manifest) else "TextEmbedder"
         facts = [f"- `{file}` ({entry.precision}, {entry.size_bytes} bytes): MediaPipe Tasks {kind}; raw text in, "
-                 "the WordPiece vocabulary" + (" and the labels" if _is_classifier(manifest) else "")
-                 + " are inside the file (TFLite Metadata).",
+                 + ("the WordPiece vocabulary and the labels are" if _is_classifier(manifest)
+                                           else "the WordPiece vocabulary is") + " inside the file (TFLite Metadata).",
                  f"- Input limit: {spec.seq_len} tokens (with [CLS] and [SEP]); longer texts are cut."]
         if spec.prompt:
             facts.append(f"- Prepend the model's prompt to every text: `{spec.prompt}`.")
