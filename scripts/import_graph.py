@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
               "packager.labelled_data", "packager.distributed", "packager.studies",
               "packager.calib", "packager.bundle"),
      "errors, typed records, data files, processes, study databases, bundle folders"),
-    ("model", ("packager.tasks", "packager.embedding_pipeline", "packager.pruned_bert", "packager.models"),
+    ("model", ("packager.tasks", "packager.embedding_pipeline", "packager.surgery", "packager.pruned_models", "packager.pruned_bert", "packager.models"),
      "what a model does (tasks, their wrappers and gates) and how it loads"),
     ("targets", ("targets",), "one converter per target, each verifying its artifact"),
     ("families", ("packager.families",), "the table of architectures: the tasks, stages and targets each supports"),
