@@ -96,7 +96,7 @@ register(ModelFamily(
     mask_form="additive-4d"))
 register(ModelFamily(
     name="electra", model_types=("electra", "edgepack_pruned_electra"), layers="encoder.layer",
-    mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
+    mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification")))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),

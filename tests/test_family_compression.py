@@ -27,6 +27,13 @@ def tiny_tokenizer(model_type: str):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
+    if model_type == "electra":  # BERT's WordPiece
+        from transformers import BertTokenizerFast
+
+        words = sorted({w for text in CORPUS for w in text.split()})
+        letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters] + words
+        return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128)
     specials = SPECIALS[model_type]
     if model_type == "xlm-roberta":
         tok = Tokenizer(models.Unigram())
@@ -57,7 +64,7 @@ def tiny_model(model_type: str, tokenizer, layers: int = 4):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     ids = {"pad_token_id": tokenizer.pad_token_id}
-    extra = {}
+    extra = {"embedding_size": 64} if model_type == "electra" else {}
     if model_type == "modernbert":
         ids |= {"bos_token_id": tokenizer.cls_token_id, "cls_token_id": tokenizer.cls_token_id,
                 "eos_token_id": tokenizer.sep_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -86,7 +93,7 @@ def _logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
         return model(**batch).logits
 
 
-FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert"]
+FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra"]
 
 
 @pytest.mark.parametrize("model_type", FAMILIES_HERE)
@@ -150,6 +157,25 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
                         seq_len=32, work_dir=tmp_path / "work2")
     assert more["heads_before"] == details["heads_after"] and sum(more["heads_after"]) == 9
     assert _logits(again, tokenizer, texts).shape == expected.shape
+
+
+@pytest.mark.parametrize("model_type", FAMILIES_HERE)
+def test_a_student_cut_from_all_the_teachers_layers_is_the_teacher(model_type):
+    """The layer copy misses no tensor: the student cut from every layer in order computes the teacher's logits;
+    one cut from fewer layers holds exactly the picked blocks."""
+    from packager.stages.distill.student import student_from_layers
+    from packager.training.common import encoder_layers
+
+    tokenizer = tiny_tokenizer(model_type)
+    teacher = tiny_model(model_type, tokenizer)
+    texts = [r["text"] for r in _rows(8, 6)]
+    whole = student_from_layers(teacher, [0, 1, 2, 3]).eval()
+    torch.testing.assert_close(_logits(whole, tokenizer, texts), _logits(teacher, tokenizer, texts))
+    cut = student_from_layers(teacher, [0, 3])
+    assert cut.config.num_hidden_layers == 2 and len(encoder_layers(cut)) == 2
+    for got, want in zip(encoder_layers(cut), [encoder_layers(teacher)[i] for i in (0, 3)]):
+        for (name, a), (_, b) in zip(got.state_dict().items(), want.state_dict().items()):
+            assert torch.equal(a, b), name
 
 
 def test_modernbert_student_from_layers_keeps_each_blocks_attention_type():
