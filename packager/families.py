@@ -120,8 +120,8 @@ register(ModelFamily(
              "executorch-int8": "MPNet's relative-position bucketing feeds an index op the pt2e int8 export does "
                                 "not take"}))
 register(ModelFamily(
-    name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
-    stages=("finetune",)))
+    name="distilbert", model_types=("distilbert", "edgepack_pruned_distilbert"), layers="transformer.layer",
+    mask_form="additive-4d"))
 register(ModelFamily(
     name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
     stages=("finetune",),

@@ -6,7 +6,7 @@ stock config. Each prunable family gets a model type of its own, ``edgepack_prun
 plus ``layer_heads`` (heads kept in each layer; the head size stays the original's), and the family's model classes
 rebuilding each block to its kept heads (the family's ``LayerSurgery``), registered with the Auto classes, so
 ``AutoModelForSequenceClassification.from_pretrained(folder)`` reloads a pruned model once this module is imported.
-FFN neurons are pruned uniformly across layers and need no extension: ``intermediate_size`` describes them.
+FFN neurons are pruned uniformly across layers and need no extension: the config's FFN width describes them.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import transformers
 
-from .surgery import BERT_LAYER, MODERNBERT_LAYER, LayerSurgery
+from .surgery import BERT_LAYER, DISTILBERT_LAYER, MODERNBERT_LAYER, LayerSurgery
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,5 @@ register(PrunedArch("electra", "encoder.layer", BERT_LAYER, "transformers.models
 register(PrunedArch("modernbert", "layers", MODERNBERT_LAYER, "transformers.models.modernbert.modeling_modernbert",
                     "ModernBertConfig", _heads("ModernBert")))
 
+register(PrunedArch("distilbert", "transformer.layer", DISTILBERT_LAYER,
+                    "transformers.models.distilbert.modeling_distilbert", "DistilBertConfig", _heads("DistilBert")))

@@ -26,6 +26,11 @@ class LayerSurgery:
     attention_module: str = ""
     head_count_attrs: tuple[str, ...] = ()
     width_attrs: tuple[str, ...] = ()
+    #: the config attribute holding the FFN width
+    ffn_width: str = "intermediate_size"
+
+    def intermediate(self, config: Any) -> int:
+        return int(getattr(config, self.ffn_width))
 
     def head_rows(self, heads: list[int], n_heads: int, head_size: int) -> dict[str, Any]:
         """Output rows kept in each Q/K/V projection for the kept ``heads``."""
@@ -93,3 +98,8 @@ BERT_LAYER = LayerSurgery(
 #: ModernBERT's block: one fused Wqkv, a GeGLU FFN whose Wi produces value and gate halves
 MODERNBERT_LAYER = LayerSurgery(qkv=("attn.Wqkv",), attention_output="attn.Wo", ffn_input="mlp.Wi",
                                 ffn_output="mlp.Wo", gated=True)
+
+#: DistilBERT's block: separate q/k/v_lin, a plain FFN whose width the config calls ``hidden_dim``
+DISTILBERT_LAYER = LayerSurgery(qkv=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+                                attention_output="attention.out_lin", ffn_input="ffn.lin1", ffn_output="ffn.lin2",
+                                ffn_width="hidden_dim")

@@ -27,13 +27,15 @@ def tiny_tokenizer(model_type: str):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
-    if model_type == "electra":  # BERT's WordPiece
+    if model_type in ("electra", "distilbert"):  # BERT's WordPiece
         from transformers import BertTokenizerFast
 
         words = sorted({w for text in CORPUS for w in text.split()})
         letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters] + words
-        return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128)
+        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type == "electra" else [])
+        return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128,
+                                 model_input_names=inputs)
     specials = SPECIALS[model_type]
     if model_type == "xlm-roberta":
         tok = Tokenizer(models.Unigram())
@@ -64,7 +66,7 @@ def tiny_model(model_type: str, tokenizer, layers: int = 4):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     ids = {"pad_token_id": tokenizer.pad_token_id}
-    extra = {"embedding_size": 64} if model_type == "electra" else {}
+    extra = {"electra": {"embedding_size": 64}, "distilbert": {"hidden_dim": 128}}.get(model_type, {})
     if model_type == "modernbert":
         ids |= {"bos_token_id": tokenizer.cls_token_id, "cls_token_id": tokenizer.cls_token_id,
                 "eos_token_id": tokenizer.sep_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -93,7 +95,7 @@ def _logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
         return model(**batch).logits
 
 
-FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra"]
+FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert"]
 
 
 @pytest.mark.parametrize("model_type", FAMILIES_HERE)
@@ -132,6 +134,7 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
     from transformers import AutoModelForSequenceClassification
 
     from packager.families import family_of
+    from packager.pruned_models import ARCHS
     from packager.stages.prune.algorithm import prune
     from packager.stages.prune.spec import PruneSpec
     from packager.training.common import count_params
@@ -142,7 +145,8 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
     pruned, details = prune(model, tokenizer, _data(), spec, seq_len=32, work_dir=tmp_path / "work")
     assert sum(details["heads_after"]) == 12 and details["ffn_after"] == 64
     assert pruned.config.model_type == f"edgepack_pruned_{family_of(model_type).name}"
-    assert pruned.config.layer_heads == details["heads_after"] and pruned.config.intermediate_size == 64
+    assert pruned.config.layer_heads == details["heads_after"]
+    assert getattr(pruned.config, ARCHS[family_of(model_type).name].surgery.ffn_width) == 64
     assert count_params(pruned) < count_params(model)
     texts = [r["text"] for r in _rows(12, 4)]
     expected = _logits(pruned, tokenizer, texts)
@@ -231,3 +235,16 @@ def test_a_recipe_finetune_distill_prune_trim_vocab_packs_to_a_verified_bundle(m
     assert rows["trim_vocab"]["details"]["vocab_after"] < rows["trim_vocab"]["details"]["vocab_before"]
     assert manifest.model.model_type == f"edgepack_pruned_{model_type}"
     assert {t.name: t.status for t in manifest.targets} == {"onnx-fp32": "ok"}
+
+
+def test_every_pruned_model_type_belongs_to_its_family():
+    """A pruned folder's ``model_type`` maps back to its family (the packer's targets read it), with the same
+    block layout; a family without a surgery refuses structured pruning in one line."""
+    from packager.families import FAMILIES, check_support
+    from packager.pruned_models import ARCHS
+
+    for name, arch in ARCHS.items():
+        assert arch.model_type in FAMILIES[name].model_types and arch.layers == FAMILIES[name].layers
+        assert check_support(arch.model_type, "sequence-classification", ["onnx-fp32"], ["prune"]).name == name
+    for name, family in FAMILIES.items():
+        assert family.supports_stage("prune") == (name in ARCHS), name

@@ -178,7 +178,7 @@ def importance_scores(model, tokenizer, data: LabelledData, *, seq_len: int, bat
     layers = encoder_layers(model)
     head_size = model.config.hidden_size // model.config.num_attention_heads
     head_gates = [torch.ones(n, requires_grad=True) for n in layer_head_counts(model.config)]
-    ffn_gates = [torch.ones(int(model.config.intermediate_size), requires_grad=True) for _ in layers]
+    ffn_gates = [torch.ones(surgery.intermediate(model.config), requires_grad=True) for _ in layers]
     hooks = []
     for layer, hg, fg in zip(layers, head_gates, ffn_gates):
         hooks.append(layer.get_submodule(surgery.attention_output).register_forward_pre_hook(
@@ -257,7 +257,7 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
     widths = {len(k) for k in keep_ffn}
     assert len(widths) == 1, "FFN pruning is uniform across layers"
     heads_changed = [len(k) for k in keep_heads] != [config.num_attention_heads] * config.num_hidden_layers
-    cfg_dict = _base_config_dict(config) | {"intermediate_size": widths.pop()}
+    cfg_dict = _base_config_dict(config) | {arch.surgery.ffn_width: widths.pop()}
     if heads_changed or config.model_type == arch.model_type:
         new_config = AutoConfig.for_model(arch.model_type, layer_heads=[len(k) for k in keep_heads], **cfg_dict)
     else:
@@ -268,21 +268,21 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
     heads_before = layer_head_counts(config)
     for i, (heads, neurons) in enumerate(zip(keep_heads, keep_ffn)):
         arch.surgery.cut_state(state, f"{prefix}{i}.", heads, heads_before[i], head_size, neurons,
-                               int(config.intermediate_size))
+                               arch.surgery.intermediate(config))
     new_model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
     return new_model.eval()
 
 
 def structured_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int,
                      seed: int = 42) -> tuple[Any, dict]:
-    pruned_arch(model)  # refuses a family without surgery before any scoring
+    surgery = pruned_arch(model).surgery  # refuses a family without one before any scoring
     head_imp, ffn_imp = importance_scores(model, tokenizer, data, seq_len=seq_len, batches=spec.importance_batches,
                                           batch_size=spec.batch_size, seed=seed)
     keep_heads = select_heads(head_imp, spec.heads) if spec.heads else [list(range(len(h))) for h in head_imp]
     keep_ffn = select_ffn(ffn_imp, spec.ffn) if spec.ffn else [list(range(len(f))) for f in ffn_imp]
     pruned = rebuild(model, keep_heads, keep_ffn)
     details = {"heads_before": layer_head_counts(model.config), "heads_after": [len(k) for k in keep_heads],
-               "ffn_before": int(model.config.intermediate_size), "ffn_after": len(keep_ffn[0]),
+               "ffn_before": surgery.intermediate(model.config), "ffn_after": len(keep_ffn[0]),
                "model_type": pruned.config.model_type}
     return pruned, details
 
