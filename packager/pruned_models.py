@@ -16,7 +16,7 @@ from typing import Any
 
 import transformers
 
-from .surgery import BERT_LAYER, DISTILBERT_LAYER, MODERNBERT_LAYER, LayerSurgery
+from .surgery import BERT_LAYER, DEBERTA_V2_LAYER, DISTILBERT_LAYER, MODERNBERT_LAYER, LayerSurgery
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,5 @@ register(PrunedArch("modernbert", "layers", MODERNBERT_LAYER, "transformers.mode
 
 register(PrunedArch("distilbert", "transformer.layer", DISTILBERT_LAYER,
                     "transformers.models.distilbert.modeling_distilbert", "DistilBertConfig", _heads("DistilBert")))
+register(PrunedArch("deberta-v2", "encoder.layer", DEBERTA_V2_LAYER,
+                    "transformers.models.deberta_v2.modeling_deberta_v2", "DebertaV2Config", _heads("DebertaV2")))

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _has(module: Any, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class LayerSurgery:
     #: the Q, K, V projections (three names), or one fused projection laid out [q | k | v] x heads x head_size
@@ -22,6 +30,9 @@ class LayerSurgery:
     ffn_input: str
     ffn_output: str
     gated: bool = False
+    #: further per-head projections that only some configs have (DeBERTa's own position key / query
+    #: projections), cut like Q/K/V where present
+    optional_heads: tuple[str, ...] = ()
     #: the attention module, and its attributes that hold the head count / total head width (updated on rebuild)
     attention_module: str = ""
     head_count_attrs: tuple[str, ...] = ()
@@ -39,7 +50,7 @@ class LayerSurgery:
         per_part = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads])
         if len(self.qkv) == 1:
             return {self.qkv[0]: torch.cat([per_part + part * n_heads * head_size for part in range(3)])}
-        return {name: per_part for name in self.qkv}
+        return {name: per_part for name in self.qkv + self.optional_heads}
 
     def ffn_rows(self, neurons: list[int], intermediate: int) -> Any:
         import torch
@@ -78,7 +89,7 @@ class LayerSurgery:
             old = getattr(owner, leaf)
             setattr(owner, leaf, make(old.bias is not None))
 
-        for name in self.qkv:
+        for name in self.qkv + tuple(n for n in self.optional_heads if _has(layer, n)):
             out = width * (3 if len(self.qkv) == 1 else 1)
             replace(name, lambda bias, out=out: nn.Linear(hidden_size, out, bias=bias))
         replace(self.attention_output, lambda bias: nn.Linear(width, hidden_size, bias=bias))
@@ -103,3 +114,11 @@ MODERNBERT_LAYER = LayerSurgery(qkv=("attn.Wqkv",), attention_output="attn.Wo", 
 DISTILBERT_LAYER = LayerSurgery(qkv=("attention.q_lin", "attention.k_lin", "attention.v_lin"),
                                 attention_output="attention.out_lin", ffn_input="ffn.lin1", ffn_output="ffn.lin2",
                                 ffn_width="hidden_dim")
+
+#: DeBERTa-v2/v3's block: BERT's layout with q/k/value_proj, and, unless the config shares them, own position
+#: key / query projections per head
+DEBERTA_V2_LAYER = LayerSurgery(
+    qkv=("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj"),
+    optional_heads=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+    attention_output="attention.output.dense", ffn_input="intermediate.dense", ffn_output="output.dense",
+    attention_module="attention.self", head_count_attrs=("num_attention_heads",), width_attrs=("all_head_size",))

@@ -27,13 +27,13 @@ def tiny_tokenizer(model_type: str):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
-    if model_type in ("electra", "distilbert"):  # BERT's WordPiece
+    if model_type in ("electra", "distilbert", "deberta-v2"):  # BERT's WordPiece
         from transformers import BertTokenizerFast
 
         words = sorted({w for text in CORPUS for w in text.split()})
         letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters] + words
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type == "electra" else [])
+        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type != "distilbert" else [])
         return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128,
                                  model_input_names=inputs)
     specials = SPECIALS[model_type]
@@ -66,7 +66,10 @@ def tiny_model(model_type: str, tokenizer, layers: int = 4):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     ids = {"pad_token_id": tokenizer.pad_token_id}
-    extra = {"electra": {"embedding_size": 64}, "distilbert": {"hidden_dim": 128}}.get(model_type, {})
+    extra = {"electra": {"embedding_size": 64}, "distilbert": {"hidden_dim": 128},
+             # relative attention with its own position projections: the layout with the most to cut
+             "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "share_att_key": False,
+                            "position_buckets": 16, "max_relative_positions": 32}}.get(model_type, {})
     if model_type == "modernbert":
         ids |= {"bos_token_id": tokenizer.cls_token_id, "cls_token_id": tokenizer.cls_token_id,
                 "eos_token_id": tokenizer.sep_token_id, "sep_token_id": tokenizer.sep_token_id}
@@ -95,7 +98,7 @@ def _logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
         return model(**batch).logits
 
 
-FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert"]
+FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert", "deberta-v2"]
 
 
 @pytest.mark.parametrize("model_type", FAMILIES_HERE)
@@ -144,10 +147,15 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
     spec = PruneSpec(method="structured", heads=0.25, ffn=0.5, recovery=None, importance_batches=2, batch_size=8)
     pruned, details = prune(model, tokenizer, _data(), spec, seq_len=32, work_dir=tmp_path / "work")
     assert sum(details["heads_after"]) == 12 and details["ffn_after"] == 64
-    assert pruned.config.model_type == f"edgepack_pruned_{family_of(model_type).name}"
+    assert pruned.config.model_type == ARCHS[family_of(model_type).name].model_type
     assert pruned.config.layer_heads == details["heads_after"]
     assert getattr(pruned.config, ARCHS[family_of(model_type).name].surgery.ffn_width) == 64
     assert count_params(pruned) < count_params(model)
+    if model_type == "deberta-v2":  # its own position projections are cut with the heads
+        from packager.training.common import encoder_layers
+
+        assert [layer.attention.self.pos_key_proj.out_features for layer in encoder_layers(pruned)] == \
+            [16 * h for h in details["heads_after"]]
     texts = [r["text"] for r in _rows(12, 4)]
     expected = _logits(pruned, tokenizer, texts)
     pruned.save_pretrained(tmp_path / "pruned")
