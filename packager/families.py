@@ -118,7 +118,9 @@ register(ModelFamily(
     reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "
                                  "quantizer does not take",
              "executorch-int8": "MPNet's relative-position bucketing feeds an index op the pt2e int8 export does "
-                                "not take"}))
+                                "not take",
+             "prune": "MPNet's relative-position bias is one table shared by every layer, one column per head, "
+                      "so heads cannot be cut layer by layer (no surgery for it yet)"}))
 register(ModelFamily(
     name="distilbert", model_types=("distilbert", "edgepack_pruned_distilbert"), layers="transformer.layer",
     mask_form="additive-4d"))
