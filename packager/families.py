@@ -99,7 +99,7 @@ register(ModelFamily(
     mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification")))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "trim_vocab"),
     reasons={"distill": _SHARED_LAYERS.format("pick for a student cut from the teacher"),
              "prune": _SHARED_LAYERS.format("cut heads or FFN neurons from one by one")}))
 register(ModelFamily(
@@ -112,7 +112,7 @@ register(ModelFamily(
              "executorch-int8": "DeBERTa's ExecuTorch export loses parity"}))
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "distill", "trim_vocab"),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
              "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "
@@ -126,13 +126,15 @@ register(ModelFamily(
     mask_form="additive-4d"))
 register(ModelFamily(
     name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
-    stages=("finetune",),
+    stages=("finetune", "distill", "trim_vocab"),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
              "torchscript-mobile-fp32"),
     reasons={"executorch-int8": "MobileBERT's int8 ExecuTorch export fails (a matmul's reduction dims disagree "
                                 "after pt2e quantization)",
              "tflite-int8-full": "MobileBERT's full-integer artifact (bottleneck blocks, no LayerNorm) misses "
-                                 "parity on the embedding and sequence-classification outputs"}))
+                                 "parity on the embedding and sequence-classification outputs",
+             "prune": "MobileBERT's bottleneck blocks (attention at the inner width, stacked FFNs) have no "
+                      "structured-pruning surgery yet"}))
 # ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task on every target.
 register(ModelFamily(
     name="modernbert", model_types=("modernbert", "edgepack_pruned_modernbert"), layers="layers",

@@ -27,13 +27,13 @@ def tiny_tokenizer(model_type: str):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast, RobertaTokenizer, XLMRobertaTokenizer
 
-    if model_type in ("electra", "distilbert", "deberta-v2"):  # BERT's WordPiece
+    if model_type not in SPECIALS:  # BERT's WordPiece
         from transformers import BertTokenizerFast
 
         words = sorted({w for text in CORPUS for w in text.split()})
         letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters] + words
-        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type != "distilbert" else [])
+        inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if model_type not in ("distilbert", "mpnet") else [])
         return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128,
                                  model_input_names=inputs)
     specials = SPECIALS[model_type]
@@ -66,7 +66,7 @@ def tiny_model(model_type: str, tokenizer, layers: int = 4):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     ids = {"pad_token_id": tokenizer.pad_token_id}
-    extra = {"electra": {"embedding_size": 64}, "distilbert": {"hidden_dim": 128},
+    extra = {"electra": {"embedding_size": 64}, "albert": {"embedding_size": 64}, "distilbert": {"hidden_dim": 128},
              # relative attention with its own position projections: the layout with the most to cut
              "deberta-v2": {"relative_attention": True, "pos_att_type": ["p2c", "c2p"], "share_att_key": False,
                             "position_buckets": 16, "max_relative_positions": 32}}.get(model_type, {})
@@ -99,9 +99,12 @@ def _logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
 
 
 FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert", "deberta-v2"]
+#: families with no structured-pruning surgery: a student cut from their layers and trim_vocab still apply
+#: (ALBERT, whose layers share one block, only trim_vocab)
+WITHOUT_SURGERY = ["mpnet", "mobilebert"]
 
 
-@pytest.mark.parametrize("model_type", FAMILIES_HERE)
+@pytest.mark.parametrize("model_type", FAMILIES_HERE + WITHOUT_SURGERY + ["albert"])
 def test_trim_vocab_keeps_the_kept_texts_tokenization_and_reloads(model_type, tmp_path):
     """The trimmed tokenizer gives the kept texts the same pieces (ids remapped), saves and reloads with
     AutoTokenizer, and the trimmed model's logits on them are unchanged."""
@@ -171,7 +174,7 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
     assert _logits(again, tokenizer, texts).shape == expected.shape
 
 
-@pytest.mark.parametrize("model_type", FAMILIES_HERE)
+@pytest.mark.parametrize("model_type", FAMILIES_HERE + WITHOUT_SURGERY)
 def test_a_student_cut_from_all_the_teachers_layers_is_the_teacher(model_type):
     """The layer copy misses no tensor: the student cut from every layer in order computes the teacher's logits;
     one cut from fewer layers holds exactly the picked blocks."""
