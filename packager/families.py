@@ -104,7 +104,7 @@ register(ModelFamily(
              "prune": _SHARED_LAYERS.format("cut heads or FFN neurons from one by one")}))
 register(ModelFamily(
     name="deberta-v2", model_types=("deberta-v2", "edgepack_pruned_deberta_v2"), layers="encoder.layer",
-    mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification"),
+    mask_form="additive-4d",
     targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "DeBERTa's disentangled attention does not take the additive mask the "
                                  "full-integer wrapper feeds it",

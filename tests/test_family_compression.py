@@ -259,3 +259,35 @@ def test_every_pruned_model_type_belongs_to_its_family():
         assert check_support(arch.model_type, "sequence-classification", ["onnx-fp32"], ["prune"]).name == name
     for name, family in FAMILIES.items():
         assert family.supports_stage("prune") == (name in ARCHS), name
+
+
+@pytest.mark.slow
+def test_a_deberta_v3_style_token_classifier_packs_to_every_declared_target(tmp_path):
+    """DeBERTa-v2/v3 for token classification (PII tagging), with v3's relative attention (shared position key,
+    c2p + p2c, LayerNorm'd relative embeddings): every target the family declares passes parity."""
+    import transformers
+    from transformers import AutoConfig, BertTokenizerFast
+
+    from conftest import TINY_LABELS, tiny_vocab
+    from packager.calib import builtin_sample
+    from packager.families import FAMILIES
+    from packager.models import load_model
+    from packager.pack import pack_model
+
+    folder = tmp_path / "model"
+    vocab = tiny_vocab()
+    config = AutoConfig.for_model(
+        "deberta-v2", vocab_size=len(vocab), pad_token_id=0, hidden_size=64, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=128, max_position_embeddings=130, relative_attention=True,
+        pos_att_type=["p2c", "c2p"], share_att_key=True, position_buckets=32, max_relative_positions=64,
+        norm_rel_ebd="layer_norm", num_labels=len(TINY_LABELS), id2label=dict(enumerate(TINY_LABELS)),
+        label2id={l: i for i, l in enumerate(TINY_LABELS)})
+    torch.manual_seed(0)
+    transformers.AutoModelForTokenClassification.from_config(config).save_pretrained(folder)
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=128).save_pretrained(folder)
+    targets = list(FAMILIES["deberta-v2"].targets)
+    result = pack_model(load_model(str(folder), "token-classification"), tmp_path / "bundle", targets, 32,
+                        builtin_sample()[:20], allow_parity_failure=True, force=True)
+    verdicts = {t.name: t.status if t.status == "ok" else f"{t.status}: {(t.error or '')[:160]}"
+                for t in result.manifest.targets}
+    assert verdicts == {name: "ok" for name in targets}
