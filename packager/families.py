@@ -13,7 +13,7 @@ every target it declares.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,14 @@ class ModelFamily:
     tasks: tuple[str, ...] = ALL
     stages: tuple[str, ...] = ALL
     targets: tuple[str, ...] = ALL
+    #: why an undeclared task, recipe stage or target is not supported, one line each (shown by
+    #: ``edgepack targets --models`` and in the refusal); a cell without one was simply not verified yet
+    reasons: dict[str, str] = field(default_factory=dict)
+    #: why a student cut from the teacher's layers must begin with the teacher's first block (None: any layers)
+    first_layer_fixed: str | None = None
+
+    def reason(self, cell: str) -> str:
+        return self.reasons.get(cell, "not declared: no tiny-model check of it recorded yet (scripts/verify_model_family.py)")
 
     def supports_task(self, task: str) -> bool:
         return self.tasks == ALL or task in self.tasks
@@ -73,48 +81,65 @@ def register(family: ModelFamily) -> ModelFamily:
     return FAMILIES.add(family.name, family)
 
 
+#: what a block that shares its weights across every layer cannot give: the layers to pick or cut
+_SHARED_LAYERS = "ALBERT shares one block's weights across all its layers: there are no per-layer blocks to {}"
+_COMPRESSION = ("distill", "prune", "trim_vocab")
+
 register(ModelFamily(
     name="bert", model_types=("bert", "edgepack_pruned_bert"), layers="encoder.layer", mask_form="additive-4d"))
 # Every family below is declared after packing tiny random models of it to every target, per task
 # (scripts/verify_model_family.py MODEL_TYPE prints each verdict), and `finetune` after running it on one
-# (tests/test_model_families.py): fine-tuning needs nothing of a family's layout. The other recipe stages are
-# exercised on BERT only.
+# (tests/test_model_families.py): fine-tuning needs nothing of a family's layout. distill (a student cut from the
+# teacher's layers), structured prune and trim_vocab are declared where tests/test_family_compression.py runs them.
 register(ModelFamily(
-    name="roberta", model_types=("roberta", "xlm-roberta"), layers="encoder.layer", mask_form="additive-4d",
-    stages=("finetune",)))
+    name="roberta", model_types=("roberta", "xlm-roberta", "edgepack_pruned_roberta"), layers="encoder.layer",
+    mask_form="additive-4d"))
 register(ModelFamily(
-    name="electra", model_types=("electra",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
+    name="electra", model_types=("electra", "edgepack_pruned_electra"), layers="encoder.layer",
+    mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification")))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",)))
-# DeBERTa-v2/v3: its disentangled attention does not take the additive mask the full-integer wrapper feeds it, and
-# the ExecuTorch export loses parity; the six others pack with parity ok.
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "trim_vocab"),
+    reasons={"distill": _SHARED_LAYERS.format("pick for a student cut from the teacher"),
+             "prune": _SHARED_LAYERS.format("cut heads or FFN neurons from one by one")}))
 register(ModelFamily(
-    name="deberta-v2", model_types=("deberta-v2",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
-    targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32")))
-# MPNet: its relative-position bucketing feeds an index op that the int8 full-integer TFLite quantizer and the pt2e
-# ExecuTorch int8 export do not take, so those two are not declared.
+    name="deberta-v2", model_types=("deberta-v2", "edgepack_pruned_deberta_v2"), layers="encoder.layer",
+    mask_form="additive-4d",
+    targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32"),
+    reasons={"tflite-int8-full": "DeBERTa's disentangled attention does not take the additive mask the "
+                                 "full-integer wrapper feeds it",
+             "executorch": "DeBERTa's ExecuTorch export loses parity",
+             "executorch-int8": "DeBERTa's ExecuTorch export loses parity"}))
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune",),
+    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "distill", "trim_vocab"),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
-             "torchscript-mobile-fp32")))
+             "torchscript-mobile-fp32"),
+    reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "
+                                 "quantizer does not take",
+             "executorch-int8": "MPNet's relative-position bucketing feeds an index op the pt2e int8 export does "
+                                "not take",
+             "prune": "MPNet's relative-position bias is one table shared by every layer, one column per head, "
+                      "so heads cannot be cut layer by layer (no surgery for it yet)"}))
 register(ModelFamily(
-    name="distilbert", model_types=("distilbert",), layers="transformer.layer", mask_form="additive-4d",
-    stages=("finetune",)))
-# MobileBERT (bottleneck blocks, no LayerNorm): every task; its int8 ExecuTorch export fails (a matmul's reduction
-# dims disagree after pt2e quantization) and its full-integer TFLite artifact misses parity on the embedding and
-# sequence-classification outputs, so neither is declared.
+    name="distilbert", model_types=("distilbert", "edgepack_pruned_distilbert"), layers="transformer.layer",
+    mask_form="additive-4d"))
 register(ModelFamily(
     name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
-    stages=("finetune",),
+    stages=("finetune", "distill", "trim_vocab"),
     targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
-             "torchscript-mobile-fp32")))
+             "torchscript-mobile-fp32"),
+    reasons={"executorch-int8": "MobileBERT's int8 ExecuTorch export fails (a matmul's reduction dims disagree "
+                                "after pt2e quantization)",
+             "tflite-int8-full": "MobileBERT's full-integer artifact (bottleneck blocks, no LayerNorm) misses "
+                                 "parity on the embedding and sequence-classification outputs",
+             "prune": "MobileBERT's bottleneck blocks (attention at the inner width, stacked FFNs) have no "
+                      "structured-pruning surgery yet"}))
 # ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task on every target.
 register(ModelFamily(
-    name="modernbert", model_types=("modernbert",), layers="layers", mask_form="additive-4d", stages=("finetune",)))
+    name="modernbert", model_types=("modernbert", "edgepack_pruned_modernbert"), layers="layers",
+    mask_form="additive-4d",
+    first_layer_fixed="ModernBERT's first block has no attention LayerNorm, so it cannot be swapped for another"))
 
 
 def family_of(model_type: str) -> ModelFamily | None:
@@ -130,7 +155,7 @@ def model_type_of(source: str) -> str:
             return str(config.get("model_type", ""))
         from transformers import AutoConfig
 
-        from . import pruned_bert  # noqa: F401  (registers edgepack's own model type)
+        from . import pruned_models  # noqa: F401  (registers edgepack's own model types)
 
         return str(AutoConfig.from_pretrained(source).model_type)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
@@ -145,23 +170,31 @@ def check_support(model_type: str, task: str, targets: list[str], stages: list[s
         known = ", ".join(f"{f.name} ({', '.join(f.model_types)})" for f in FAMILIES.values())
         raise EdgepackError(f"model type {model_type!r} is not a supported model family (supported: {known}; "
                             f"see `edgepack targets --models`)")
+    def why(cells: list[str]) -> str:
+        return "; ".join(f"{c}: {family.reason(c)}" for c in cells)
+
     if not family.supports_task(task):
-        raise EdgepackError(f"the {family.name} family does not support task {task} "
-                            f"(supported: {', '.join(family.tasks)})")
+        raise EdgepackError(f"the {family.name} family does not support task {task} ({why([task])}; "
+                            f"supported: {', '.join(family.tasks)})")
     refused = [t for t in targets if not family.supports_target(t)]
     if refused:
         raise EdgepackError(f"the {family.name} family does not support target(s) {', '.join(refused)} "
-                            f"(supported: {', '.join(family.targets)})")
+                            f"({why(refused)}; supported: {', '.join(family.targets)})")
     refused = [s for s in stages if not family.supports_stage(s)]
     if refused:
         raise EdgepackError(f"the {family.name} family does not support recipe stage(s) {', '.join(refused)} "
-                            f"(supported: {', '.join(family.stages) or 'none'})")
+                            f"({why(refused)}; supported: {', '.join(family.stages) or 'none'})")
     return family
 
 
 def support_matrix(task_names: list[str], target_names: list[str], stage_names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One row per family: its model types, layout, and yes/no for every task, stage and target."""
+    """One row per family: its model types, layout, yes/no for every task, stage and target, and why each no."""
     return [{"family": f.name, "model_types": list(f.model_types), "layers": f.layers, "mask_form": f.mask_form,
              "tasks": {t: f.supports_task(t) for t in task_names},
              "stages": {s: f.supports_stage(s) for s in stage_names},
-             "targets": {t: f.supports_target(t) for t in target_names}} for f in FAMILIES.values()]
+             "targets": {t: f.supports_target(t) for t in target_names},
+             "not_supported": {c: f.reason(c) for c in
+                               [t for t in task_names if not f.supports_task(t)]
+                               + [s for s in stage_names if not f.supports_stage(s)]
+                               + [t for t in target_names if not f.supports_target(t)]}}
+            for f in FAMILIES.values()]

@@ -66,7 +66,7 @@ def load_model(source: str | None, task: str | Task, num_labels: int | None = No
     overrides an embedding model's pooling."""
     import transformers
 
-    from . import pruned_bert  # noqa: F401  (head-pruned folders from a recipe reload like any BERT)
+    from . import pruned_models  # noqa: F401  (head-pruned folders from a recipe reload like their family)
 
     task_obj = get_task(task, **({"pooling": pooling} if pooling else {})) if isinstance(task, str) else task
     resolved = resolve_source(source)

@@ -390,8 +390,13 @@ def test_targets_models_prints_the_support_matrix():
     rows = {r["family"]: r for r in json.loads(done.stdout)}
     assert rows["bert"]["layers"] == "encoder.layer" and all(rows["bert"]["targets"].values())
     assert rows["bert"]["tasks"]["token-classification"] and rows["bert"]["stages"]["prune"]
+    assert "xlm-roberta" in rows["roberta"]["model_types"] and "modernbert" in rows["modernbert"]["model_types"]
+    for family in ("roberta", "modernbert"):
+        assert all(rows[family]["stages"].values()) and all(rows[family]["targets"].values())
+    assert "shares one block's weights" in rows["albert"]["not_supported"]["prune"]
     table = subprocess.run([edgepack, "targets", "--models"], capture_output=True, text=True)
     assert table.returncode == 0 and "edgepack model families" in table.stdout and "token-classification" in table.stdout
+    assert "albert / prune: ALBERT shares one block's weights" in table.stdout
 
 
 @pytest.mark.slow
@@ -411,10 +416,13 @@ def test_families_check_targets_and_stages():
     from packager.families import check_support
 
     assert check_support("edgepack_pruned_bert", "feature-extraction", ["tflite-int8"]).name == "bert"
-    assert check_support("roberta", "sequence-classification", ["onnx-int8"], ["finetune"]).name == "roberta"
-    with pytest.raises(EdgepackError, match=r"roberta family does not support recipe stage\(s\) prune "
-                                            r"\(supported: finetune\)"):
-        check_support("roberta", "sequence-classification", ["onnx-int8"], ["finetune", "prune"])
+    assert check_support("xlm-roberta", "sequence-classification", ["onnx-int8"], ["finetune", "prune"]).name == "roberta"
+    with pytest.raises(EdgepackError, match=r"albert family does not support recipe stage\(s\) prune \(prune: "
+                                            r"ALBERT shares one block's weights .*; supported: finetune, trim_vocab\)"):
+        check_support("albert", "sequence-classification", ["onnx-int8"], ["finetune", "prune"])
+    with pytest.raises(EdgepackError, match=r"mpnet family does not support target\(s\) tflite-int8-full "
+                                            r"\(tflite-int8-full: MPNet's relative-position bucketing"):
+        check_support("mpnet", "sequence-classification", ["tflite-int8-full"])
     with pytest.raises(EdgepackError, match="electra family does not support task token-classification"):
         check_support("electra", "token-classification", ["onnx-int8"])
 
@@ -441,7 +449,8 @@ def _config_only(folder: Path, model_type: str) -> str:
 
 def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
     """A distill with a pretrained student only asks the teacher for logits; later stages and the targets act on
-    the student, so a RoBERTa/DeBERTa teacher distils into a BERT student, but nobody prunes the RoBERTa teacher."""
+    the student, so a RoBERTa/DeBERTa teacher distils into a BERT student, but nobody prunes an ALBERT student
+    (one block shared by all its layers)."""
     from packager.errors import EdgepackError
     from packager.recipe.spec import parse_recipe
     from packager.recipe.run import check_recipe_support
@@ -456,10 +465,10 @@ def test_recipe_support_follows_the_model_each_stage_acts_on(tmp_path):
     check_recipe_support(recipe([{"distill": {"student": {"model": student}}}, {"prune": {"heads": 0.25}}]), ["tflite-int8"])
     with pytest.raises(EdgepackError, match=r"^recipe model: model type 'xlnet' is not a supported"):
         check_recipe_support(recipe([{"prune": {"heads": 0.25}}, {"distill": {"student": {"model": student}}}]), ["tflite-int8"])
-    roberta = _config_only(tmp_path / "roberta", "roberta")
-    with pytest.raises(EdgepackError, match=r"^recipe stages\[0\]\.distill\.student\.model: the roberta family does "
+    albert = _config_only(tmp_path / "albert", "albert")
+    with pytest.raises(EdgepackError, match=r"^recipe stages\[0\]\.distill\.student\.model: the albert family does "
                                             r"not support recipe stage\(s\) prune"):
-        check_recipe_support(recipe([{"distill": {"student": {"model": roberta}}}, {"prune": {"heads": 0.25}}]), ["onnx-int8"])
+        check_recipe_support(recipe([{"distill": {"student": {"model": albert}}}, {"prune": {"heads": 0.25}}]), ["onnx-int8"])
     mpnet = _config_only(tmp_path / "mpnet", "mpnet")
     with pytest.raises(EdgepackError, match="mpnet family does not support target.*tflite-int8-full"):
         check_recipe_support(recipe([{"distill": {"student": {"model": mpnet}}}]), ["tflite-int8-full"])

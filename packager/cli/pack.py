@@ -109,6 +109,9 @@ def _print_models(as_json: bool) -> None:
         table.add_row(r["family"], ", ".join(r["model_types"]), r["layers"], r["mask_form"], listed(r["tasks"]),
                       listed(r["stages"]), listed(r["targets"]))
     _stdout_console().print(table)
+    for r in rows:
+        for cell, reason in r["not_supported"].items():
+            click.echo(f"{r['family']} / {cell}: {reason}")
     click.echo("tasks: " + "; ".join(f"{name}: {cls.summary}" for name, cls in TASKS.items()))
 
 

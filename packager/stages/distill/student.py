@@ -11,8 +11,9 @@ from ...errors import EdgepackError
 from ...training.common import encoder_layer_prefix, encoder_layers
 from .spec import DistillSpec, StudentSpec
 
-#: config attributes holding one value per encoder layer (see ``pruned_bert``)
-PER_LAYER_CONFIG = ("layer_heads",)
+#: config attributes holding one value per encoder layer: kept heads (``pruned_models``), attention type
+#: (ModernBERT's local / global alternation: each kept block keeps the attention it was trained with)
+PER_LAYER_CONFIG = ("layer_heads", "layer_types")
 
 
 def _subset_config(config, layers: list[int]):
@@ -31,6 +32,11 @@ def student_from_layers(teacher, layers: list[int]):
     bad = [l for l in layers if l >= n_teacher]
     if bad:
         raise EdgepackError(f"recipe distill.student.layers: layer {bad[0]} does not exist (the teacher has {n_teacher})")
+    from ...families import family_of
+
+    family = family_of(str(teacher.config.model_type))
+    if family is not None and family.first_layer_fixed and layers[0] != 0:
+        raise EdgepackError(f"recipe distill.student.layers: must begin with layer 0 ({family.first_layer_fixed})")
     student = type(teacher)(_subset_config(teacher.config, layers))
     state = teacher.state_dict()
     prefix = encoder_layer_prefix(teacher)

@@ -22,7 +22,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ...errors import EdgepackError
 from ...labelled_data import LabelledData
-from ...pruned_bert import MODEL_TYPE, PrunedBertConfig
+from ...pruned_models import ARCHS, PrunedArch
 from ...training.common import (
     PadCollator,
     count_params,
@@ -174,15 +174,17 @@ def importance_scores(model, tokenizer, data: LabelledData, *, seq_len: int, bat
     change if that unit were removed.
     """
     seed_all(seed)
+    surgery = pruned_arch(model).surgery
     layers = encoder_layers(model)
     head_size = model.config.hidden_size // model.config.num_attention_heads
     head_gates = [torch.ones(n, requires_grad=True) for n in layer_head_counts(model.config)]
-    ffn_gates = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
+    ffn_gates = [torch.ones(surgery.intermediate(model.config), requires_grad=True) for _ in layers]
     hooks = []
     for layer, hg, fg in zip(layers, head_gates, ffn_gates):
-        hooks.append(layer.attention.output.dense.register_forward_pre_hook(
+        hooks.append(layer.get_submodule(surgery.attention_output).register_forward_pre_hook(
             lambda mod, args, g=hg: (args[0] * g.repeat_interleave(head_size),)))
-        hooks.append(layer.output.dense.register_forward_pre_hook(lambda mod, args, g=fg: (args[0] * g,)))
+        hooks.append(layer.get_submodule(surgery.ffn_output).register_forward_pre_hook(
+            lambda mod, args, g=fg: (args[0] * g,)))
     head_imp = [torch.zeros_like(g) for g in head_gates]
     ffn_imp = [torch.zeros_like(g) for g in ffn_gates]
     dataset = encode(tokenizer, data.train, seq_len).shuffle(seed=seed)
@@ -233,49 +235,54 @@ def _base_config_dict(config) -> dict[str, Any]:
     return d
 
 
+def pruned_arch(model) -> PrunedArch:
+    """How the model's family cuts heads and neurons (``packager.pruned_models``), or one line saying it cannot."""
+    from ...families import family_of
+
+    family = family_of(str(model.config.model_type))
+    arch = ARCHS.get(family.name) if family is not None else None
+    if arch is None:
+        raise EdgepackError(f"recipe prune: structured pruning does not support {model.config.model_type!r} models "
+                            f"(it does: {', '.join(sorted(ARCHS))})")
+    return arch
+
+
 def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
     """A new model holding only the kept heads / neurons, with a config that ``from_pretrained`` reloads."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    arch = pruned_arch(model)
     config = model.config
     head_size = config.hidden_size // config.num_attention_heads
     widths = {len(k) for k in keep_ffn}
     assert len(widths) == 1, "FFN pruning is uniform across layers"
     heads_changed = [len(k) for k in keep_heads] != [config.num_attention_heads] * config.num_hidden_layers
-    cfg_dict = _base_config_dict(config) | {"intermediate_size": widths.pop()}
-    if heads_changed or config.model_type == MODEL_TYPE:
-        new_config = PrunedBertConfig(layer_heads=[len(k) for k in keep_heads], **cfg_dict)
+    cfg_dict = _base_config_dict(config) | {arch.surgery.ffn_width: widths.pop()}
+    if heads_changed or config.model_type == arch.model_type:
+        new_config = AutoConfig.for_model(arch.model_type, layer_heads=[len(k) for k in keep_heads], **cfg_dict)
     else:
         new_config = type(config)(**cfg_dict)
     new_model = AutoModelForSequenceClassification.from_config(new_config, attn_implementation="eager")
     state = model.state_dict()
     prefix = encoder_layer_prefix(model)
+    heads_before = layer_head_counts(config)
     for i, (heads, neurons) in enumerate(zip(keep_heads, keep_ffn)):
-        p = f"{prefix}{i}."
-        rows = torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads])
-        for name in ("query", "key", "value"):
-            state[f"{p}attention.self.{name}.weight"] = state[f"{p}attention.self.{name}.weight"][rows]
-            state[f"{p}attention.self.{name}.bias"] = state[f"{p}attention.self.{name}.bias"][rows]
-        state[f"{p}attention.output.dense.weight"] = state[f"{p}attention.output.dense.weight"][:, rows]
-        idx = torch.as_tensor(neurons)
-        state[f"{p}intermediate.dense.weight"] = state[f"{p}intermediate.dense.weight"][idx]
-        state[f"{p}intermediate.dense.bias"] = state[f"{p}intermediate.dense.bias"][idx]
-        state[f"{p}output.dense.weight"] = state[f"{p}output.dense.weight"][:, idx]
+        arch.surgery.cut_state(state, f"{prefix}{i}.", heads, heads_before[i], head_size, neurons,
+                               arch.surgery.intermediate(config))
     new_model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
     return new_model.eval()
 
 
 def structured_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int,
                      seed: int = 42) -> tuple[Any, dict]:
-    if model.config.model_type not in ("bert", MODEL_TYPE):
-        raise EdgepackError(f"recipe prune: structured pruning supports BERT models, not {model.config.model_type!r}")
+    surgery = pruned_arch(model).surgery  # refuses a family without one before any scoring
     head_imp, ffn_imp = importance_scores(model, tokenizer, data, seq_len=seq_len, batches=spec.importance_batches,
                                           batch_size=spec.batch_size, seed=seed)
     keep_heads = select_heads(head_imp, spec.heads) if spec.heads else [list(range(len(h))) for h in head_imp]
     keep_ffn = select_ffn(ffn_imp, spec.ffn) if spec.ffn else [list(range(len(f))) for f in ffn_imp]
     pruned = rebuild(model, keep_heads, keep_ffn)
     details = {"heads_before": layer_head_counts(model.config), "heads_after": [len(k) for k in keep_heads],
-               "ffn_before": int(model.config.intermediate_size), "ffn_after": len(keep_ffn[0]),
+               "ffn_before": surgery.intermediate(model.config), "ffn_after": len(keep_ffn[0]),
                "model_type": pruned.config.model_type}
     return pruned, details
 

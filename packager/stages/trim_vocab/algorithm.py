@@ -2,11 +2,20 @@
 
 The word-embedding matrix is the largest tensor of small encoders (MiniLM-L6:
 11.7M of 22.7M parameters). Rows never produced by the tokenizer on the task's
-data are dead weight. The WordPiece vocabulary is rewritten so the saved
-tokenizer emits the new ids directly; a word that cannot be spelled with the kept
-pieces becomes ``[UNK]``, as in any WordPiece vocabulary. Because WordPiece is
-greedy longest-match-first, text whose original pieces are all kept tokenizes to
-exactly the same pieces, so the trimmed and untrimmed models agree on it.
+data are dead weight. The tokenizer's vocabulary is rewritten so the saved
+tokenizer emits the new ids directly, for each kind of subword model alike
+(``TRIMMERS``), and text whose original pieces are all kept tokenizes to exactly
+the same pieces, so the trimmed and untrimmed models agree on it:
+
+- WordPiece (BERT): greedy longest-match-first; a word that cannot be spelled
+  with the kept pieces becomes ``[UNK]``.
+- BPE (RoBERTa's and ModernBERT's byte-level): the merges producing a kept token
+  are kept with their parts, recursively, and every single-character token (the
+  byte alphabet) stays, so any text still encodes; BPE applies the lowest-ranked
+  applicable merge at each step, and every merge it applied on the kept texts is
+  still there, in the same order.
+- Unigram (XLM-RoBERTa's SentencePiece): the best-scoring segmentation of a kept
+  text uses kept pieces only, and removing other pieces cannot beat it.
 """
 from __future__ import annotations
 
@@ -49,19 +58,90 @@ def _remap_processor(proc: dict[str, Any] | None, remap: dict[int, int]) -> None
         raise EdgepackError(f"trim_vocab: unsupported tokenizer post-processor {kind!r}")
 
 
-def trimmed_tokenizer(tokenizer, kept: list[int]):
-    """A tokenizer whose WordPiece vocabulary holds only ``kept`` (old ids), renumbered in order."""
-    from transformers import AutoTokenizer
+def _merge_pairs(merges: list[Any]) -> list[tuple[str, str]]:
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in merges]
 
-    state = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = state["model"]
-    if model.get("type") != "WordPiece":
-        raise EdgepackError(f"trim_vocab: supports WordPiece tokenizers (BERT family), not {model.get('type')!r}")
+
+def _close_bpe(model: dict[str, Any], keep: set[int]) -> set[int]:
+    """``keep`` plus the base alphabet and, recursively, the parts of every merge producing a kept token."""
+    vocab = model["vocab"]
+    id_to_token = {i: t for t, i in vocab.items()}
+    producers: dict[str, list[tuple[str, str]]] = {}
+    for a, b in _merge_pairs(model.get("merges", [])):
+        producers.setdefault(a + b, []).append((a, b))
+    closed = set(keep) | {i for t, i in vocab.items() if len(t) == 1}
+    todo = [id_to_token[i] for i in closed if i in id_to_token]
+    while todo:
+        for pair in producers.get(todo.pop(), []):
+            for part in pair:
+                if part in vocab and vocab[part] not in closed:
+                    closed.add(vocab[part])
+                    todo.append(part)
+    return closed
+
+
+def _trim_wordpiece(model: dict[str, Any], kept: list[int]) -> None:
     id_to_token = {i: t for t, i in model["vocab"].items()}
-    remap = {old: new for new, old in enumerate(kept)}
-    model["vocab"] = {id_to_token[old]: new for new, old in enumerate(kept)}
+    model["vocab"] = {id_to_token[old]: new for new, old in enumerate(kept) if old in id_to_token}
     if model.get("unk_token") not in model["vocab"]:
         raise EdgepackError(f"trim_vocab: the unknown token {model.get('unk_token')!r} would be dropped")
+
+
+def _trim_bpe(model: dict[str, Any], kept: list[int]) -> None:
+    id_to_token = {i: t for t, i in model["vocab"].items()}
+    model["vocab"] = {id_to_token[old]: new for new, old in enumerate(kept) if old in id_to_token}
+    as_strings = bool(model.get("merges")) and isinstance(model["merges"][0], str)
+    pairs = [(a, b) for a, b in _merge_pairs(model.get("merges", []))
+             if a in model["vocab"] and b in model["vocab"] and a + b in model["vocab"]]
+    model["merges"] = [f"{a} {b}" for a, b in pairs] if as_strings else [[a, b] for a, b in pairs]
+    if model.get("unk_token") and model["unk_token"] not in model["vocab"]:
+        raise EdgepackError(f"trim_vocab: the unknown token {model['unk_token']!r} would be dropped")
+
+
+def _trim_unigram(model: dict[str, Any], kept: list[int]) -> None:
+    remap = {old: new for new, old in enumerate(kept)}
+    if model.get("unk_id") is not None:
+        if model["unk_id"] not in remap:
+            raise EdgepackError("trim_vocab: the unknown piece would be dropped")
+        model["unk_id"] = remap[model["unk_id"]]
+    model["vocab"] = [model["vocab"][old] for old in kept if old < len(model["vocab"])]  # not added tokens
+
+
+#: tokenizers' model type -> (the ids that must be kept with the given ones, the vocabulary rewrite)
+TRIMMERS: dict[str, tuple[Any, Any]] = {
+    "WordPiece": (lambda model, keep: keep, _trim_wordpiece),
+    "BPE": (_close_bpe, _trim_bpe),
+    "Unigram": (lambda model, keep: keep, _trim_unigram),
+}
+
+
+def _tokenizer_state(tokenizer) -> tuple[dict[str, Any], tuple[Any, Any]]:
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    kind = state["model"].get("type")
+    if kind not in TRIMMERS:
+        raise EdgepackError(f"trim_vocab: supports {', '.join(TRIMMERS)} tokenizers, not {kind!r}")
+    return state, TRIMMERS[kind]
+
+
+def closed_ids(tokenizer, keep: set[int]) -> set[int]:
+    """The ids to keep so that the kept texts still tokenize to the same pieces (BPE: the merges' parts too)."""
+    state, (close, _) = _tokenizer_state(tokenizer)
+    return close(state["model"], keep)
+
+
+#: files of the slow / SentencePiece tokenizer that would describe the untrimmed vocabulary: not carried over,
+#: so the trimmed folder loads from its tokenizer.json alone
+UNTRIMMED_FILES = ("vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+
+
+def trimmed_tokenizer(tokenizer, kept: list[int]):
+    """A tokenizer whose vocabulary holds only ``kept`` (old ids), renumbered in order."""
+    from transformers import AutoTokenizer
+
+    state, (_, rewrite) = _tokenizer_state(tokenizer)
+    old_tokens = tokenizer.convert_ids_to_tokens(kept)
+    remap = {old: new for new, old in enumerate(kept)}
+    rewrite(state["model"], kept)
     for added in state.get("added_tokens", []):
         added["id"] = remap[added["id"]]
     _remap_processor(state.get("post_processor"), remap)
@@ -69,12 +149,14 @@ def trimmed_tokenizer(tokenizer, kept: list[int]):
         state["padding"]["pad_id"] = remap[state["padding"]["pad_id"]]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
+        for name in UNTRIMMED_FILES:
+            (Path(tmp) / name).unlink(missing_ok=True)
         (Path(tmp) / "tokenizer.json").write_text(json.dumps(state, ensure_ascii=False))
         vocab_txt = Path(tmp) / "vocab.txt"
         if vocab_txt.exists():  # slow-tokenizer vocabulary, kept consistent with tokenizer.json
-            vocab_txt.write_text("".join(id_to_token[old] + "\n" for old in kept), encoding="utf-8")
+            vocab_txt.write_text("".join(t + "\n" for t in old_tokens), encoding="utf-8")
         new = AutoTokenizer.from_pretrained(tmp)
-    probe = new.convert_tokens_to_ids(id_to_token[kept[-1]])
+    probe = new.convert_tokens_to_ids(old_tokens[-1])
     if probe != len(kept) - 1 or len(new) != len(kept):
         raise EdgepackError("trim_vocab: the reloaded tokenizer does not use the trimmed vocabulary")
     return new
@@ -104,6 +186,7 @@ def trim_vocab(model, tokenizer, texts: list[str], spec: TrimVocabSpec) -> tuple
         keep |= char_ids(tokenizer)
     if spec.keep_top:
         keep |= set(regular_ids(tokenizer)[: spec.keep_top])
+    keep = closed_ids(tokenizer, keep)
     kept = sorted(i for i in keep if 0 <= i < old_size)
     new_tokenizer = trimmed_tokenizer(tokenizer, kept)
 
