@@ -142,12 +142,14 @@ class BrowserRun:
     threads: int
     cross_origin_isolated: bool
     browser: str | None
+    hardware_concurrency: int | None = None
     console_errors: list[str] = field(default_factory=list)
 
 
 def run_in_browser(bundle: Path, manifest: Manifest, entry: TargetEntry, texts: list[str], *, runs: int = 1,
                    warmup: int = 0, threads: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
-    """Run ``entry``'s artifact on ``texts`` in headless Chromium; raises BrowserError with one line on failure."""
+    """Run ``entry``'s artifact on ``texts`` in headless Chromium (``runs`` timed runs per text after ``warmup``;
+    ``threads``: onnxruntime-web's WASM threads, 0 = its choice); raises BrowserError with one line on failure."""
     problem = browser_problem()
     if problem:
         raise BrowserError(problem)
@@ -176,6 +178,7 @@ def run_in_browser(bundle: Path, manifest: Manifest, entry: TargetEntry, texts: 
                       token_ids=[r["ids"] for r in rows], ms=[[float(t) for t in r["ms"]] for r in rows],
                       load_ms=float(result["load_ms"]), threads=int(result["threads"]),
                       cross_origin_isolated=bool(result["cross_origin_isolated"]), browser=reply.get("browser"),
+                      hardware_concurrency=result.get("hardware_concurrency"),
                       console_errors=list(reply.get("console") or []))
 
 
@@ -241,6 +244,9 @@ def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts
     has seen, ``unseen_texts.txt``), gated as ``BROWSER_GATES`` says."""
     from ..predict import Bundle, BundleError
 
+    problem = browser_problem()
+    if problem:
+        raise BrowserError(problem)
     bundle = Path(bundle)
     try:
         manifest = Manifest.load(bundle)

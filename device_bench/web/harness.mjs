@@ -1,6 +1,6 @@
 // The browser side of edgepack's browser device: runs one web artifact of a bundle on texts and hands back,
 // per text, the raw float32 output (embedding or logits), the token ids it fed, and the inference time.
-// Everything is served from loopback by device_bench/web/serve.py: the bundle under /bundle/, this folder
+// Everything is served from loopback by device_bench/web/browser.py: the bundle under /bundle/, this folder
 // (with its node_modules) under /web/. Nothing is fetched from anywhere else.
 //
 // Two kinds of artifact:
@@ -46,7 +46,9 @@ async function runOnnx(job) {
   const ort = await import(ORT);
   const { Tokenizer } = await import(TOKENIZERS);
   ort.env.wasm.wasmPaths = "/web/node_modules/onnxruntime-web/dist/";
-  ort.env.wasm.numThreads = job.threads && self.crossOriginIsolated ? job.threads : 1;
+  // threads need SharedArrayBuffer, which only a cross-origin isolated page has (browser.py serves it with COOP/COEP);
+  // 0 lets onnxruntime-web choose (half the cores, at most 4)
+  ort.env.wasm.numThreads = self.crossOriginIsolated ? job.threads : 1;
   ort.env.wasm.simd = true;
   const t0 = now();
   const [tokenizerJson, tokenizerConfig] = await Promise.all([
@@ -77,7 +79,8 @@ async function runOnnx(job) {
     rows.push({ ids, output: Array.from(output.data, Number), ms: times });
   }
   await session.release();
-  return { rows, load_ms: loadMs, threads: ort.env.wasm.numThreads, cross_origin_isolated: self.crossOriginIsolated };
+  return { rows, load_ms: loadMs, threads: ort.env.wasm.numThreads, cross_origin_isolated: self.crossOriginIsolated,
+    hardware_concurrency: navigator.hardwareConcurrency };
 }
 
 async function runMediapipe(job) {
@@ -110,7 +113,8 @@ async function runMediapipe(job) {
     rows.push({ ids: null, output, ms: times });
   }
   task.close();
-  return { rows, load_ms: loadMs, threads: 1, cross_origin_isolated: self.crossOriginIsolated };
+  return { rows, load_ms: loadMs, threads: 1, cross_origin_isolated: self.crossOriginIsolated,
+    hardware_concurrency: navigator.hardwareConcurrency };
 }
 
 // The entry point the driver calls: job = {kind, file, tokenizer, task, inputs, max_tokens, texts, warmup, runs, threads}
