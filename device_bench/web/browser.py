@@ -66,7 +66,7 @@ def web_kind(entry: TargetEntry) -> str | None:
     """Which page runtime runs ``entry``'s artifact: "onnx" (onnxruntime-web), "mediapipe" (@mediapipe/tasks-text)."""
     if entry.runtime == "onnxruntime" and (entry.file or "").endswith(".onnx"):
         return "onnx"
-    if entry.name.startswith("mediapipe") and (entry.file or "").endswith(".tflite"):
+    if (entry.runtime == "mediapipe" or entry.name.startswith("mediapipe")) and (entry.file or "").endswith(".tflite"):
         return "mediapipe"
     return None
 
