@@ -218,18 +218,25 @@ class Bundle:
         padded = self.tokenizer.pad(tokens, shape_for_length(self.manifest, self.target, tokens.n_tokens))
         return {name: padded[name] for name in self.input_names}
 
+    def _run(self, tokenized: list[TokenizedText]) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Each text's raw output and padded inputs; a runner that takes raw text (MediaPipe Tasks) gets the
+        texts themselves and tokenizes them with the vocabulary packed in its artifact."""
+        inputs = [self.inputs_for(t) for t in tokenized]
+        if getattr(self.runner, "takes_text", False):
+            outputs = self.runner.run_texts([t.text for t in tokenized])
+            return [(outputs[i:i + 1], feed) for i, feed in enumerate(inputs)]
+        return [(self.runner.run(feed), feed) for feed in inputs]
+
     def outputs(self, texts: list[str]) -> np.ndarray:
         """The artifact's raw float32 outputs, one row per text ([N, D])."""
-        return np.concatenate([self.runner.run(self.inputs_for(t)) for t in self.tokenize(_texts(texts))], axis=0)
+        return np.concatenate([output for output, _ in self._run(self.tokenize(_texts(texts)))], axis=0)
 
     def predict(self, texts: list[str] | str) -> list[Prediction]:
         """One prediction per text, in order: label/score/top-k for classification, the embedding for
         feature-extraction."""
-        predictions = []
-        for tokens in self.tokenize(_texts(texts)):
-            inputs = self.inputs_for(tokens)
-            predictions.append(self.decoder.decode(self.runner.run(inputs), tokens, inputs["attention_mask"]))
-        return predictions
+        tokenized = self.tokenize(_texts(texts))
+        return [self.decoder.decode(output, tokens, feed["attention_mask"])
+                for tokens, (output, feed) in zip(tokenized, self._run(tokenized))]
 
 
 def _texts(texts: list[str] | str) -> list[str]:

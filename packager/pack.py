@@ -51,9 +51,10 @@ from .models import LoadedModel, max_seq_len, model_info
 from .native_output import native_output_silenced
 from .target_options import resolve_target_options
 from .tasks import INPUT_NAMES
+from .usage import write_usage
 
 TOOL_DISTRIBUTIONS = ("torch", "transformers", "tokenizers", "litert-torch", "ai-edge-quantizer", "ai-edge-litert",
-                      "onnx", "onnxruntime", "executorch", "numpy")
+                      "onnx", "onnxruntime", "executorch", "mediapipe", "numpy")
 TOKENIZER_DIR = "tokenizer"
 Progress = Callable[[str], None]
 
@@ -178,6 +179,15 @@ def run_reference(wrapper, inputs: dict[str, np.ndarray], batch_size: int = 32) 
     return np.concatenate(outs, axis=0)
 
 
+def takes_text(runner) -> bool:
+    """Whether the runner tokenizes raw text itself (MediaPipe Tasks): its parity is then measured on the texts."""
+    return bool(getattr(runner, "takes_text", False))
+
+
+def run_texts(runner, texts: list[str]) -> np.ndarray:
+    return runner.run_texts(list(texts))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
@@ -269,6 +279,7 @@ def pack_model(
             wrapper=wrapper, hf_model=loaded.model, task=task, seq_len=seq_len, input_names=list(INPUT_NAMES),
             example_inputs={k: v[:1] for k, v in calib.items()}, calibration=calib, workdir=work,
             output_name=task.output_name, buckets=list(bucket_list) if buckets is not None else [],
+            tokenizer=loaded.tokenizer, texts=task.prepare_texts(calib_texts),
         )
         checks = length_checks(loaded.tokenizer, wrapper, task.prepare_texts(calib_texts), counts, seq_len,
                                bucket_list)
@@ -309,6 +320,7 @@ def pack_model(
         if finalize is not None:
             finalize(manifest)
         manifest.write(stage)
+        write_usage(manifest, stage)
         step("publish bundle")
         publish(stage, out_dir)
     archive_path = write_archive(out_dir) if archive else None
@@ -382,7 +394,7 @@ def _export_verified(target, ctx, path: Path, reference: np.ndarray, calib: dict
     try:
         with native_output_silenced():
             runner = target.load(path, shapes=entry.shapes)
-        outputs = run_rows(runner, calib)
+        outputs = run_texts(runner, ctx.texts) if takes_text(runner) else run_rows(runner, calib)
         by_length = [check.score(runner, task, thresholds) for check in checks or [] if check.applies_to(runner)]
         accuracy = None
         if eval_inputs is not None:
@@ -516,12 +528,14 @@ class LengthCheck:
     reference: np.ndarray
     source: str
     dynamic_only: bool = False  # a spot length between buckets: only dynamic artifacts are checked there
+    #: the texts the rows were tokenized from (joined texts uncut: a runner that takes text truncates them itself)
+    texts: list[str] = field(default_factory=list)
 
     def applies_to(self, runner) -> bool:
         return length_applies(runner, self.length, self.dynamic_only)
 
     def score(self, runner, task, thresholds: dict[str, float]) -> ScoredLength:
-        outputs = run_rows(runner, self.inputs)
+        outputs = run_texts(runner, self.texts) if takes_text(runner) else run_rows(runner, self.inputs)
         metrics = task.parity(self.reference, outputs, self.inputs)
         shortfalls = task.shortfalls(metrics, thresholds)
         record = length_record(task.name, self.length, metrics, not shortfalls, len(self.reference), self.source)
@@ -542,14 +556,14 @@ def length_checks(tokenizer, wrapper, texts: list[str], counts: np.ndarray, seq_
                          _cut(tokenize(tokenizer, joined, length), seq_len) if joined else None)
         source = (f"{len(fitting)} texts of {lower + 1}-{length} tokens"
                   + (f", {len(joined)} texts joined and cut to {length}" if joined else ""))
-        checks.append(LengthCheck(length, inputs, run_reference(wrapper, inputs), source))
+        checks.append(LengthCheck(length, inputs, run_reference(wrapper, inputs), source, texts=fitting + joined))
         lower = length
     for length in sorted({n for n in DYNAMIC_SPOT_LENGTHS if n < seq_len} - set(buckets)):
         joined = _joined_texts(texts, min(PARITY_PER_LENGTH, 4))
         inputs = _cut(tokenize(tokenizer, joined, length), seq_len)
         checks.append(LengthCheck(length, inputs, run_reference(wrapper, inputs),
                                   f"{len(joined)} texts joined and cut to {length} (spot check: recorded, does not "
-                                  "gate; the buckets do)", dynamic_only=True))
+                                  "gate; the buckets do)", dynamic_only=True, texts=joined))
     return checks
 
 

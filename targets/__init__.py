@@ -10,7 +10,7 @@ import importlib
 
 from .base import TARGETS, ExportContext, ExportResult, Target, TargetError, TargetOption, get_target, register
 
-BUILTIN_MODULES = ("torchscript_mobile", "tflite", "tflite_full", "onnx_int8", "executorch")
+BUILTIN_MODULES = ("torchscript_mobile", "tflite", "tflite_full", "onnx_int8", "executorch", "mediapipe_text")
 
 for _module in BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_module}")

@@ -66,6 +66,10 @@ class ExportContext:
     output_name: str = "output"  # the task's name for the one output ("embedding", "logits")
     #: static sequence lengths to build (ascending, the last is seq_len); empty: one static shape, seq_len
     buckets: list[int] = field(default_factory=list)
+    #: the model's tokenizer, for a target that packs it into the artifact (MediaPipe's metadata)
+    tokenizer: Any = None
+    #: the texts ``calibration`` was tokenized from (as the task prepares them), for a runner that takes text
+    texts: list[str] = field(default_factory=list)
 
     def example_tensors(self, length: int | None = None) -> tuple["torch.Tensor", ...]:
         """The example inputs, at ``length`` tokens when given (cut, or padded with masked-out zeros)."""

@@ -22,6 +22,7 @@ RUNNERS: Registry[str] = Registry("runtime", [
     ("torch-lite", "device_bench.runners.torch_lite:TorchLiteRunner"),
     ("onnxruntime", "device_bench.runners.onnx:OnnxRunner"),
     ("executorch", "device_bench.runners.executorch:ExecuTorchRunner"),
+    ("mediapipe", "device_bench.runners.mediapipe:MediaPipeTextRunner"),
 ])
 _BUILTIN = frozenset(RUNNERS)
 
