@@ -232,12 +232,6 @@ def reference_target(manifest: Manifest, entry: TargetEntry) -> str:
     return usable[0].name
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts: list[str] | None = None,
                      timeout_s: float = DEFAULT_TIMEOUT_S) -> list[BrowserCheck]:
     """Each web artifact of the bundle in Chromium against `edgepack run` on ``texts`` (default: texts no pack
@@ -270,8 +264,6 @@ def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts
         run = run_in_browser(bundle, manifest, entry, texts, timeout_s=timeout_s)
         got = run.outputs.reshape(len(texts), -1)
         expected = expected.reshape(len(texts), -1)
-        if run.kind == "mediapipe" and manifest.task != "feature-extraction":
-            expected = _softmax(expected.astype(np.float64))  # MediaPipe hands back the scores, not the logits
         if got.shape != expected.shape:
             raise BrowserError(f"{entry.name}: the page gave outputs {got.shape}, edgepack run {expected.shape}")
         metrics = task_metrics(manifest.task, expected, got)
