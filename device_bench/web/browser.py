@@ -146,6 +146,15 @@ class BrowserRun:
     console_errors: list[str] = field(default_factory=list)
 
 
+def _normalization(bundle: Path, entry: TargetEntry, kind: str) -> str | None:
+    """What the MediaPipe artifact's metadata asks the app to do to a text first (its runner's rule), else None."""
+    if kind != "mediapipe":
+        return None
+    from ..runners.mediapipe import text_normalization
+
+    return text_normalization(Path(bundle) / str(entry.file))
+
+
 def run_in_browser(bundle: Path, manifest: Manifest, entry: TargetEntry, texts: list[str], *, runs: int = 1,
                    warmup: int = 0, threads: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
     """Run ``entry``'s artifact on ``texts`` in headless Chromium (``runs`` timed runs per text after ``warmup``;
@@ -159,7 +168,7 @@ def run_in_browser(bundle: Path, manifest: Manifest, entry: TargetEntry, texts: 
     job = {"kind": kind, "file": entry.file, "tokenizer": manifest.tokenizer, "task": manifest.task,
            "inputs": [{"name": s.name, "dtype": s.dtype} for s in manifest.input_spec.inputs],
            "max_tokens": int(manifest.input_spec.seq_len), "texts": list(texts), "warmup": int(warmup),
-           "runs": int(runs), "threads": int(threads)}
+           "runs": int(runs), "threads": int(threads), "normalization": _normalization(bundle, entry, kind)}
     with tempfile.TemporaryDirectory(prefix="edgepack-chromium-") as profile, serve(bundle) as url:
         request = {"chromium": chromium_path(), "url": url, "job": job, "timeout_ms": int(timeout_s * 1000),
                    "user_data_dir": profile}

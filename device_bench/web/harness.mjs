@@ -94,7 +94,10 @@ async function runMediapipe(job) {
     : await TextEmbedder.createFromOptions(fileset, { baseOptions, l2Normalize: false, quantize: false });
   const loadMs = now() - t0;
   const rows = [];
-  for (const text of job.texts) {
+  // "strip-accents": the model's tokenizer strips accents and MediaPipe's does not (HF BertNormalizer's rule)
+  const prepare = job.normalization === "strip-accents" ? (t) => t.normalize("NFD").replace(/\p{Mn}/gu, "") : (t) => t;
+  for (const raw of job.texts) {
+    const text = prepare(raw);
     const times = [];
     let output = null;
     for (let r = 0; r < job.warmup + job.runs; r++) {
