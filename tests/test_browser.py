@@ -20,6 +20,7 @@ from conftest import save_tiny_model
 
 EDGEPACK = [sys.executable, "-m", "packager.cli"]
 WEB_TARGETS = "onnx-int8,onnx-fp32"
+TINY_TARGETS = WEB_TARGETS + ",mediapipe-text"  # the tiny bundles carry the MediaPipe artifact too
 PROBLEM = browser_problem()
 needs_browser = pytest.mark.skipif(PROBLEM is not None, reason=f"browser device unavailable: {PROBLEM}")
 
@@ -29,8 +30,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env={**os.environ, **(env or {})})
 
 
-def pack(out: Path, *args: str) -> Path:
-    done = run("pack", "-o", str(out), "--targets", WEB_TARGETS, "--force", *args)
+def pack(out: Path, *args: str, targets: str = WEB_TARGETS) -> Path:
+    done = run("pack", "-o", str(out), "--targets", targets, "--force", *args)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -43,9 +44,9 @@ def web_bundles(tmp_path_factory) -> dict[str, Path]:
     classifier = save_tiny_model(base / "classifier-model", classifier=True)
     return {
         "feature-extraction": pack(base / "embedder", "--model", str(embedder), "--task", "feature-extraction",
-                                   "--seq-len", "64"),
+                                   "--seq-len", "64", targets=TINY_TARGETS),
         "sequence-classification": pack(base / "classifier", "--model", str(classifier), "--task",
-                                        "sequence-classification", "--seq-len", "64"),
+                                        "sequence-classification", "--seq-len", "64", targets=TINY_TARGETS),
     }
 
 
@@ -55,12 +56,14 @@ def check_browser(bundle: Path) -> list[dict]:
     return json.loads(done.stdout)
 
 
-def assert_passes(checks: list[dict], task: str) -> None:
-    assert [c["target"] for c in checks] == WEB_TARGETS.split(",")
+def assert_passes(checks: list[dict], task: str, targets: str = WEB_TARGETS) -> None:
+    assert [c["target"] for c in checks] == targets.split(",")
     n_texts = len([t for t in UNSEEN_TEXTS.read_text(encoding="utf-8").splitlines() if t.strip()])
     for c in checks:
-        assert c["kind"] == "onnx" and c["reference"] == c["target"] and c["n_texts"] == n_texts, c
-        assert c["token_mismatches"] == 0, c  # the page's tokenizer (tokenizers.js) feeds the ids edgepack run feeds
+        kind = "mediapipe" if c["target"] == "mediapipe-text" else "onnx"
+        assert c["kind"] == kind and c["reference"] == c["target"] and c["n_texts"] == n_texts, c
+        # the page's tokenizer (tokenizers.js) feeds the ids edgepack run feeds; MediaPipe tokenizes inside
+        assert c["token_mismatches"] == (0 if kind == "onnx" else None), c
         for metric, limit in BROWSER_GATES[task].items():
             assert c["metrics"][metric] >= limit, c
         assert c["passed"] and c["browser"], c
@@ -76,7 +79,7 @@ def test_unseen_texts_are_not_the_pack_sample():
 @needs_browser
 @pytest.mark.parametrize("task", ["feature-extraction", "sequence-classification"])
 def test_onnx_artifacts_in_chromium_match_edgepack_run(web_bundles, task):
-    assert_passes(check_browser(web_bundles[task]), task)
+    assert_passes(check_browser(web_bundles[task]), task, TINY_TARGETS)
 
 
 @needs_browser
@@ -98,6 +101,8 @@ def test_bench_browser_rows_beside_the_native_ones(web_bundles):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(done.stdout)["results"]
     native = {(r["target"], r["threads"]) for r in rows if r["runtime"] == "onnxruntime"}
+    mediapipe = [r for r in rows if r["runtime"] == "chromium-mediapipe"]
+    assert [(r["target"], r["threads"], r["status"]) for r in mediapipe] == [("mediapipe-text", 1, "ok")], mediapipe
     browser = [r for r in rows if r["runtime"] == "chromium-wasm"]
     assert {(r["target"], r["threads"]) for r in browser} == native == {(t, n) for t in WEB_TARGETS.split(",")
                                                                          for n in (1, 2)}
