@@ -137,24 +137,37 @@ def _default(name: str) -> Any:
                    "bundle's own.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a target misses its parity gate on the device (every "
                                              "bench recomputes the pack's parity with the device's kernels).")
+@click.option("--browser", is_flag=True, help="Local runs: also time the web artifacts (.onnx with onnxruntime-web, "
+                                              "MediaPipe .tflite) in headless Chromium, WASM SIMD, threads as --threads, "
+                                              "on the same texts; rows in the same table (scripts/setup_web.sh).")
 def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warmup: int, threads: str | None,
           timeout_s: float | None, memory_limit_mb: int | None, no_pin: bool, power_cmd: str | None,
           power_profile: str | None, energy_backend: str | None, idle_seconds: float, device_url: str | None,
           token: str | None, token_file: Path | None, devices_file: Path | None, as_json: bool, out: Path | None,
-          texts_path: Path | None = None, strict: bool = False, fingerprint: str | None = None) -> None:
+          texts_path: Path | None = None, strict: bool = False, fingerprint: str | None = None,
+          browser: bool = False, browser_texts: list[str] | None = None) -> None:
     """Benchmark BUNDLE's artifacts: latency (over the texts' real lengths, and per bucket), throughput, memory,
     energy, per target and thread count."""
+    if browser and (device_url or devices_file):
+        raise CliError("--browser times the web artifacts in this machine's Chromium: not with --device/--devices")
     if texts_path is not None:
-        from .texts import TextsError, bundle_with_texts
+        from .texts import TextsError, bundle_with_texts, read_lines
 
         try:
             _check_bundle_locally(bundle)
             with bundle_with_texts(bundle, texts_path) as view:
                 return bench.callback(view, targets, runs, min_seconds, warmup, threads, timeout_s, memory_limit_mb,
                                       no_pin, power_cmd, power_profile, energy_backend, idle_seconds, device_url, token,
-                                      token_file, devices_file, as_json, out, None, strict, fingerprint=fingerprint)
+                                      token_file, devices_file, as_json, out, None, strict, fingerprint=fingerprint,
+                                      browser=browser, browser_texts=read_lines(texts_path) if browser else None)
         except (TextsError, BenchError) as exc:
             raise CliError(str(exc)) from None
+    if browser:
+        from .web import browser_problem
+
+        problem = browser_problem()
+        if problem:
+            raise CliError(f"--browser: {problem}")
     opts = BenchOptions(targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None,
                         runs=runs, min_seconds=min_seconds, warmup=warmup, threads=parse_threads(threads), pin=not no_pin)
     if timeout_s is not None:
@@ -192,12 +205,26 @@ def bench(bundle: Path, targets: str | None, runs: int, min_seconds: float, warm
                 energy = EnergyConfig(power_cmd=power_cmd, power_profile=power_profile, backend=energy_backend,
                                       idle_seconds=idle_seconds)
                 report = run_bench(bundle, opts, progress=lambda d, n, label: update("local", d, n, label), energy=energy)
+        if browser:
+            report.results.extend(_browser_rows(bundle, opts, browser_texts))
     except (BenchError, AgentError, FleetError, ReportError) as exc:
         raise CliError(str(exc)) from None
     _emit(report, as_json, out)
     failed = report.failed or (isinstance(report, FleetReport) and report.errors)
     if failed or (strict and report.below_parity):
         sys.exit(EXIT_FAILURES)
+
+
+def _browser_rows(bundle: Path, opts: BenchOptions, texts: list[str] | None) -> list:
+    """The web artifacts timed in headless Chromium on ``texts`` (default: the bundle's own sample texts)."""
+    from .web.bench import bench_in_browser
+
+    if texts is None:
+        samples = bundle / "samples.txt"
+        if not samples.is_file():
+            raise BenchError(f"--browser: {bundle} has no samples.txt (give --texts FILE)")
+        texts = [t.strip() for t in samples.read_text(encoding="utf-8").splitlines() if t.strip()]
+    return bench_in_browser(bundle, texts, opts.threads, opts.runs, opts.warmup, opts.targets)
 
 
 def _check_bundle_locally(bundle: Path) -> None:

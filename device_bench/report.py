@@ -351,7 +351,8 @@ def render_table(report: BenchReport | FleetReport):
     table = Table(title="edgepack bench", show_lines=False)
     if fleet:
         table.add_column("device")
-    for name, justify in (("target", "left"), ("precision", "left"), ("threads", "right"), ("size MB", "right"),
+    for name, justify in (("target", "left"), ("runtime", "left"), ("precision", "left"), ("threads", "right"),
+                          ("size MB", "right"),
                           ("load ms", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("p99 ms", "right"),
                           ("mean±std ms", "right"), ("inf/s", "right"), ("GMAC/s", "right"),
                           ("peak RSS MB", "right"), ("mJ/inf >idle", "right")):
@@ -364,12 +365,12 @@ def render_table(report: BenchReport | FleetReport):
             if r.status != RESULT_OK:
                 span = ["", "", "", "", "", "", "", "", ""]
                 span[0] = f"[red]{r.status}[/red]: {r.error or ''}" if r.status == RESULT_FAILED else f"[yellow]skipped[/yellow]: {r.error or ''}"
-                table.add_row(*lead, r.target, r.precision, threads, size, *span)
+                table.add_row(*lead, r.target, r.runtime, r.precision, threads, size, *span)
                 continue
             lat = r.latency_ms
             flag = " [red]noisy[/red]" if r.noise is not None and r.noise.noisy else ""
             table.add_row(
-                *lead, r.target, r.precision, threads, size,
+                *lead, r.target, r.runtime, r.precision, threads, size,
                 _num(r.load_cold_ms, "{:.1f}"),
                 _num(lat.p50 if lat else None, "{:.3f}") + flag,
                 _num(lat.p90 if lat else None, "{:.3f}"),

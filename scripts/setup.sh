@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# The browser device (Chromium + pinned npm packages): its tests skip with a one-line reason where this fails.
+./scripts/setup_web.sh || echo "setup.sh: scripts/setup_web.sh failed: the browser tests will skip (no Chromium or npm packages)" >&2
 stamp=.venv/.edgepack-setup
 if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt scripts/setup.sh ]; then
   exit 0

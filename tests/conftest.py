@@ -51,7 +51,8 @@ def pytest_ignore_collect(collection_path, config):
 
 #: fixtures that pack a bundle of their own to several targets (tens of seconds each on 2 cores): a test that uses
 #: one is slow, so the fast tier (`pytest -m "not slow"`) never builds them
-SLOW_FIXTURES = {"classifier_bundle", "dynamic_bundle", "remote_bundle", "exported", "bucketed", "full_int_artifact"}
+SLOW_FIXTURES = {"classifier_bundle", "dynamic_bundle", "remote_bundle", "exported", "bucketed", "full_int_artifact",
+                 "web_bundles"}
 
 
 def pytest_collection_modifyitems(config, items):

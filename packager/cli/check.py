@@ -4,6 +4,8 @@
 (``targets.compat``): op versions, type-implied versions and probed kernel signatures for ``.tflite``, bytecode
 version for ``.ptl``. For a bundle packed before the device was known, or a fleet with mixed runtimes.
 ``--on-device``: the pack's parity gates recomputed here, with this device's kernels (torch-free).
+``--browser``: the bundle's web artifacts (.onnx, MediaPipe .tflite) run in headless Chromium against `edgepack run`
+on texts no pack has seen (``device_bench.web``).
 """
 from __future__ import annotations
 
@@ -58,20 +60,33 @@ def check_bundle(bundle: Path, declarations: list[tuple[str, str]]) -> list[dict
                    "(repeatable; the same target may be checked against several runtimes).")
 @click.option("--on-device", is_flag=True,
               help="Recompute the pack's parity gates here, with this device's kernels (per target and length).")
-@click.option("--targets", "target_list", help="--on-device: comma-separated targets (default: every one).")
+@click.option("--browser", is_flag=True,
+              help="Run the web artifacts (.onnx, MediaPipe .tflite) in headless Chromium and compare them with "
+                   "edgepack run on unseen texts (exit 1 below the gate: embeddings cosine 0.99, classifiers top-1 "
+                   "agreement 0.98).")
+@click.option("--texts", "texts_file", type=click.Path(path_type=Path),
+              help="--browser: the texts, one per line (default: device_bench/web/unseen_texts.txt).")
+@click.option("--targets", "target_list", help="--on-device / --browser: comma-separated targets (default: every one).")
 @click.option("--strict", is_flag=True, help="Treat an undecided verdict (between two known releases), or with "
                                              "--on-device a target below its parity gate here, as a failure (exit 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
-def check(bundle: Path, runtime_specs: tuple[str, ...], on_device: bool, target_list: str | None, strict: bool,
-          as_json: bool) -> None:
-    """Check a bundle's artifacts against device runtimes (exit 1 if one is incompatible), or their parity on this
-    device's kernels (--on-device)."""
+def check(bundle: Path, runtime_specs: tuple[str, ...], on_device: bool, browser: bool, texts_file: Path | None,
+          target_list: str | None, strict: bool, as_json: bool) -> None:
+    """Check a bundle's artifacts against device runtimes (exit 1 if one is incompatible), their parity on this
+    device's kernels (--on-device), or in headless Chromium (--browser)."""
     if not (bundle / "manifest.json").is_file():
         raise EdgepackError(f"{bundle}: not a bundle folder (no manifest.json)")
-    if on_device == bool(runtime_specs):
-        raise EdgepackError("give --runtime TARGET=SPEC (runtime compatibility) or --on-device (parity here), one of them")
-    if target_list is not None and not on_device:
-        raise EdgepackError("--targets applies to --on-device")
+    if [on_device, browser, bool(runtime_specs)].count(True) != 1:
+        raise EdgepackError("give --runtime TARGET=SPEC (runtime compatibility), --on-device (parity here) or "
+                            "--browser (parity in Chromium), one of them")
+    if target_list is not None and not (on_device or browser):
+        raise EdgepackError("--targets applies to --on-device and --browser")
+    if texts_file is not None and not browser:
+        raise EdgepackError("--texts applies to --browser")
+    if browser:
+        _check_in_browser(bundle, [t.strip() for t in target_list.split(",") if t.strip()] if target_list else None,
+                          texts_file, as_json)
+        return
     if on_device:
         _check_on_device(bundle, [t.strip() for t in target_list.split(",") if t.strip()] if target_list else None,
                          strict, as_json)
@@ -127,4 +142,24 @@ def _check_on_device(bundle: Path, targets: list[str] | None, strict: bool, as_j
             for shortfall in parity.shortfalls:
                 click.echo(f"  - {shortfall}")
     if strict and result.below_parity:
+        sys.exit(EXIT_INCOMPATIBLE)
+
+
+def _check_in_browser(bundle: Path, targets: list[str] | None, texts_file: Path | None, as_json: bool) -> None:
+    from device_bench.texts import TextsError, read_lines
+    from device_bench.web import BrowserError, check_in_browser
+
+    try:
+        texts = read_lines(texts_file) if texts_file is not None else None
+        checks = check_in_browser(bundle, targets, texts)
+    except (BrowserError, TextsError) as exc:
+        raise EdgepackError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in checks], indent=2))
+    else:
+        if checks:
+            click.echo(f"headless Chromium {checks[0].browser}")
+        for c in checks:
+            click.echo(c.summary())
+    if any(not c.passed for c in checks):
         sys.exit(EXIT_INCOMPATIBLE)
