@@ -22,6 +22,7 @@ from torch.nn.utils import prune as torch_prune
 
 from ...errors import EdgepackError
 from ...labelled_data import LabelledData
+from ...progress import substep
 from ...pruned_models import ARCHS, PrunedArch
 from ...training.common import (
     PadCollator,
@@ -276,8 +277,9 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
 def structured_prune(model, tokenizer, data: LabelledData, spec: PruneSpec, *, seq_len: int,
                      seed: int = 42) -> tuple[Any, dict]:
     surgery = pruned_arch(model).surgery  # refuses a family without one before any scoring
-    head_imp, ffn_imp = importance_scores(model, tokenizer, data, seq_len=seq_len, batches=spec.importance_batches,
-                                          batch_size=spec.batch_size, seed=seed)
+    with substep("importance scoring"):
+        head_imp, ffn_imp = importance_scores(model, tokenizer, data, seq_len=seq_len,
+                                              batches=spec.importance_batches, batch_size=spec.batch_size, seed=seed)
     keep_heads = select_heads(head_imp, spec.heads) if spec.heads else [list(range(len(h))) for h in head_imp]
     keep_ffn = select_ffn(ffn_imp, spec.ffn) if spec.ffn else [list(range(len(f))) for f in ffn_imp]
     pruned = rebuild(model, keep_heads, keep_ffn)
