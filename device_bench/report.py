@@ -383,7 +383,10 @@ def render_table(report: BenchReport | FleetReport):
             )
     if fleet:
         for err in report.errors:
-            table.add_row(err.device, f"[red]unreachable[/red]: {err.error}", *[""] * 12)
+            table.add_row(err.device, "[red]unreachable[/red]")
+        if report.errors:  # the reason under the table, whole: a cell of a 15-column table folds it past reading
+            table.caption = "\n".join(f"[red]unreachable[/red]: {err.device}: {err.error}" for err in report.errors)
+            table.caption_justify = "left"
     return table
 
 
