@@ -135,10 +135,16 @@ register(ModelFamily(
                                  "parity on the embedding and sequence-classification outputs",
              "prune": "MobileBERT's bottleneck blocks (attention at the inner width, stacked FFNs) have no "
                       "structured-pruning surgery yet"}))
-# ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task on every target.
+# ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task; every target but the
+# full-integer TFLite one, whose wrapper feeds one additive mask to every layer.
 register(ModelFamily(
     name="modernbert", model_types=("modernbert", "edgepack_pruned_modernbert"), layers="layers",
     mask_form="additive-4d",
+    targets=("executorch", "executorch-int8", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32",
+             "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32"),
+    reasons={"tflite-int8-full": "the full-integer wrapper feeds every layer one additive mask, so ModernBERT's "
+                                 "local (sliding-window) layers attend beyond their window: a tiny model with a "
+                                 "16-token window missed parity at 32 tokens"},
     first_layer_fixed="ModernBERT's first block has no attention LayerNorm, so it cannot be swapped for another"))
 
 
@@ -180,11 +186,26 @@ def check_support(model_type: str, task: str, targets: list[str], stages: list[s
     if refused:
         raise EdgepackError(f"the {family.name} family does not support target(s) {', '.join(refused)} "
                             f"({why(refused)}; supported: {', '.join(family.targets)})")
+    for target, reason in task_refusals(task, targets).items():
+        raise EdgepackError(f"target {target} cannot carry task {task}: {reason}")
     refused = [s for s in stages if not family.supports_stage(s)]
     if refused:
         raise EdgepackError(f"the {family.name} family does not support recipe stage(s) {', '.join(refused)} "
                             f"({why(refused)}; supported: {', '.join(family.stages) or 'none'})")
     return family
+
+
+def task_refusals(task: str, targets: list[str]) -> dict[str, str]:
+    """The targets among ``targets`` that cannot carry ``task``'s output, each with its one-line reason (the
+    target's own ``refuses_task``; unknown names are left to the target registry's own error)."""
+    from targets import TARGETS
+
+    from .tasks import TASKS
+
+    if task not in TASKS:
+        return {}
+    reasons = {t: TARGETS[t].refuses_task(TASKS[task]) for t in targets if t in TARGETS}
+    return {t: reason for t, reason in reasons.items() if reason}
 
 
 def support_matrix(task_names: list[str], target_names: list[str], stage_names: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -102,6 +102,8 @@ class Task(ABC):
     stages: ClassVar[tuple[str, ...]] = ()
     #: whether the model's config carries label names for the manifest
     has_labels: ClassVar[bool] = False
+    #: one output row per token (not one vector per text): targets that carry per-text outputs only refuse it
+    per_token: ClassVar[bool] = False
 
     @classmethod
     def supports_stage(cls, kind: str) -> bool:
@@ -254,6 +256,7 @@ class TokenClassification(Task):
     gates = GATES["token-classification"]
     integer_goal = ("token_agreement", 0.99)
     has_labels = True
+    per_token = True
 
     def make_head(self, model: nn.Module) -> nn.Module:
         return _TokenLogitsHead()

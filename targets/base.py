@@ -152,6 +152,12 @@ class Target(ABC):
     #: the options ``--option NAME.KEY=VALUE`` may set (see ``resolve_options``)
     options: ClassVar[dict[str, TargetOption]] = {}
 
+    @classmethod
+    def refuses_task(cls, task: "type[Task] | Task") -> str | None:
+        """Why this target cannot carry ``task``'s output (one line), or None: checked before any export, so
+        the family table and ``pack`` refuse the pair up front instead of failing inside the converter."""
+        return None
+
     def resolve_options(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``given``, each value checked; raises ``ValueError`` naming the bad key."""
         unknown = sorted(set(given) - set(self.options))

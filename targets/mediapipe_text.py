@@ -17,7 +17,7 @@ import shutil
 import sys
 import types
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from device_bench.manifest import Shapes
 from device_bench.runners.mediapipe import (
@@ -30,6 +30,9 @@ from device_bench.runners.mediapipe import (
 
 from .base import ExportContext, ExportResult, Target, TargetError, TargetOption, register
 from .tflite import TFLiteInt8, quiet_converter
+
+if TYPE_CHECKING:
+    from packager.tasks import Task
 
 #: signature input names (Model Maker's BERT models): MediaPipe matches the metadata to tensors by these
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -176,6 +179,11 @@ class MediaPipeText(Target):
                    "Metadata, raw text in (Android, iOS, web, Python)")
     runtime_requirement = RUNTIME_REQUIREMENT
     requires = ("litert_torch", "ai_edge_quantizer", "mediapipe")
+    @classmethod
+    def refuses_task(cls, task: "type[Task] | Task") -> str | None:
+        return (f"MediaPipe's text tasks give one vector per text (embedding or class scores); {task.name} gives "
+                "one row per token") if task.per_token else None
+
     options = {
         "precision": TargetOption(str, "int8", "int8: tflite-int8's dynamic int8 recipe (Hadamard-rotated); fp32: "
                                   "the float graph", choices=("int8", "fp32")),

@@ -425,6 +425,11 @@ def test_families_check_targets_and_stages():
         check_support("mpnet", "sequence-classification", ["tflite-int8-full"])
     with pytest.raises(EdgepackError, match="electra family does not support task token-classification"):
         check_support("electra", "token-classification", ["onnx-int8"])
+    # a target that carries one vector per text refuses a per-token task up front, before any weights load
+    with pytest.raises(EdgepackError, match="target mediapipe-text cannot carry task token-classification: "
+                                            "MediaPipe's text tasks give one vector per text"):
+        check_support("bert", "token-classification", ["onnx-fp32", "mediapipe-text"])
+    assert check_support("bert", "multi-label-classification", ["mediapipe-text"]).name == "bert"
 
 
 @pytest.mark.parametrize("task,message", [
