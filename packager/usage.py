@@ -75,8 +75,22 @@ function baseOptions(model) {{
   if (typeof model === "string") return {{ modelAssetPath: model }};
   return {{ modelAssetBuffer: model instanceof Uint8Array ? model : new Uint8Array(model) }};
 }}
+
+// one task per model, created on first use: loading it costs far more than running a text
+const loaded = new Map();
+
+function task(model, wasm, create) {{
+  if (!loaded.has(model)) loaded.set(model, FilesetResolver.forTextTasks(wasm).then((fileset) => create(fileset)));
+  return loaded.get(model);
+}}
+
+/** Frees every loaded model (their WASM memory). */
+export async function release() {{
+  for (const loading of loaded.values()) (await loading).close();
+  loaded.clear();
+}}
 """
-    prepare, name = _input_line(manifest, "javascript", "    ")
+    prepare, name = _input_line(manifest, "javascript", "  ")
     if _is_classifier(manifest):
         labels = json.dumps(manifest.labels)
         body = f"""
@@ -84,16 +98,11 @@ export const LABELS = {labels};
 
 /** Every label's score for `text`, best first: [{{label, score}}]. `model`: the URL of {file} or its bytes. */
 export async function classify(model, text, wasm = WASM) {{
-  const fileset = await FilesetResolver.forTextTasks(wasm);
-  const classifier = await TextClassifier.createFromOptions(fileset, {{
+  const classifier = await task(model, wasm, (fileset) => TextClassifier.createFromOptions(fileset, {{
     baseOptions: baseOptions(model), maxResults: -1,
-  }});
-  try {{
-{prepare}    const categories = classifier.classify({name}).classifications[0].categories;
-    return categories.map((c) => ({{ label: c.categoryName, score: c.score }}));
-  }} finally {{
-    classifier.close();
-  }}
+  }}));
+{prepare}  const categories = classifier.classify({name}).classifications[0].categories;
+  return categories.map((c) => ({{ label: c.categoryName, score: c.score }}));
 }}
 """
     else:
@@ -102,15 +111,10 @@ export const EMBEDDING_SIZE = {_width(manifest)};
 
 /** The embedding of `text` ({_width(manifest)} floats{', L2-normalized by the model' if spec.normalize else ''}). `model`: the URL of {file} or its bytes. */
 export async function embed(model, text, wasm = WASM) {{
-  const fileset = await FilesetResolver.forTextTasks(wasm);
-  const embedder = await TextEmbedder.createFromOptions(fileset, {{
+  const embedder = await task(model, wasm, (fileset) => TextEmbedder.createFromOptions(fileset, {{
     baseOptions: baseOptions(model), l2Normalize: false, quantize: false,
-  }});
-  try {{
-{prepare}    return Array.from(embedder.embed({name}).embeddings[0].floatEmbedding);
-  }} finally {{
-    embedder.close();
-  }}
+  }}));
+{prepare}  return Array.from(embedder.embed({name}).embeddings[0].floatEmbedding);
 }}
 """
     return head + body

@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -155,17 +156,35 @@ def _normalization(bundle: Path, entry: TargetEntry, kind: str) -> str | None:
     return text_normalization(Path(bundle) / str(entry.file))
 
 
+#: the kind of run that calls the bundle's USAGE.md JavaScript snippet (its MediaPipe artifact, as an app would)
+USAGE_KIND = "usage"
+USAGE_SNIPPET = re.compile(r"```javascript\n(.*?)```", re.DOTALL)
+
+
+def usage_snippet(bundle: Path) -> str | None:
+    """The JavaScript module of the bundle's USAGE.md (written at pack time for its MediaPipe artifact), or None."""
+    try:
+        found = USAGE_SNIPPET.search((Path(bundle) / "USAGE.md").read_text(encoding="utf-8"))
+    except OSError:
+        return None
+    return found.group(1) if found else None
+
+
 def run_in_browser(bundle: Path, manifest: Manifest, entry: TargetEntry, texts: list[str], *, runs: int = 1,
-                   warmup: int = 0, threads: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> BrowserRun:
+                   warmup: int = 0, threads: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   snippet: str | None = None) -> BrowserRun:
     """Run ``entry``'s artifact on ``texts`` in headless Chromium (``runs`` timed runs per text after ``warmup``;
-    ``threads``: onnxruntime-web's WASM threads, 0 = its choice); raises BrowserError with one line on failure."""
+    ``threads``: onnxruntime-web's WASM threads, 0 = its choice; ``snippet``: call this USAGE.md module on the
+    artifact instead of the page's own code); raises BrowserError with one line on failure."""
     problem = browser_problem()
     if problem:
         raise BrowserError(problem)
     kind = web_kind(entry)
     if kind is None:
         raise BrowserError(f"{entry.name}: not a web artifact")
-    job = {"kind": kind, "file": entry.file, "tokenizer": manifest.tokenizer, "task": manifest.task,
+    if snippet is not None:
+        kind = USAGE_KIND
+    job = {"kind": kind, "module_source": snippet, "file": entry.file, "tokenizer": manifest.tokenizer, "task": manifest.task,
            "inputs": [{"name": s.name, "dtype": s.dtype} for s in manifest.input_spec.inputs],
            "max_tokens": int(manifest.input_spec.seq_len), "texts": list(texts), "warmup": int(warmup),
            "runs": int(runs), "threads": int(threads), "normalization": _normalization(bundle, entry, kind)}
@@ -270,19 +289,24 @@ def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts
             raise BrowserError(str(exc)) from None
         expected = native.outputs(texts)
         expected_ids = [t.ids for t in native.tokenize(texts)]
-        run = run_in_browser(bundle, manifest, entry, texts, timeout_s=timeout_s)
-        got = run.outputs.reshape(len(texts), -1)
-        expected = expected.reshape(len(texts), -1)
-        if got.shape != expected.shape:
-            raise BrowserError(f"{entry.name}: the page gave outputs {got.shape}, edgepack run {expected.shape}")
-        metrics = task_metrics(manifest.task, expected, got)
-        gates = BROWSER_GATES[manifest.task]
-        failures = [f"{name}={metrics[name]:.4f} < {limit}" for name, limit in gates.items() if metrics[name] < limit]
-        mismatches = None if run.kind != "onnx" else sum(a != b for a, b in zip(run.token_ids, expected_ids))
-        times = [t for per_text in run.ms for t in per_text]
-        checks.append(BrowserCheck(target=entry.name, kind=run.kind, reference=reference, n_texts=len(texts),
-                                   metrics=metrics, gates=gates, failures=failures, token_mismatches=mismatches,
-                                   browser=run.browser, load_ms=run.load_ms, median_ms=float(np.median(times))))
+        # the page's own code, then (for the MediaPipe artifact) the USAGE.md snippet an app would paste
+        snippets = [None] + ([usage_snippet(bundle)] if web_kind(entry) == "mediapipe" and usage_snippet(bundle)
+                             else [])
+        for snippet in snippets:
+            run = run_in_browser(bundle, manifest, entry, texts, timeout_s=timeout_s, snippet=snippet)
+            got = run.outputs.reshape(len(texts), -1)
+            expected = expected.reshape(len(texts), -1)
+            if got.shape != expected.shape:
+                raise BrowserError(f"{entry.name}: the page gave outputs {got.shape}, edgepack run {expected.shape}")
+            metrics = task_metrics(manifest.task, expected, got)
+            gates = BROWSER_GATES[manifest.task]
+            failures = [f"{name}={metrics[name]:.4f} < {limit}" for name, limit in gates.items()
+                        if metrics[name] < limit]
+            mismatches = None if run.kind != "onnx" else sum(a != b for a, b in zip(run.token_ids, expected_ids))
+            times = [t for per_text in run.ms for t in per_text]
+            checks.append(BrowserCheck(target=entry.name, kind=run.kind, reference=reference, n_texts=len(texts),
+                                       metrics=metrics, gates=gates, failures=failures, token_mismatches=mismatches,
+                                       browser=run.browser, load_ms=run.load_ms, median_ms=float(np.median(times))))
     return checks
 
 

@@ -120,10 +120,34 @@ async function runMediapipe(job) {
     hardware_concurrency: navigator.hardwareConcurrency };
 }
 
+// "usage": the JavaScript snippet of the bundle's USAGE.md, imported as an app would import it, called once per
+// text with the served model and the local WASM files; a classifier's [{label, score}] back in label order.
+async function runUsage(job) {
+  const snippet = await import(URL.createObjectURL(new Blob([job.module_source], { type: "text/javascript" })));
+  const model = `/bundle/${job.file}`;
+  const wasm = "/web/node_modules/@mediapipe/tasks-text/wasm";
+  const rows = [];
+  for (const text of job.texts) {
+    const start = now();
+    let output;
+    if (snippet.embed) {
+      output = await snippet.embed(model, text, wasm);
+    } else {
+      const scores = new Map((await snippet.classify(model, text, wasm)).map((s) => [s.label, s.score]));
+      output = snippet.LABELS.map((label) => scores.get(label));
+    }
+    rows.push({ ids: null, output, ms: [now() - start] });
+  }
+  await snippet.release();
+  return { rows, load_ms: 0, threads: 1, cross_origin_isolated: self.crossOriginIsolated,
+    hardware_concurrency: navigator.hardwareConcurrency };
+}
+
 // The entry point the driver calls: job = {kind, file, tokenizer, task, inputs, max_tokens, texts, warmup, runs, threads}
 window.edgepackRun = async (job) => {
   if (job.kind === "onnx") return runOnnx(job);
   if (job.kind === "mediapipe") return runMediapipe(job);
+  if (job.kind === "usage") return runUsage(job);
   throw new Error(`unknown artifact kind ${job.kind}`);
 };
 window.edgepackReady = true;
