@@ -91,10 +91,14 @@ def _emit(report: BenchReport | FleetReport, as_json: bool, out: Path | None) ->
         click.echo(report.to_json())
     else:
         console = _console(False)
-        console.print(render_table(report))
-        for extra in (render_length_table(report), render_parity_table(report)):
-            if extra is not None:
-                console.print(extra)
+        tables = [t for t in (render_table(report), render_length_table(report), render_parity_table(report)) if t]
+        if not sys.stdout.isatty():  # a log or a pipe: every table at its natural width, no cell folded
+            from rich.measure import Measurement
+
+            unbounded = console.options.update_width(10_000)
+            console.width = max([console.width] + [Measurement.get(console, unbounded, t).maximum for t in tables])
+        for table in tables:
+            console.print(table)
         for line in fastest_lines(report):
             console.print(line, highlight=False)
         for line in noise_warnings(report):
