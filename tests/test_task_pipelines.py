@@ -280,12 +280,15 @@ def test_cli_pooling_override_and_its_errors(base_model, tmp_path):
 
 
 # ------------------------------------------------------------ one sweep over every target
-def _all_targets(quantized_only: bool = False) -> list[str]:
-    """Every target this host can export; ``quantized_only`` leaves out the fp32 baselines, which share the
-    export path of their quantized sibling (the full sweep is done once, for embeddings)."""
+def _all_targets(quantized_only: bool = False, task: str = "feature-extraction") -> list[str]:
+    """Every target this host can export for ``task`` (a target may refuse a task's output, e.g. MediaPipe's
+    per-token one); ``quantized_only`` leaves out the fp32 baselines, which share the export path of their
+    quantized sibling (the full sweep is done once, for embeddings)."""
+    from packager.tasks import TASKS
     from targets import TARGETS
 
     return sorted(name for name, cls in TARGETS.items() if not cls().missing_requirements()
+                  and cls.refuses_task(TASKS[task]) is None
                   and not (quantized_only and (name.endswith("-fp32") or name == "executorch")))
 
 
@@ -328,7 +331,8 @@ def _classifier(out: Path, kind: str) -> Path:
 @pytest.mark.slow
 def test_token_classifier_packs_to_every_quantized_target_with_per_token_parity(tmp_path):
     folder = _classifier(tmp_path / "tok", "token")
-    result = _pack(folder, tmp_path / "bundle", _all_targets(quantized_only=True) + ["onnx-fp32"],
+    result = _pack(folder, tmp_path / "bundle",
+                   _all_targets(quantized_only=True, task="token-classification") + ["onnx-fp32"],
                    task="token-classification")
     manifest = result.manifest
     assert result.ok, {t.name: t.error for t in manifest.targets if t.error}
