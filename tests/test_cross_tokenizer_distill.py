@@ -41,6 +41,20 @@ def _rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+#: a recipe's data block for the splits ``write_splits`` writes (paths relative to the recipe's folder)
+SPLITS_DATA = {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
+               "label_column": "intent"}
+
+
+def write_splits(root: Path, train: int, held_out: int) -> Path:
+    """Keyword-intent train/val/test JSONL files under ``root/data`` (``SPLITS_DATA`` names them)."""
+    data = root / "data"
+    data.mkdir()
+    for name, n, seed in (("train", train, 1), ("val", held_out, 2), ("test", held_out, 3)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    return data
+
+
 def _save_bert(folder: Path, tokens: list[str], *, hidden: int, heads: int, classifier: bool, seed: int) -> Path:
     from transformers import (BertConfig, BertForSequenceClassification, BertModel, BertTokenizer)
 
@@ -65,18 +79,14 @@ def workspace(tmp_path_factory) -> Path:
     student_tokens = (SPECIALS + [f"##{c}" for c in LETTERS] + LETTERS + pieces + sorted(FILLER)
                       + [f"spare{i}" for i in range(40)])
     _save_bert(root / "student", student_tokens, hidden=32, heads=2, classifier=False, seed=1)
-    data = root / "data"
-    data.mkdir()
-    for name, n, seed in (("train", 200, 1), ("val", 48, 2), ("test", 48, 3)):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
+    data = write_splits(root, 200, 48)
     (data / "more.txt").write_text("".join(r["text"] + "\n" for r in _rows(40, 4)))
     return root
 
 
 def _recipe(root: Path, distill: dict, **extra) -> Path:
     raw = {"model": str(root / "teacher"), "task": "sequence-classification",
-           "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
-                    "label_column": "intent", **extra.pop("data", {})},
+           "data": {**SPLITS_DATA, **extra.pop("data", {})},
            "seq_len": 16, "threads": 1, "calib_samples": 24, "targets": ["onnx-int8"],
            "stages": [{"finetune": {"epochs": 8, "lr": 2.0e-3, "batch_size": 16}}, {"distill": distill},
                       *extra.pop("after", [])], **extra}

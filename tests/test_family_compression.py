@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from test_cross_tokenizer_distill import KEYWORDS, _rows
+from test_cross_tokenizer_distill import KEYWORDS, SPLITS_DATA, _rows, write_splits
 
 LABELS = sorted(KEYWORDS)
 #: words outside the training texts, so trimming has something to drop
@@ -220,13 +220,8 @@ def test_a_recipe_finetune_distill_prune_trim_vocab_packs_to_a_verified_bundle(m
     teacher = tmp_path / "teacher"
     tiny_model(model_type, tokenizer).save_pretrained(teacher)
     tokenizer.save_pretrained(teacher)
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n, seed in (("train", 96, 1), ("val", 24, 2), ("test", 24, 3)):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
-    recipe = {"model": str(teacher), "task": "sequence-classification",
-              "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
-                       "label_column": "intent"},
+    write_splits(tmp_path, 96, 24)
+    recipe = {"model": str(teacher), "task": "sequence-classification", "data": SPLITS_DATA,
               "seq_len": 32, "threads": 1, "calib_samples": 16, "targets": ["onnx-fp32"],
               "stages": [{"finetune": {"epochs": 3, "lr": 2.0e-3, "batch_size": 16}},
                          {"distill": {"student": {"layers": [0, 2, 3]}, "epochs": 2, "lr": 2.0e-3,

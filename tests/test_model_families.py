@@ -11,7 +11,7 @@ import yaml
 from conftest import FAMILY_MODEL_TYPES, save_tiny_model, save_tiny_of_family
 from device_bench.manifest import Manifest
 from packager.families import FAMILIES, task_refusals
-from test_cross_tokenizer_distill import FILLER, KEYWORDS, LETTERS, SPECIALS, _rows
+from test_cross_tokenizer_distill import FILLER, KEYWORDS, LETTERS, SPECIALS, SPLITS_DATA, _rows, write_splits
 
 LABELS = sorted(KEYWORDS)
 
@@ -64,13 +64,8 @@ def test_an_mpnet_teacher_is_fine_tuned_and_distilled_into_a_bert_student_to_a_v
     teacher = save_tiny_of_family("mpnet", "feature-extraction", tmp_path / "mpnet", _vocab(), LABELS)
     assert json.loads((teacher / "config.json").read_text())["model_type"] == "mpnet"
     student = save_tiny_model(tmp_path / "student")  # a tiny BERT with another vocabulary (the suite's)
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, n, seed in (("train", 160, 1), ("val", 40, 2), ("test", 40, 3)):
-        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(n, seed)))
-    recipe = {"model": str(teacher), "task": "sequence-classification",
-              "data": {"train": "data/train.jsonl", "validation": "data/val.jsonl", "test": "data/test.jsonl",
-                       "label_column": "intent"},
+    write_splits(tmp_path, 160, 40)
+    recipe = {"model": str(teacher), "task": "sequence-classification", "data": SPLITS_DATA,
               "seq_len": 16, "threads": 1, "calib_samples": 24, "targets": ["onnx-int8", "tflite-int8"],
               "gate": {"max_accuracy_drop": 0.5},
               "stages": [{"finetune": {"epochs": 6, "lr": 2.0e-3, "batch_size": 16}},
