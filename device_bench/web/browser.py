@@ -280,6 +280,7 @@ def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts
     if not entries:
         raise BrowserError(f"{bundle}: no web artifact (pack --targets onnx-int8,onnx-fp32 or a MediaPipe target)")
     texts = texts or [t.strip() for t in UNSEEN_TEXTS.read_text(encoding="utf-8").splitlines() if t.strip()]
+    snippet = usage_snippet(bundle)
     checks = []
     for entry in entries:
         reference = reference_target(manifest, entry)
@@ -290,10 +291,8 @@ def check_in_browser(bundle: Path | str, targets: list[str] | None = None, texts
         expected = native.outputs(texts)
         expected_ids = [t.ids for t in native.tokenize(texts)]
         # the page's own code, then (for the MediaPipe artifact) the USAGE.md snippet an app would paste
-        snippets = [None] + ([usage_snippet(bundle)] if web_kind(entry) == "mediapipe" and usage_snippet(bundle)
-                             else [])
-        for snippet in snippets:
-            run = run_in_browser(bundle, manifest, entry, texts, timeout_s=timeout_s, snippet=snippet)
+        for code in [None] + ([snippet] if snippet and web_kind(entry) == "mediapipe" else []):
+            run = run_in_browser(bundle, manifest, entry, texts, timeout_s=timeout_s, snippet=code)
             got = run.outputs.reshape(len(texts), -1)
             expected = expected.reshape(len(texts), -1)
             if got.shape != expected.shape:
