@@ -1,4 +1,5 @@
-"""A long fine-tune survives an interrupted session: whole checkpoints each epoch, resumed from the last one."""
+"""A long fine-tune survives an interrupted session: whole checkpoints each epoch and every few minutes between,
+resumed from the last one."""
 from __future__ import annotations
 
 import shutil
@@ -47,6 +48,27 @@ def test_a_stopped_fine_tune_resumes_from_its_last_epoch_and_ends_where_an_unint
                                 work_dir=tmp_path / "stopped", seed=0, resume=True)
     assert details["resumed_from"] == "checkpoint-20"
     assert details["best_val_accuracy"] == full_details["best_val_accuracy"]
+    texts = data.test.texts[:16]
+    torch.testing.assert_close(_logits(resumed, tokenizer, texts), _logits(full, tokenizer, texts), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_fine_tune_stopped_mid_epoch_resumes_from_its_timed_checkpoint(tmp_path, monkeypatch):
+    """A base-size epoch on a CPU outlasts a session: resumable runs also checkpoint every few minutes (here
+    every step), and a run stopped mid-epoch continues from there to the same weights."""
+    monkeypatch.setenv("EDGEPACK_CHECKPOINT_SECONDS", "1e-9")
+    data, tokenizer = make_data(), make_tokenizer()
+    spec = FinetuneSpec(epochs=2, lr=2e-3, batch_size=16)
+    full, full_details = finetune(make_model(len(tokenizer)), tokenizer, data, spec, seq_len=SEQ_LEN,
+                                  work_dir=tmp_path / "full", seed=0, resume=True)
+    checkpoints = {p.name for p in (tmp_path / "full").glob("checkpoint-*")}
+    assert "checkpoint-39" in checkpoints, checkpoints  # mid-epoch 2 (20 steps an epoch), not an epoch's end
+    assert (tmp_path / "full" / "checkpoint-39" / "optimizer.pt").is_file()
+
+    shutil.copytree(tmp_path / "full" / "checkpoint-39", tmp_path / "stopped" / "checkpoint-39")
+    resumed, details = finetune(make_model(len(tokenizer)), tokenizer, data, spec, seq_len=SEQ_LEN,
+                                work_dir=tmp_path / "stopped", seed=0, resume=True)
+    assert details["resumed_from"] == "checkpoint-39"
     texts = data.test.texts[:16]
     torch.testing.assert_close(_logits(resumed, tokenizer, texts), _logits(full, tokenizer, texts), atol=1e-4, rtol=1e-4)
 

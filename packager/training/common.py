@@ -139,7 +139,8 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         data_seed=seed,
         eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch" if keep_best or resumable else "no",
-        save_total_limit=(2 if resumable else 1) if keep_best or resumable else None,
+        # resumable: the best epoch's and the two newest (a session that ends during a save leaves one whole)
+        save_total_limit=(3 if resumable else 1) if keep_best or resumable else None,
         load_best_model_at_end=keep_best,
         metric_for_best_model="accuracy" if keep_best else None,
         greater_is_better=True,
@@ -157,6 +158,39 @@ def training_args(work_dir: Path, *, epochs: float, lr: float, batch_size: int, 
         average_tokens_across_devices=False,
         ddp_find_unused_parameters=False,  # every parameter of these models takes part in the loss
     )
+
+
+#: how often (wall seconds) a resumable run also checkpoints inside an epoch: a base-size model's epoch on a
+#: 2-core CPU takes an hour or more, longer than what is left of a session; 0 turns it off
+CHECKPOINT_SECONDS_ENV = "EDGEPACK_CHECKPOINT_SECONDS"
+
+
+def resume_callbacks(resumable: bool) -> list[Any]:
+    """Trainer callbacks of a resumable run: a whole checkpoint every ``EDGEPACK_CHECKPOINT_SECONDS`` (default
+    600) of training, between the epoch ones, so a run stopped mid-epoch loses at most that much."""
+    import os
+    import time
+
+    from transformers import TrainerCallback
+
+    seconds = float(os.environ.get(CHECKPOINT_SECONDS_ENV, "600") or 0)
+    if not resumable or seconds <= 0:
+        return []
+
+    class CheckpointByTime(TrainerCallback):
+        def __init__(self) -> None:
+            self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.last >= seconds:
+                control.should_save = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+            return control
+
+    return [CheckpointByTime()]
 
 
 def last_checkpoint(work_dir: Path) -> str | None:

@@ -33,6 +33,7 @@ from .common import (
     last_checkpoint,
     mean_pooled,
     pad_id,
+    resume_callbacks,
     seed_all,
     to_cpu,
     trained_model,
@@ -178,7 +179,8 @@ def train_student(teacher, student, tokenizer, data: LabelledData, *, alpha: flo
         model=student, args=args, train_dataset=train, eval_dataset=val, data_collator=PadCollator(pad_id(tokenizer)),
         compute_metrics=accuracy_metric, teacher=live_teacher,
         alpha=alpha, temperature=temperature, hidden_weight=hidden_weight, attention_weight=attention_weight,
-        teacher_layers=teacher_layers, sentence=sentence, **trainer_kwargs)
+        teacher_layers=teacher_layers, sentence=sentence,
+        **{**trainer_kwargs, "callbacks": [*(trainer_kwargs.get("callbacks") or []), *resume_callbacks(resume)]})
     start = last_checkpoint(work_dir) if resume else None
     if start is not None:
         log.info("distill: continuing %s from %s", work_dir, Path(start).name)

@@ -16,6 +16,7 @@ from ...training.common import (
     encode,
     last_checkpoint,
     pad_id,
+    resume_callbacks,
     run_info,
     seed_all,
     trained_model,
@@ -41,7 +42,8 @@ def finetune(model, tokenizer, data: LabelledData, spec: FinetuneSpec, *, seq_le
                          resumable=resume)
     model.train()
     trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
-                      data_collator=PadCollator(pad_id(tokenizer)), compute_metrics=accuracy_metric)
+                      data_collator=PadCollator(pad_id(tokenizer)), compute_metrics=accuracy_metric,
+                      callbacks=resume_callbacks(resume))
     start = last_checkpoint(work_dir) if resume else None
     with substep("train on labels"):
         result = trainer.train(resume_from_checkpoint=start)
