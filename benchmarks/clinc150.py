@@ -89,7 +89,7 @@ def cached(cache: Path, name: str, key: dict[str, Any], build):
     """Load ``cache/name`` when its key matches, else build (model, tokenizer, details) and save it."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from packager.compress import pruned_bert  # noqa: F401
+    from packager import pruned_models  # noqa: F401  (registers the edgepack_pruned_* model types)
 
     folder = cache / name
     meta = folder / "edgepack-cache.json"
