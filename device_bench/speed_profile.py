@@ -44,11 +44,13 @@ SOURCE_BENCH, SOURCE_PROBE = "bench", "probe"
 #: how a Bundle's target was chosen
 HOW_TARGET, HOW_ORDER, HOW_ONLY, HOW_PROFILE, HOW_PROBE = "target", "order", "only", "profile", "probe"
 
-#: the probe's bounds: one warm-up run each, then rounds (every candidate once, in turn) until both
-#: PROBE_MIN_RUNS rounds and PROBE_BUDGET_S seconds are reached, or PROBE_MAX_RUNS rounds
+#: the probe's bounds: a warm-up pass over the feeds each, then timed passes (every feed, every candidate in turn)
+#: until both PROBE_MIN_PASSES passes and PROBE_BUDGET_S seconds are reached, or PROBE_MAX_PASSES passes
 PROBE_BUDGET_S = 0.5
-PROBE_MIN_RUNS = 3
-PROBE_MAX_RUNS = 25
+PROBE_MIN_PASSES = 3
+PROBE_MAX_PASSES = 25
+#: a probed runner has at least this many timed runs (PROBE_MIN_PASSES passes of at least one feed)
+PROBE_MIN_RUNS = PROBE_MIN_PASSES
 
 log = logging.getLogger("edgepack.speed")
 
@@ -58,7 +60,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class TargetSpeed:
-    """One artifact's measured latency: the median (``p50_ms``) over ``runs`` runs on real-length inputs."""
+    """One artifact's measured latency on real-length inputs: a bench's median (``p50_ms``) over ``runs`` runs, or a
+    probe's median over passes of its mean per sample row (``runs`` = passes x rows)."""
 
     target: str
     runtime: str
@@ -317,36 +320,47 @@ def probe_feeds(bundle_dir: Path, manifest: Manifest, limit: int = 8) -> list[di
 
 def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any]],
           budget_s: float = PROBE_BUDGET_S) -> tuple[list[TargetSpeed], dict[str, str]]:
-    """Time the loaded runners on ``feeds``, round-robin so they share the machine's conditions: one warm-up run
-    each, then rounds until PROBE_MIN_RUNS rounds and ``budget_s`` seconds (at most PROBE_MAX_RUNS rounds). A
-    runner that fails is left out, with its reason."""
+    """Time the loaded runners on ``feeds`` and return each one's mean ms per feed (median over passes).
+
+    A warm-up pass first runs every feed once on each runner: a runtime's first run at a new length allocates,
+    and a probe that timed it charged the dynamic-shape artifacts for it. Then whole passes over the feeds,
+    the runners in turn on each feed so they share the machine's moments, until PROBE_MIN_PASSES passes and
+    ``budget_s`` (at most PROBE_MAX_PASSES; a slow device stops at 4 x ``budget_s`` with what it has). Every
+    runner is judged on the same mix of lengths, pass by pass. A runner that fails is left out, with its reason.
+    """
     failed: dict[str, str] = {}
-    times: dict[str, list[float]] = {}
-    for name, (_, runner) in runners.items():
+    passes: dict[str, list[float]] = {name: [] for name in runners}
+
+    def run_once(name: str, feed: dict[str, Any]) -> float | None:
+        t0 = time.perf_counter_ns()
         try:
-            runner.run(feeds[0])
-            times[name] = []
+            runners[name][1].run(feed)
         except Exception as exc:  # a runtime's own error types vary; the probe never crashes the load
             failed[name] = f"probe run failed: {_reason(exc)}"
+            passes.pop(name, None)
+            return None
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    for feed in feeds:  # warm-up
+        for name in list(passes):
+            run_once(name, feed)
     start = time.perf_counter()
-    for i in range(PROBE_MAX_RUNS):
-        if i >= PROBE_MIN_RUNS and time.perf_counter() - start >= budget_s:
+    for i in range(PROBE_MAX_PASSES):
+        elapsed = time.perf_counter() - start
+        if (i >= PROBE_MIN_PASSES and elapsed >= budget_s) or (i >= 1 and elapsed >= 4 * budget_s):
             break
-        if i >= 1 and time.perf_counter() - start >= 4 * budget_s:  # a slow device: what we have decides
-            break
-        feed = feeds[i % len(feeds)]
-        for name in list(times):
-            t0 = time.perf_counter_ns()
-            try:
-                runners[name][1].run(feed)
-            except Exception as exc:
-                failed[name] = f"probe run failed: {_reason(exc)}"
-                del times[name]
-                continue
-            times[name].append((time.perf_counter_ns() - t0) / 1e6)
+        totals = dict.fromkeys(passes, 0.0)
+        for feed in feeds:
+            for name in [n for n in totals if n in passes]:
+                ms = run_once(name, feed)
+                if ms is not None:
+                    totals[name] += ms
+        for name, total in totals.items():
+            if name in passes:
+                passes[name].append(total / len(feeds))
     speeds = [TargetSpeed(target=name, runtime=runners[name][0].runtime, p50_ms=round(statistics.median(ms), 4),
-                          runs=len(ms), p90_ms=round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 4))
-              for name, ms in times.items() if ms]
+                          runs=len(ms) * len(feeds), p90_ms=round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 4))
+              for name, ms in passes.items() if ms]
     return speeds, failed
 
 
