@@ -44,7 +44,7 @@ SOURCE_BENCH, SOURCE_PROBE = "bench", "probe"
 #: how a Bundle's target was chosen
 HOW_TARGET, HOW_ORDER, HOW_ONLY, HOW_PROFILE, HOW_PROBE = "target", "order", "only", "profile", "probe"
 
-#: the probe's bounds: a warm-up pass over the feeds each, then timed passes (every feed, every candidate in turn)
+#: the probe's bounds: a warm-up pass over the feeds each, then timed passes (every candidate in turn, every feed)
 #: until both PROBE_MIN_PASSES passes and PROBE_BUDGET_S seconds are reached, or PROBE_MAX_PASSES passes
 PROBE_BUDGET_S = 0.5
 PROBE_MIN_PASSES = 3
@@ -323,10 +323,12 @@ def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any
     """Time the loaded runners on ``feeds`` and return each one's mean ms per feed (median over passes).
 
     A warm-up pass first runs every feed once on each runner: a runtime's first run at a new length allocates,
-    and a probe that timed it charged the dynamic-shape artifacts for it. Then whole passes over the feeds,
-    the runners in turn on each feed so they share the machine's moments, until PROBE_MIN_PASSES passes and
-    ``budget_s`` (at most PROBE_MAX_PASSES; a slow device stops at 4 x ``budget_s`` with what it has). Every
-    runner is judged on the same mix of lengths, pass by pass. A runner that fails is left out, with its reason.
+    and a probe that timed it charged the dynamic-shape artifacts for it. Then passes: in each, every runner in
+    turn (who goes first rotates) runs all the feeds back to back, after one untimed run that brings its weights
+    back into the caches, as an app calling one model does (interleaving runners feed by feed evicted each
+    one's warm state for the other), until PROBE_MIN_PASSES passes and ``budget_s`` (at most
+    PROBE_MAX_PASSES; a slow device stops at 4 x ``budget_s`` with what it has). Every runner is judged on the
+    same mix of lengths, pass by pass. A runner that fails is left out, with its reason.
     """
     failed: dict[str, str] = {}
     passes: dict[str, list[float]] = {name: [] for name in runners}
@@ -349,15 +351,13 @@ def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any
         elapsed = time.perf_counter() - start
         if (i >= PROBE_MIN_PASSES and elapsed >= budget_s) or (i >= 1 and elapsed >= 4 * budget_s):
             break
-        totals = dict.fromkeys(passes, 0.0)
-        for feed in feeds:
-            for name in [n for n in totals if n in passes]:
-                ms = run_once(name, feed)
-                if ms is not None:
-                    totals[name] += ms
-        for name, total in totals.items():
+        order = list(passes)
+        for name in order[i % len(order):] + order[:i % len(order)]:  # who goes first rotates pass by pass
+            if run_once(name, feeds[0]) is None:  # untimed: its weights back in the caches the last runner used
+                continue
+            times = [run_once(name, feed) for feed in feeds]
             if name in passes:
-                passes[name].append(total / len(feeds))
+                passes[name].append(sum(t for t in times if t is not None) / len(feeds))
     speeds = [TargetSpeed(target=name, runtime=runners[name][0].runtime, p50_ms=round(statistics.median(ms), 4),
                           runs=len(ms) * len(feeds), p90_ms=round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 4))
               for name, ms in passes.items() if ms]
