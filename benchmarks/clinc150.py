@@ -98,9 +98,12 @@ def cached(cache: Path, name: str, key: dict[str, Any], build):
         info = json.loads(meta.read_text())
         model = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
         return model, AutoTokenizer.from_pretrained(folder), info["details"]
+    from packager.progress import prefixed, reporting, rounded, timing
+
     started = time.perf_counter()
-    model, tokenizer, details = build()
-    details = {**details, "train_seconds": round(time.perf_counter() - started, 1)}
+    with reporting(log), prefixed(f"{name}: "), timing() as steps:
+        model, tokenizer, details = build()
+    details = {**details, "train_seconds": round(time.perf_counter() - started, 1), "steps": rounded(steps)}
     shutil.rmtree(folder, ignore_errors=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -125,12 +128,27 @@ def pack(name: str, key: dict[str, Any], model, tokenizer, labels, data, targets
         return bundle, Manifest.load(bundle)
     loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, source=f"clinc150/{name}",
                          task=get_task("sequence-classification"), labels=labels)
+    from packager.progress import prefixed, reporting, rounded, timing
+
     started = time.perf_counter()
-    result = pack_model(loaded, bundle, targets, seq_len, calib, labelled=(data.test.texts, data.test.labels),
-                        force=True, min_agreement=0.95, allow_parity_failure=True)
-    log(f"{name}: packed {', '.join(targets)} in {time.perf_counter() - started:.0f} s "
+    with reporting(log), prefixed(f"{name}: pack: "), timing() as steps:
+        result = pack_model(loaded, bundle, targets, seq_len, calib, labelled=(data.test.texts, data.test.labels),
+                            force=True, min_agreement=0.95, allow_parity_failure=True)
+    seconds = time.perf_counter() - started
+    for entry in result.manifest.targets:  # each target's export and parity, timed inside its own row
+        steps.update(entry.details.get("step_seconds") or {})
+    log(f"{name}: packed {', '.join(targets)} in {seconds:.0f} s "
         f"({', '.join(f'{e.name}={e.status}' for e in result.manifest.targets)})")
+    # kept beside the bundle: a bundle reused by a later run still shows what packing it cost
+    (bundle / "edgepack-pack-steps.json").write_text(json.dumps({"seconds": round(seconds, 1),
+                                                                  "steps": rounded(steps)}, indent=1))
     return bundle, result.manifest
+
+
+def pack_steps(bundle: Path) -> dict[str, Any]:
+    """The pack's wall time and its sub-steps' seconds, as recorded when the bundle was packed ({} if unknown)."""
+    saved = bundle / "edgepack-pack-steps.json"
+    return json.loads(saved.read_text()) if saved.is_file() else {}
 
 
 @dataclass
@@ -217,9 +235,11 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
     pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
     trim_splits = args.trim_splits
     trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
+    started = time.perf_counter()
     trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
         pruned, tokenizer, trim_texts, TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars,
                                                      keep_top=args.trim_keep_top))
+    stage_details["trimmed"]["steps"] = {"trim the vocabulary": round(time.perf_counter() - started, 2)}
     # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
     pruned = AutoModelForSequenceClassification.from_pretrained(cache / pruned_name, attn_implementation="eager").eval()
     trim_key = {"pruned": pruned_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top}
@@ -303,7 +323,7 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
     spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                        epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
                        augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None,
-                       student_alone=False)
+                       student_alone=False, sentence_weight=args.sentence_weight, sentence_loss=args.sentence_loss)
 
     def build_student():
         return distill(teacher, teacher_tok, data, spec, seq_len=seq_len, work_dir=work / "mpnet-student")
@@ -312,12 +332,104 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
                    "alpha": args.alpha, "epochs": args.student_epochs, "lr": args.student_lr,
                    "augment": args.augment_copies,
                    "search": search and {k: v for k, v in asdict(search).items() if k != "storage"}}
+    if args.sentence_weight > 0:  # (absent otherwise: students cached before the objective existed stay valid)
+        student_key["sentence"] = {"weight": args.sentence_weight, "loss": args.sentence_loss}
+    if args.levers:
+        lever_study(args, data, cache, work, seq_len, teacher, teacher_tok, alone, alone_tok, student_key)
+        return []
     student, student_tok, stage_details["student"] = cached(cache, "mpnet-student", student_key, build_student)
     return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
             Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),
             Stage("student", "MiniLM-L6 distilled from the MPNet teacher", student, student_tok, student_key,
                   finals=True),
             *prune_and_trim(args, data, cache, work, seq_len, student, student_tok, student_key, stage_details)]
+
+
+@dataclass
+class Lever:
+    """One row of the lever study: the distillation with this row's settings and every lever above it."""
+
+    lever: str
+    epochs: float
+    copies: int
+    sentence_weight: float
+
+
+def levers(args) -> list[Lever]:
+    """The study's rows, each adding one lever to the row above: the run's own student first, then the
+    sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried)."""
+    base = Lever("student as run (logits, augmented copies)", args.student_epochs, args.augment_copies,
+                 args.sentence_weight)
+    sentence = dataclasses.replace(base, lever=f"+ sentence-level objective (weight {args.lever_sentence_weight:g}, "
+                                   f"{args.sentence_loss})", sentence_weight=args.lever_sentence_weight)
+    larger = dataclasses.replace(sentence, lever=f"+ transfer set {args.lever_copies + 1}× the training split",
+                                 copies=args.lever_copies)
+    longer = dataclasses.replace(larger, lever=f"+ {args.lever_epochs:g} distillation epochs", epochs=args.lever_epochs)
+    return [base, sentence, larger, longer]
+
+
+def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teacher_tok, alone, alone_tok,
+                student_key) -> None:
+    """Train each lever row (cached by its settings, so a study spans sessions), evaluate it on test, and write
+    ``<name>-levers.md`` after every row: what each lever bought, beside the teacher and the student alone."""
+    from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
+    from packager.stages.distill.train import distill
+    from packager.training.evaluate import accuracy
+
+    teacher_acc = accuracy(teacher, teacher_tok, data.test, seq_len)
+    alone_acc = accuracy(alone, alone_tok, data.test, seq_len)
+    rows: list[dict[str, Any]] = []
+    for lever in levers(args):
+        spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
+                           epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
+                           augment=AugmentSpec(copies=lever.copies) if lever.copies else None,
+                           sentence_weight=lever.sentence_weight, sentence_loss=args.sentence_loss)
+        key = {**student_key, "epochs": lever.epochs, "augment": lever.copies, "search": None}
+        key.pop("sentence", None)
+        if lever.sentence_weight > 0:
+            key["sentence"] = {"weight": lever.sentence_weight, "loss": args.sentence_loss}
+        name = "mpnet-student" if key == student_key else f"mpnet-lever-{digest(key)}"
+        folder = work / f"lever-{digest(key)}"
+        model, tokenizer, details = cached(cache, name, key, lambda: distill(teacher, teacher_tok, data, spec,
+                                                                             seq_len=seq_len, work_dir=folder,
+                                                                             resume=True))
+        acc = accuracy(model, tokenizer, data.test, seq_len)
+        rows.append({**asdict(lever), "test_accuracy": acc, "val_accuracy": details.get("best_val_accuracy"),
+                     "train_seconds": details.get("train_seconds"), "steps": details.get("steps", {}),
+                     "transfer_set": details.get("transfer_set"), "cache": str(cache / name)})
+        log(f"lever {lever.lever}: test accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.2f} pt vs the teacher)")
+        write_levers(args, rows, teacher_acc, alone_acc)
+
+
+def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc: float) -> None:
+    from device_bench.fingerprint import cpu_isa
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.name}-levers"
+    lines = ["# CLINC150, book setting: what each distillation lever buys", "",
+             f"Fine-tuned MPNet-base teacher: **{teacher_acc * 100:.2f}%** test; MiniLM-L6 fine-tuned on the labels "
+             f"alone: {alone_acc * 100:.2f}%. Each row adds its lever to the row above (fp32 PyTorch test accuracy "
+             f"of the distilled MiniLM-L6, {len(rows)} of {len(levers(args))} rows trained so far; each row is cached, "
+             f"so the study resumes where it stopped). Host ISA: {' '.join(cpu_isa())}.", "",
+             "| lever | epochs | transfer set | sentence weight | val acc % | test acc % | Δ vs teacher (pt) | "
+             "Δ vs row above (pt) | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    previous = None
+    for r in rows:
+        total = sum((r["transfer_set"] or {}).values()) if r["transfer_set"] else None
+        step = None if previous is None else (r["test_accuracy"] - previous) * 100
+        lines.append(f"| {r['lever']} | {r['epochs']:g} | {_fmt(total, 'd')} | {r['sentence_weight']:g} | "
+                     f"{_fmt(r['val_accuracy'] and r['val_accuracy'] * 100, '.2f')} | {r['test_accuracy'] * 100:.2f} | "
+                     f"{(r['test_accuracy'] - teacher_acc) * 100:+.2f} | {_fmt(step, '+.2f')} | "
+                     f"{_fmt(r['train_seconds'], '.0f')} |")
+        previous = r["test_accuracy"]
+    lines += ["", "Wall seconds of each row's sub-steps:", ""]
+    lines += [f"- {r['lever']}: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["steps"].items()) for r in rows]
+    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    lines += ["", "```", command, "```", ""]
+    (args.out / f"{name}.md").write_text("\n".join(lines))
+    (args.out / f"{name}.json").write_text(json.dumps({"teacher_accuracy": teacher_acc, "alone_accuracy": alone_acc,
+                                                       "rows": rows, "isa": cpu_isa(), "command": command},
+                                                      indent=1, default=str))
 
 
 def main() -> int:
@@ -350,6 +462,16 @@ def main() -> int:
     ap.add_argument("--augment-copies", type=int, default=None,
                     help="teacher-labelled variants per training text in the distillation (default: 4 for mpnet, "
                          "0 for minilm)")
+    ap.add_argument("--sentence-weight", type=float, default=0.0,
+                    help="mpnet: weight of the sentence-level objective (student's projected pooled vector regresses "
+                         "the teacher's); 0: off")
+    ap.add_argument("--sentence-loss", choices=("mse", "cosine"), default="mse")
+    ap.add_argument("--levers", action="store_true",
+                    help="mpnet: only the lever study: the student as run, + the sentence objective, + a larger "
+                         "transfer set, + more epochs, each row cached; writes <name>-levers.md")
+    ap.add_argument("--lever-sentence-weight", type=float, default=1.0)
+    ap.add_argument("--lever-copies", type=int, default=4, help="augmented copies of the larger transfer set")
+    ap.add_argument("--lever-epochs", type=float, default=3.0)
     ap.add_argument("--search-trials", type=int, default=12, help="mpnet: optuna trials of the distillation (0: off)")
     ap.add_argument("--search-epochs", default="2,6", help="mpnet: epoch range of the search (on the 5x augmented set)")
     ap.add_argument("--search-lr", default="5e-5,5e-4", help="mpnet: learning-rate range of the search")
@@ -386,6 +508,9 @@ def main() -> int:
     if "test" in args.trim_splits or not set(args.trim_splits) <= {"train", "validation"}:
         print("clinc150: --trim-splits takes train and/or validation", file=sys.stderr)
         return 2
+    if args.levers and args.setting != "mpnet":
+        print("clinc150: --levers is a study of the book's setting: add --setting mpnet", file=sys.stderr)
+        return 2
     if args.setting == "mpnet" and (mpnet_dir(args) is None or not (mpnet_dir(args) / "config.json").is_file()):
         print("clinc150: --setting mpnet: no MPNet teacher folder (run benchmarks/fetch_mpnet_teacher.py or give "
               "--teacher-dir)", file=sys.stderr)
@@ -411,6 +536,9 @@ def main() -> int:
     stage_details: dict[str, Any] = {}
     chain = mpnet_chain if args.setting == "mpnet" else minilm_chain
     stages = chain(args, data, cache, work, seq_len, stage_details)
+    if args.levers:
+        log(f"lever study done in {(time.perf_counter() - started) / 60:.1f} min: {args.out / args.name}-levers.md")
+        return 0
 
     fp32_acc = {}
     for st in stages:
@@ -431,10 +559,20 @@ def main() -> int:
     from device_bench.bench import bench_bundle
 
     rows: list[Row] = []
+    steps: list[dict[str, Any]] = []  # the per-step wall-time table: training sub-steps, packing, bench
     for st, bundle, manifest in bundles:
+        trained = stage_details.get(st.name) or {}
+        for step, seconds in (trained.get("steps") or {"train (sub-steps not recorded)": trained.get("train_seconds")}).items():
+            if seconds is not None:
+                steps.append({"stage": st.name, "step": step, "seconds": seconds})
+        for step, seconds in (pack_steps(bundle).get("steps") or {}).items():
+            steps.append({"stage": st.name, "step": f"pack: {step}", "seconds": seconds})
         log(f"bench {st.name}")
+        bench_started = time.perf_counter()
         report = bench_bundle(bundle, threads=[args.threads], runs=args.runs, min_seconds=2.0 if args.runs >= 100 else 0.0,
                               warmup=min(20, args.runs))
+        steps.append({"stage": st.name, "step": "bench (every artifact, one worker each)",
+                      "seconds": round(time.perf_counter() - bench_started, 1)})
         timing = {r.target: r for r in report.results}
         for entry in manifest.targets:
             res = timing.get(entry.name)
@@ -455,7 +593,7 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
-    raw = {"rows": [asdict(r) for r in rows], "fp32_pytorch_accuracy": fp32_acc, "stages": stage_details,
+    raw = {"rows": [asdict(r) for r in rows], "fp32_pytorch_accuracy": fp32_acc, "stages": stage_details, "steps": steps,
            "fingerprint": fp, "command": command, "seconds": round(elapsed), "setting": args.setting,
            "training": {"precision": precision, "device": device},
            "args": vars(args) | {"data": str(args.data), "out": str(args.out), "cache": str(args.cache),
@@ -514,6 +652,12 @@ def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
                          f"{t.get('epochs', '-')} | {_fmt(t.get('lr'), '.2e')} | {t.get('epochs_run') or '-'} | "
                          f"{_fmt(t.get('val_accuracy') and t['val_accuracy'] * 100, '.2f')} | {t['state']} |")
         lines.append("")
+    if raw.get("steps"):
+        lines += ["## Wall time per step", "", "Training sub-steps as each stage ran them (a stage loaded from the cache "
+                  "shows the run that trained it), each bundle's packing as recorded beside it, and this run's bench.",
+                  "", "| stage | step | seconds |", "|---|---|---:|"]
+        lines += [f"| {s['stage']} | {s['step']} | {s['seconds']:.1f} |" for s in raw["steps"]]
+        lines += [f"| all | total of the steps above | {sum(s['seconds'] for s in raw['steps']):.0f} |", ""]
     lines += ["## Stages", "", "```json", json.dumps(raw["stages"], indent=1, default=str)[:6000], "```", ""]
     fp = raw["fingerprint"]
     lines += ["## Machine", "", "```json", json.dumps(fp, indent=1, default=str)[:3000], "```", "",

@@ -89,12 +89,15 @@ def _shared(shared: tuple[dict, str] | None, what: tuple, compute):
 
 
 def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_len: int, work_dir: Path,
-            seed: int = 42, shared_transfer: tuple[dict, str] | None = None) -> tuple[Any, Any, dict[str, Any]]:
+            seed: int = 42, shared_transfer: tuple[dict, str] | None = None,
+            resume: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """Build the student named by ``spec.student`` and distil ``teacher`` into it.
 
     Returns (student, the student's tokenizer, details); ``tokenizer`` is the teacher's. ``shared_transfer``
     (a memo, a key naming the teacher and data): the transfer set and the teacher's logits are computed once
-    per key and reused (a tune's trials distil the same teacher many times)."""
+    per key and reused (a tune's trials distil the same teacher many times). ``resume``: the student's training
+    checkpoints under ``work_dir`` and continues from the last one (``work_dir`` must belong to this configuration
+    alone); the transfer set is labelled again, the same seed making it the same."""
     teacher.eval()
     seed_all(seed)
     probe, student_tokenizer = make_student(teacher, tokenizer, spec.student)
@@ -140,7 +143,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
             teacher, probe, student_tokenizer, taught, seq_len=seq_len, work_dir=work_dir / "student", seed=seed,
             batch_size=spec.batch_size, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio,
             hidden_weight=spec.hidden_weight, attention_weight=spec.attention_weight, teacher_layers=mapped,
-            teacher_logits=teacher_logits, sentence=sentence, **params)
+            teacher_logits=teacher_logits, sentence=sentence, resume=resume, **params)
         best_metric, run, training = trainer.state.best_metric, run_info(trainer.args), training_record(trainer)
     details.update({k: rounded(k, v) for k, v in params.items()})
     details.update(student_layers=probe.config.num_hidden_layers, teacher_layers=n_teacher, layer_map=mapped,
