@@ -105,7 +105,8 @@ register(ModelFamily(
 register(ModelFamily(
     name="deberta-v2", model_types=("deberta-v2", "edgepack_pruned_deberta_v2"), layers="encoder.layer",
     mask_form="additive-4d",
-    targets=("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile", "torchscript-mobile-fp32"),
+    targets=("mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
+             "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "DeBERTa's disentangled attention does not take the additive mask the "
                                  "full-integer wrapper feeds it",
              "executorch": "DeBERTa's ExecuTorch export loses parity",
@@ -113,8 +114,8 @@ register(ModelFamily(
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
     tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "distill", "trim_vocab"),
-    targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
-             "torchscript-mobile-fp32"),
+    targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
+             "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "
                                  "quantizer does not take",
              "executorch-int8": "MPNet's relative-position bucketing feeds an index op the pt2e int8 export does "
@@ -127,8 +128,8 @@ register(ModelFamily(
 register(ModelFamily(
     name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
     stages=("finetune", "distill", "trim_vocab"),
-    targets=("executorch", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "torchscript-mobile",
-             "torchscript-mobile-fp32"),
+    targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
+             "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"executorch-int8": "MobileBERT's int8 ExecuTorch export fails (a matmul's reduction dims disagree "
                                 "after pt2e quantization)",
              "tflite-int8-full": "MobileBERT's full-integer artifact (bottleneck blocks, no LayerNorm) misses "
