@@ -458,7 +458,8 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
                      f"{_fmt(r['train_seconds'], '.0f')} |")
         previous = r["test_accuracy"]
     lines += ["", "Wall seconds of each row's sub-steps:", ""]
-    lines += [f"- {r['lever']}: " + ", ".join(f"{k} {v:.0f} s" for k, v in r["steps"].items()) for r in rows]
+    lines += [f"- {r['lever']}: " + (", ".join(f"{k} {v:.0f} s" for k, v in r["steps"].items())
+                                      or "not recorded (trained before sub-steps were timed)") for r in rows]
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
     lines += ["", "```", command, "```", ""]
     (args.out / f"{name}.md").write_text("\n".join(lines))
