@@ -96,10 +96,10 @@ register(ModelFamily(
     mask_form="additive-4d"))
 register(ModelFamily(
     name="electra", model_types=("electra", "edgepack_pruned_electra"), layers="encoder.layer",
-    mask_form="additive-4d", tasks=("feature-extraction", "sequence-classification")))
+    mask_form="additive-4d"))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "trim_vocab"),
+    stages=("finetune", "trim_vocab"),
     reasons={"distill": _SHARED_LAYERS.format("pick for a student cut from the teacher"),
              "prune": _SHARED_LAYERS.format("cut heads or FFN neurons from one by one")}))
 register(ModelFamily(
@@ -113,7 +113,7 @@ register(ModelFamily(
              "executorch-int8": "DeBERTa's ExecuTorch export loses parity"}))
 register(ModelFamily(
     name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
-    tasks=("feature-extraction", "sequence-classification"), stages=("finetune", "distill", "trim_vocab"),
+    stages=("finetune", "distill", "trim_vocab"),
     targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
              "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "

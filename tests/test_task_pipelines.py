@@ -422,9 +422,11 @@ def test_pack_refuses_an_undeclared_family_before_loading(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_families_check_targets_and_stages():
+def test_families_check_targets_and_stages(monkeypatch):
+    import dataclasses
+
     from packager.errors import EdgepackError
-    from packager.families import check_support
+    from packager.families import FAMILIES, check_support
 
     assert check_support("edgepack_pruned_bert", "feature-extraction", ["tflite-int8"]).name == "bert"
     assert check_support("xlm-roberta", "sequence-classification", ["onnx-int8"], ["finetune", "prune"]).name == "roberta"
@@ -434,7 +436,11 @@ def test_families_check_targets_and_stages():
     with pytest.raises(EdgepackError, match=r"mpnet family does not support target\(s\) tflite-int8-full "
                                             r"\(tflite-int8-full: MPNet's relative-position bucketing"):
         check_support("mpnet", "sequence-classification", ["tflite-int8-full"])
-    with pytest.raises(EdgepackError, match="electra family does not support task token-classification"):
+    assert check_support("electra", "token-classification", ["onnx-int8"]).name == "electra"
+    # every family declares all four tasks today; a family that leaves one out refuses it with the reason
+    monkeypatch.setitem(FAMILIES, "electra", dataclasses.replace(FAMILIES["electra"], tasks=("feature-extraction",)))
+    with pytest.raises(EdgepackError, match="electra family does not support task token-classification "
+                                            r"\(token-classification: not declared: no tiny-model check"):
         check_support("electra", "token-classification", ["onnx-int8"])
     # a target that carries one vector per text refuses a per-token task up front, before any weights load
     with pytest.raises(EdgepackError, match="target mediapipe-text cannot carry task token-classification: "
