@@ -202,6 +202,11 @@ def minilm_teacher(args, data, cache: Path, work: Path, seq_len: int):
     return model, tokenizer, details, key
 
 
+def command_line() -> str:
+    """This run's command, quoted, as the results files print it."""
+    return "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+
+
 def digest(key: dict[str, Any]) -> str:
     """A short name for a stage configuration: its resumable work folder holds that configuration's checkpoints only."""
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -419,8 +424,8 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
                            augment=AugmentSpec(copies=lever.copies) if lever.copies else None,
                            sentence_weight=lever.sentence_weight, sentence_loss=args.sentence_loss)
-        key = {**student_key, "epochs": lever.epochs, "augment": lever.copies, "search": None}
-        key.pop("sentence", None)
+        key = {k: v for k, v in student_key.items() if k != "sentence"} | {"epochs": lever.epochs,
+                                                                            "augment": lever.copies, "search": None}
         if lever.sentence_weight > 0:
             key["sentence"] = {"weight": lever.sentence_weight, "loss": args.sentence_loss}
         name = "mpnet-student" if key == student_key else f"mpnet-lever-{digest(key)}"
@@ -460,7 +465,7 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
     lines += ["", "Wall seconds of each row's sub-steps:", ""]
     lines += [f"- {r['lever']}: " + (", ".join(f"{k} {v:.0f} s" for k, v in r["steps"].items())
                                       or "not recorded (trained before sub-steps were timed)") for r in rows]
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    command = command_line()
     lines += ["", "```", command, "```", ""]
     (args.out / f"{name}.md").write_text("\n".join(lines))
     (args.out / f"{name}.json").write_text(json.dumps({"teacher_accuracy": teacher_acc, "alone_accuracy": alone_acc,
@@ -628,7 +633,7 @@ def main() -> int:
     fp = report.fingerprint
     elapsed = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + sys.argv[1:])
+    command = command_line()
     raw = {"rows": [asdict(r) for r in rows], "fp32_pytorch_accuracy": fp32_acc, "stages": stage_details, "steps": steps,
            "fingerprint": fp, "command": command, "seconds": round(elapsed), "setting": args.setting,
            "training": {"precision": precision, "device": device},
