@@ -19,7 +19,7 @@ rounds; the figure is the median over rounds of the mean ms per text, with its r
 Goals (issue #23): the artifact ``Bundle()`` / ``edgepack run`` picks in the default bundle is >= 1.3x faster than
 the best of the two ORT peers at equal or better min cosine, and within 5% of the fastest artifact of its bundle.
 The host's ISA and load average are recorded with the figures: ratios hold on this host, at this load.
-Writes ``benchmarks/results/fused_int8.{md,json}``.
+Writes ``benchmarks/results/fused_int8_<int8 kernel family>.{md,json}`` (``_avx2``, ``_amx_int8``, ...).
 """
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from device_bench.fingerprint import cpu_isa, cpu_model
+    from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family
     from device_bench.manifest import Manifest
     from device_bench.predict import Bundle
     from int8_parity_by_isa import unseen_texts
@@ -200,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = st.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     isa = cpu_isa()
-    kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
-                   if f in isa), "unknown")
+    kernel = int8_kernel_family(isa)
 
     artifacts = [(f"edgepack {entry.name} ({label}: {_options(entry)})", bundle, entry.name)
                  for label, bundle in bundles.items() for entry in Manifest.load(bundle).runnable_targets()]
@@ -234,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
            "cores": len(os.sched_getaffinity(0)), "model": model_dir, "texts": len(texts),
            "model_name": args.model or "all-MiniLM-L6-v2 (built-in)",
            "fused_ops": fused_ops, "runs": runs}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
-    RESULTS.with_suffix(".md").write_text(markdown(doc))
-    print(RESULTS.with_suffix(".md").read_text())
+    stem = RESULTS.with_name(f"{RESULTS.name}_{kernel}")  # one table per int8 kernel family: hosts add up
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(doc))
+    print(stem.with_suffix(".md").read_text())
     return 0
 
 
@@ -255,7 +255,7 @@ def goals(ms: dict[str, float], quality: dict[str, dict], pick: str, bundle_memb
         "picked_speedup_vs_best_ort_peer": {"value": round(ms[best_peer] / ms[pick], 3), "goal": ">= 1.3",
                                             "best_peer": best_peer},
         "picked_min_cosine_vs_best_peer": {"value": quality[pick]["min_cosine"],
-                                           "peer": quality[best_peer]["min_cosine"], "goal": ">= peer, >= ~0.997"},
+                                           "peer": quality[best_peer]["min_cosine"], "goal": ">= peer, >= 0.99 (the int8 gate on unseen texts)"},
         "picked_vs_fastest_in_bundle": {"value": round(ms[pick] / ms[fastest_member], 3), "goal": "<= 1.05",
                                         "fastest": fastest_member},
     }

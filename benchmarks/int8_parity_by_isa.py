@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -52,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from device_bench.fingerprint import cpu_isa, cpu_model
+    from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family
     from device_bench.manifest import Manifest
     from device_bench.parity import cosines
     from device_bench.predict import Bundle
@@ -63,8 +62,7 @@ def main() -> int:
         parser.error(f"--model: give one per --bundle ({len(args.bundle)}), 'default' for the manifest's own")
     texts = unseen_texts(args.texts, args.n)
     isa = cpu_isa()
-    kernel = next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
-                   if f in isa), platform.machine())
+    kernel = int8_kernel_family(isa)
     rows = []
     runners = []
     for i, bundle in enumerate(args.bundle):

@@ -23,7 +23,7 @@ are recorded with the table. The noise guard
 of the worker is applied to every row (other processes' CPU, CV): check
 ``noisy`` before quoting anything.
 
-Writes ``benchmarks/results/latency_vs_length.{md,png,json}`` with the machine
+Writes ``benchmarks/results/latency_vs_length_<int8 kernel family>.{md,png,json}`` (e.g. ``_avx2``, ``_amx_int8``) with the machine
 fingerprint and the command. Bundles and peer exports are cached under
 ``--cache`` (a rerun reuses them).
 """
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from device_bench.compute import gmac_per_s
-    from device_bench.fingerprint import cpu_isa, fingerprint
+    from device_bench.fingerprint import cpu_isa, fingerprint, int8_kernel_family
     from device_bench.manifest import Manifest
     from packager.calib import builtin_sample
     from packager.models import load_model
@@ -334,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv or sys.argv[1:]))
     isa = cpu_isa()
     doc = {"command": command, "fingerprint": fingerprint(), "model": str(model_dir), "seq_len": args.seq_len,
-           "isa": next((f for f in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp",
-                                    "asimd") if f in isa), "unknown"),
+           "isa": int8_kernel_family(isa),
            "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm", "fma"))],
            "load_average": [round(x, 2) for x in os.getloadavg()],
            "lengths": lengths, "datasets": {k: {"n": len(v), "mean_tokens": float(np.mean([f["input_ids"].shape[1] for f in v]))}
@@ -343,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
            "rows": [asdict(r) for r in rows], "file_sizes_bytes": sizes, "parity_mean_cosine_by_length": parity,
            "goals": goals(rows, sizes, parity, thread_counts[0], args.seq_len)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency_vs_length.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "latency_vs_length.md").write_text(markdown(doc))
-    plot(rows, thread_counts[0], lengths, args.out / "latency_vs_length.png")
-    log(f"wrote {args.out}/latency_vs_length.{{md,png,json}}")
+    stem = args.out / f"latency_vs_length_{doc['isa']}"  # one table per int8 kernel family: runs on others add up
+    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(doc))
+    plot(rows, thread_counts[0], lengths, stem.with_suffix(".png"))
+    log(f"wrote {stem}.{{md,png,json}}")
     noisy = sum(r.noisy for r in rows)
     if noisy:
         log(f"WARNING: {noisy} of {len(rows)} rows are noisy (the machine was not quiet): do not quote them")

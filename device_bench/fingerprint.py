@@ -59,6 +59,16 @@ def cpu_isa(proc_root: Path = Path("/proc")) -> list[str]:
     return []
 
 
+#: the int8 kernel families, most capable first: the first present names the kernels a host's int8 runs on
+INT8_KERNEL_FAMILIES = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd")
+
+
+def int8_kernel_family(isa: list[str] | None = None) -> str:
+    """The one flag that decides which int8 kernels run (results are filed and compared per family)."""
+    present = cpu_isa() if isa is None else isa
+    return next((flag for flag in INT8_KERNEL_FAMILIES if flag in present), platform.machine() or "unknown")
+
+
 def device_model(proc_root: Path = Path("/proc")) -> str | None:
     """Board name from the device tree (Raspberry Pi, Jetson…); None on PCs."""
     return _read(proc_root / "device-tree" / "model") or None

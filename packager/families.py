@@ -112,30 +112,24 @@ register(ModelFamily(
              "executorch": "DeBERTa's ExecuTorch export loses parity",
              "executorch-int8": "DeBERTa's ExecuTorch export loses parity"}))
 register(ModelFamily(
-    name="mpnet", model_types=("mpnet",), layers="encoder.layer", mask_form="additive-4d",
-    stages=("finetune", "distill", "trim_vocab"),
+    name="mpnet", model_types=("mpnet", "edgepack_pruned_mpnet"), layers="encoder.layer", mask_form="additive-4d",
     targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
              "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"tflite-int8-full": "MPNet's relative-position bucketing feeds an index op the full-integer TFLite "
                                  "quantizer does not take",
              "executorch-int8": "MPNet's relative-position bucketing feeds an index op the pt2e int8 export does "
-                                "not take",
-             "prune": "MPNet's relative-position bias is one table shared by every layer, one column per head, "
-                      "so heads cannot be cut layer by layer (no surgery for it yet)"}))
+                                "not take"}))
 register(ModelFamily(
     name="distilbert", model_types=("distilbert", "edgepack_pruned_distilbert"), layers="transformer.layer",
     mask_form="additive-4d"))
 register(ModelFamily(
-    name="mobilebert", model_types=("mobilebert",), layers="encoder.layer", mask_form="additive-4d",
-    stages=("finetune", "distill", "trim_vocab"),
+    name="mobilebert", model_types=("mobilebert", "edgepack_pruned_mobilebert"), layers="encoder.layer", mask_form="additive-4d",
     targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
              "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"executorch-int8": "MobileBERT's int8 ExecuTorch export fails (a matmul's reduction dims disagree "
                                 "after pt2e quantization)",
              "tflite-int8-full": "MobileBERT's full-integer artifact (bottleneck blocks, no LayerNorm) misses "
-                                 "parity on the embedding and sequence-classification outputs",
-             "prune": "MobileBERT's bottleneck blocks (attention at the inner width, stacked FFNs) have no "
-                      "structured-pruning surgery yet"}))
+                                 "parity on the embedding and sequence-classification outputs"}))
 # ModernBERT (rotary positions, GeGLU, alternating local/global attention): every task; every target but the
 # full-integer TFLite one, whose wrapper feeds one additive mask to every layer.
 register(ModelFamily(

@@ -492,10 +492,9 @@ def _parity_fallback(target, ctx, entry: TargetEntry, shortfalls: list[str],
 
 def _isa_summary(isa: list[str]) -> str:
     """The one flag that decides int8 kernels, for messages: the most capable present."""
-    for flag in ("amx_int8", "avx512_vnni", "avx_vnni", "avx512f", "avx2", "i8mm", "asimddp", "asimd"):
-        if flag in isa:
-            return flag
-    return "unknown ISA"
+    from device_bench.fingerprint import int8_kernel_family
+
+    return int8_kernel_family(isa)
 
 
 def _first_problems(problems: list[str], budget: int = 600) -> str:

@@ -217,11 +217,11 @@ class MediaPipeText(Target):
         notes = []
         if precision == "int8":
             quantizer = TFLiteInt8()
-            recipe_name = quantizer.RECIPES["hadamard"]
+            recipe_name = quantizer.RECIPES["hadamard"]  # MediaPipe runs it as TFLite does; every input rotated
             graph_path = ctx.workdir / f"{self.name}.int8.tflite"
             try:
                 with quiet_converter():
-                    quantizer._quantizer(float_path, "tensorwise", [], recipe_name).quantize().export_model(
+                    quantizer._quantizer(float_path, "tensorwise", [], "hadamard").quantize().export_model(
                         str(graph_path), overwrite=True)
             except Exception as exc:
                 raise TargetError(f"ai-edge-quantizer ({recipe_name}) failed: "

@@ -19,7 +19,8 @@ Both store the embedding tables int8 (Gather, one scale per table).
 onnxruntime's BERT fusion (``onnxruntime.transformers.optimizer``) on the fp32 graph: EmbedLayerNormalization, one Attention per layer, SkipLayerNormalization, BiasGelu (com.microsoft ops that
 plain onnxruntime runs); the quantizers then see the fused graph. With ``blockwise`` the Attention's packed Q/K/V
 weight stays float (MatMulNBits covers MatMul only), which measured both slightly faster and more faithful than
-the unfused blockwise graph on MiniLM (benchmarks/results/fused_int8.md); ``dynamic`` makes it QAttention.
+the unfused blockwise graph on MiniLM (benchmarks/results/fused_int8_<kernel family>.md); ``dynamic`` makes it
+QAttention.
 A model the fusion does not recognise keeps the ops it did fuse (the counts are in the manifest).
 """
 from __future__ import annotations

@@ -98,13 +98,12 @@ def _logits(model, tokenizer, texts: list[str]) -> torch.Tensor:
         return model(**batch).logits
 
 
-FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert", "deberta-v2"]
-#: families with no structured-pruning surgery: a student cut from their layers and trim_vocab still apply
-#: (ALBERT, whose layers share one block, only trim_vocab)
-WITHOUT_SURGERY = ["mpnet", "mobilebert"]
+FAMILIES_HERE = ["roberta", "xlm-roberta", "modernbert", "electra", "distilbert", "deberta-v2", "mpnet", "mobilebert"]
+#: ALBERT, whose layers share one block, has no structured-pruning surgery and no student cut from its layers:
+#: only trim_vocab applies
 
 
-@pytest.mark.parametrize("model_type", FAMILIES_HERE + WITHOUT_SURGERY + ["albert"])
+@pytest.mark.parametrize("model_type", FAMILIES_HERE + ["albert"])
 def test_trim_vocab_keeps_the_kept_texts_tokenization_and_reloads(model_type, tmp_path):
     """The trimmed tokenizer gives the kept texts the same pieces (ids remapped), saves and reloads with
     AutoTokenizer, and the trimmed model's logits on them are unchanged."""
@@ -174,7 +173,56 @@ def test_structured_prune_removes_heads_and_neurons_and_the_folder_reloads(model
     assert _logits(again, tokenizer, texts).shape == expected.shape
 
 
-@pytest.mark.parametrize("model_type", FAMILIES_HERE + WITHOUT_SURGERY)
+@pytest.mark.parametrize("model_type", FAMILIES_HERE)
+def test_a_pruned_model_computes_the_original_with_its_removed_units_silenced(model_type):
+    """Cutting is exact: the rebuilt model (other heads kept in each layer, fewer FFN neurons), and its twice-pruned
+    successor, give the logits of the original model whose removed heads' contexts and FFN activations are zeroed
+    (MPNet: each block then takes its own kept heads' columns of the shared relative-position bias)."""
+    from packager.stages.prune.algorithm import pruned_arch, rebuild
+    from packager.training.common import encoder_layers
+
+    tokenizer = tiny_tokenizer(model_type)
+    model = tiny_model(model_type, tokenizer).eval()
+    surgery = pruned_arch(model).surgery
+    head_size = surgery.head_size(model.config)
+    width = surgery.intermediate(model.config)
+    ffns = surgery.ffns(model.config)  # MobileBERT: 4 FFNs per block, each cut on its own
+    keep_heads = [[0, 1, 2, 3], [1, 3], [0, 2, 3], [2]]
+    keep_ffn = [list(range(width))[i % 2::2] for i in range(4 * len(ffns))]
+    texts = [r["text"] for r in _rows(10, 7)]
+
+    def silenced(heads: list[list[int]], neurons: list[list[int]]) -> torch.Tensor:
+        hooks = []
+        for layer, kept_heads in zip(encoder_layers(model), heads):
+            head_mask = torch.zeros(model.config.num_attention_heads)
+            head_mask[kept_heads] = 1
+            hooks.append(layer.get_submodule(surgery.attention_output).register_forward_pre_hook(
+                lambda mod, args, m=head_mask.repeat_interleave(head_size): (args[0] * m,)))
+        outputs = [layer.get_submodule(out) for layer in encoder_layers(model) for _, out in ffns]
+        for output, kept_neurons in zip(outputs, neurons, strict=True):
+            ffn_mask = torch.zeros(width)
+            ffn_mask[kept_neurons] = 1
+            hooks.append(output.register_forward_pre_hook(lambda mod, args, m=ffn_mask: (args[0] * m,)))
+        try:
+            return _logits(model, tokenizer, texts)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    pruned = rebuild(model, keep_heads, keep_ffn)
+    assert pruned.config.layer_heads == [4, 2, 3, 1]
+    torch.testing.assert_close(_logits(pruned, tokenizer, texts), silenced(keep_heads, keep_ffn), atol=1e-5, rtol=1e-4)
+    # the second cut indexes the pruned model's own heads: layer 1 keeps its second (original head 3), etc.
+    again = rebuild(pruned, [[1, 2], [1], [0], [0]], [list(range(width // 2))[::2]] * len(keep_ffn))
+    if getattr(again.config, "layer_head_ids", None) is not None:
+        assert again.config.layer_head_ids == [[1, 2], [3], [0], [2]]
+    twice_heads = [[1, 2], [3], [0], [2]]
+    twice_ffn = [[kept[i] for i in range(0, width // 2, 2)] for kept in keep_ffn]
+    torch.testing.assert_close(_logits(again, tokenizer, texts), silenced(twice_heads, twice_ffn), atol=1e-5,
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", FAMILIES_HERE)
 def test_a_student_cut_from_all_the_teachers_layers_is_the_teacher(model_type):
     """The layer copy misses no tensor: the student cut from every layer in order computes the teacher's logits;
     one cut from fewer layers holds exactly the picked blocks."""
@@ -209,7 +257,29 @@ def test_modernbert_student_from_layers_keeps_each_blocks_attention_type():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_type", ["roberta", "modernbert"])
+def test_a_model_pruned_to_one_head_in_a_layer_packs_to_tflite_int8(tmp_path):
+    """litert-torch lowers a one-head attention's matmul to a fully connected op whose weight is an activation;
+    the Hadamard recipe refused the whole model for it ("only supported for weight tensors"). Such ops are left
+    float (they hold no weight) and the pack passes parity; an MPNet keeps its shared position bias per head."""
+    from device_bench.manifest import Manifest
+    from packager.calib import builtin_sample
+    from packager.models import load_model
+    from packager.pack import pack_model
+    from packager.stages.prune.algorithm import rebuild
+
+    tokenizer = tiny_tokenizer("mpnet")
+    pruned = rebuild(tiny_model("mpnet", tokenizer).eval(), [[0, 1, 2, 3], [1, 3], [0, 2, 3], [2]],
+                     [list(range(0, 128, 2))] * 4)
+    pruned.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    result = pack_model(load_model(str(tmp_path / "model"), "sequence-classification"), tmp_path / "bundle",
+                        ["tflite-int8", "onnx-int8"], 16, builtin_sample()[:12], force=True)
+    assert {t.name: t.status for t in result.manifest.targets} == {"tflite-int8": "ok", "onnx-int8": "ok"}
+    assert Manifest.load(tmp_path / "bundle").model.model_type == "edgepack_pruned_mpnet"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["roberta", "modernbert", "mpnet"])
 def test_a_recipe_finetune_distill_prune_trim_vocab_packs_to_a_verified_bundle(model_type, tmp_path):
     """The issue's recipe on a tiny model of the family, as a user runs it: every stage applies, the result
     reloads from the bundle's folder and packs with parity ok."""

@@ -11,9 +11,10 @@ from ...errors import EdgepackError
 from ...training.common import encoder_layer_prefix, encoder_layers
 from .spec import DistillSpec, StudentSpec
 
-#: config attributes holding one value per encoder layer: kept heads (``pruned_models``), attention type
+#: config attributes holding one value per encoder layer: kept heads and their original indices
+#: (``pruned_models``), attention type
 #: (ModernBERT's local / global alternation: each kept block keeps the attention it was trained with)
-PER_LAYER_CONFIG = ("layer_heads", "layer_types")
+PER_LAYER_CONFIG = ("layer_heads", "layer_head_ids", "layer_types")
 
 
 def _subset_config(config, layers: list[int]):

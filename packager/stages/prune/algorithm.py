@@ -177,15 +177,17 @@ def importance_scores(model, tokenizer, data: LabelledData, *, seq_len: int, bat
     seed_all(seed)
     surgery = pruned_arch(model).surgery
     layers = encoder_layers(model)
-    head_size = model.config.hidden_size // model.config.num_attention_heads
+    head_size = surgery.head_size(model.config)
     head_gates = [torch.ones(n, requires_grad=True) for n in layer_head_counts(model.config)]
-    ffn_gates = [torch.ones(surgery.intermediate(model.config), requires_grad=True) for _ in layers]
+    # one gate vector per FFN, layer by layer (a MobileBERT block holds several)
+    ffn_outputs = [layer.get_submodule(out) for layer in layers for _, out in surgery.ffns(model.config)]
+    ffn_gates = [torch.ones(surgery.intermediate(model.config), requires_grad=True) for _ in ffn_outputs]
     hooks = []
-    for layer, hg, fg in zip(layers, head_gates, ffn_gates):
+    for layer, hg in zip(layers, head_gates):
         hooks.append(layer.get_submodule(surgery.attention_output).register_forward_pre_hook(
             lambda mod, args, g=hg: (args[0] * g.repeat_interleave(head_size),)))
-        hooks.append(layer.get_submodule(surgery.ffn_output).register_forward_pre_hook(
-            lambda mod, args, g=fg: (args[0] * g,)))
+    for output, fg in zip(ffn_outputs, ffn_gates):
+        hooks.append(output.register_forward_pre_hook(lambda mod, args, g=fg: (args[0] * g,)))
     head_imp = [torch.zeros_like(g) for g in head_gates]
     ffn_imp = [torch.zeros_like(g) for g in ffn_gates]
     dataset = encode(tokenizer, data.train, seq_len).shuffle(seed=seed)
@@ -223,7 +225,7 @@ def select_heads(head_imp: list[torch.Tensor], fraction: float) -> list[list[int
 
 
 def select_ffn(ffn_imp: list[torch.Tensor], fraction: float) -> list[list[int]]:
-    """Keep the same number of most important neurons in every layer (``intermediate_size`` stays one number)."""
+    """Keep the same number of most important neurons in every FFN (``intermediate_size`` stays one number)."""
     width = ffn_imp[0].numel()
     keep = max(1, width - int(round(fraction * width)))
     return [sorted(torch.topk(s, keep).indices.tolist()) for s in ffn_imp]
@@ -231,7 +233,8 @@ def select_ffn(ffn_imp: list[torch.Tensor], fraction: float) -> list[list[int]]:
 
 def _base_config_dict(config) -> dict[str, Any]:
     d = config.to_dict()
-    for key in ("model_type", "transformers_version", "architectures", "layer_heads", "_attn_implementation_autoset"):
+    for key in ("model_type", "transformers_version", "architectures", "layer_heads", "layer_head_ids",
+                "_attn_implementation_autoset"):
         d.pop(key, None)
     return d
 
@@ -249,16 +252,25 @@ def pruned_arch(model) -> PrunedArch:
 
 
 def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
-    """A new model holding only the kept heads / neurons, with a config that ``from_pretrained`` reloads."""
+    """A new model holding only the kept heads / neurons, with a config that ``from_pretrained`` reloads.
+    ``keep_heads``: per layer; ``keep_ffn``: per FFN, layer by layer (``LayerSurgery.ffns``: one per block but
+    MobileBERT's)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     arch = pruned_arch(model)
     config = model.config
-    head_size = config.hidden_size // config.num_attention_heads
+    head_size = arch.surgery.head_size(config)
+    per_layer = len(arch.surgery.ffns(config))
+    if len(keep_ffn) != per_layer * len(keep_heads):
+        raise ValueError(f"keep_ffn: {len(keep_ffn)} FFNs for {len(keep_heads)} layers of {per_layer}")
     widths = {len(k) for k in keep_ffn}
     assert len(widths) == 1, "FFN pruning is uniform across layers"
     heads_changed = [len(k) for k in keep_heads] != [config.num_attention_heads] * config.num_hidden_layers
     cfg_dict = _base_config_dict(config) | {arch.surgery.ffn_width: widths.pop()}
+    heads_before = layer_head_counts(config)
+    if arch.surgery.shared_head_bias_arg:  # the kept heads' original columns of the shared bias table
+        ids_before = getattr(config, "layer_head_ids", None) or [list(range(n)) for n in heads_before]
+        cfg_dict["layer_head_ids"] = [[ids_before[i][h] for h in keep] for i, keep in enumerate(keep_heads)]
     if heads_changed or config.model_type == arch.model_type:
         new_config = AutoConfig.for_model(arch.model_type, layer_heads=[len(k) for k in keep_heads], **cfg_dict)
     else:
@@ -266,10 +278,9 @@ def rebuild(model, keep_heads: list[list[int]], keep_ffn: list[list[int]]):
     new_model = AutoModelForSequenceClassification.from_config(new_config, attn_implementation="eager")
     state = model.state_dict()
     prefix = encoder_layer_prefix(model)
-    heads_before = layer_head_counts(config)
-    for i, (heads, neurons) in enumerate(zip(keep_heads, keep_ffn)):
-        arch.surgery.cut_state(state, f"{prefix}{i}.", heads, heads_before[i], head_size, neurons,
-                               arch.surgery.intermediate(config))
+    for i, heads in enumerate(keep_heads):
+        arch.surgery.cut_state(state, f"{prefix}{i}.", heads, heads_before[i], head_size,
+                               keep_ffn[i * per_layer:(i + 1) * per_layer], config)
     new_model.load_state_dict({k: v.clone() for k, v in state.items()}, strict=True)
     return new_model.eval()
 
