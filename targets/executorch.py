@@ -29,6 +29,11 @@ call; ``convert_pt2e`` then folds an unobserved observer into a scale of shape
 quant_params.py`` ("Invalid size of per channel quantization scales, axis: 0,
 scale size: torch.Size([1]), tensor shape: torch.Size([64, 64])"), which was
 misread as an executorch limitation. One forward on the example input fixes it.
+
+``executorch-int8`` takes the precision fallback: its ops are the wrapper's Linear modules, named by module path
+with "/" between modules (``model/encoder/layer.3/attention/self/query``); ``float_ops`` keeps the matching ones
+out of the quantizer (its filter function), and ``group_errors`` quantizes one group
+(a layer, the embeddings, the head) at a time in the converted pt2e graph and compares it with fp32.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from pathlib import Path
 from device_bench.manifest import Shapes
 
 from .base import ExportContext, ExportResult, Target, TargetError, register
+from .fallback import FLOAT_OPS, FLOAT_OPS_OPTION, FloatFallback, GroupError, group_ops, output_mse, resolve_float_ops
 
 RUNTIME_REQUIREMENT = "executorch>=1.5"
 MASK_VALUE = 1e4  # float graph: any large constant is exact; parity confirms it
@@ -82,9 +88,31 @@ def lower_to_pte(module, example_args: tuple | dict[str, tuple], out_path: Path,
     return {"xnnpack_delegates": delegated, "non_delegated_ops": leftover}
 
 
-def quantize_linear_dynamic(module, example_args: tuple, max_len: int | None = None):
-    """pt2e dynamic int8 for every Linear (per-channel weights); returns the converted graph module and
-    how many Linear weights were quantized. ``max_len``: keep the sequence dimension dynamic up to it."""
+def linear_ops(module) -> list[str]:
+    """The op names of a module's Linear layers, in module order: the module path with '/' between modules and a
+    list item joined to its list (``layer.3``), the form ``targets.fallback.op_group`` groups by."""
+    from torch import nn
+
+    def op_name(path: str) -> str:
+        parts: list[str] = []
+        for part in path.split("."):
+            if part.isdigit() and parts:
+                parts[-1] = f"{parts[-1]}.{part}"
+            else:
+                parts.append(part)
+        return "/".join(parts)
+
+    return [op_name(name) for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _module_path(op: str) -> str:
+    return op.replace("/", ".")
+
+
+def quantize_linear_dynamic(module, example_args: tuple, max_len: int | None = None, float_ops: list[str] = ()):
+    """pt2e dynamic int8 for every Linear (per-channel weights) but those named in ``float_ops`` (``linear_ops``
+    names); returns the converted graph module and how many Linear weights were quantized. ``max_len``: keep the
+    sequence dimension dynamic up to it."""
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -94,6 +122,11 @@ def quantize_linear_dynamic(module, example_args: tuple, max_len: int | None = N
 
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True))
+    if float_ops:  # set_module_name(name, None) is refused ("not supported yet"): a filter leaves them out
+        from torchao.quantization.pt2e.quantizer import get_module_name_filter
+
+        in_float = [get_module_name_filter(_module_path(op)) for op in float_ops]
+        quantizer.set_filter_function(lambda node: not any(f(node) for f in in_float))
     exported = torch.export.export(module, example_args, strict=False,
                                    dynamic_shapes=sequence_dims(len(example_args), max_len))
     prepared = prepare_pt2e(exported.module(), quantizer)
@@ -114,14 +147,14 @@ class _ExecuTorch(Target):
     quantize = False
 
     def export(self, ctx: ExportContext, out_path: Path) -> ExportResult:
-        import torch
-
         from .tflite_full import quant_friendly_wrapper
 
         details: dict = {"exporter": "torch.export", "partitioner": "XnnpackPartitioner", "mask_constant": -MASK_VALUE}
         if self.quantize:
             notes = ["every Linear int8 (per-channel symmetric weights, activations quantized at run time); "
                      "embeddings, LayerNorm, softmax and attention matmuls fp32"]
+            if ctx.options.get(FLOAT_OPS):
+                notes.append(f"Linear layers matching {FLOAT_OPS} kept in float")
         else:
             notes = ["fp32; executorch-int8 is the dynamic int8 variant"]
         attempts = [("dynamic", ctx.seq_len)] if ctx.buckets else [("static", None)]
@@ -164,13 +197,16 @@ class _ExecuTorch(Target):
             else:
                 args = example = ctx.example_tensors()
             if self.quantize:
-                module, n_weights = quantize_linear_dynamic(module, example, max_len)
+                ops = linear_ops(module)
+                kept = resolve_float_ops(ctx.options.get(FLOAT_OPS) or (), ops, self.name)
+                module, n_weights = quantize_linear_dynamic(module, example, max_len, kept)
                 if n_weights == 0:
                     raise TargetError("ExecuTorch int8: the quantizer found no Linear layer to quantize")
                 details.update(quantizer="pt2e XNNPACKQuantizer (torchao convert_pt2e)",
                                scheme="dynamic int8: weights int8 symmetric per output channel, "
                                       "activations int8 per tensor at run time",
-                               quantized_ops=["linear"], quantized_linear_layers=n_weights)
+                               quantized_ops=["linear"], quantized_linear_layers=n_weights, float_ops=kept,
+                               int8_op_count=len(ops) - len(kept))
             details.update(lower_to_pte(module, args, out_path, max_len))
         if kind == "dynamic":
             return Shapes(dynamic={"min": 2, "max": ctx.seq_len}, entry_points={"dynamic": "forward"},
@@ -187,9 +223,35 @@ class ExecuTorchXnnpack(_ExecuTorch):
 
 
 @register
-class ExecuTorchXnnpackInt8(_ExecuTorch):
+class ExecuTorchXnnpackInt8(_ExecuTorch, FloatFallback):
     name = "executorch-int8"
     description = ("ExecuTorch .pte, XNNPACK delegate, dynamic int8 Linear layers via pt2e XNNPACKQuantizer "
                    "(needs executorch + torchao on host, executorch on device)")
     requires = ("executorch", "torchao")
     quantize = True
+    options = {FLOAT_OPS: FLOAT_OPS_OPTION}
+
+    def group_errors(self, ctx: ExportContext, samples: int) -> list[GroupError]:
+        """Per group: only its Linear layers int8 in the converted pt2e graph (run in PyTorch, a stand-in for
+        XNNPACK's kernels good enough to rank the groups), output MSE against the fp32 wrapper's."""
+        import torch
+
+        from .tflite_full import _torch_outputs, quant_friendly_wrapper
+
+        module = quant_friendly_wrapper(ctx, MASK_VALUE).eval()
+        rows = ctx.calibration_samples(samples)
+        ops = linear_ops(module)
+        errors = []
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                reference = _torch_outputs(module, rows, ctx.input_names)
+                for group, members in group_ops(ops).items():
+                    converted, _ = quantize_linear_dynamic(module, ctx.example_tensors(), None,
+                                                           [op for op in ops if op not in members])
+                    errors.append(GroupError(group, members, output_mse(reference, _torch_outputs(
+                        converted, rows, ctx.input_names)), "output MSE against fp32 with only this group int8 "
+                                                           "(the converted pt2e graph, run in PyTorch)"))
+        except Exception as exc:
+            raise TargetError(f"ExecuTorch int8 group ranking failed: {_first_line(exc)}") from exc
+        return errors

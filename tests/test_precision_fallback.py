@@ -454,3 +454,22 @@ def test_onnx_fused_graph_passes_its_gate_and_falls_back_by_layer(tiny_cls, text
     assert (attention_1 in kept) == (scheme == "dynamic") and ops[attention_1] == "Attention"
     if scheme == "dynamic":
         assert ops["/model/bert/encoder/layer.0/attention/self/Attention_quant"] == "QAttention"
+
+
+@pytest.mark.slow
+def test_executorch_int8_keeps_float_ops_out_of_the_quantizer_and_ranks_every_group(tiny_cls, texts, tmp_path):
+    """executorch-int8 takes the fallback too: ``float_ops`` (Linear module paths) leaves those layers float in the
+    ``.pte``, and every group is ranked with a finite error (what ``pack``'s fallback reverts worst first)."""
+    from packager.precision_fallback import rank_groups
+
+    everything = _pack(tiny_cls, tmp_path / "all", "executorch-int8", texts)
+    kept = _pack(tiny_cls, tmp_path / "fb", "executorch-int8", texts, {"float_ops": ["layer\\.1/"]})
+    assert everything.status == kept.status == "ok", kept.error
+    assert kept.details["float_ops"] and all("layer.1/" in op for op in kept.details["float_ops"])
+    assert kept.details["quantized_linear_layers"] == everything.details["quantized_linear_layers"] - 6
+    assert kept.details["int8_op_count"] == kept.details["quantized_linear_layers"]
+    ranking = rank_groups(tiny_cls, "executorch-int8", SEQ, texts, buckets=None, samples=6)
+    # its quantizer takes Linear layers only: BERT's embedding tables stay float, so there is no embeddings group
+    assert {g.group for g in ranking} == GROUPS - {"embeddings"} and "pt2e" in ranking[0].method
+    assert all(math.isfinite(g.error) and g.error >= 0 for g in ranking) and max(g.error for g in ranking) > 0
+
