@@ -123,7 +123,8 @@ register(ModelFamily(
     name="distilbert", model_types=("distilbert", "edgepack_pruned_distilbert"), layers="transformer.layer",
     mask_form="additive-4d"))
 register(ModelFamily(
-    name="mobilebert", model_types=("mobilebert", "edgepack_pruned_mobilebert"), layers="encoder.layer", mask_form="additive-4d",
+    name="mobilebert", model_types=("mobilebert", "edgepack_pruned_mobilebert"), layers="encoder.layer",
+    mask_form="additive-4d",
     targets=("executorch", "mediapipe-text", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8",
              "torchscript-mobile", "torchscript-mobile-fp32"),
     reasons={"executorch-int8": "MobileBERT's int8 ExecuTorch export fails (a matmul's reduction dims disagree "

@@ -33,6 +33,7 @@ from device_bench.manifest import (
     TokenLengths,
     sha256_file,
 )
+from device_bench.fingerprint import int8_kernel_family
 from device_bench.parity import (
     MAX_CALIBRATION_ROWS,
     length_applies,
@@ -447,7 +448,7 @@ def _parity_fallback(target, ctx, entry: TargetEntry, shortfalls: list[str],
         return entry, shortfalls
     isa = cpu_isa()
     where = f"{target.name}: precision fallback"
-    step(f"{where}: {shortfalls[0]} on this host ({_isa_summary(isa)}); rank its int8 op groups")
+    step(f"{where}: {shortfalls[0]} on this host ({int8_kernel_family(isa)}); rank its int8 op groups")
     try:
         with native_output_silenced():
             ranking = rank_group_errors(target.group_errors(ctx, RANK_SAMPLES), ctx.options.get(FLOAT_OPS))
@@ -479,7 +480,7 @@ def _parity_fallback(target, ctx, entry: TargetEntry, shortfalls: list[str],
         of = f" of {int8_ops}" if isinstance(int8_ops, int) else ""  # the all-int8 artifact's count: every one
         final.notes.append(f"precision fallback: {', '.join(outcome.float_groups)} kept in float "
                            f"({len(outcome.float_ops)}{of} quantizable ops) to pass parity on this host's kernels "
-                           f"({_isa_summary(isa)}); all-int8 missed it: {shortfalls[0]}")
+                           f"({int8_kernel_family(isa)}); all-int8 missed it: {shortfalls[0]}")
         return final, final_shortfalls
     if outcome.artifact is None:  # nothing to revert: the all-int8 artifact stands
         entry.details["precision_fallback"] = record
@@ -488,13 +489,6 @@ def _parity_fallback(target, ctx, entry: TargetEntry, shortfalls: list[str],
     last.details["precision_fallback"] = record
     last.notes.append(f"precision fallback: still below parity with {len(outcome.float_ops)} ops in float")
     return last, last_shortfalls
-
-
-def _isa_summary(isa: list[str]) -> str:
-    """The one flag that decides int8 kernels, for messages: the most capable present."""
-    from device_bench.fingerprint import int8_kernel_family
-
-    return int8_kernel_family(isa)
 
 
 def _first_problems(problems: list[str], budget: int = 600) -> str:

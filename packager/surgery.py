@@ -2,9 +2,10 @@
 
 A ``LayerSurgery`` names, relative to one encoder block, the Linear layers that hold heads (the Q/K/V projections,
 separate or fused, and the attention output whose inputs are the heads' concatenated context) and FFN neurons
-(the FFN input projection, plain or gated, and the FFN output; a block may hold several FFNs). Structured pruning scores units on the inputs of
-the two output projections and cuts rows / columns from the same names; a pruned model type rebuilds the blocks
-to the kept sizes on load (``packager.pruned_models``). One instance per layout, named by the families using it.
+(the FFN input projection, plain or gated, and the FFN output; a block may hold several FFNs). Structured pruning
+scores units on the inputs of the two output projections and cuts rows / columns from the same names; a pruned
+model type rebuilds the blocks to the kept sizes on load (``packager.pruned_models``). One instance per layout,
+named by the families using it.
 """
 from __future__ import annotations
 

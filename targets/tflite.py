@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -191,6 +192,13 @@ class TFLiteFp32(_TFLite):
         return ExportResult(precision="fp32", details={"converter": "litert-torch"}, shapes=shapes)
 
 
+def _stored(parsed, tensor) -> bool:
+    """Whether a tensor's data is stored in the model (a weight), not computed (its buffer is empty)."""
+    buffer = parsed.buffers[tensor.buffer]
+    return ((getattr(buffer, "data", None) is not None and len(buffer.data) > 0)
+            or (getattr(buffer, "offset", 0) or 0) > 1)
+
+
 def quantized_ops(model: bytes) -> list[str]:
     """Names of the ops that hold an int8 constant input (a quantized weight) in a quantized model, once each
     (the signatures of one module share names), in graph order. A name is the op's scope as ai-edge-quantizer
@@ -201,10 +209,7 @@ def quantized_ops(model: bytes) -> list[str]:
     parsed = tfl_flatbuffer_utils.read_model(bytes(model))
 
     def constant_int8(tensor) -> bool:
-        buffer = parsed.buffers[tensor.buffer]
-        stored = ((getattr(buffer, "data", None) is not None and len(buffer.data) > 0)
-                  or (getattr(buffer, "offset", 0) or 0) > 1)
-        return tensor.type == schema.TensorType.INT8 and stored
+        return tensor.type == schema.TensorType.INT8 and _stored(parsed, tensor)
 
     names: dict[str, None] = {}
     for graph in parsed.subgraphs:
@@ -240,11 +245,6 @@ def fully_connected_ops(model: bytes) -> FullyConnectedOps:
     parsed = tfl_flatbuffer_utils.read_model(bytes(model))
     names = {value: key for key, value in vars(schema.BuiltinOperator).items() if not key.startswith("_")}
 
-    def stored(tensor) -> bool:
-        buffer = parsed.buffers[tensor.buffer]
-        return ((getattr(buffer, "data", None) is not None and len(buffer.data) > 0)
-                or (getattr(buffer, "offset", 0) or 0) > 1)
-
     activation_weighted: dict[str, None] = {}
     attention_inputs: dict[str, None] = {}
     for graph in parsed.subgraphs:
@@ -259,7 +259,7 @@ def fully_connected_ops(model: bytes) -> FullyConnectedOps:
         def weighted(op) -> bool | None:  # FC: whether its weight is stored; None: not an FC
             if kind[id(op)] != "FULLY_CONNECTED" or len(op.inputs) < 2 or op.inputs[1] < 0:
                 return None
-            return stored(graph.tensors[op.inputs[1]])
+            return _stored(parsed, graph.tensors[op.inputs[1]])
 
         def feeds_attention(op, depth: int = 0) -> bool:
             for out in op.outputs:
@@ -277,6 +277,18 @@ def fully_connected_ops(model: bytes) -> FullyConnectedOps:
             elif weighted(op) and feeds_attention(op):
                 attention_inputs[scope] = None
     return FullyConnectedOps(list(activation_weighted), list(attention_inputs))
+
+
+def _file_version(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _fully_connected_ops_of(path: str, mtime_ns: int, size: int) -> FullyConnectedOps:
+    """``fully_connected_ops`` of a float file, once per version of it: the quantizer is built for it once per
+    export, per fallback attempt and per ranked group."""
+    return fully_connected_ops(Path(path).read_bytes())
 
 
 def _signature_samples(path: Path, ctx: ExportContext, samples: int) -> dict[str, list[dict]]:
@@ -332,7 +344,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
         from ai_edge_quantizer import qtyping, quantizer, recipe
 
         q = quantizer.Quantizer(str(float_path))
-        fc = fully_connected_ops(float_path.read_bytes())
+        fc = _fully_connected_ops_of(str(float_path), *_file_version(float_path))
         if rotation == "attention" and fc.attention_inputs:
             rotate = "^(?:" + "|".join(re.escape(op) for op in fc.attention_inputs) + ");$"
             q.load_quantization_recipe(recipe.dynamic_wi8_afp32() + [
