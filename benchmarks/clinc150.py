@@ -414,12 +414,20 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
     from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
     from packager.stages.distill.train import distill
     from packager.training.evaluate import accuracy
+    from device_bench.fingerprint import cpu_isa, int8_kernel_family
 
     teacher_acc = accuracy(teacher, teacher_tok, data.test, seq_len)
     alone_acc = accuracy(alone, alone_tok, data.test, seq_len)
     rows: list[dict[str, Any]] = []
     labelled = (TransferSetsOnDisk(cache / "transfer-sets"), digest(student_key["teacher"]))
-    for lever in levers(args):
+    chosen = lever_rows(args)
+    earlier = earlier_levers(args)
+    for number, lever in enumerate(levers(args), 1):
+        if number not in chosen:
+            row = earlier.get(lever.lever)
+            if row is not None:
+                rows.append(row)
+            continue
         spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
                            augment=AugmentSpec(copies=lever.copies) if lever.copies else None,
@@ -436,9 +444,38 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
         acc = accuracy(model, tokenizer, data.test, seq_len)
         rows.append({**asdict(lever), "test_accuracy": acc, "val_accuracy": details.get("best_val_accuracy"),
                      "train_seconds": details.get("train_seconds"), "steps": details.get("steps", {}),
-                     "transfer_set": details.get("transfer_set"), "cache": str(cache / name)})
+                     "transfer_set": details.get("transfer_set"), "cache": str(cache / name),
+                     "teacher_accuracy": teacher_acc, "isa": int8_kernel_family(cpu_isa())})
         log(f"lever {lever.lever}: test accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.2f} pt vs the teacher)")
         write_levers(args, rows, teacher_acc, alone_acc)
+
+
+def lever_rows(args) -> set[int]:
+    """The lever rows this run trains (``--lever-rows``; default every row)."""
+    count = len(levers(args))
+    if not args.lever_rows:
+        return set(range(1, count + 1))
+    try:
+        rows = {int(x) for x in args.lever_rows.split(",") if x.strip()}
+    except ValueError:
+        raise SystemExit(f"--lever-rows {args.lever_rows!r}: expected row numbers like 3,4") from None
+    if not rows or min(rows) < 1 or max(rows) > count:
+        raise SystemExit(f"--lever-rows {args.lever_rows!r}: rows are 1 to {count}")
+    return rows
+
+
+def earlier_levers(args) -> dict[str, dict[str, Any]]:
+    """The rows an earlier run of this study wrote (``<name>-levers.json``), by lever, each marked as carried
+    with that run's teacher accuracy and host ISA (rows written before those were recorded get the file's)."""
+    from device_bench.fingerprint import int8_kernel_family
+
+    path = args.out / f"{args.name}-levers.json"
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    isa = doc.get("isa_family") or int8_kernel_family(doc.get("isa") or [])
+    return {r["lever"]: {**r, "carried": True, "teacher_accuracy": r.get("teacher_accuracy", doc["teacher_accuracy"]),
+                         "isa": r.get("isa", isa)} for r in doc.get("rows", [])}
 
 
 def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc: float) -> None:
@@ -450,16 +487,23 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
              f"Fine-tuned MPNet-base teacher: **{teacher_acc * 100:.2f}%** test; MiniLM-L6 fine-tuned on the labels "
              f"alone: {alone_acc * 100:.2f}%. Each row adds its lever to the row above (fp32 PyTorch test accuracy "
              f"of the distilled MiniLM-L6, {len(rows)} of {len(levers(args))} rows trained so far; each row is cached, "
-             f"so the study resumes where it stopped). Host ISA: {' '.join(cpu_isa())}.", "",
+             f"so the study resumes where it stopped). Host ISA: {' '.join(cpu_isa())}.", ""]
+    carried = [r for r in rows if r.get("carried")]
+    if carried:
+        teachers = sorted({f"{r['teacher_accuracy'] * 100:.2f}% on {r['isa']}" for r in carried})
+        lines += [f"Rows marked † were trained by an earlier run (`--lever-rows` left them out) against its own "
+                  f"teacher ({', '.join(teachers)}); their Δ vs teacher is against that teacher.", ""]
+    lines += [
              "| lever | epochs | transfer set | sentence weight | val acc % | test acc % | Δ vs teacher (pt) | "
              "Δ vs row above (pt) | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     previous = None
     for r in rows:
         total = sum((r["transfer_set"] or {}).values()) if r["transfer_set"] else None
         step = None if previous is None else (r["test_accuracy"] - previous) * 100
-        lines.append(f"| {r['lever']} | {r['epochs']:g} | {_fmt(total, 'd')} | {r['sentence_weight']:g} | "
+        mark = " †" if r.get("carried") else ""
+        lines.append(f"| {r['lever']}{mark} | {r['epochs']:g} | {_fmt(total, 'd')} | {r['sentence_weight']:g} | "
                      f"{_fmt(r['val_accuracy'] and r['val_accuracy'] * 100, '.2f')} | {r['test_accuracy'] * 100:.2f} | "
-                     f"{(r['test_accuracy'] - teacher_acc) * 100:+.2f} | {_fmt(step, '+.2f')} | "
+                     f"{(r['test_accuracy'] - r.get('teacher_accuracy', teacher_acc)) * 100:+.2f} | {_fmt(step, '+.2f')} | "
                      f"{_fmt(r['train_seconds'], '.0f')} |")
         previous = r["test_accuracy"]
     lines += ["", "Wall seconds of each row's sub-steps:", ""]
@@ -513,6 +557,9 @@ def main() -> int:
     ap.add_argument("--lever-sentence-weight", type=float, default=1.0)
     ap.add_argument("--lever-copies", type=int, default=4, help="augmented copies of the larger transfer set")
     ap.add_argument("--lever-epochs", type=float, default=3.0)
+    ap.add_argument("--lever-rows", default=None, metavar="N,M",
+                    help="train only these rows of the lever study (1-based); the others are carried from the "
+                         "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")
     ap.add_argument("--search-trials", type=int, default=12, help="mpnet: optuna trials of the distillation (0: off)")
     ap.add_argument("--search-epochs", default="2,6", help="mpnet: epoch range of the search (on the 5x augmented set)")
     ap.add_argument("--search-lr", default="5e-5,5e-4", help="mpnet: learning-rate range of the search")
@@ -552,6 +599,8 @@ def main() -> int:
     if args.levers and args.setting != "mpnet":
         print("clinc150: --levers is a study of the book's setting: add --setting mpnet", file=sys.stderr)
         return 2
+    if args.levers:
+        lever_rows(args)  # a bad --lever-rows stops here, not after the teacher's hour of training
     if args.setting == "mpnet" and (mpnet_dir(args) is None or not (mpnet_dir(args) / "config.json").is_file()):
         print("clinc150: --setting mpnet: no MPNet teacher folder (run benchmarks/fetch_mpnet_teacher.py or give "
               "--teacher-dir)", file=sys.stderr)

@@ -11,7 +11,9 @@ Variants (each text in, embedding out, batch 1):
 - the plain ORT peer: ``torch.onnx.export`` of the model as loaded (SDPA attention), ``quantize_dynamic``;
 - the ORT-fused peer: an eager-attention export, ``optimize_model(model_type="bert")``, ``quantize_dynamic``
   (QAttention, QEmbedLayerNormalization, MatMulInteger);
-- sentence-transformers ``encode`` (fp32 PyTorch), also the fidelity reference.
+- sentence-transformers ``encode`` (fp32 PyTorch), also the fidelity reference;
+- ``Bundle()`` on the default bundle without ``target``, the thread count a budget: what an application gets (the
+  artifact and thread count its load-time probe found fastest), timed as its own variant.
 
 Fidelity: cosine against ``SentenceTransformer.encode`` on ``--n`` CLINC150 test texts no pack saw (as
 ``benchmarks/int8_parity_by_isa.py``). Speed: every variant runs over the same texts round-robin, ``--rounds``
@@ -152,12 +154,15 @@ def fidelity(fn: Callable[[str], Any], texts: list[str], reference) -> dict[str,
 
 
 def time_side_by_side(fns: dict[str, Callable[[str], Any]], texts: list[str], rounds: int) -> dict[str, float]:
-    """Median over rounds of each variant's mean ms per text; variants alternate within a round."""
+    """Median over rounds of each variant's mean ms per text; variants alternate within a round, and who goes
+    first rotates round by round (the variant after sentence-transformers' big working set found colder caches)."""
     import numpy as np
 
     per_round: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[name]
             started = time.perf_counter()
             for text in texts:
                 fn(text)
@@ -213,14 +218,19 @@ def main(argv: list[str] | None = None) -> int:
             fns[name] = lambda text, runner=runner: runner.outputs([text])
         fns.update({name: peer_fn(path, tokenizer, threads, args.seq_len) for name, path in peers.items()})
         fns["sentence-transformers fp32 (PyTorch)"] = st_fn(st, threads)
-        picked = Bundle(bundles["default"], threads=threads)
-        pick = f"edgepack {picked.target.name} (default: {_options(picked.target)})"
-        quality = {name: fidelity(fn, texts, reference) for name, fn in fns.items()} if not runs else runs[0]["quality"]
+        picked = Bundle(bundles["default"], threads=threads)  # threads: a budget, the pick runs at its fastest count
+        on = picked.run_threads
+        pick = (f"edgepack Bundle() pick: {picked.target.name} (default: {_options(picked.target)})"
+                f" on {on} of {threads} thread(s)")
+        fns[pick] = lambda text, runner=picked: runner.outputs([text])
+        earlier = runs[0]["quality"] if runs else {}
+        quality = {name: earlier.get(name) or fidelity(fn, texts, reference) for name, fn in fns.items()}
         log(f"threads={threads}: timing {len(fns)} variants x {len(texts)} texts x {args.rounds} rounds")
         load_before = os.getloadavg()[0]
         ms = time_side_by_side(fns, texts, args.rounds)
         runs.append({"threads": threads, "ms_per_text": {k: round(v, 3) for k, v in ms.items()}, "quality": quality,
                      "picked": pick, "picked_how": picked.choice.how if picked.choice else None,
+                     "picked_threads": on, "probe": picked.choice.profile.summary() if picked.choice.profile else None,
                      "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                      "goals": goals(ms, quality, pick, [a[0] for a in artifacts if "(default:" in a[0]])})
         for name in fns:
@@ -278,8 +288,10 @@ def markdown(doc: dict) -> str:
                 "| variant | ms/text (end to end) | × fastest | min cos vs ST | mean cos vs ST |", "|---|---:|---:|---:|---:|"]
         for name, value in sorted(ms.items(), key=lambda kv: kv[1]):
             q = run["quality"][name]
-            mark = " **(Bundle() pick)**" if name == run["picked"] else ""
+            mark = " **(the pick)**" if name == run["picked"] else ""
             out.append(f"| {name}{mark} | {value:.2f} | {value / fastest:.2f} | {q['min_cosine']} | {q['mean_cosine']} |")
+        if run.get("probe"):
+            out += ["", f"The pick's load-time probe: {run['probe']}."]
         out += ["", "| goal | measured | target |", "|---|---:|---|"]
         for name, g in run["goals"].items():
             extra = ", ".join(f"{k}: {v}" for k, v in g.items() if k not in ("value", "goal"))

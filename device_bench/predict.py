@@ -14,6 +14,8 @@ chosen artifact imports its runtime (torch for ``.ptl``/``.pte``).
 Without ``target``, the artifact is the fastest verified one on this device by measurement (``speed_profile``):
 the profile ``edgepack bench`` stored here, else a short probe now (stored for the next load); ``choose="order"``
 keeps the fixed order of ``choose_target``. ``Bundle.choice`` says what was chosen and on what evidence.
+``threads`` is then a budget: the artifact runs at the thread count, up to it, it was fastest with
+(``Bundle.run_threads``); with ``target`` it is the runtime's thread count as given.
 """
 from __future__ import annotations
 
@@ -109,8 +111,9 @@ class Bundle:
 
     ``target``: a target name from the manifest (default: the fastest verified artifact here, see the module
     docstring; ``choose="order"``: ``choose_target``'s fixed order); ``threads``: the runtime's thread count
-    (default: the runtime's choice); ``verify``: check the artifact's sha256 before loading it. ``choice``
-    records what was chosen and why (``speed_profile.Choice``).
+    with ``target`` or the fixed order, the budget the fastest is chosen within otherwise (default: the
+    runtime's choice; ``run_threads`` is the count used); ``verify``: check the artifact's sha256 before
+    loading it. ``choice`` records what was chosen and why (``speed_profile.Choice``).
     """
 
     def __init__(self, path: Path | str, target: str | None = None, threads: int | None = None,
@@ -130,11 +133,13 @@ class Bundle:
         except (ManifestError, ExtraRunnerError) as exc:
             raise BundleError(str(exc)) from None
         self.threads = threads
+        self.run_threads = threads
         self.verify = verify
         probed = None
         if target is not None or choose == CHOOSE_ORDER:
             self.target = choose_target(self.manifest, target)
-            self.choice = speed.Choice(self.target.name, speed.HOW_TARGET if target is not None else speed.HOW_ORDER)
+            self.choice = speed.Choice(self.target.name, speed.HOW_TARGET if target is not None else speed.HOW_ORDER,
+                                       threads=threads)
         if not self.manifest.tokenizer:
             raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
         try:
@@ -146,6 +151,7 @@ class Bundle:
             raise BundleError(str(exc)) from None
         if target is None and choose == CHOOSE_FASTEST:  # after the cheap checks: the probe loads artifacts
             self.target, self.choice, probed = self._fastest()
+            self.run_threads = self.choice.threads
         if verify and probed is None:
             self._verify(self.target)
         self.input_names = [spec.name for spec in self.manifest.input_spec.inputs]
@@ -161,9 +167,11 @@ class Bundle:
         Returns the probe's loaded runner of the winner too (None: load it)."""
         installed = device_runtimes()
         usable = {t.name: t for t in verified_here(self.manifest, installed)}
-        if len(usable) <= 1:  # nothing to compare (or nothing verified: the fixed order says why / what)
-            entry = next(iter(usable.values()), None) or choose_target(self.manifest, None, installed)
-            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER), None
+        thread_options = speed.thread_options(self.threads)
+        if not usable or (len(usable) == 1 and len(thread_options) == 1):  # nothing to compare (or nothing
+            entry = next(iter(usable.values()), None) or choose_target(self.manifest, None, installed)  # verified)
+            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER,
+                                       threads=self.threads), None
         candidates = probe_candidates(self.manifest, installed)
         fields = speed.speed_fingerprint(self.threads)
         key, bundle_id = speed.device_key(fields), speed.bundle_identity(self.manifest)
@@ -171,23 +179,28 @@ class Bundle:
         profile = speed.load_profile(bundle_id, key, notes)  # a bench's measured every artifact, torch's too
         if profile is not None and profile.chosen in usable and speed.covers(profile, [t.name for t in candidates]):
             return usable[profile.chosen], speed.Choice(profile.chosen, speed.HOW_PROFILE, key, profile,
-                                                        str(speed.profile_path(bundle_id, key)), notes), None
-        if len(candidates) == 1:  # one torch-free artifact: the probe would not load torch to compare
-            return candidates[0], speed.Choice(candidates[0].name, speed.HOW_ONLY, key, notes=notes), None
+                                                        str(speed.profile_path(bundle_id, key)), notes,
+                                                        threads=profile.chosen_threads), None
+        if len(candidates) == 1 and (len(thread_options) == 1 or candidates[0].runtime in TORCH_RUNTIMES):
+            # one artifact to time: the probe compares thread counts, but would not load torch for that
+            return candidates[0], speed.Choice(candidates[0].name, speed.HOW_ONLY, key, notes=notes,
+                                               threads=self.threads), None
         feeds = speed.probe_feeds(self.path, self.manifest)
         if not feeds:
             entry = choose_target(self.manifest, None, installed)
             notes.append(f"no sample rows to probe with ({self.manifest.samples or 'no samples file'}): fixed order")
-            return entry, speed.Choice(entry.name, speed.HOW_ORDER, key, notes=notes), None
-        runners: dict[str, tuple[TargetEntry, Runner]] = {}
+            return entry, speed.Choice(entry.name, speed.HOW_ORDER, key, notes=notes, threads=self.threads), None
+        runners: dict[speed.Candidate, tuple[TargetEntry, Runner]] = {}
         excluded: dict[str, str] = {}
         for entry in candidates:
             if self.verify:  # a tampered artifact is refused, as when it is the one asked for
                 self._verify(entry)
-            try:
-                runners[entry.name] = (entry, self._load_runner(entry))
-            except BundleError as exc:
-                excluded[entry.name] = str(exc)
+            for threads in thread_options:
+                try:
+                    runners[(entry.name, threads)] = (entry, self._load_runner(entry, threads))
+                except BundleError as exc:
+                    excluded[entry.name] = str(exc)
+                    break
         speeds, failed = speed.probe(runners, feeds)
         excluded.update(failed)
         if not speeds:
@@ -195,15 +208,17 @@ class Bundle:
             raise BundleError("no artifact of this bundle ran here: "
                               + "; ".join(f"{name}: {why}" for name, why in excluded.items()))
         profile = speed.new_profile(self.manifest, fields, speed.SOURCE_PROBE, speeds, excluded)
-        runner = speed.release(runners, profile.chosen)
+        runner = speed.release(runners, (profile.chosen, profile.chosen_threads))
         path = speed.save_profile(profile, notes)
         return (self.manifest.target(profile.chosen),
-                speed.Choice(profile.chosen, speed.HOW_PROBE, key, profile, str(path) if path else None, notes), runner)
+                speed.Choice(profile.chosen, speed.HOW_PROBE, key, profile, str(path) if path else None, notes,
+                             threads=profile.chosen_threads), runner)
 
-    def _load_runner(self, entry: TargetEntry | None = None) -> Runner:
+    def _load_runner(self, entry: TargetEntry | None = None, threads: int | None = None) -> Runner:
         entry = entry or self.target
+        threads = self.run_threads if threads is None else threads
         try:
-            return load_target(self.path, self.manifest, entry.name, threads=self.threads)
+            return load_target(self.path, self.manifest, entry.name, threads=threads)
         except RunnerUnavailable as exc:
             raise BundleError(f"target {entry.name}: {exc}") from None
         except (OSError, ValueError, RuntimeError) as exc:

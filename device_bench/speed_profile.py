@@ -6,6 +6,11 @@ probe when ``Bundle()`` loads (``probe``: each candidate artifact timed round-ro
 rows, a fraction of a second). ``Bundle()`` and ``edgepack run`` then default to the profile's ``chosen``
 target; ``--target`` still wins.
 
+A thread count given to ``Bundle()`` / ``edgepack run --threads N`` is a budget: the profile compares each artifact
+at 1 thread and at N (and the powers of two between), because on short inputs a runtime's per-op thread hand-off can
+cost more than the second core gives (XNNPACK at 12 tokens: 1.29 ms on 2 threads, 1.03 ms on 1). The chosen
+artifact runs at the thread count it was fastest with (``chosen_threads``).
+
 Profiles live on the device, never in the bundle (which may be read-only there): one JSON file per bundle
 identity x device key under ``$EDGEPACK_SPEED_CACHE``, else ``$XDG_CACHE_HOME/edgepack/speed``, else
 ``~/.cache/edgepack/speed``; written atomically. The device key hashes what decides speed (machine, CPU model,
@@ -36,7 +41,7 @@ from .records import RecordError, from_dict, load_json, one_line
 
 #: Same evolution rule as the manifest and the report: additive fields bump the minor, a new major is refused.
 SPEED_SCHEMA_VERSION = 1
-SPEED_SCHEMA_MINOR = 0
+SPEED_SCHEMA_MINOR = 1  # 1: TargetSpeed.threads, SpeedProfile.chosen_threads
 CACHE_ENV = "EDGEPACK_SPEED_CACHE"
 MAX_PROFILE_BYTES = 1 << 20
 
@@ -68,11 +73,16 @@ class TargetSpeed:
     p50_ms: float
     runs: int
     p90_ms: float | None = None
+    threads: int | None = None  # the thread count it ran with (None: the runtime's default)
+
+    def label(self) -> str:
+        return self.target if self.threads is None else f"{self.target} on {self.threads} thread{'s' * (self.threads > 1)}"
 
 
 @dataclass
 class SpeedProfile:
-    """Which verified artifact is fastest for one bundle on one device at one thread count, and the evidence."""
+    """Which verified artifact is fastest for one bundle on one device within one thread budget (``threads``),
+    the thread count it runs with (``chosen_threads``), and the evidence."""
 
     bundle_id: str
     device_key: str
@@ -86,6 +96,7 @@ class SpeedProfile:
     bundle_created_at: str | None = None
     edgepack_version: str | None = None
     device: dict[str, Any] = field(default_factory=dict)  # the fingerprint fields the device key hashes
+    chosen_threads: int | None = None  # the thread count ``chosen`` was fastest with (profiles before minor 1: threads)
     schema_version: int = SPEED_SCHEMA_VERSION
     schema_minor: int = SPEED_SCHEMA_MINOR
 
@@ -107,17 +118,35 @@ class SpeedProfile:
             raise RecordError(f"{where}.source {one_line(profile.source, 40)!r} is not bench or probe")
         if profile.chosen not in {s.target for s in profile.speeds}:
             raise RecordError(f"{where}.chosen {one_line(profile.chosen, 60)!r} is not among its speeds")
+        if data.get("schema_minor", 0) < 1:  # written before thread choice: every artifact ran at the budget
+            profile.chosen_threads = profile.threads
+            for s in profile.speeds:
+                s.threads = profile.threads
+        if profile.chosen_speed() is None:
+            raise RecordError(f"{where}.chosen_threads {profile.chosen_threads!r}: no speed of {profile.chosen} "
+                              "at that thread count")
         return profile
 
-    def speed(self, target: str) -> TargetSpeed | None:
-        return next((s for s in self.speeds if s.target == target), None)
+    def speed(self, target: str, threads: int | None = None) -> TargetSpeed | None:
+        """``target``'s measurement at ``threads`` (None: its fastest)."""
+        mine = [s for s in self.speeds if s.target == target and (threads is None or s.threads == threads)]
+        return min(mine, key=lambda s: s.p50_ms) if mine else None
+
+    def chosen_speed(self) -> TargetSpeed | None:
+        return next((s for s in self.speeds if s.target == self.chosen and s.threads == self.chosen_threads), None)
 
     def summary(self) -> str:
-        """``tflite-int8 (p50 1.21 ms vs onnx-int8 1.52 ms)``."""
-        best = self.speed(self.chosen)
-        others = sorted((s for s in self.speeds if s.target != self.chosen), key=lambda s: s.p50_ms)
-        vs = ", ".join(f"{s.target} {s.p50_ms:.3g} ms" for s in others)
-        return f"{self.chosen} (p50 {best.p50_ms:.3g} ms" + (f" vs {vs}" if vs else ", the only one measured") + ")"
+        """``tflite-int8 on 1 thread (p50 1.03 ms vs tflite-int8 on 2 threads 1.29 ms, onnx-int8 on 2 threads 1.52
+        ms)``; thread counts are named only when the profile compared more than one."""
+        best = self.chosen_speed()
+        named = len({s.threads for s in self.speeds}) > 1
+
+        def label(s: TargetSpeed) -> str:
+            return s.label() if named else s.target
+
+        others = sorted((s for s in self.speeds if s is not best), key=lambda s: s.p50_ms)
+        vs = ", ".join(f"{label(s)} {s.p50_ms:.3g} ms" for s in others)
+        return f"{label(best)} (p50 {best.p50_ms:.3g} ms" + (f" vs {vs}" if vs else ", the only one measured") + ")"
 
 
 @dataclass
@@ -131,10 +160,12 @@ class Choice:
     profile: SpeedProfile | None = None
     path: str | None = None  # where the profile is stored
     notes: list[str] = field(default_factory=list)
+    threads: int | None = None  # the thread count the target runs with (None: the runtime's default)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "how": self.how, "device_key": self.device_key, "path": self.path,
-                "profile": self.profile.to_dict() if self.profile else None, "notes": list(self.notes)}
+        return {"target": self.target, "threads": self.threads, "how": self.how, "device_key": self.device_key,
+                "path": self.path, "profile": self.profile.to_dict() if self.profile else None,
+                "notes": list(self.notes)}
 
     def describe(self) -> list[str]:
         """The choice and its evidence, for ``edgepack run --verbose``."""
@@ -146,12 +177,14 @@ class Choice:
                       else f"probed now ({sum(s.runs for s in p.speeds)} timed runs)" if self.how == HOW_PROBE
                       else f"cached probe from {p.measured_at}")
             head = f"fastest here: {p.summary()}, {origin}"
-        lines = [f"target {self.target}: {head or self.how}"]
+        runs_on = "" if self.threads is None else f" on {self.threads} thread{'s' * (self.threads > 1)}"
+        lines = [f"target {self.target}{runs_on}: {head or self.how}"]
         if p is not None and p.excluded:
             lines += [f"  left out {name}: {why}" for name, why in p.excluded.items()]
         if self.device_key:
             threads = "default" if p is None or p.threads is None else p.threads
-            lines.append(f"  device key {self.device_key} (threads {threads})" + (f", profile {self.path}" if self.path else ""))
+            lines.append(f"  device key {self.device_key} (thread budget {threads})"
+                         + (f", profile {self.path}" if self.path else ""))
         lines += [f"  note: {n}" for n in self.notes]
         return lines
 
@@ -255,11 +288,25 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def thread_options(budget: int | None) -> list[int | None]:
+    """The thread counts compared within a budget: 1, the powers of two below it, and the budget itself;
+    the runtime's default alone when no budget is given."""
+    if budget is None:
+        return [None]
+    options, t = {budget}, 1
+    while t < budget:
+        options.add(t)
+        t *= 2
+    return sorted(options)
+
+
 def new_profile(manifest: Manifest, fields: dict[str, Any], source: str, speeds: list[TargetSpeed],
                 excluded: dict[str, str] | None = None) -> SpeedProfile:
     best = min(speeds, key=lambda s: s.p50_ms)
+    measured = {s.target for s in speeds}
     return SpeedProfile(bundle_id=bundle_identity(manifest), device_key=device_key(fields), chosen=best.target,
-                        source=source, measured_at=now(), speeds=speeds, excluded=dict(excluded or {}),
+                        chosen_threads=best.threads, source=source, measured_at=now(), speeds=speeds,
+                        excluded={k: v for k, v in (excluded or {}).items() if k not in measured},
                         threads=fields.get("threads"), bundle_created_at=manifest.created_at,
                         edgepack_version=package_version(AGENT_DISTRIBUTION), device=fields)
 
@@ -271,13 +318,15 @@ def covers(profile: SpeedProfile, names: Iterable[str]) -> bool:
 
 
 def from_bench(manifest: Manifest, results: "list[TargetResult]", threads: int | None) -> SpeedProfile | None:
-    """The profile a bench's rows at one thread count make: the fastest real-length p50 among the artifacts
-    verified at pack time whose parity also holds on this device; None when no such row was measured."""
+    """The profile a bench's rows within one thread budget make (rows at ``threads`` and, for a budget, at the
+    smaller counts the bench also ran): the fastest real-length p50 among the artifacts verified at pack time
+    whose parity also holds on this device; None when no such row was measured."""
     verified = {t.name: t for t in manifest.runnable_targets() if t.status == STATUS_OK}
     speeds: list[TargetSpeed] = []
     excluded: dict[str, str] = {}
     for r in results:
-        if r.threads != threads or r.target not in verified:
+        within = r.threads == threads or (threads is not None and r.threads is not None and r.threads <= threads)
+        if not within or r.target not in verified:
             continue
         if r.status != "ok" or r.latency_ms is None or r.latency_inputs != "real-length":
             if r.status != "skipped":
@@ -288,7 +337,7 @@ def from_bench(manifest: Manifest, results: "list[TargetResult]", threads: int |
                 r.device_parity.error or "; ".join(r.device_parity.shortfalls) or "failed")
             continue
         speeds.append(TargetSpeed(target=r.target, runtime=r.runtime, p50_ms=round(r.latency_ms.p50, 4),
-                                  runs=int(r.runs or 0), p90_ms=round(r.latency_ms.p90, 4)))
+                                  runs=int(r.runs or 0), p90_ms=round(r.latency_ms.p90, 4), threads=r.threads))
     if not speeds:
         return None
     return new_profile(manifest, speed_fingerprint(threads), SOURCE_BENCH, speeds, excluded)
@@ -318,9 +367,14 @@ def probe_feeds(bundle_dir: Path, manifest: Manifest, limit: int = 8) -> list[di
                                      dtype=dtypes.get(n) or a.dtype) for n, a in arrays.items()} for i in range(rows)]
 
 
-def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any]],
+#: a probe candidate: a target's artifact at one thread count
+Candidate = tuple[str, "int | None"]
+
+
+def probe(runners: dict[Candidate, tuple[TargetEntry, Any]], feeds: list[dict[str, Any]],
           budget_s: float = PROBE_BUDGET_S) -> tuple[list[TargetSpeed], dict[str, str]]:
-    """Time the loaded runners on ``feeds`` and return each one's mean ms per feed (median over passes).
+    """Time the loaded runners (one per target and thread count) on ``feeds`` and return each one's mean ms per
+    feed (median over passes), with the reasons of the targets that failed.
 
     A warm-up pass first runs every feed once on each runner: a runtime's first run at a new length allocates,
     and a probe that timed it charged the dynamic-shape artifacts for it. Then passes: in each, every runner in
@@ -331,14 +385,14 @@ def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any
     same mix of lengths, pass by pass. A runner that fails is left out, with its reason.
     """
     failed: dict[str, str] = {}
-    passes: dict[str, list[float]] = {name: [] for name in runners}
+    passes: dict[Candidate, list[float]] = {name: [] for name in runners}
 
-    def run_once(name: str, feed: dict[str, Any]) -> float | None:
+    def run_once(name: Candidate, feed: dict[str, Any]) -> float | None:
         t0 = time.perf_counter_ns()
         try:
             runners[name][1].run(feed)
         except Exception as exc:  # a runtime's own error types vary; the probe never crashes the load
-            failed[name] = f"probe run failed: {_reason(exc)}"
+            failed[name[0]] = f"probe run failed: {_reason(exc)}"
             passes.pop(name, None)
             return None
         return (time.perf_counter_ns() - t0) / 1e6
@@ -358,13 +412,14 @@ def probe(runners: dict[str, tuple[TargetEntry, Any]], feeds: list[dict[str, Any
             times = [run_once(name, feed) for feed in feeds]
             if name in passes:
                 passes[name].append(sum(t for t in times if t is not None) / len(feeds))
-    speeds = [TargetSpeed(target=name, runtime=runners[name][0].runtime, p50_ms=round(statistics.median(ms), 4),
-                          runs=len(ms) * len(feeds), p90_ms=round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 4))
-              for name, ms in passes.items() if ms]
-    return speeds, failed
+    speeds = [TargetSpeed(target=name, runtime=runners[(name, threads)][0].runtime,
+                          p50_ms=round(statistics.median(ms), 4), runs=len(ms) * len(feeds),
+                          p90_ms=round(sorted(ms)[min(len(ms) - 1, int(0.9 * len(ms)))], 4), threads=threads)
+              for (name, threads), ms in passes.items() if ms]
+    return speeds, {name: why for name, why in failed.items() if name not in {s.target for s in speeds}}
 
 
-def release(runners: dict[str, tuple[TargetEntry, Any]], keep: str | None) -> Any:
+def release(runners: dict[Candidate, tuple[TargetEntry, Any]], keep: Candidate | None) -> Any:
     """Drop every probed runner but ``keep``'s (returned): a small device holds one loaded artifact."""
     kept = runners[keep][1] if keep in runners else None
     runners.clear()

@@ -25,7 +25,8 @@ from test_base_install import REPO, edgepack, one_line_error
 
 TESTS = Path(__file__).resolve().parent
 SLOW_MS = 20.0
-EXTRA = "slow-tflite=test_speed_profile:SlowRunner,broken-tflite=test_speed_profile:BrokenRunner"
+EXTRA = ("slow-tflite=test_speed_profile:SlowRunner,broken-tflite=test_speed_profile:BrokenRunner,"
+         "taxed-tflite=test_speed_profile:ThreadTaxedRunner")
 
 
 class SlowRunner(TFLiteRunner):
@@ -35,6 +36,17 @@ class SlowRunner(TFLiteRunner):
 
     def run(self, inputs: dict[str, np.ndarray], length: int | None = None) -> np.ndarray:
         time.sleep(SLOW_MS / 1000)
+        return super().run(inputs, length)
+
+
+class ThreadTaxedRunner(TFLiteRunner):
+    """Slower on more than one thread, as XNNPACK is on short inputs (each op's hand-off between threads)."""
+
+    runtime = "taxed-tflite"
+
+    def run(self, inputs: dict[str, np.ndarray], length: int | None = None) -> np.ndarray:
+        if (self.threads or 1) > 1:
+            time.sleep(SLOW_MS / 1000)
         return super().run(inputs, length)
 
 
@@ -221,3 +233,52 @@ def test_the_agents_bench_keeps_the_profile_on_the_device(slow_int8, tmp_path, e
     ran = edgepack("run", str(slow_int8), "hello", "--json", env=env)
     choice = json.loads(ran.stdout)["choice"]
     assert (choice["target"], choice["how"], choice["profile"]["source"]) == ("tflite-fp32", "profile", "bench")
+
+
+def test_a_thread_budget_runs_the_artifact_at_the_count_it_was_fastest_with(tiny_bundle, tmp_path, env):
+    """--threads N without --target is a budget: each artifact is timed at 1 and N threads, and the winner runs
+    at its own count; the probe, its cache, a bench's profile, run --json/--verbose all say so."""
+    from device_bench.bench import bench_bundle
+
+    bundle = variant(tiny_bundle, tmp_path / "taxed", {"tflite-int8": "taxed-tflite", "tflite-fp32": "slow-tflite"})
+    assert speed.thread_options(2) == [1, 2] and speed.thread_options(6) == [1, 2, 4, 6]
+    assert speed.thread_options(None) == [None]
+    probed = Bundle(bundle, threads=2)
+    assert (probed.target.name, probed.run_threads, probed.runner.threads) == ("tflite-int8", 1, 1)
+    profile = probed.choice.profile
+    assert (profile.threads, profile.chosen, profile.chosen_threads) == (2, "tflite-int8", 1)
+    assert {(s.target, s.threads) for s in profile.speeds} == {(t, n) for t in ("tflite-int8", "tflite-fp32")
+                                                              for n in (1, 2)}
+    assert profile.speed("tflite-int8", 2).p50_ms >= SLOW_MS > profile.speed("tflite-int8", 1).p50_ms
+    assert profile.summary().startswith("tflite-int8 on 1 thread (p50 ")
+    assert probed.choice.describe()[0].startswith("target tflite-int8 on 1 thread: fastest here")
+    cached = Bundle(bundle, threads=2)
+    assert (cached.choice.how, cached.run_threads, cached.runner.threads) == (speed.HOW_PROFILE, 1, 1)
+    asked = Bundle(bundle, target="tflite-int8", threads=2)  # with --target the count is used as given
+    assert (asked.run_threads, asked.runner.threads) == (2, 2)
+
+    ran = edgepack("run", str(bundle), "hello", "--threads", "2", "--json", env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert {k: json.loads(ran.stdout)["choice"][k] for k in ("target", "threads", "how")} == {
+        "target": "tflite-int8", "threads": 1, "how": "profile"}
+    said = edgepack("run", str(bundle), "hello", "--threads", "2", env=env)
+    assert said.stderr.startswith("tflite-int8 (taxed-tflite, dynamic-int8, 1 thread) on feature-extraction")
+
+    old = profile.to_dict() | {"schema_minor": 0}  # a profile written before thread choice: all at the budget
+    old.pop("chosen_threads")
+    for s in old["speeds"]:
+        s.pop("threads")
+    old["speeds"] = [s for s in old["speeds"] if s["target"] == "tflite-int8"][:1]
+    read = speed.SpeedProfile.from_dict(old)
+    assert (read.chosen_threads, read.speeds[0].threads) == (2, 2)
+
+    report = bench_bundle(bundle, targets=["tflite-int8", "tflite-fp32"], threads=[1, 2], runs=5, min_seconds=0.0,
+                          warmup=1, memory_runs=1)
+    assert not report.failed, [r.error for r in report.failed]
+    budget = {p.threads: p for p in report.fastest}
+    assert (budget[1].chosen, budget[1].chosen_threads) == ("tflite-int8", 1)
+    assert (budget[2].chosen, budget[2].chosen_threads) == ("tflite-int8", 1)  # the 1-thread row beat both 2s
+    assert {s.threads for s in budget[1].speeds} == {1}
+    benched = Bundle(bundle, threads=2)
+    assert (benched.choice.how, benched.choice.profile.source, benched.run_threads) == (
+        speed.HOW_PROFILE, speed.SOURCE_BENCH, 1)

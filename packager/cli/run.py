@@ -49,7 +49,9 @@ def native_stderr_silenced() -> Iterator[None]:
 @click.option("--choose", default="fastest", show_default=True, metavar="fastest|order",
               help="Without --target: the fastest verified artifact by measurement (bench profile, else a short "
                    "probe, cached), or the fixed order (parity, torch-free runtimes, pack order).")
-@click.option("--threads", type=int, default=None, help="Runtime threads (default: the runtime's choice).")
+@click.option("--threads", type=int, default=None,
+              help="Runtime threads: with --target the count used; without, a budget (the chosen artifact runs at "
+                   "the count up to it it was fastest with). Default: the runtime's choice.")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classification: how many labels to list.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with a `results` list (and the `choice`).")
 @click.option("-v", "--verbose", is_flag=True, help="Say which target was chosen and on what evidence (stderr).")
@@ -64,9 +66,9 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
         raise EdgepackError("no texts: give TEXT arguments or --file (one text per line)")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the .ptl runner's deprecation chatter
     try:
-        with native_stderr_silenced():
+        with native_stderr_silenced():  # XNNPACK announces its delegate at the first run, not at load
             loaded = Bundle(bundle, target=target, threads=threads, top_k=top_k, choose=choose)
-        predictions = loaded.predict(all_texts)
+            predictions = loaded.predict(all_texts)
     except BundleError as exc:
         raise EdgepackError(str(exc)) from None
     entry = loaded.target
@@ -79,7 +81,8 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
                                "choice": loaded.choice.to_dict(),
                                "results": [p.to_dict() for p in predictions]}, indent=2))
         return
-    click.echo(f"{entry.name} ({entry.runtime}, {entry.precision or 'precision n/a'}) on {loaded.manifest.task}",
+    on = "" if loaded.run_threads is None else f", {loaded.run_threads} thread{'s' * (loaded.run_threads > 1)}"
+    click.echo(f"{entry.name} ({entry.runtime}, {entry.precision or 'precision n/a'}{on}) on {loaded.manifest.task}",
                err=True)
     for prediction in predictions:
         cut = " [truncated]" if prediction.truncated else ""
