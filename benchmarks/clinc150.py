@@ -342,7 +342,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
     if args.levers:
         lever_study(args, data, cache, work, seq_len, teacher, teacher_tok, alone, alone_tok, student_key)
         return []
-    student, student_tok, stage_details["student"] = cached(cache, "mpnet-student", student_key, build_student)
+    student, student_tok, stage_details["student"] = cached(cache, student_cache_name(cache, student_key), student_key,
+                                                            build_student)
     return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
             Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),
             Stage("student", "MiniLM-L6 distilled from the MPNet teacher", student, student_tok, student_key,
@@ -405,6 +406,13 @@ class TransferSetsOnDisk:
         partial.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
         partial.replace(self._path(key))
         self.held[self._path(key)] = value
+
+
+def student_cache_name(cache: Path, key: dict[str, Any]) -> str:
+    """Where the distilled student of ``key`` is cached: a lever row trained with the same settings is the same
+    student (the chain with a row's flags reuses it), else ``mpnet-student``."""
+    lever = f"mpnet-lever-{digest(key)}"
+    return lever if (cache / lever / "edgepack-cache.json").is_file() else "mpnet-student"
 
 
 def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teacher_tok, alone, alone_tok,
