@@ -76,7 +76,7 @@ class TargetSpeed:
     threads: int | None = None  # the thread count it ran with (None: the runtime's default)
 
     def label(self) -> str:
-        return self.target if self.threads is None else f"{self.target} on {self.threads} thread{'s' * (self.threads > 1)}"
+        return self.target + on_threads(self.threads)
 
 
 @dataclass
@@ -177,8 +177,7 @@ class Choice:
                       else f"probed now ({sum(s.runs for s in p.speeds)} timed runs)" if self.how == HOW_PROBE
                       else f"cached probe from {p.measured_at}")
             head = f"fastest here: {p.summary()}, {origin}"
-        runs_on = "" if self.threads is None else f" on {self.threads} thread{'s' * (self.threads > 1)}"
-        lines = [f"target {self.target}{runs_on}: {head or self.how}"]
+        lines = [f"target {self.target}{on_threads(self.threads)}: {head or self.how}"]
         if p is not None and p.excluded:
             lines += [f"  left out {name}: {why}" for name, why in p.excluded.items()]
         if self.device_key:
@@ -286,6 +285,16 @@ def _warn(message: str, sink: list[str] | None) -> None:
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def thread_count(threads: int) -> str:
+    """``1 thread`` / ``2 threads``."""
+    return f"{threads} thread{'s' * (threads > 1)}"
+
+
+def on_threads(threads: int | None) -> str:
+    """`` on 1 thread`` / `` on 2 threads``; empty for the runtime's default."""
+    return "" if threads is None else f" on {thread_count(threads)}"
 
 
 def thread_options(budget: int | None) -> list[int | None]:

@@ -60,6 +60,7 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
     """Tokenize TEXT... with the bundle's own tokenizer and run one artifact on them: label, probability and
     top-k for classification; the embedding (dims and norm; the vector with --json) for feature-extraction."""
     from device_bench.predict import Bundle, BundleError
+    from device_bench.speed_profile import thread_count
 
     all_texts = [t for t in texts if t.strip()] + (read_text_lines(text_file) if text_file is not None else [])
     if not all_texts:
@@ -81,7 +82,7 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
                                "choice": loaded.choice.to_dict(),
                                "results": [p.to_dict() for p in predictions]}, indent=2))
         return
-    on = "" if loaded.run_threads is None else f", {loaded.run_threads} thread{'s' * (loaded.run_threads > 1)}"
+    on = "" if loaded.run_threads is None else f", {thread_count(loaded.run_threads)}"
     click.echo(f"{entry.name} ({entry.runtime}, {entry.precision or 'precision n/a'}{on}) on {loaded.manifest.task}",
                err=True)
     for prediction in predictions:
