@@ -13,7 +13,9 @@ Variants (each text in, embedding out, batch 1):
   (QAttention, QEmbedLayerNormalization, MatMulInteger);
 - sentence-transformers ``encode`` (fp32 PyTorch), also the fidelity reference;
 - ``Bundle()`` on the default bundle without ``target``, the thread count a budget: what an application gets (the
-  artifact and thread count its load-time probe found fastest), timed as its own variant.
+  artifact and thread count its load-time probe found fastest), timed as its own variant;
+- the default bundle's ``tflite-int8`` through LiteRT's ``Interpreter`` (``EDGEPACK_TFLITE_API=interpreter``): the
+  runner before its ``CompiledModel`` path, the same artifact in the same run.
 
 Fidelity: cosine against ``SentenceTransformer.encode`` on ``--n`` CLINC150 test texts no pack saw (as
 ``benchmarks/int8_parity_by_isa.py``). Speed: every variant runs over the same texts round-robin, ``--rounds``
@@ -53,6 +55,7 @@ BUNDLES: dict[str, tuple[list[str], dict[str, dict[str, Any]]]] = {
     "fused-dynamic": (["onnx-int8"], {"onnx-int8": {"fuse": "bert", "scheme": "dynamic"}}),
 }
 PEERS = ("ort-int8 (plain export)", "ort-fused-int8 (optimize_model bert)")
+INTERPRETER_VARIANT = "edgepack tflite-int8 (default) through LiteRT's Interpreter, the runner before"
 
 
 def log(msg: str) -> None:
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family
     from device_bench.manifest import Manifest
     from device_bench.predict import Bundle
+    from device_bench.runners.tflite import API_ENV as TFLITE_API_ENV
     from int8_parity_by_isa import unseen_texts
     from packager.models import default_model_path
 
@@ -216,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, bundle, target in artifacts:
             runner = Bundle(bundle, target=target, threads=threads)
             fns[name] = lambda text, runner=runner: runner.outputs([text])
+        # the default bundle's tflite-int8 through the interpreter's signature runners: the runner before LiteRT's
+        # compiled path (see device_bench/runners/tflite.py), same artifact, same run
+        os.environ[TFLITE_API_ENV] = "interpreter"
+        try:
+            before = Bundle(bundles["default"], target="tflite-int8", threads=threads)
+        finally:
+            os.environ.pop(TFLITE_API_ENV)
+        fns[INTERPRETER_VARIANT] = lambda text, runner=before: runner.outputs([text])
         fns.update({name: peer_fn(path, tokenizer, threads, args.seq_len) for name, path in peers.items()})
         fns["sentence-transformers fp32 (PyTorch)"] = st_fn(st, threads)
         picked = Bundle(bundles["default"], threads=threads)  # threads: a budget, the pick runs at its fastest count

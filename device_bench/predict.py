@@ -240,7 +240,8 @@ class Bundle:
         if getattr(self.runner, "takes_text", False):
             outputs = self.runner.run_texts([t.text for t in tokenized])
             return [(outputs[i:i + 1], feed) for i, feed in enumerate(inputs)]
-        return [(self.runner.run(feed), feed) for feed in inputs]
+        # each feed is already padded to the length this bundle runs it at: the runner need not work it out again
+        return [(self.runner.run(feed, length=next(iter(feed.values())).shape[-1]), feed) for feed in inputs]
 
     def outputs(self, texts: list[str]) -> np.ndarray:
         """The artifact's raw float32 outputs, one row per text ([N, D])."""

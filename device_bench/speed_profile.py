@@ -38,6 +38,7 @@ from .fingerprint import AGENT_DISTRIBUTION, cpu_isa, cpu_model, device_model, d
 from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, check_version
 from .fstree import write_private
 from .records import RecordError, from_dict, load_json, one_line
+from .user_cache import user_cache
 
 #: Same evolution rule as the manifest and the report: additive fields bump the minor, a new major is refused.
 SPEED_SCHEMA_VERSION = 1
@@ -215,10 +216,7 @@ def bundle_identity(manifest: Manifest) -> str:
 # -- the store ---------------------------------------------------------------------------
 
 def cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-    return Path(base) / "edgepack" / "speed"
+    return user_cache("speed", CACHE_ENV)
 
 
 def profile_path(bundle_id: str, key: str) -> Path:

@@ -50,6 +50,7 @@ class BundleTokenizer:
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.backend.no_padding()  # tokenizer.json may carry the pack-time padding; padding is done per shape here
+        self._truncation: int | None = None  # the max_tokens the backend truncates to now (set once, not per call)
 
     @classmethod
     def from_dir(cls, folder: Path | str, padding_side: str | None = None) -> "BundleTokenizer":
@@ -75,7 +76,9 @@ class BundleTokenizer:
 
     def tokenize(self, texts: list[str], max_tokens: int) -> list[TokenizedText]:
         """Special tokens added, truncated to ``max_tokens`` (as the packing side's ``truncation=True``)."""
-        self.backend.enable_truncation(max_length=int(max_tokens), direction=self.truncation_side)
+        if self._truncation != int(max_tokens):
+            self.backend.enable_truncation(max_length=int(max_tokens), direction=self.truncation_side)
+            self._truncation = int(max_tokens)
         encodings = self.backend.encode_batch(list(texts), add_special_tokens=True)
         return [TokenizedText(text=text, ids=list(enc.ids), offsets=[tuple(o) for o in enc.offsets],
                               word_ids=list(enc.word_ids), special_tokens_mask=list(enc.special_tokens_mask),

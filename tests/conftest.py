@@ -23,6 +23,14 @@ if not os.environ.get("EDGEPACK_SPEED_CACHE"):
 
     os.environ["EDGEPACK_SPEED_CACHE"] = _SPEED_SCRATCH = tempfile.mkdtemp(prefix="edgepack-speed-")
     atexit.register(shutil.rmtree, _SPEED_SCRATCH, True)
+# XNNPACK's packed-weight files (the TFLite runner's compiled path) likewise
+if not os.environ.get("EDGEPACK_XNNPACK_CACHE"):
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["EDGEPACK_XNNPACK_CACHE"] = _XNNPACK_SCRATCH = tempfile.mkdtemp(prefix="edgepack-xnnpack-")
+    atexit.register(shutil.rmtree, _XNNPACK_SCRATCH, True)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -265,3 +265,57 @@ def test_default_model_tokenizer_matches_transformers(tmp_path, default_model_av
         padded = ours.pad(tokens, 128)
         assert np.array_equal(padded["input_ids"][0], hf["input_ids"][i]), TEXTS[i]
         assert np.array_equal(padded["attention_mask"][0], hf["attention_mask"][i])
+
+
+def test_tflite_runs_compiled_with_one_packed_weight_file(tiny_bundle, tmp_path, monkeypatch):
+    """A dynamic-range .tflite runs through LiteRT's CompiledModel with XNNPACK's weight cache: one packed-weight
+    file for every bucket, the interpreter's outputs, and no LiteRT log lines on `edgepack run`'s stderr; where the
+    cache folder cannot be made it still runs, packing in memory."""
+    import subprocess
+    import sys
+
+    from device_bench.runners.tflite import API_ENV, WEIGHT_CACHE_ENV, TFLiteRunner
+
+    pytest.importorskip("ai_edge_litert.compiled_model")
+    path = tiny_bundle / "tflite_int8.tflite"
+    manifest = Manifest.load(tiny_bundle)
+    entry = manifest.target("tflite-int8")
+    feeds = []
+    for n in (5, 12, 20, 31):  # one per bucket, and beyond the first
+        ids = np.zeros((1, n), dtype=np.int64)
+        ids[0, 1:-1] = np.arange(5, 5 + n - 2)
+        feeds.append({"input_ids": ids, "attention_mask": np.ones((1, n), dtype=np.int64)})
+
+    monkeypatch.setenv(WEIGHT_CACHE_ENV, str(tmp_path / "xnnpack"))
+    compiled = TFLiteRunner(path, threads=1, shapes=entry.shapes)
+    assert compiled.details()["api"] == "CompiledModel"
+    files = list((tmp_path / "xnnpack").glob("*.xnnpack"))
+    assert len(files) == 1 and files[0].stat().st_size > 0 and compiled.compiled.weight_cache == files[0]
+    got = [compiled.run(feed) for feed in feeds]
+    assert len({compiled.choose_length(int(f["attention_mask"].sum())) for f in feeds}) == len(entry.shapes.buckets)
+
+    again = TFLiteRunner(path, threads=1, shapes=entry.shapes)  # a second load reads the same file
+    assert again.compiled.weight_cache == files[0] and list((tmp_path / "xnnpack").glob("*.xnnpack")) == files
+    for feed, out in zip(feeds, got):
+        np.testing.assert_array_equal(again.run(feed), out)
+
+    monkeypatch.setenv(API_ENV, "interpreter")
+    interpreted = TFLiteRunner(path, threads=1, shapes=entry.shapes)
+    assert interpreted.details()["api"] == "Interpreter"
+    for feed, out in zip(feeds, got):
+        np.testing.assert_allclose(interpreted.run(feed), out, atol=1e-5)
+    monkeypatch.delenv(API_ENV)
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv(WEIGHT_CACHE_ENV, str(blocked / "xnnpack"))
+    uncached = TFLiteRunner(path, threads=1, shapes=entry.shapes)
+    assert uncached.details()["api"] == "CompiledModel" and uncached.compiled.weight_cache is None
+    np.testing.assert_array_equal(uncached.run(feeds[0]), got[0])
+
+    monkeypatch.setenv(WEIGHT_CACHE_ENV, str(tmp_path / "cli"))
+    run = subprocess.run([sys.executable, "-m", "packager.cli", "run", str(tiny_bundle), "play some jazz",
+                          "--target", "tflite-int8"], capture_output=True, text=True, env=full_env(), timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "INFO" not in run.stderr and "WARNING" not in run.stderr, run.stderr[-2000:]
+    assert list((tmp_path / "cli").glob("*.xnnpack"))
