@@ -22,6 +22,7 @@ interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -233,17 +234,28 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
         model, details = prune(student, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "pruned")
         return model, tokenizer, details
 
+    trim_splits = args.trim_splits
+    trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
+    trim_label = (f"+ vocabulary trimmed to the {'+'.join(trim_splits)} tokens"
+                  + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""))
+    trim_spec = TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars, keep_top=args.trim_keep_top)
+    if not args.prune_heads and not args.prune_ffn:  # no pruning: the student's vocabulary trimmed, nothing else
+        started = time.perf_counter()
+        trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(copy.deepcopy(student), tokenizer, trim_texts,
+                                                                    trim_spec)
+        stage_details["trimmed"]["steps"] = {"trim the vocabulary": round(time.perf_counter() - started, 2)}
+        trim_key = {"student": student_key, "chars": args.trim_keep_chars, "top": args.trim_keep_top,
+                    "splits": trim_splits}
+        return [Stage("trimmed", trim_label.replace("+ vocabulary", "student, vocabulary", 1), trimmed, trimmed_tok,
+                      trim_key, finals=True)]
+
     pruned_key = {"student": student_key, "heads": args.prune_heads, "ffn": args.prune_ffn,
                   "recovery_epochs": args.recovery_epochs}
     prefix = "mpnet-" if args.setting == "mpnet" else ""
     pruned_name = f"{prefix}pruned-h{args.prune_heads:g}-f{args.prune_ffn:g}-r{args.recovery_epochs:g}"
     pruned, _, stage_details["pruned"] = cached(cache, pruned_name, pruned_key, build_pruned)
-    trim_splits = args.trim_splits
-    trim_texts = [t for split in trim_splits for t in getattr(data, split).texts]
     started = time.perf_counter()
-    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(
-        pruned, tokenizer, trim_texts, TrimVocabSpec(splits=trim_splits, keep_ascii_chars=args.trim_keep_chars,
-                                                     keep_top=args.trim_keep_top))
+    trimmed, trimmed_tok, stage_details["trimmed"] = trim_vocab(pruned, tokenizer, trim_texts, trim_spec)
     stage_details["trimmed"]["steps"] = {"trim the vocabulary": round(time.perf_counter() - started, 2)}
     # trim_vocab replaced pruned's embeddings in place: reload the pruned checkpoint for its own bundle
     pruned = AutoModelForSequenceClassification.from_pretrained(cache / pruned_name, attn_implementation="eager").eval()
@@ -252,9 +264,7 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
         trim_key["splits"] = trim_splits
     return [Stage("pruned", f"+ structured pruning (heads −{args.prune_heads:.0%}, FFN −{args.prune_ffn:.0%})",
                   pruned, tokenizer, pruned_key),
-            Stage("trimmed", f"+ vocabulary trimmed to the {'+'.join(trim_splits)} tokens"
-                  + (f" + top {args.trim_keep_top} ids" if args.trim_keep_top else ""), trimmed, trimmed_tok,
-                  trim_key, finals=True)]
+            Stage("trimmed", trim_label, trimmed, trimmed_tok, trim_key, finals=True)]
 
 
 def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
@@ -370,8 +380,20 @@ def levers(args) -> list[Lever]:
                                    f"{args.sentence_loss})", sentence_weight=args.lever_sentence_weight)
     larger = dataclasses.replace(sentence, lever=f"+ transfer set {args.lever_copies + 1}× the training split",
                                  copies=args.lever_copies)
-    longer = dataclasses.replace(larger, lever=f"+ {args.lever_epochs:g} distillation epochs", epochs=args.lever_epochs)
-    return [base, sentence, larger, longer]
+    longer = [dataclasses.replace(larger, lever=f"+ {epochs:g} distillation epochs", epochs=epochs)
+              for epochs in lever_epochs(args)]
+    return [base, sentence, larger, *longer]
+
+
+def lever_epochs(args) -> list[float]:
+    """``--lever-epochs 3,6``: one "more epochs" row per count, each on the larger transfer set."""
+    try:
+        counts = [float(x) for x in str(args.lever_epochs).split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--lever-epochs {args.lever_epochs!r}: expected epoch counts like 3,6") from None
+    if not counts or min(counts) <= 0:
+        raise SystemExit(f"--lever-epochs {args.lever_epochs!r}: expected positive epoch counts like 3,6")
+    return counts
 
 
 class TransferSetsOnDisk:
@@ -564,14 +586,17 @@ def main() -> int:
                          "transfer set, + more epochs, each row cached; writes <name>-levers.md")
     ap.add_argument("--lever-sentence-weight", type=float, default=1.0)
     ap.add_argument("--lever-copies", type=int, default=4, help="augmented copies of the larger transfer set")
-    ap.add_argument("--lever-epochs", type=float, default=3.0)
+    ap.add_argument("--lever-epochs", default="3", metavar="N[,M]",
+                    help="distillation epochs of the 'more epochs' rows, one row per count (e.g. 3,6)")
     ap.add_argument("--lever-rows", default=None, metavar="N,M",
                     help="train only these rows of the lever study (1-based); the others are carried from the "
                          "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")
     ap.add_argument("--search-trials", type=int, default=12, help="mpnet: optuna trials of the distillation (0: off)")
     ap.add_argument("--search-epochs", default="2,6", help="mpnet: epoch range of the search (on the 5x augmented set)")
     ap.add_argument("--search-lr", default="5e-5,5e-4", help="mpnet: learning-rate range of the search")
-    ap.add_argument("--prune-heads", type=float, default=0.25)
+    ap.add_argument("--prune-heads", type=float, default=0.25,
+                    help="share of attention heads pruned (0 with --prune-ffn 0: no pruning stage; the student's "
+                         "own vocabulary is trimmed)")
     ap.add_argument("--prune-ffn", type=float, default=0.5)
     ap.add_argument("--recovery-epochs", type=float, default=1.0)
     ap.add_argument("--trim-keep-chars", action="store_true",
