@@ -20,6 +20,7 @@ keeps the fixed order of ``choose_target``. ``Bundle.choice`` says what was chos
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,8 @@ class Bundle:
         if getattr(self.runner, "takes_text", False):
             outputs = self.runner.run_texts([t.text for t in tokenized])
             return [(outputs[i:i + 1], feed) for i, feed in enumerate(inputs)]
+        if not _takes_length(type(self.runner)):  # a device owner's runner (EDGEPACK_EXTRA_RUNNERS) may take inputs only
+            return [(self.runner.run(feed), feed) for feed in inputs]
         # each feed is already padded to the length this bundle runs it at: the runner need not work it out again
         return [(self.runner.run(feed, length=next(iter(feed.values())).shape[-1]), feed) for feed in inputs]
 
@@ -253,6 +256,17 @@ class Bundle:
         tokenized = self.tokenize(_texts(texts))
         return [self.decoder.decode(output, tokens, feed["attention_mask"])
                 for tokens, (output, feed) in zip(tokenized, self._run(tokenized))]
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_length(runner_type: type) -> bool:
+    """Whether the runner class's ``run`` accepts ``length`` (the base runner's does; an override may not)."""
+    import inspect
+
+    try:
+        return "length" in inspect.signature(runner_type.run).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _texts(texts: list[str] | str) -> list[str]:

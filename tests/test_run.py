@@ -319,3 +319,22 @@ def test_tflite_runs_compiled_with_one_packed_weight_file(tiny_bundle, tmp_path,
     assert run.returncode == 0, run.stderr[-2000:]
     assert "INFO" not in run.stderr and "WARNING" not in run.stderr, run.stderr[-2000:]
     assert list((tmp_path / "cli").glob("*.xnnpack"))
+
+
+def test_a_runner_whose_run_takes_inputs_only_still_runs(tiny_bundle):
+    """Bundle hands the base runners the length it padded to; a device owner's runner overriding ``run(inputs)``
+    (``EDGEPACK_EXTRA_RUNNERS``) gets the inputs alone, and the same outputs come back."""
+    from device_bench.predict import _takes_length
+    from device_bench.runners.base import Runner
+
+    bundle = Bundle(tiny_bundle, target="tflite-int8")
+    expected = bundle.outputs(["play some jazz", "book a flight to rome"])
+    real = bundle.runner
+
+    class InputsOnly:
+        def run(self, inputs):
+            return real.run(inputs)
+
+    assert _takes_length(type(real)) and _takes_length(Runner) and not _takes_length(InputsOnly)
+    bundle.runner = InputsOnly()
+    np.testing.assert_array_equal(bundle.outputs(["play some jazz", "book a flight to rome"]), expected)
