@@ -86,7 +86,7 @@ class TFLiteRunner(Runner):
 
     def _invoke(self, entry: EntryPoint, feed: list[np.ndarray]) -> list[np.ndarray]:
         if self.compiled is not None:
-            return self.compiled.run(entry.name, [np.ascontiguousarray(value, dtype=np.dtype(info.dtype))
+            return self.compiled.run(entry.name, [(info.name, np.ascontiguousarray(value, dtype=np.dtype(info.dtype)))
                                                   for value, info in zip(feed, entry.inputs)])
         runner, ins, outs = entry.handle
         if runner is None:
@@ -164,7 +164,7 @@ class CompiledSignatures:
     def __init__(self, model: Any, weight_cache: Path | None, slots: dict[str, Any]) -> None:
         self.model = model
         self.weight_cache = weight_cache
-        #: signature -> (index, input buffers in the entry's order, in the signature's, output buffers,
+        #: signature -> (index, input buffers by name, in the signature's order, output buffers,
         #: [(output buffer, elements, dtype, shape)] in the entry's order)
         self.slots = slots
 
@@ -201,9 +201,8 @@ class CompiledSignatures:
             slots = {}
             for entry in entries:
                 index = model.get_signature_index(entry.name)
-                names = signatures[entry.name]["inputs"]
                 buffers = model.create_input_buffers(index)
-                inputs = [buffers[names.index(info.name)] for info in entry.inputs]
+                inputs = dict(zip(signatures[entry.name]["inputs"], buffers))  # every input, by its signature name
                 out_names = signatures[entry.name]["outputs"]
                 out_buffers = model.create_output_buffers(index)
                 outputs = [(out_buffers[out_names.index(info.name)], int(np.prod(info.shape)), np.dtype(info.dtype),
@@ -222,10 +221,13 @@ class CompiledSignatures:
             self.slots = {}
             self.model = None
 
-    def run(self, signature: str, feed: list[np.ndarray]) -> list[np.ndarray]:
-        index, fed, buffers, out_buffers, outputs = self.slots[signature]
-        for buffer, value in zip(fed, feed):
-            buffer.write(value)
+    def run(self, signature: str, feed: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+        """``feed``: (input name, value) for every input of the signature."""
+        index, by_name, buffers, out_buffers, outputs = self.slots[signature]
+        if len(feed) != len(buffers):
+            raise ValueError(f"signature {signature} takes {len(buffers)} inputs, got {len(feed)}")
+        for name, value in feed:
+            by_name[name].write(value)
         self.model.run_by_index(index, buffers, out_buffers)
         return [buffer.read(size, dtype).reshape(shape).astype(np.float32, copy=False)
                 for buffer, size, dtype, shape in outputs]
