@@ -14,23 +14,17 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# speed profiles (which artifact `edgepack run` defaults to) go to a scratch folder, never the user's cache: no
-# test reads another session's profile; tests of the profiles themselves set their own folder
-if not os.environ.get("EDGEPACK_SPEED_CACHE"):
-    import atexit
-    import shutil
-    import tempfile
+# speed profiles (which artifact `edgepack run` defaults to) and XNNPACK's packed-weight files (the TFLite runner's
+# compiled path) go to scratch folders, never the user's cache: no test reads another session's; tests of the
+# caches themselves set their own folder
+for _env, _prefix in (("EDGEPACK_SPEED_CACHE", "edgepack-speed-"), ("EDGEPACK_XNNPACK_CACHE", "edgepack-xnnpack-")):
+    if not os.environ.get(_env):
+        import atexit
+        import shutil
+        import tempfile
 
-    os.environ["EDGEPACK_SPEED_CACHE"] = _SPEED_SCRATCH = tempfile.mkdtemp(prefix="edgepack-speed-")
-    atexit.register(shutil.rmtree, _SPEED_SCRATCH, True)
-# XNNPACK's packed-weight files (the TFLite runner's compiled path) likewise
-if not os.environ.get("EDGEPACK_XNNPACK_CACHE"):
-    import atexit
-    import shutil
-    import tempfile
-
-    os.environ["EDGEPACK_XNNPACK_CACHE"] = _XNNPACK_SCRATCH = tempfile.mkdtemp(prefix="edgepack-xnnpack-")
-    atexit.register(shutil.rmtree, _XNNPACK_SCRATCH, True)
+        os.environ[_env] = _scratch = tempfile.mkdtemp(prefix=_prefix)
+        atexit.register(shutil.rmtree, _scratch, True)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 REPO = Path(__file__).resolve().parents[1]

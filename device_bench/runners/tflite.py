@@ -21,14 +21,13 @@ import hashlib
 import os
 import platform
 import re
-import sys
-import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..native_output import fds_muted, mute_for_good
 from .base import EntryPoint, Runner, RunnerUnavailable, TensorInfo, sequence_length
 
 
@@ -211,13 +210,12 @@ class CompiledSignatures:
         except (KeyError, ValueError, RuntimeError, TypeError):
             return None  # a signature the compiled model names differently: the interpreter runs it
         compiled = cls(model, cache, slots)
-        _released_quietly_at_exit(compiled)
+        _released_quietly_at_exit()
         return compiled
-
 
     def __del__(self) -> None:
         """Freed with fd 2 muted: the model's environment logs each accelerator's destruction (INFO lines)."""
-        with _fd2_muted():
+        with fds_muted(2):
             self.slots = {}
             self.model = None
 
@@ -296,42 +294,14 @@ def _locked(cache: Path | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-_LIVE: "weakref.WeakSet[CompiledSignatures]" = weakref.WeakSet()
+_EXIT_MUTED: list[bool] = []  # set once a compiled model was loaded: fd 2 is muted at exit
 
 
-def _released_quietly_at_exit(compiled: CompiledSignatures) -> None:
+def _released_quietly_at_exit() -> None:
     """LiteRT's environments print an INFO line per accelerator to fd 2 as the process exits (from static
     storage, whatever Python still holds), after the command's own output. A process that loaded a compiled
     model mutes fd 2 in its last moments instead: its atexit handler runs after every handler registered later
     (an application's own, typically) and only before those registered earlier and the C++ teardown."""
-    if not _LIVE:
-        atexit.register(_exit_quietly)
-    _LIVE.add(compiled)
-
-
-def _exit_quietly() -> None:
-    try:
-        sys.stderr.flush()
-        sink = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(sink, 2)
-        os.close(sink)
-    except (OSError, ValueError):
-        pass
-
-
-@contextmanager
-def _fd2_muted() -> Iterator[None]:
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        sink = os.open(os.devnull, os.O_WRONLY)
-    except (OSError, ValueError, AttributeError):  # no fd 2 (a daemon), or the interpreter is going away
-        yield
-        return
-    try:
-        os.dup2(sink, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(sink)
+    if not _EXIT_MUTED:
+        atexit.register(mute_for_good, 2)
+        _EXIT_MUTED.append(True)

@@ -1,13 +1,10 @@
 """`edgepack run`: a bundle on texts, on this device. Base install only (the device side's ``Bundle``)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import click
 
@@ -22,23 +19,6 @@ def read_text_lines(path: str) -> list[str]:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
         raise EdgepackError(f"--file {path}: cannot read ({reason})") from None
     return [line.strip() for line in raw.splitlines() if line.strip()]
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Runtimes log from C++ straight to fd 2 while loading ("Created TensorFlow Lite XNNPACK delegate"...);
-    the command's stderr stays for its own lines. Python exceptions still carry the reason."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 @click.command("run")
@@ -59,6 +39,7 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
             top_k: int, as_json: bool, choose: str = "fastest", verbose: bool = False) -> None:
     """Tokenize TEXT... with the bundle's own tokenizer and run one artifact on them: label, probability and
     top-k for classification; the embedding (dims and norm; the vector with --json) for feature-extraction."""
+    from device_bench.native_output import fds_muted
     from device_bench.predict import Bundle, BundleError
     from device_bench.speed_profile import thread_count
 
@@ -67,7 +48,7 @@ def run_cmd(bundle: Path, texts: tuple[str, ...], text_file: str | None, target:
         raise EdgepackError("no texts: give TEXT arguments or --file (one text per line)")
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # the .ptl runner's deprecation chatter
     try:
-        with native_stderr_silenced():  # XNNPACK announces its delegate at the first run, not at load
+        with fds_muted(2):  # XNNPACK announces its delegate at the first run, not at load
             loaded = Bundle(bundle, target=target, threads=threads, top_k=top_k, choose=choose)
             predictions = loaded.predict(all_texts)
     except BundleError as exc:
