@@ -270,7 +270,7 @@ def prune_and_trim(args, data, cache: Path, work: Path, seq_len: int, student, t
 def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details: dict[str, Any]) -> list[Stage]:
     """Fine-tuned MiniLM-L6 teacher → student cut from its layers → pruned → trimmed → int8."""
     from packager.stages.distill.train import distill
-    from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
+    from packager.stages.distill.spec import DistillSpec, StudentSpec
 
     teacher, tokenizer, stage_details["teacher"], teacher_key = minilm_teacher(args, data, cache, work, seq_len)
     layers = [int(x) for x in args.student_layers.split(",")]
@@ -278,7 +278,7 @@ def minilm_chain(args, data, cache: Path, work: Path, seq_len: int, stage_detail
     def build_student():
         spec = DistillSpec(student=StudentSpec(layers=layers), temperature=args.temperature, alpha=args.alpha,
                            epochs=args.student_epochs, lr=args.student_lr, batch_size=32, student_alone=False,
-                           augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None)
+                           augment=augment_spec(args.augment_copies, 0))
         return distill(teacher, tokenizer, data, spec, seq_len=seq_len, work_dir=work / "student")
 
     student_key = {"teacher": teacher_key, "layers": layers, "T": args.temperature, "alpha": args.alpha,
@@ -305,7 +305,7 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
     from packager.stages.distill.train import distill
     from packager.stages.finetune.train import finetune
     from packager.models import load_model
-    from packager.stages.distill.spec import AugmentSpec, DistillSpec, SearchSpec, StudentSpec
+    from packager.stages.distill.spec import DistillSpec, SearchSpec, StudentSpec
     from packager.stages.finetune.spec import FinetuneSpec
 
     folder = mpnet_dir(args)
@@ -337,7 +337,7 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
                                      study=f"mpnet-student-{digest(study_key)}")
     spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                        epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
-                       augment=AugmentSpec(copies=args.augment_copies) if args.augment_copies else None,
+                       augment=augment_spec(args.augment_copies, args.splice),
                        student_alone=False, sentence_weight=args.sentence_weight, sentence_loss=args.sentence_loss)
 
     def build_student():
@@ -349,6 +349,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
                    "search": search and {k: v for k, v in asdict(search).items() if k != "storage"}}
     if args.sentence_weight > 0:  # (absent otherwise: students cached before the objective existed stay valid)
         student_key["sentence"] = {"weight": args.sentence_weight, "loss": args.sentence_loss}
+    if args.splice:  # (likewise)
+        student_key["splice"] = args.splice
     if args.levers:
         lever_study(args, data, cache, work, seq_len, teacher, teacher_tok, alone, alone_tok, student_key)
         return []
@@ -361,6 +363,13 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
             *prune_and_trim(args, data, cache, work, seq_len, student, student_tok, student_key, stage_details)]
 
 
+def augment_spec(copies: int, splice: int):
+    """The distillation's ``augment`` for ``copies`` perturbed variants and ``splice`` splices per training text."""
+    from packager.stages.distill.spec import AugmentSpec
+
+    return AugmentSpec(copies=copies, splice=splice) if copies or splice else None
+
+
 @dataclass
 class Lever:
     """One row of the lever study: the distillation with this row's settings and every lever above it."""
@@ -369,11 +378,15 @@ class Lever:
     epochs: float
     copies: int
     sentence_weight: float
+    splice: int = 0
+    #: the lever of the row this one adds to (None: the row above)
+    base: str | None = None
 
 
 def levers(args) -> list[Lever]:
     """The study's rows, each adding one lever to the row above: the run's own student first, then the
-    sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried)."""
+    sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried),
+    then (``--lever-splice``) spliced texts on the first "more epochs" row."""
     base = Lever("student as run (logits, augmented copies)", args.student_epochs, args.augment_copies,
                  args.sentence_weight)
     sentence = dataclasses.replace(base, lever=f"+ sentence-level objective (weight {args.lever_sentence_weight:g}, "
@@ -382,7 +395,21 @@ def levers(args) -> list[Lever]:
                                  copies=args.lever_copies)
     longer = [dataclasses.replace(larger, lever=f"+ {epochs:g} distillation epochs", epochs=epochs)
               for epochs in lever_epochs(args)]
-    return [base, sentence, larger, *longer]
+    spliced = [dataclasses.replace(longer[0], lever=f"+ {count} spliced texts per training text "
+                                   f"({longer[0].epochs:g} epochs)", splice=count, base=longer[0].lever)
+               for count in lever_splices(args)]
+    return [base, sentence, larger, *longer, *spliced]
+
+
+def lever_splices(args) -> list[int]:
+    """``--lever-splice 2,4``: one "spliced texts" row per count, each on the first "more epochs" row."""
+    try:
+        counts = [int(x) for x in str(args.lever_splice or "").split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--lever-splice {args.lever_splice!r}: expected splice counts like 2,4") from None
+    if any(c < 1 for c in counts):
+        raise SystemExit(f"--lever-splice {args.lever_splice!r}: expected positive splice counts like 2,4")
+    return counts
 
 
 def lever_epochs(args) -> list[float]:
@@ -441,7 +468,7 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
                 student_key) -> None:
     """Train each lever row (cached by its settings, so a study spans sessions), evaluate it on test, and write
     ``<name>-levers.md`` after every row: what each lever bought, beside the teacher and the student alone."""
-    from packager.stages.distill.spec import AugmentSpec, DistillSpec, StudentSpec
+    from packager.stages.distill.spec import DistillSpec, StudentSpec
     from packager.stages.distill.train import distill
     from packager.training.evaluate import accuracy
     from device_bench.fingerprint import cpu_isa, int8_kernel_family
@@ -460,12 +487,14 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
             continue
         spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
-                           augment=AugmentSpec(copies=lever.copies) if lever.copies else None,
+                           augment=augment_spec(lever.copies, lever.splice),
                            sentence_weight=lever.sentence_weight, sentence_loss=args.sentence_loss)
         key = {k: v for k, v in student_key.items() if k != "sentence"} | {"epochs": lever.epochs,
                                                                             "augment": lever.copies, "search": None}
         if lever.sentence_weight > 0:
             key["sentence"] = {"weight": lever.sentence_weight, "loss": args.sentence_loss}
+        if lever.splice:
+            key["splice"] = lever.splice
         name = "mpnet-student" if key == student_key else f"mpnet-lever-{digest(key)}"
         folder = work / f"lever-{digest(key)}"
         model, tokenizer, details = cached(cache, name, key, lambda: distill(teacher, teacher_tok, data, spec,
@@ -515,7 +544,7 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
     name = f"{args.name}-levers"
     lines = ["# CLINC150, book setting: what each distillation lever buys", "",
              f"Fine-tuned MPNet-base teacher: **{teacher_acc * 100:.2f}%** test; MiniLM-L6 fine-tuned on the labels "
-             f"alone: {alone_acc * 100:.2f}%. Each row adds its lever to the row above (fp32 PyTorch test accuracy "
+             f"alone: {alone_acc * 100:.2f}%. Each row adds its lever to the row above, or to the row it names (fp32 PyTorch test accuracy "
              f"of the distilled MiniLM-L6, {len(rows)} of {len(levers(args))} rows trained so far; each row is cached, "
              f"so the study resumes where it stopped). Host ISA: {' '.join(cpu_isa())}.", ""]
     carried = [r for r in rows if r.get("carried")]
@@ -525,11 +554,13 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
                   f"teacher ({', '.join(teachers)}); their Δ vs teacher is against that teacher.", ""]
     lines += [
              "| lever | epochs | transfer set | sentence weight | val acc % | test acc % | Δ vs teacher (pt) | "
-             "Δ vs row above (pt) | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Δ vs the row it adds to (pt) | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     previous = None
+    by_lever = {r["lever"]: r["test_accuracy"] for r in rows}
     for r in rows:
         total = sum((r["transfer_set"] or {}).values()) if r["transfer_set"] else None
-        step = None if previous is None else (r["test_accuracy"] - previous) * 100
+        base = by_lever.get(r["base"]) if r.get("base") else previous
+        step = None if base is None else (r["test_accuracy"] - base) * 100
         mark = " †" if r.get("carried") else ""
         lines.append(f"| {r['lever']}{mark} | {r['epochs']:g} | {_fmt(total, 'd')} | {r['sentence_weight']:g} | "
                      f"{_fmt(r['val_accuracy'] and r['val_accuracy'] * 100, '.2f')} | {r['test_accuracy'] * 100:.2f} | "
@@ -581,6 +612,9 @@ def main() -> int:
                     help="mpnet: weight of the sentence-level objective (student's projected pooled vector regresses "
                          "the teacher's); 0: off")
     ap.add_argument("--sentence-loss", choices=("mse", "cosine"), default="mse")
+    ap.add_argument("--splice", type=int, default=0,
+                    help="mpnet: teacher-labelled splices per training text in the distillation (the start of one "
+                         "text joined to the end of another); 0: none")
     ap.add_argument("--levers", action="store_true",
                     help="mpnet: only the lever study: the student as run, + the sentence objective, + a larger "
                          "transfer set, + more epochs, each row cached; writes <name>-levers.md")
@@ -588,6 +622,9 @@ def main() -> int:
     ap.add_argument("--lever-copies", type=int, default=4, help="augmented copies of the larger transfer set")
     ap.add_argument("--lever-epochs", default="3", metavar="N[,M]",
                     help="distillation epochs of the 'more epochs' rows, one row per count (e.g. 3,6)")
+    ap.add_argument("--lever-splice", default=None, metavar="N[,M]",
+                    help="spliced-texts rows: N spliced texts per training text on the first 'more epochs' row, one "
+                         "row per count (e.g. 2,4)")
     ap.add_argument("--lever-rows", default=None, metavar="N,M",
                     help="train only these rows of the lever study (1-based); the others are carried from the "
                          "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")

@@ -7,6 +7,7 @@ so only the raw text links them — as with an MPNet teacher and a MiniLM studen
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 import yaml
 
 from device_bench.manifest import Manifest
-from packager.stages.distill.augment import augment_texts
+from packager.stages.distill.augment import copy_texts, splice_texts
 from packager.errors import EdgepackError
 from packager.labelled_data import LabelledData, LabelledSplit
 from packager.recipe.spec import load_recipe
@@ -154,10 +155,10 @@ def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
 
     texts = [r["text"] for r in _rows(12, 7)]
     spec = AugmentSpec(copies=3, word_dropout=0.2, swap=0.2, replace=0.2)
-    variants = augment_texts(texts, spec, seed=5)
+    variants = copy_texts(texts, spec, seed=5)
     assert len(variants) == 3 * len(texts)
-    assert variants == augment_texts(texts, spec, seed=5)
-    assert variants != augment_texts(texts, spec, seed=6)
+    assert variants == copy_texts(texts, spec, seed=5)
+    assert variants != copy_texts(texts, spec, seed=6)
     assert sum(v != texts[i // 3] for i, v in enumerate(variants)) >= 0.9 * len(variants)
     vocabulary = {w for t in texts for w in t.split()}
     assert {w for v in variants for w in v.split()} <= vocabulary  # replacements come from the data's own words
@@ -171,6 +172,20 @@ def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
     assert len(split) == logits.shape[0] == 50 and split.texts[14:] == variants
     assert split.labels[:12] == data.train.labels  # labelled rows keep their labels ...
     assert split.labels[12:] == [int(i) for i in logits[12:].argmax(axis=1)]  # ... the rest take the teacher's
+
+    # splices: the start of one text, the end of another; added after the copies, which stay as they were
+    spliced_spec = dataclasses.replace(spec, splice=2)
+    spliced = splice_texts(texts, 2, seed=5)
+    assert len(spliced) == 2 * len(texts) and spliced == splice_texts(texts, 2, seed=5)
+    for i, text in enumerate(spliced):
+        source = texts[i // 2].split()
+        assert text not in texts and text.split()[0] == source[0]  # begins with its own text's first word ...
+        assert any(text.endswith(" " + other.split()[-1]) for other in texts if other != texts[i // 2])  # ... ends another's
+    split, logits, _vectors, counts = transfer_set(teacher, tokenizer, data, DistillSpec(augment=spliced_spec),
+                                                   seq_len=16, seed=5)
+    assert counts == {"train": 12, "unlabeled": 2, "augmented": 36, "spliced": 24}
+    assert split.texts[14:50] == variants and split.texts[50:] == spliced
+    assert split.labels[50:] == [int(i) for i in logits[50:].argmax(axis=1)]
 
 
 def test_hidden_state_matching_across_tokenizers_is_refused_in_one_line(workspace, tmp_path, capsys):
@@ -258,7 +273,7 @@ def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path
     with pytest.raises(EdgepackError, match=r"^recipe data.unlabeled: pool.csv has no column 'text'"):
         load_recipe_data(bad_column)
     path = _recipe(workspace, {"augment": {"copies": 0}})
-    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.copies: must be at least 1$"):
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.copies: must be at least 1 \(or 0 with splice\)$"):
         load_recipe(path)
     path = _recipe(workspace, {"search": {"pruner": "hyper"}})
     with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.search.pruner: 'hyper' is not one of"):
@@ -371,3 +386,15 @@ def test_sentence_weight_is_declared_once_checked_and_tuned(workspace):
         load_recipe(_recipe(workspace, {"sentence_loss": "l1"}))
     with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.sentence_weight"):
         load_recipe(_recipe(workspace, {"sentence_weight": -1}))
+
+
+def test_augment_splice_from_the_recipe_and_its_check(workspace):
+    """``splice`` alone makes a transfer set (copies 0); a negative count is refused by its key (copies 0 alone: the
+    recipe test above)."""
+    from packager.recipe.spec import RecipeError
+
+    recipe = load_recipe(_recipe(workspace, {"augment": {"copies": 0, "splice": 2}}))
+    (spec,) = [stage.spec for stage in recipe.stages if isinstance(stage.spec, DistillSpec)]
+    assert spec.augment == AugmentSpec(copies=0, splice=2)
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.splice: must be 0 or more$"):
+        load_recipe(_recipe(workspace, {"augment": {"splice": -1}}))

@@ -4,8 +4,11 @@ A labelled set of a few thousand utterances shows the student only a sliver of w
 teacher knows; the teacher's soft predictions on perturbed texts (a word dropped, two
 neighbours swapped, a word replaced by another word of the same data) show it how the
 teacher's decision changes near the data (as in TinyBERT's and DistilBERT's task-specific
-augmentation, without any outside resource). Everything is drawn from one seeded
-``random.Random``, so a seed gives the same variants on any machine.
+augmentation, without any outside resource). Splices (the start of one text, the end of
+another) lie between the labelled texts, where a model with an out-of-scope class decides
+"none of these"; labelled ones show the student that decision. Everything is drawn from
+seeded ``random.Random`` streams (copies and splices apart, so adding splices leaves the
+copies as they were), and a seed gives the same texts on any machine.
 """
 from __future__ import annotations
 
@@ -39,8 +42,31 @@ def perturb(words: list[str], rng: random.Random, spec: AugmentSpec, pool: list[
     return out or [rng.choice(words)]
 
 
-def augment_texts(texts: list[str], spec: AugmentSpec, seed: int) -> list[str]:
-    """``spec.copies`` variants of each text, in order (text 0's copies first); deterministic under ``seed``."""
+def splice_texts(texts: list[str], per_text: int, seed: int) -> list[str]:
+    """``per_text`` splices of each text, in order: its first words, then the last words of another text (each
+    part at least one word; a splice equal to either source is drawn again)."""
+    rng = random.Random(f"splice-{seed}")
+    split = [text.split() for text in texts]
+    if len(split) < 2:
+        return []
+    out = []
+    for i, words in enumerate(split):
+        for _ in range(per_text):
+            spliced = texts[i]
+            for _ in range(ATTEMPTS):
+                j = rng.randrange(len(split) - 1)
+                other = split[j + (j >= i)]  # any text but this one
+                head = words[:rng.randint(1, max(1, len(words) - 1))]
+                tail = other[rng.randint(1, len(other) - 1):] if len(other) > 1 else other
+                spliced = " ".join(head + tail)
+                if spliced not in (texts[i], " ".join(other)):
+                    break
+            out.append(spliced)
+    return out
+
+
+def copy_texts(texts: list[str], spec: AugmentSpec, seed: int) -> list[str]:
+    """``spec.copies`` perturbed variants of each text, in order."""
     rng = random.Random(seed)
     pool = data_words(texts)
     variants = []

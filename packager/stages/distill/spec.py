@@ -71,7 +71,8 @@ class SearchSpec:
 
 @dataclass
 class AugmentSpec:
-    """Teacher-labelled variants of the training texts: each copy drops, swaps and replaces some words.
+    """Teacher-labelled variants of the training texts: each copy drops, swaps and replaces some words; each
+    splice joins the start of one training text to the end of another.
 
     Replacement words are drawn from the training texts' own vocabulary; the recipe seed makes it repeatable."""
 
@@ -82,6 +83,10 @@ class AugmentSpec:
     swap: float = 0.1
     #: probability that a word is replaced by a word of the training data
     replace: float = 0.1
+    #: spliced texts per training text: its first words joined to the last words of another training text. They
+    #: lie between the labelled ones, where a classifier with an out-of-scope class decides "none of these", so
+    #: the student sees the teacher's decisions there too; 0: none
+    splice: int = 0
 
 
 @dataclass
@@ -146,10 +151,12 @@ def check_search(s: SearchSpec, where: str) -> None:
 
 
 def check_augment(a: AugmentSpec, where: str) -> None:
-    if a.copies < 1:
-        raise RecipeError(f"recipe {where}.copies: must be at least 1")
+    if a.splice < 0:
+        raise RecipeError(f"recipe {where}.splice: must be 0 or more")
+    if a.copies < 0 or a.copies == 0 and a.splice == 0:
+        raise RecipeError(f"recipe {where}.copies: must be at least 1 (or 0 with splice)")
     for name in ("word_dropout", "swap", "replace"):
         check_range(getattr(a, name), 0.0, 1.0, f"{where}.{name}", high_open=True)
-    if a.word_dropout == a.swap == a.replace == 0:
+    if a.copies and a.word_dropout == a.swap == a.replace == 0:
         raise RecipeError(f"recipe {where}: word_dropout, swap and replace are all 0 (copies would be "
                           "the training texts again)")
