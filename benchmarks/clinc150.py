@@ -386,7 +386,8 @@ class Lever:
 def levers(args) -> list[Lever]:
     """The study's rows, each adding one lever to the row above: the run's own student first, then the
     sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried),
-    then (``--lever-splice``) spliced texts on the first "more epochs" row."""
+    then (``--lever-splice``) spliced texts on the first "more epochs" row (``--lever-splice-epochs``: at other epoch
+    counts too)."""
     base = Lever("student as run (logits, augmented copies)", args.student_epochs, args.augment_copies,
                  args.sentence_weight)
     sentence = dataclasses.replace(base, lever=f"+ sentence-level objective (weight {args.lever_sentence_weight:g}, "
@@ -395,9 +396,14 @@ def levers(args) -> list[Lever]:
                                  copies=args.lever_copies)
     longer = [dataclasses.replace(larger, lever=f"+ {epochs:g} distillation epochs", epochs=epochs)
               for epochs in lever_epochs(args)]
-    spliced = [dataclasses.replace(longer[0], lever=f"+ {count} spliced texts per training text "
-                                   f"({longer[0].epochs:g} epochs)", splice=count, base=longer[0].lever)
-               for count in lever_splices(args)]
+    spliced = []
+    for count in lever_splices(args):
+        first = None  # the count's first row adds splices to the first "more epochs" row; its others, epochs to it
+        for epochs in lever_epochs(args, "lever_splice_epochs") if args.lever_splice_epochs else [longer[0].epochs]:
+            row = dataclasses.replace(longer[0], lever=f"+ {count} spliced texts per training text ({epochs:g} epochs)",
+                                      splice=count, epochs=epochs, base=first.lever if first else longer[0].lever)
+            first = first or row
+            spliced.append(row)
     return [base, sentence, larger, *longer, *spliced]
 
 
@@ -412,14 +418,16 @@ def lever_splices(args) -> list[int]:
     return counts
 
 
-def lever_epochs(args) -> list[float]:
-    """``--lever-epochs 3,6``: one "more epochs" row per count, each on the larger transfer set."""
+def lever_epochs(args, flag: str = "lever_epochs") -> list[float]:
+    """``--lever-epochs 3,6``: one "more epochs" row per count, each on the larger transfer set (``flag``: the
+    same for ``--lever-splice-epochs``)."""
+    value, option = getattr(args, flag), "--" + flag.replace("_", "-")
     try:
-        counts = [float(x) for x in str(args.lever_epochs).split(",") if x.strip()]
+        counts = [float(x) for x in str(value).split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"--lever-epochs {args.lever_epochs!r}: expected epoch counts like 3,6") from None
+        raise SystemExit(f"{option} {value!r}: expected epoch counts like 3,6") from None
     if not counts or min(counts) <= 0:
-        raise SystemExit(f"--lever-epochs {args.lever_epochs!r}: expected positive epoch counts like 3,6")
+        raise SystemExit(f"{option} {value!r}: expected positive epoch counts like 3,6")
     return counts
 
 
@@ -625,6 +633,9 @@ def main() -> int:
     ap.add_argument("--lever-splice", default=None, metavar="N[,M]",
                     help="spliced-texts rows: N spliced texts per training text on the first 'more epochs' row, one "
                          "row per count (e.g. 2,4)")
+    ap.add_argument("--lever-splice-epochs", default=None, metavar="N[,M]",
+                    help="distillation epochs of the spliced-texts rows, one row per count and splice count (default: "
+                         "the first --lever-epochs)")
     ap.add_argument("--lever-rows", default=None, metavar="N,M",
                     help="train only these rows of the lever study (1-based); the others are carried from the "
                          "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")
