@@ -490,8 +490,8 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
     for number, lever in enumerate(levers(args), 1):
         if number not in chosen:
             row = earlier.get(lever.lever)
-            if row is not None:
-                rows.append(row)
+            if row is not None:  # (the row it adds to as defined now: files written before it was recorded lack it)
+                rows.append({**row, "base": lever.base})
             continue
         spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
