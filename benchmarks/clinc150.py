@@ -397,9 +397,10 @@ def levers(args) -> list[Lever]:
     longer = [dataclasses.replace(larger, lever=f"+ {epochs:g} distillation epochs", epochs=epochs)
               for epochs in lever_epochs(args)]
     spliced = []
+    splice_epochs = lever_epochs(args, "lever_splice_epochs") if args.lever_splice_epochs else [longer[0].epochs]
     for count in lever_splices(args):
         first = None  # the count's first row adds splices to the first "more epochs" row; its others, epochs to it
-        for epochs in lever_epochs(args, "lever_splice_epochs") if args.lever_splice_epochs else [longer[0].epochs]:
+        for epochs in splice_epochs:
             row = dataclasses.replace(longer[0], lever=f"+ {count} spliced texts per training text ({epochs:g} epochs)",
                                       splice=count, epochs=epochs, base=first.lever if first else longer[0].lever)
             first = first or row
@@ -408,26 +409,27 @@ def levers(args) -> list[Lever]:
 
 
 def lever_splices(args) -> list[int]:
-    """``--lever-splice 2,4``: one "spliced texts" row per count, each on the first "more epochs" row."""
-    try:
-        counts = [int(x) for x in str(args.lever_splice or "").split(",") if x.strip()]
-    except ValueError:
-        raise SystemExit(f"--lever-splice {args.lever_splice!r}: expected splice counts like 2,4") from None
-    if any(c < 1 for c in counts):
-        raise SystemExit(f"--lever-splice {args.lever_splice!r}: expected positive splice counts like 2,4")
-    return counts
+    """``--lever-splice 2,4``: one "spliced texts" row per count, each on the first "more epochs" row (none: no
+    such rows)."""
+    return flag_counts(args, "lever_splice", int, "splice counts like 2,4") if args.lever_splice else []
 
 
 def lever_epochs(args, flag: str = "lever_epochs") -> list[float]:
     """``--lever-epochs 3,6``: one "more epochs" row per count, each on the larger transfer set (``flag``: the
     same for ``--lever-splice-epochs``)."""
-    value, option = getattr(args, flag), "--" + flag.replace("_", "-")
+    return flag_counts(args, flag, float, "epoch counts like 3,6")
+
+
+def flag_counts(args, flag: str, kind: type, expected: str) -> list:
+    """The positive numbers of a comma-separated flag such as ``--lever-epochs 3,6``; a bad one stops the run."""
+    value = getattr(args, flag)
+    problem = f"--{flag.replace('_', '-')} {value!r}: expected positive {expected}"
     try:
-        counts = [float(x) for x in str(value).split(",") if x.strip()]
+        counts = [kind(x) for x in str(value).split(",") if x.strip()]
     except ValueError:
-        raise SystemExit(f"{option} {value!r}: expected epoch counts like 3,6") from None
+        raise SystemExit(problem) from None
     if not counts or min(counts) <= 0:
-        raise SystemExit(f"{option} {value!r}: expected positive epoch counts like 3,6")
+        raise SystemExit(problem)
     return counts
 
 

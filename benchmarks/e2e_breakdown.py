@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     compiled = getattr(bundle.runner, "compiled", None)
     if compiled is not None:
         by_length = {e.inputs[0].shape[-1]: e.name for e in bundle.runner.entry_points}
-        slots = [compiled.slots[by_length[n]] for n in lengths]  # their buffers hold the warm-up's inputs
-        pieces["compiled model run (run_by_index alone)"] = lambda i: compiled.model.run_by_index(*[slots[i][k] for k in (0, 2, 3)])
+        # (signature index, input buffers, output buffers) per text: the buffers hold the warm-up's inputs
+        calls = [(slot[0], slot[2], slot[3]) for slot in (compiled.slots[by_length[n]] for n in lengths)]
+        pieces["compiled model run (run_by_index alone)"] = lambda i: compiled.model.run_by_index(*calls[i])
     figures = {name: clock(fn, len(texts), args.rounds) for name, fn in pieces.items()}
     load = os.getloadavg()[0]
     family = int8_kernel_family(cpu_isa())
