@@ -197,8 +197,8 @@ class Bundle:
             if self.verify:  # a tampered artifact is refused, as when it is the one asked for
                 self._verify(entry)
             for threads in thread_options:
-                try:
-                    runners[(entry.name, threads)] = (entry, self._load_runner(entry, threads))
+                try:  # idle workers asleep: a spinning one takes a core from the runner timed after it
+                    runners[(entry.name, threads)] = (entry, self._load_runner(entry, threads, spin=False))
                 except BundleError as exc:
                     excluded[entry.name] = str(exc)
                     break
@@ -209,17 +209,20 @@ class Bundle:
             raise BundleError("no artifact of this bundle ran here: "
                               + "; ".join(f"{name}: {why}" for name, why in excluded.items()))
         profile = speed.new_profile(self.manifest, fields, speed.SOURCE_PROBE, speeds, excluded)
-        runner = speed.release(runners, (profile.chosen, profile.chosen_threads))
+        winner = (profile.chosen, profile.chosen_threads)
+        # a winner whose runtime spins is loaded again with its workers spinning, as the app runs it
+        runner = speed.release(runners, None if runners[winner][1].spins else winner)
         path = speed.save_profile(profile, notes)
         return (self.manifest.target(profile.chosen),
                 speed.Choice(profile.chosen, speed.HOW_PROBE, key, profile, str(path) if path else None, notes,
                              threads=profile.chosen_threads), runner)
 
-    def _load_runner(self, entry: TargetEntry | None = None, threads: int | None = None) -> Runner:
+    def _load_runner(self, entry: TargetEntry | None = None, threads: int | None = None,
+                     spin: bool = True) -> Runner:
         entry = entry or self.target
         threads = self.run_threads if threads is None else threads
         try:
-            return load_target(self.path, self.manifest, entry.name, threads=threads)
+            return load_target(self.path, self.manifest, entry.name, threads=threads, spin=spin)
         except RunnerUnavailable as exc:
             raise BundleError(f"target {entry.name}: {exc}") from None
         except (OSError, ValueError, RuntimeError) as exc:

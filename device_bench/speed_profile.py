@@ -389,7 +389,8 @@ def probe(runners: dict[Candidate, tuple[TargetEntry, Any]], feeds: list[dict[st
     back into the caches, as an app calling one model does (interleaving runners feed by feed evicted each
     one's warm state for the other), until PROBE_MIN_PASSES passes and ``budget_s`` (at most
     PROBE_MAX_PASSES; a slow device stops at 4 x ``budget_s`` with what it has). Every runner is judged on the
-    same mix of lengths, pass by pass. A runner that fails is left out, with its reason.
+    same mix of lengths, pass by pass. A runner that fails is left out, with its reason. Load the runners with
+    ``spin=False``: a runtime's worker spinning after its block takes a core from the next one's.
     """
     failed: dict[str, str] = {}
     passes: dict[Candidate, list[float]] = {name: [] for name in runners}

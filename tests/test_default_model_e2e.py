@@ -26,11 +26,12 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
         assert entry["status"] == "ok" and entry["parity"]["mean_cosine"] >= 0.99, entry
         assert all(p["passed"] and p["mean_cosine"] >= 0.99 for p in entry["parity_by_length"]), entry
     assert targets["tflite-int8"]["size_bytes"] <= 0.30 * manifest["model"]["fp32_size_bytes"]
-    # the built-in texts (median ~13 tokens) give buckets 16..128: one TFLite signature each, .ptl any length
-    assert manifest["input_spec"]["buckets"] == [16, 32, 64, 128]
-    assert targets["tflite-int8"]["shapes"]["buckets"] == [16, 32, 64, 128]
+    # the built-in texts (90% within 16 tokens) give half-octave buckets to 16, then powers of two: one TFLite
+    # signature each, .ptl any length
+    assert manifest["input_spec"]["buckets"] == [8, 12, 16, 32, 64, 128]
+    assert targets["tflite-int8"]["shapes"]["buckets"] == [8, 12, 16, 32, 64, 128]
     assert targets["torchscript-mobile"]["shapes"]["dynamic"] == {"min": 2, "max": 128}
-    assert {p["length"] for p in targets["tflite-int8"]["parity_by_length"]} == {16, 32, 64, 128}
+    assert {p["length"] for p in targets["tflite-int8"]["parity_by_length"]} == {8, 12, 16, 32, 64, 128}
 
     inspected = run("inspect", str(out), "--json")
     assert inspected.returncode == 0 and json.loads(inspected.stdout)["intact"]
@@ -44,7 +45,7 @@ def test_default_pack_inspect_bench_and_held_out_parity(tmp_path, default_model_
         assert row["status"] == "ok", row
         assert row["latency_ms"]["p50"] > 0 and row["peak_rss_mb"] > 0 and len(row["raw_ms"]) >= 20
         assert row["latency_inputs"] == "real-length" and row["input_lengths"]["max"] < 32
-        assert [b["length"] for b in row["by_length"]] == [16, 32, 64, 128]
+        assert [b["length"] for b in row["by_length"]] == [8, 12, 16, 32, 64, 128]
 
     # sentences that were not in the calibration sample, through the same runners the device uses
     from transformers import AutoTokenizer

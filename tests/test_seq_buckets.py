@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_bench.manifest import SCHEMA_MINOR, Manifest, ManifestError, Shapes, TargetEntry
+from device_bench.manifest import SCHEMA_MINOR, Manifest, ManifestError, Shapes
 from device_bench.report import BenchReport, ReportError
 from device_bench.runners import load_runner, load_target
 from device_bench.shapes import choose_length, padded_length
@@ -93,8 +93,15 @@ def test_bad_buckets_exit_2_with_one_line(tmp_path):
 def test_bucket_choices():
     assert parse_buckets("16,32", 64) == [16, 32, 64]  # --seq-len stays the maximum
     assert parse_buckets("none", 64) is None and parse_buckets("auto", 64) == "auto"
-    assert default_buckets(np.array([10, 14, 13, 19, 300]), 128)[0] == [16, 32, 64, 128]
+    # half-octave steps up to the length holding 90% of the calibration texts, powers of two above it
+    texts_to_16 = np.array(list(range(5, 17)) * 10 + [19])
+    assert default_buckets(texts_to_16, 128)[0] == [8, 12, 16, 32, 64, 128]
+    buckets, why = default_buckets(np.array(list(range(5, 20)) * 10), 128)  # 90% hold 18 tokens: 24 joins
+    assert buckets == [8, 12, 16, 24, 32, 64, 128] and "half-octave steps from 8 to 24" in why
+    assert default_buckets(np.array([10, 14, 13, 19, 300]), 128)[0] == [8, 12, 16, 24, 32, 48, 64, 96, 128]
     assert default_buckets(np.array([5, 6]), 100)[0] == [8, 16, 32, 64, 100]
+    assert default_buckets(np.array([9]), 10)[0] == [8, 10] and default_buckets(np.array([], int), 64)[0] == \
+        [8, 16, 32, 64]
     assert choose_length([16, 32], None, 5) == 16 and choose_length([16, 32], None, 17) == 32
     assert choose_length([16, 32], None, 40) == 32  # longer inputs run (truncated) at the largest
     assert choose_length([], (2, 32), 1) == 2 and choose_length([], (2, 32), 17) == 17

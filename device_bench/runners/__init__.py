@@ -37,22 +37,26 @@ def runner_class(runtime: str) -> type[Runner]:
 
 
 def load_runner(runtime: str, path: Path | str, threads: int | None = None, *, shapes: "Shapes | None" = None,
-                input_spec: "InputSpec | None" = None) -> Runner:
+                input_spec: "InputSpec | None" = None, spin: bool = True) -> Runner:
     """The runner for ``runtime``; ``shapes``/``input_spec`` (from the manifest) are checked against the artifact."""
     cls = runner_class(runtime)
-    if runtime not in _BUILTIN:  # a device owner's runner (EDGEPACK_EXTRA_RUNNERS) may keep the older signature
-        try:
-            inspect.signature(cls).bind(Path(path), threads=threads, shapes=shapes, input_spec=input_spec)
-        except TypeError:
-            return cls(Path(path), threads=threads)
-    return cls(Path(path), threads=threads, shapes=shapes, input_spec=input_spec)
+    if runtime not in _BUILTIN:  # a device owner's runner (EDGEPACK_EXTRA_RUNNERS) may keep an older signature
+        for kwargs in ({"shapes": shapes, "input_spec": input_spec, "spin": spin},
+                       {"shapes": shapes, "input_spec": input_spec}, {}):
+            try:
+                inspect.signature(cls).bind(Path(path), threads=threads, **kwargs)
+            except TypeError:
+                continue
+            return cls(Path(path), threads=threads, **kwargs)
+    return cls(Path(path), threads=threads, shapes=shapes, input_spec=input_spec, spin=spin)
 
 
-def load_target(bundle_dir: Path | str, manifest: "Manifest", name: str, threads: int | None = None) -> Runner:
-    """The runner of one target of a bundle, with the manifest's shapes and input spec."""
+def load_target(bundle_dir: Path | str, manifest: "Manifest", name: str, threads: int | None = None,
+                spin: bool = True) -> Runner:
+    """The runner of one target of a bundle, with the manifest's shapes and input spec (``spin``: see Runner)."""
     entry = manifest.target(name)
     return load_runner(entry.runtime, Path(bundle_dir) / str(entry.file), threads, shapes=entry.shapes,
-                       input_spec=manifest.input_spec)
+                       input_spec=manifest.input_spec, spin=spin)
 
 
 __all__ = ["ArtifactMismatch", "EntryPoint", "Runner", "RunnerUnavailable", "RUNNERS", "TensorInfo", "runner_class",

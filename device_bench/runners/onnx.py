@@ -13,6 +13,7 @@ class OnnxRunner(Runner):
 
     runtime = "onnxruntime"
     distributions = ("onnxruntime",)
+    spins = True
 
     def __init__(self, path: Path, threads: int | None = None, **kwargs) -> None:
         super().__init__(path, threads, **kwargs)
@@ -24,6 +25,8 @@ class OnnxRunner(Runner):
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if not self.spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._ort = ort
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=["CPUExecutionProvider"])
         self._finish_load()
