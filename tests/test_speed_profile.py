@@ -309,7 +309,7 @@ def test_the_probe_times_runners_with_idle_workers_asleep_and_the_app_gets_them_
 
 
 def test_onnxruntime_workers_sleep_between_runs_when_asked(tmp_path):
-    import onnx
+    onnx = pytest.importorskip("onnx", reason="builds its model with the onnx package (not on a device install)")
     from onnx import TensorProto, helper
 
     from device_bench.runners.onnx import OnnxRunner
