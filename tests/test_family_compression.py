@@ -353,8 +353,10 @@ def test_a_deberta_v3_style_token_classifier_packs_to_every_declared_target(tmp_
     targets = list(FAMILIES["deberta-v2"].targets)
     targets = [t for t in targets if t not in task_refusals("token-classification", targets)]  # mediapipe-text
     assert targets and "mediapipe-text" not in targets
+    # buckets set, not auto (which adds 8 and 12): random weights give near-tied token logits, and at 8 tokens int8
+    # flipped 3 of 96 tokens (agreement 0.969 < 0.98), which says nothing of the family's export
     result = pack_model(load_model(str(folder), "token-classification"), tmp_path / "bundle", targets, 32,
-                        builtin_sample()[:20], allow_parity_failure=True, force=True)
+                        builtin_sample()[:20], allow_parity_failure=True, force=True, buckets=[16, 32])
     verdicts = {t.name: t.status if t.status == "ok" else f"{t.status}: {(t.error or '')[:160]}"
                 for t in result.manifest.targets}
     assert verdicts == {name: "ok" for name in targets}
