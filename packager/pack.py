@@ -147,7 +147,7 @@ def default_buckets(counts: np.ndarray, seq_len: int) -> tuple[list[int], str]:
         power = 1 << (length.bit_length() - 1)  # the power of two at or below length
         length = power * 3 // 2 if length < bulk and length == power else power * 2
     buckets.append(seq_len)
-    fine = max([b for b in buckets if b <= max(bulk, MIN_BUCKET)] + [b for b in buckets if b >= bulk][:1])
+    fine = next((b for b in buckets if b >= bulk), buckets[-1])  # where the half-octave steps end
     why = (f"auto: half-octave steps from {MIN_BUCKET} to {fine} (holding {BULK_PERCENTILE}% of the calibration "
            f"texts, up to {bulk} tokens), then powers of two up to seq_len {seq_len}")
     return buckets, why
