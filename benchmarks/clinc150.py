@@ -337,7 +337,7 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
                                      study=f"mpnet-student-{digest(study_key)}")
     spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                        epochs=args.student_epochs, lr=args.student_lr, batch_size=32, search=search,
-                       augment=augment_spec(args.augment_copies, args.splice),
+                       augment=augment_spec(args.augment_copies, args.splice, args.words),
                        student_alone=False, sentence_weight=args.sentence_weight, sentence_loss=args.sentence_loss)
 
     def build_student():
@@ -351,6 +351,8 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
         student_key["sentence"] = {"weight": args.sentence_weight, "loss": args.sentence_loss}
     if args.splice:  # (likewise)
         student_key["splice"] = args.splice
+    if args.words:  # (likewise)
+        student_key["words"] = args.words
     if args.levers:
         lever_study(args, data, cache, work, seq_len, teacher, teacher_tok, alone, alone_tok, student_key)
         return []
@@ -363,11 +365,12 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
             *prune_and_trim(args, data, cache, work, seq_len, student, student_tok, student_key, stage_details)]
 
 
-def augment_spec(copies: int, splice: int):
-    """The distillation's ``augment`` for ``copies`` perturbed variants and ``splice`` splices per training text."""
+def augment_spec(copies: int, splice: int, words: int = 0):
+    """The distillation's ``augment`` for ``copies`` perturbed variants, ``splice`` splices and ``words`` word strings
+    per training text."""
     from packager.stages.distill.spec import AugmentSpec
 
-    return AugmentSpec(copies=copies, splice=splice) if copies or splice else None
+    return AugmentSpec(copies=copies, splice=splice, words=words) if copies or splice or words else None
 
 
 @dataclass
@@ -379,6 +382,7 @@ class Lever:
     copies: int
     sentence_weight: float
     splice: int = 0
+    words: int = 0
     #: the lever of the row this one adds to (None: the row above)
     base: str | None = None
 
@@ -387,7 +391,7 @@ def levers(args) -> list[Lever]:
     """The study's rows, each adding one lever to the row above: the run's own student first, then the
     sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried),
     then (``--lever-splice``) spliced texts on the first "more epochs" row (``--lever-splice-epochs``: at other epoch
-    counts too)."""
+    counts too), then (``--lever-words``) word strings on the first spliced row (or the first "more epochs" row)."""
     base = Lever("student as run (logits, augmented copies)", args.student_epochs, args.augment_copies,
                  args.sentence_weight)
     sentence = dataclasses.replace(base, lever=f"+ sentence-level objective (weight {args.lever_sentence_weight:g}, "
@@ -405,7 +409,11 @@ def levers(args) -> list[Lever]:
                                       splice=count, epochs=epochs, base=first.lever if first else longer[0].lever)
             first = first or row
             spliced.append(row)
-    return [base, sentence, larger, *longer, *spliced]
+    on = spliced[0] if spliced else longer[0]
+    strings = [dataclasses.replace(on, lever=f"+ {count} word strings per training text", words=count, base=on.lever)
+               for count in (flag_counts(args, "lever_words", int, "word-string counts like 1,2")
+                             if args.lever_words else [])]
+    return [base, sentence, larger, *longer, *spliced, *strings]
 
 
 def lever_splices(args) -> list[int]:
@@ -497,7 +505,7 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
             continue
         spec = DistillSpec(student=StudentSpec(model="builtin"), temperature=args.temperature, alpha=args.alpha,
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
-                           augment=augment_spec(lever.copies, lever.splice),
+                           augment=augment_spec(lever.copies, lever.splice, lever.words),
                            sentence_weight=lever.sentence_weight, sentence_loss=args.sentence_loss)
         key = {k: v for k, v in student_key.items() if k != "sentence"} | {"epochs": lever.epochs,
                                                                             "augment": lever.copies, "search": None}
@@ -505,6 +513,8 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
             key["sentence"] = {"weight": lever.sentence_weight, "loss": args.sentence_loss}
         if lever.splice:
             key["splice"] = lever.splice
+        if lever.words:
+            key["words"] = lever.words
         name = "mpnet-student" if key == student_key else f"mpnet-lever-{digest(key)}"
         folder = work / f"lever-{digest(key)}"
         model, tokenizer, details = cached(cache, name, key, lambda: distill(teacher, teacher_tok, data, spec,
@@ -625,6 +635,9 @@ def main() -> int:
     ap.add_argument("--splice", type=int, default=0,
                     help="mpnet: teacher-labelled splices per training text in the distillation (the start of one "
                          "text joined to the end of another); 0: none")
+    ap.add_argument("--words", type=int, default=0,
+                    help="mpnet: teacher-labelled word strings per training text in the distillation (as many words "
+                         "as the text, drawn from the training words); 0: none")
     ap.add_argument("--levers", action="store_true",
                     help="mpnet: only the lever study: the student as run, + the sentence objective, + a larger "
                          "transfer set, + more epochs, each row cached; writes <name>-levers.md")
@@ -638,6 +651,9 @@ def main() -> int:
     ap.add_argument("--lever-splice-epochs", default=None, metavar="N[,M]",
                     help="distillation epochs of the spliced-texts rows, one row per count and splice count (default: "
                          "the first --lever-epochs)")
+    ap.add_argument("--lever-words", default=None, metavar="N[,M]",
+                    help="word-string rows: N word strings per training text on the first spliced-texts row (or the "
+                         "first 'more epochs' row), one row per count (e.g. 1,2)")
     ap.add_argument("--lever-rows", default=None, metavar="N,M",
                     help="train only these rows of the lever study (1-based); the others are carried from the "
                          "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")

@@ -7,8 +7,9 @@ student agrees with the teacher off the labelled data (the texts a distillation'
 
 Each model is a folder under ``--cache`` (what ``benchmarks/clinc150.py`` caches: a saved sequence-classification
 model and its tokenizer). fp32 PyTorch, test split (5,500 texts, 1,000 of them ``oos``). Probes (``--probe`` texts
-each, seeded): two splices per training text (``augment.splice``), strings of 3-12 words drawn from the training
-words, and in-scope validation texts; for each, the share the teacher labels ``oos`` and the share where the
+each, seeded): splices of two training texts (``augment.splice``), word strings as long as a training text drawn
+from the training words (``augment.words``), both with another seed than a transfer set's, so no student trained
+on them, and in-scope validation texts; for each, the share the teacher labels ``oos`` and the share where the
 student's argmax equals the teacher's. Writes ``<out>/<name>.md`` and ``.json`` with the host's ISA.
 """
 from __future__ import annotations
@@ -27,15 +28,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 def probes(data, oos: int, count: int, seed: int = 0) -> dict[str, list[str]]:
     """The off-data texts the students are compared with the teacher on (seeded)."""
-    from packager.stages.distill.augment import data_words, splice_texts
+    from packager.stages.distill.augment import splice_texts, word_strings
 
     rng = random.Random(seed)
-    words = data_words(data.train.texts)
-    spliced = splice_texts(data.train.texts, 2, 42)
+    # another seed than a transfer set's (42): texts no student trained on
+    spliced, strings = splice_texts(data.train.texts, 2, seed), word_strings(data.train.texts, 1, seed)
     in_scope = [t for t, y in zip(data.validation.texts, data.validation.labels) if y != oos]
     return {"splices of two training texts": rng.sample(spliced, min(count, len(spliced))),
-            "3-12 words drawn from the training words": [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-                                                         for _ in range(count)],
+            "word strings of the training words": rng.sample(strings, min(count, len(strings))),
             "in-scope validation texts": rng.sample(in_scope, min(count, len(in_scope)))}
 
 

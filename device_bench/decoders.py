@@ -146,7 +146,7 @@ class FeatureExtractionDecoder(OutputDecoder):
     def decode(self, output: np.ndarray, tokens: TokenizedText, attention_mask: np.ndarray) -> EmbeddingPrediction:
         vector = _single_row(output, self.task)
         return EmbeddingPrediction(text=tokens.text, n_tokens=tokens.n_tokens, truncated=tokens.truncated,
-                                   embedding=[float(v) for v in vector])
+                                   embedding=vector.tolist())  # Python floats in one call, not one per value
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from device_bench.manifest import Manifest
-from packager.stages.distill.augment import copy_texts, splice_texts
+from packager.stages.distill.augment import copy_texts, splice_texts, word_strings
 from packager.errors import EdgepackError
 from packager.labelled_data import LabelledData, LabelledSplit
 from packager.recipe.spec import load_recipe
@@ -187,6 +187,18 @@ def test_augmentation_is_teacher_labelled_counted_and_seeded(workspace):
     assert split.texts[14:50] == variants and split.texts[50:] == spliced
     assert split.labels[50:] == [int(i) for i in logits[50:].argmax(axis=1)]
 
+    # word strings: each as many words as its text, every word one of the data's, none a training text; added last,
+    # the copies and splices staying as they were
+    strings = word_strings(texts, 2, seed=5)
+    assert len(strings) == 2 * len(texts) and strings == word_strings(texts, 2, seed=5) != word_strings(texts, 2, seed=6)
+    assert [len(s.split()) for s in strings] == [len(texts[i // 2].split()) for i in range(len(strings))]
+    assert {w for s in strings for w in s.split()} <= vocabulary and not set(strings) & set(texts)
+    split, logits, _vectors, counts = transfer_set(teacher, tokenizer, data, DistillSpec(
+        augment=dataclasses.replace(spliced_spec, words=2)), seq_len=16, seed=5)
+    assert counts == {"train": 12, "unlabeled": 2, "augmented": 36, "spliced": 24, "word strings": 24}
+    assert split.texts[14:50] == variants and split.texts[50:74] == spliced and split.texts[74:] == strings
+    assert split.labels[74:] == [int(i) for i in logits[74:].argmax(axis=1)]
+
 
 def test_hidden_state_matching_across_tokenizers_is_refused_in_one_line(workspace, tmp_path, capsys):
     from packager.cli import main
@@ -273,7 +285,7 @@ def test_unlabeled_texts_from_a_column_and_the_recipe_checks(workspace, tmp_path
     with pytest.raises(EdgepackError, match=r"^recipe data.unlabeled: pool.csv has no column 'text'"):
         load_recipe_data(bad_column)
     path = _recipe(workspace, {"augment": {"copies": 0}})
-    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.copies: must be at least 1 \(or 0 with splice\)$"):
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.copies: must be at least 1 \(or 0 with splice or words\)$"):
         load_recipe(path)
     path = _recipe(workspace, {"search": {"pruner": "hyper"}})
     with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.search.pruner: 'hyper' is not one of"):
@@ -388,9 +400,9 @@ def test_sentence_weight_is_declared_once_checked_and_tuned(workspace):
         load_recipe(_recipe(workspace, {"sentence_weight": -1}))
 
 
-def test_augment_splice_from_the_recipe_and_its_check(workspace):
-    """``splice`` alone makes a transfer set (copies 0); a negative count is refused by its key (copies 0 alone: the
-    recipe test above)."""
+def test_augment_splice_and_words_from_the_recipe_and_their_checks(workspace):
+    """``splice`` or ``words`` alone makes a transfer set (copies 0); a negative count is refused by its key (copies 0
+    alone: the recipe test above)."""
     from packager.recipe.spec import RecipeError
 
     recipe = load_recipe(_recipe(workspace, {"augment": {"copies": 0, "splice": 2}}))
@@ -398,3 +410,8 @@ def test_augment_splice_from_the_recipe_and_its_check(workspace):
     assert spec.augment == AugmentSpec(copies=0, splice=2)
     with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.splice: must be 0 or more$"):
         load_recipe(_recipe(workspace, {"augment": {"splice": -1}}))
+    recipe = load_recipe(_recipe(workspace, {"augment": {"copies": 0, "words": 1}}))
+    (spec,) = [stage.spec for stage in recipe.stages if isinstance(stage.spec, DistillSpec)]
+    assert spec.augment == AugmentSpec(copies=0, words=1)
+    with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.words: must be 0 or more$"):
+        load_recipe(_recipe(workspace, {"augment": {"words": -1}}))

@@ -6,9 +6,11 @@ neighbours swapped, a word replaced by another word of the same data) show it ho
 teacher's decision changes near the data (as in TinyBERT's and DistilBERT's task-specific
 augmentation, without any outside resource). Splices (the start of one text, the end of
 another) lie between the labelled texts, where a model with an out-of-scope class decides
-"none of these"; labelled ones show the student that decision. Everything is drawn from
-seeded ``random.Random`` streams (copies and splices apart, so adding splices leaves the
-copies as they were), and a seed gives the same texts on any machine.
+"none of these"; labelled ones show the student that decision. Word strings (words of the
+data in random order, as many as a training text has) lie further off the data still, where
+a small student agrees least with its teacher. Everything is drawn from seeded
+``random.Random`` streams (one per kind, so adding one kind leaves the others as they
+were), and a seed gives the same texts on any machine.
 """
 from __future__ import annotations
 
@@ -80,3 +82,22 @@ def copy_texts(texts: list[str], spec: AugmentSpec, seed: int) -> list[str]:
                     break
             variants.append(variant)
     return variants
+
+
+def word_strings(texts: list[str], per_text: int, seed: int) -> list[str]:
+    """``per_text`` strings per text, in order, each as many words as its text, drawn from every text's words by
+    corpus frequency (``data_words``); a string equal to a text is drawn again."""
+    rng = random.Random(f"words-{seed}")
+    pool = data_words(texts)
+    known = set(texts)
+    out = []
+    for text in texts:
+        length = max(1, len(text.split()))
+        for _ in range(per_text):
+            drawn = text
+            for _ in range(ATTEMPTS):
+                drawn = " ".join(rng.choice(pool) for _ in range(length))
+                if drawn not in known:
+                    break
+            out.append(drawn)
+    return out

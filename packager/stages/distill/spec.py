@@ -87,6 +87,9 @@ class AugmentSpec:
     #: lie between the labelled ones, where a classifier with an out-of-scope class decides "none of these", so
     #: the student sees the teacher's decisions there too; 0: none
     splice: int = 0
+    #: word strings per training text: as many words as it has, drawn from the training words in random order.
+    #: Off the data, where the teacher often says "none of these" and a small student agrees with it least; 0: none
+    words: int = 0
 
 
 @dataclass
@@ -151,10 +154,11 @@ def check_search(s: SearchSpec, where: str) -> None:
 
 
 def check_augment(a: AugmentSpec, where: str) -> None:
-    if a.splice < 0:
-        raise RecipeError(f"recipe {where}.splice: must be 0 or more")
-    if a.copies < 0 or a.copies == 0 and a.splice == 0:
-        raise RecipeError(f"recipe {where}.copies: must be at least 1 (or 0 with splice)")
+    for name in ("splice", "words"):
+        if getattr(a, name) < 0:
+            raise RecipeError(f"recipe {where}.{name}: must be 0 or more")
+    if a.copies < 0 or a.copies == 0 and a.splice == 0 and a.words == 0:
+        raise RecipeError(f"recipe {where}.copies: must be at least 1 (or 0 with splice or words)")
     for name in ("word_dropout", "swap", "replace"):
         check_range(getattr(a, name), 0.0, 1.0, f"{where}.{name}", high_open=True)
     if a.copies and a.word_dropout == a.swap == a.replace == 0:

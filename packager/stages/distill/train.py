@@ -14,7 +14,7 @@ use. Hidden-state / attention matching compares positions, so it needs the
 teacher's tokenization and equal shapes; it is refused otherwise.
 
 The transfer set is the training split plus ``data.unlabeled`` and ``augment``
-variants and splices of the training texts; the teacher labels those (its argmax is their
+variants, splices and word strings of the training texts; the teacher labels those (its argmax is their
 hard label, its logits their soft one). With ``sentence_weight`` the same pass
 also keeps the teacher's mean-pooled vector of every transfer text (its own
 tokenizer), which the student's projected vector regresses: the objective that
@@ -39,7 +39,7 @@ from ...training.common import (
 )
 from ...training.distillation import SentenceTarget, train_student
 from ...training.evaluate import gather_logits, gather_outputs
-from .augment import copy_texts, splice_texts
+from .augment import copy_texts, splice_texts, word_strings
 from .search import rounded, search
 from .spec import DistillSpec
 from .student import check_matching, layer_map, make_student, tokenization_mismatch
@@ -59,7 +59,8 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
     augment = spec.augment
     augmented = copy_texts(data.train.texts, augment, seed) if augment is not None and augment.copies else []
     spliced = splice_texts(data.train.texts, augment.splice, seed) if augment is not None and augment.splice else []
-    texts = list(data.train.texts) + list(data.unlabeled) + augmented + spliced
+    strings = word_strings(data.train.texts, augment.words, seed) if augment is not None and augment.words else []
+    texts = list(data.train.texts) + list(data.unlabeled) + augmented + spliced + strings
     pooled = None
     with substep(f"label the transfer set ({len(texts)} texts) with the teacher"):
         device = eval_device()  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
@@ -76,6 +77,8 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
     counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
     if spliced:
         counts["spliced"] = len(spliced)
+    if strings:
+        counts["word strings"] = len(strings)
     return LabelledSplit(texts, labels), logits, pooled, counts
 
 
