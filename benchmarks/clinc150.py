@@ -410,7 +410,8 @@ def levers(args) -> list[Lever]:
             first = first or row
             spliced.append(row)
     on = spliced[0] if spliced else longer[0]
-    strings = [dataclasses.replace(on, lever=f"+ {count} word strings per training text", words=count, base=on.lever)
+    strings = [dataclasses.replace(on, lever=f"+ {count} word string{'s' * (count != 1)} per training text",
+                                   words=count, base=on.lever)
                for count in (flag_counts(args, "lever_words", int, "word-string counts like 1,2")
                              if args.lever_words else [])]
     return [base, sentence, larger, *longer, *spliced, *strings]
