@@ -93,8 +93,7 @@ class DistillStage(Stage):
         if isinstance(sentence, dict):
             text += f", sentence {sentence['loss']} ×{sentence['weight']:.2g}"
         counts = details.get("transfer_set") or {}
-        extra = [f"+{counts[k]} {k}" for k in ("unlabeled", "augmented", "spliced", "word strings")
-                 if counts.get(k)]
+        extra = [f"+{n} {kind}" for kind, n in counts.items() if kind != "train" and n]  # in transfer-set order
         if extra:
             text += f"; {counts['train']} train {' '.join(extra)} teacher-labelled"
         search = details.get("search")

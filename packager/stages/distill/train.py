@@ -56,11 +56,11 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
 
     from ...training.common import eval_device
 
-    augment = spec.augment
-    augmented = copy_texts(data.train.texts, augment, seed) if augment is not None and augment.copies else []
-    spliced = splice_texts(data.train.texts, augment.splice, seed) if augment is not None and augment.splice else []
-    strings = word_strings(data.train.texts, augment.words, seed) if augment is not None and augment.words else []
-    texts = list(data.train.texts) + list(data.unlabeled) + augmented + spliced + strings
+    augment, train = spec.augment, data.train.texts
+    made = {"augmented": copy_texts(train, augment, seed) if augment is not None and augment.copies else [],
+            "spliced": splice_texts(train, augment.splice, seed) if augment is not None and augment.splice else [],
+            "word strings": word_strings(train, augment.words, seed) if augment is not None and augment.words else []}
+    texts = list(train) + list(data.unlabeled) + [text for kind in made.values() for text in kind]
     pooled = None
     with substep(f"label the transfer set ({len(texts)} texts) with the teacher"):
         device = eval_device()  # a base-size teacher over a 5x transfer set: the GPU's job when there is one
@@ -74,11 +74,9 @@ def transfer_set(teacher, teacher_tokenizer, data: LabelledData, spec: DistillSp
         finally:
             to_cpu(teacher)
     labels = list(data.train.labels) + [int(i) for i in np.argmax(logits[len(data.train):], axis=1)]
-    counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(augmented)}
-    if spliced:
-        counts["spliced"] = len(spliced)
-    if strings:
-        counts["word strings"] = len(strings)
+    # (kinds after the copies are counted only when present: records written before they existed stay equal)
+    counts = {"train": len(data.train), "unlabeled": len(data.unlabeled), "augmented": len(made["augmented"])}
+    counts.update({kind: len(made[kind]) for kind in ("spliced", "word strings") if made[kind]})
     return LabelledSplit(texts, labels), logits, pooled, counts
 
 
