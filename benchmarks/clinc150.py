@@ -358,10 +358,16 @@ def mpnet_chain(args, data, cache: Path, work: Path, seq_len: int, stage_details
         return []
     student, student_tok, stage_details["student"] = cached(cache, student_cache_name(cache, student_key), student_key,
                                                             build_student)
+    described = "MiniLM-L6 distilled from the MPNet teacher"
+    if args.calibrate:  # the calibrate stage on the student; the teacher calibrated the same way is the fair peer
+        student, calibration = calibrated(student, student_tok, data, seq_len, args.calibrate)
+        stage_details["student"] = {**stage_details["student"], "calibrate": calibration}
+        stage_details["teacher calibrated"] = calibrated_accuracy(teacher, teacher_tok, data, seq_len, args.calibrate)
+        student_key = {**student_key, "calibrate": args.calibrate}
+        described += f", `{args.calibrate}` logit calibrated on validation ({calibration['bias']:+.2f})"
     return [Stage("teacher", "fine-tuned MPNet-base teacher (all-mpnet-base-v2)", teacher, teacher_tok, teacher_key),
             Stage("student alone", "MiniLM-L6 fine-tuned alone", alone, alone_tok, alone_key),
-            Stage("student", "MiniLM-L6 distilled from the MPNet teacher", student, student_tok, student_key,
-                  finals=True),
+            Stage("student", described, student, student_tok, student_key, finals=True),
             *prune_and_trim(args, data, cache, work, seq_len, student, student_tok, student_key, stage_details)]
 
 
@@ -383,6 +389,8 @@ class Lever:
     sentence_weight: float
     splice: int = 0
     words: int = 0
+    #: the label whose logit is calibrated on validation after training (the calibrate stage); "": none
+    calibrate: str = ""
     #: the lever of the row this one adds to (None: the row above)
     base: str | None = None
 
@@ -391,7 +399,8 @@ def levers(args) -> list[Lever]:
     """The study's rows, each adding one lever to the row above: the run's own student first, then the
     sentence-level objective, a larger transfer set, more epochs (the levers the last case study left untried),
     then (``--lever-splice``) spliced texts on the first "more epochs" row (``--lever-splice-epochs``: at other epoch
-    counts too), then (``--lever-words``) word strings on the first spliced row (or the first "more epochs" row)."""
+    counts too), then (``--lever-words``) word strings on the first spliced row (or the first "more epochs" row), then
+    (``--lever-calibrate``) that row's student with one label's logit calibrated on validation."""
     base = Lever("student as run (logits, augmented copies)", args.student_epochs, args.augment_copies,
                  args.sentence_weight)
     sentence = dataclasses.replace(base, lever=f"+ sentence-level objective (weight {args.lever_sentence_weight:g}, "
@@ -414,7 +423,10 @@ def levers(args) -> list[Lever]:
                                    words=count, base=on.lever)
                for count in (flag_counts(args, "lever_words", int, "word-string counts like 1,2")
                              if args.lever_words else [])]
-    return [base, sentence, larger, *longer, *spliced, *strings]
+    calibrated = ([dataclasses.replace(on, lever=f"+ `{args.lever_calibrate}` logit calibrated on validation",
+                                       calibrate=args.lever_calibrate, base=on.lever)]
+                  if args.lever_calibrate else [])
+    return [base, sentence, larger, *longer, *spliced, *strings, *calibrated]
 
 
 def lever_splices(args) -> list[int]:
@@ -494,6 +506,8 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
 
     teacher_acc = accuracy(teacher, teacher_tok, data.test, seq_len)
     alone_acc = accuracy(alone, alone_tok, data.test, seq_len)
+    teacher_calibrated = (calibrated_accuracy(teacher, teacher_tok, data, seq_len, args.lever_calibrate)
+                          if args.lever_calibrate else None)
     rows: list[dict[str, Any]] = []
     labelled = (TransferSetsOnDisk(cache / "transfer-sets"), digest(student_key["teacher"]))
     chosen = lever_rows(args)
@@ -508,6 +522,7 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
                            epochs=lever.epochs, lr=args.student_lr, batch_size=32, student_alone=False,
                            augment=augment_spec(lever.copies, lever.splice, lever.words),
                            sentence_weight=lever.sentence_weight, sentence_loss=args.sentence_loss)
+        # (a calibrated row is its base row's student, calibrated: the same key finds that student)
         key = {k: v for k, v in student_key.items() if k != "sentence"} | {"epochs": lever.epochs,
                                                                             "augment": lever.copies, "search": None}
         if lever.sentence_weight > 0:
@@ -521,13 +536,40 @@ def lever_study(args, data, cache: Path, work: Path, seq_len: int, teacher, teac
         model, tokenizer, details = cached(cache, name, key, lambda: distill(teacher, teacher_tok, data, spec,
                                                                              seq_len=seq_len, work_dir=folder,
                                                                              resume=True, shared_transfer=labelled))
+        if lever.calibrate:  # no training: the base row's student, its logit shifted
+            began = time.perf_counter()
+            model, calibration = calibrated(model, tokenizer, data, seq_len, lever.calibrate)
+            details = {"transfer_set": details.get("transfer_set"), "calibrate": calibration,
+                       "best_val_accuracy": calibration["validation_accuracy_after"],
+                       "steps": {"calibrate on validation": round(time.perf_counter() - began, 1)}}
         acc = accuracy(model, tokenizer, data.test, seq_len)
         rows.append({**asdict(lever), "test_accuracy": acc, "val_accuracy": details.get("best_val_accuracy"),
                      "train_seconds": details.get("train_seconds"), "steps": details.get("steps", {}),
                      "transfer_set": details.get("transfer_set"), "cache": str(cache / name),
+                     "calibrate": details.get("calibrate"),
                      "teacher_accuracy": teacher_acc, "isa": int8_kernel_family(cpu_isa())})
         log(f"lever {lever.lever}: test accuracy {acc:.4f} ({(acc - teacher_acc) * 100:+.2f} pt vs the teacher)")
-        write_levers(args, rows, teacher_acc, alone_acc)
+        write_levers(args, rows, teacher_acc, alone_acc, teacher_calibrated)
+    write_levers(args, rows, teacher_acc, alone_acc, teacher_calibrated)  # with the carried rows after the last trained
+
+
+def calibrated(model, tokenizer, data, seq_len: int, label: str) -> tuple[Any, dict[str, Any]]:
+    """A copy of ``model`` with ``label``'s logit shifted by the bias the recipe's calibrate stage fits on the
+    validation split, and that stage's details."""
+    from packager.stages import StageContext, parse_stage
+
+    stage = parse_stage({"calibrate": {"label": label}}, 0)
+    out = stage.run(copy.deepcopy(model), tokenizer, StageContext(data=data, seq_len=seq_len, seed=42,
+                                                                  work_dir=Path(".")))
+    return out.model, out.details
+
+
+def calibrated_accuracy(model, tokenizer, data, seq_len: int, label: str) -> dict[str, Any]:
+    """The test accuracy of ``model`` calibrated on ``label`` (the reference a calibrated student is held to)."""
+    from packager.training.evaluate import accuracy
+
+    model, details = calibrated(model, tokenizer, data, seq_len, label)
+    return {"label": label, "bias": details["bias"], "test_accuracy": accuracy(model, tokenizer, data.test, seq_len)}
 
 
 def lever_rows(args) -> set[int]:
@@ -558,7 +600,8 @@ def earlier_levers(args) -> dict[str, dict[str, Any]]:
                          "isa": r.get("isa", isa)} for r in doc.get("rows", [])}
 
 
-def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc: float) -> None:
+def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc: float,
+                 teacher_calibrated: dict[str, Any] | None = None) -> None:
     from device_bench.fingerprint import cpu_isa
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -568,6 +611,9 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
              f"alone: {alone_acc * 100:.2f}%. Each row adds its lever to the row above, or to the row it names (fp32 PyTorch test accuracy "
              f"of the distilled MiniLM-L6, {len(rows)} of {len(levers(args))} rows trained so far; each row is cached, "
              f"so the study resumes where it stopped). Host ISA: {' '.join(cpu_isa())}.", ""]
+    if teacher_calibrated:
+        lines += [f"The teacher with its `{teacher_calibrated['label']}` logit calibrated the same way (bias "
+                  f"{teacher_calibrated['bias']:+.2f}): {teacher_calibrated['test_accuracy'] * 100:.2f}% test.", ""]
     carried = [r for r in rows if r.get("carried")]
     if carried:
         teachers = sorted({f"{r['teacher_accuracy'] * 100:.2f}% on {r['isa']}" for r in carried})
@@ -595,7 +641,7 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
     lines += ["", "```", command, "```", ""]
     (args.out / f"{name}.md").write_text("\n".join(lines))
     (args.out / f"{name}.json").write_text(json.dumps({"teacher_accuracy": teacher_acc, "alone_accuracy": alone_acc,
-                                                       "rows": rows, "isa": cpu_isa(), "command": command},
+                                                       "teacher_calibrated": teacher_calibrated, "rows": rows, "isa": cpu_isa(), "command": command},
                                                       indent=1, default=str))
 
 
@@ -655,6 +701,13 @@ def main() -> int:
     ap.add_argument("--lever-words", default=None, metavar="N[,M]",
                     help="word-string rows: N word strings per training text on the first spliced-texts row (or the "
                          "first 'more epochs' row), one row per count (e.g. 1,2)")
+    ap.add_argument("--calibrate", default=None, metavar="LABEL",
+                    help="mpnet: the recipe's calibrate stage on the distilled student: LABEL's logit shifted by the "
+                         "bias fit on validation (e.g. oos); the teacher's accuracy calibrated the same way is "
+                         "reported beside it")
+    ap.add_argument("--lever-calibrate", default=None, metavar="LABEL",
+                    help="a lever row: the first spliced-texts row's student (or the first 'more epochs' row's) "
+                         "with LABEL's logit calibrated on validation (no training)")
     ap.add_argument("--lever-rows", default=None, metavar="N,M",
                     help="train only these rows of the lever study (1-based); the others are carried from the "
                          "<name>-levers.json an earlier run wrote, marked with that run's host and teacher")
@@ -830,6 +883,12 @@ def write_markdown(path: Path, rows: list[Row], raw: dict[str, Any]) -> None:
                      f"{_fmt(delta, '+.2f')} | {_fmt(r.size_mb, '.1f')} | {_fmt(smaller, '.1f')} | {lat} | "
                      f"{_fmt(faster, '.1f')} | {_fmt(full, '.2f')} | {_fmt(faster_full, '.1f')} | "
                      f"{_fmt(r.peak_rss_mb, '.0f')} |")
+    peer = raw["stages"].get("teacher calibrated")
+    if peer:
+        lines += ["", f"The teacher with its `{peer['label']}` logit calibrated the same way as the student (bias "
+                  f"{peer['bias']:+.2f}): {peer['test_accuracy'] * 100:.2f}% test (fp32 PyTorch); the rows' Δ against "
+                  "it: " + ", ".join(f"{r.name.removeprefix('final ')}: {(r.test_accuracy - peer['test_accuracy']) * 100:+.2f}"
+                                     for r in rows if r.test_accuracy is not None and r.name.startswith("final")) + " pt."]
     lines += ["", "fp32 PyTorch (eager) test accuracy per stage: " + ", ".join(
         f"{k} {v * 100:.2f}%" for k, v in raw["fp32_pytorch_accuracy"].items()), ""]
     search = (raw["stages"].get("student") or {}).get("search")

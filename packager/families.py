@@ -99,7 +99,7 @@ register(ModelFamily(
     mask_form="additive-4d"))
 register(ModelFamily(
     name="albert", model_types=("albert",), layers="encoder.albert_layer_groups", mask_form="additive-4d",
-    stages=("finetune", "trim_vocab"),
+    stages=("finetune", "trim_vocab", "calibrate"),
     reasons={"distill": _SHARED_LAYERS.format("pick for a student cut from the teacher"),
              "prune": _SHARED_LAYERS.format("cut heads or FFN neurons from one by one")}))
 register(ModelFamily(

@@ -92,3 +92,24 @@ def check_range(value: float | None, low: float, high: float, where: str, *, low
     if too_low or too_high:
         lb, hb = "(" if low_open else "[", ")" if high_open else "]"
         raise RecipeError(f"recipe {where}: {value} is outside {lb}{low}, {high}{hb}")
+
+
+def additive(default: Any) -> Any:
+    """A dataclass field appended to a record after caches were keyed by it: ``record_key`` leaves it out while
+    it holds ``default``, so those caches are still found."""
+    return dataclasses.field(default=default, metadata={"additive": True})
+
+
+def record_key(record: Any) -> str:
+    """``repr(record)`` without the trailing ``additive`` fields at their defaults, for keys of caches that
+    outlive a release.
+
+    A record grows by fields appended at its end whose default changes nothing; a plain ``repr`` would name every
+    cache keyed before such a field existed as another one (and a half-hour teacher labelling would run again)."""
+    if not dataclasses.is_dataclass(record) or isinstance(record, type):
+        return repr(record)
+    fields = [f for f in dataclasses.fields(record) if f.repr]
+    while fields and fields[-1].metadata.get("additive") and getattr(record, fields[-1].name) == fields[-1].default:
+        fields.pop()
+    inner = ", ".join(f"{f.name}={record_key(getattr(record, f.name))}" for f in fields)
+    return f"{type(record).__qualname__}({inner})"

@@ -459,7 +459,8 @@ class TFLiteInt8Full(Target):
 
         wrapper, mask_value, mask_err = choose_mask_value(ctx, samples[: min(len(samples), 32)])
         float_path = ctx.workdir / f"{self.name}.fp32.tflite"
-        shapes = convert_fp32(ctx, float_path, module=wrapper)
+        # (its float-op selection is by op type, tuned on the stock LayerNorm ops: kept as they were)
+        shapes = convert_fp32(ctx, float_path, module=wrapper, lean_norms=False)
 
         try:
             fq = FullIntegerQuantizer(float_path, calibration, list(ctx.input_names))

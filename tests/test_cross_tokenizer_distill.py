@@ -415,3 +415,16 @@ def test_augment_splice_and_words_from_the_recipe_and_their_checks(workspace):
     assert spec.augment == AugmentSpec(copies=0, words=1)
     with pytest.raises(RecipeError, match=r"^recipe stages\[1\].distill.augment.words: must be 0 or more$"):
         load_recipe(_recipe(workspace, {"augment": {"words": -1}}))
+
+
+def test_a_transfer_set_s_key_outlives_fields_added_to_the_spec():
+    """Transfer sets are cached by their augment spec; a field appended later at its default (``splice``, then
+    ``words``) must not rename the sets labelled before it existed (a base-size teacher relabels for half an hour)."""
+    from packager.records import record_key
+
+    before_splice = "AugmentSpec(copies=4, word_dropout=0.1, swap=0.1, replace=0.1)"
+    assert record_key(AugmentSpec(copies=4)) == before_splice
+    assert record_key(AugmentSpec(copies=4, splice=2)) == before_splice[:-1] + ", splice=2)"
+    assert record_key(AugmentSpec(copies=4, words=1)) == before_splice[:-1] + ", splice=0, words=1)"
+    assert record_key(AugmentSpec(copies=4, splice=2, words=1)) == repr(AugmentSpec(copies=4, splice=2, words=1))
+    assert record_key(None) == "None"

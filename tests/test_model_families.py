@@ -55,6 +55,35 @@ def test_finetune_runs_on_a_tiny_model_of_every_family(family, tmp_path):
     assert row.details["epochs"] == 1 and type(model) is type(loaded.model)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILY_MODEL_TYPES))
+def test_calibrate_shifts_one_logit_of_every_family_s_head(family, tmp_path):
+    """The calibrate stage needs only the head's logits layer: every family declares it, and through the same
+    ``run_stage`` a recipe uses it moves one class's logit, by the bias it reports, and no other."""
+    import numpy as np
+
+    from packager.labelled_data import LabelledData, LabelledSplit
+    from packager.models import load_model
+    from packager.stages import STAGES, StageContext
+    from packager.stages.run import run_stage
+    from packager.training.evaluate import predict_logits
+
+    assert FAMILIES[family].supports_stage("calibrate")
+    folder = save_tiny_of_family(FAMILY_MODEL_TYPES[family], "sequence-classification", tmp_path / "model", _vocab(),
+                                  LABELS)
+    loaded = load_model(str(folder), "sequence-classification")
+    rows = _rows(24, 2)
+    split = LabelledSplit([r["text"] for r in rows], [LABELS.index(r["intent"]) for r in rows])
+    data = LabelledData(train=split, labels=LABELS, validation=split, test=split)
+    before = predict_logits(loaded.model, loaded.tokenizer, split.texts, 16)
+    stage = STAGES["calibrate"].parse({"label": LABELS[-1]}, "stages[0].calibrate")
+    ctx = StageContext(data=data, seq_len=16, seed=0, work_dir=tmp_path / "work", rows=[])
+    model, _, row = run_stage(stage, loaded.model, loaded.tokenizer, ctx, explain=False)
+    after = predict_logits(model, loaded.tokenizer, split.texts, 16)
+    assert row.stage == "calibrate" and row.test_accuracy is not None
+    assert np.allclose(after[:, :-1], before[:, :-1], atol=1e-5)
+    assert np.allclose(after[:, -1] - before[:, -1], row.details["bias"], atol=1e-3)
+
+
 @pytest.mark.slow
 def test_an_mpnet_teacher_is_fine_tuned_and_distilled_into_a_bert_student_to_a_verified_bundle(tmp_path):
     """The case study's setting as a user writes it: ``model:`` an MPNet folder, ``finetune``, then ``distill``

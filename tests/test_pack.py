@@ -6,6 +6,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY_LABELS, TINY_SAMPLES, TINY_SEQ_LEN, TINY_TARGETS, shared_tiny_bundle
 from device_bench.manifest import SCHEMA_VERSION, Manifest, verify_files
@@ -181,3 +182,34 @@ def test_incompatibility_error_keeps_whole_problems_and_counts_the_rest():
     assert text.endswith("(+4 more in details.compatibility)")
     assert text.count("is not supported") == 2 and len(text) < 650
     assert _first_problems(problems[:1]) == problems[0]
+
+
+def test_lean_layer_norms_compute_the_same_in_fewer_tflite_ops(tiny_model_dir):
+    """The tflite targets convert LayerNorms written with kept dims (``targets.tflite.lean_layer_norms``): the
+    same outputs, every LayerNorm replaced, and fewer builtin ops per LayerNorm than litert-torch's lowering."""
+    import collections
+
+    import litert_torch
+    from ai_edge_litert import interpreter
+    from transformers import AutoModel
+
+    from targets.tflite import lean_layer_norms
+
+    model = AutoModel.from_pretrained(tiny_model_dir).eval()
+    lean = lean_layer_norms(model)
+    assert not any(type(m) is torch.nn.LayerNorm for m in lean.modules())
+    assert any(type(m) is torch.nn.LayerNorm for m in model.modules())  # the original is left as it was
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    with torch.no_grad():
+        assert torch.allclose(lean(input_ids=ids).last_hidden_state, model(input_ids=ids).last_hidden_state,
+                              atol=1e-5)
+
+    norm = torch.nn.LayerNorm(32).eval()
+    counts = {}
+    for name, module in (("stock", norm), ("lean", lean_layer_norms(norm))):
+        path = tiny_model_dir.parent / f"norm-{name}.tflite"
+        litert_torch.convert(module, (torch.randn(1, 5, 32),)).export(str(path))
+        ops = interpreter.Interpreter(model_path=str(path))._get_ops_details()
+        counts[name] = collections.Counter(op["op_name"] for op in ops)
+    assert sum(counts["lean"].values()) < sum(counts["stock"].values()), counts
+    assert counts["lean"]["RESHAPE"] < counts["stock"]["RESHAPE"], counts

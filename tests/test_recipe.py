@@ -90,6 +90,8 @@ FINETUNE = {"finetune": {"epochs": 10, "lr": 2.0e-3, "batch_size": 16}}
     (lambda r: r["data"].pop("train"), "data.train"),
     (lambda r: r["data"].pop("validation"), "data.validation"),
     (lambda r: r["stages"].append({"trim_vocab": {"splits": ["dev"]}}), "stages[1].trim_vocab.splits[0]"),
+    (lambda r: r["stages"].append({"calibrate": {}}), "stages[1].calibrate.label"),
+    (lambda r: r["stages"].append({"calibrate": {"label": "travel", "bound": 0}}), "stages[1].calibrate.bound"),
     (lambda r: r.update(target_options={"tflite-int8": {"io": "int8"}}), "target_options.tflite-int8"),
     (lambda r: r.update(targets=["tflite-int8-full"], target_options={"tflite-int8-full": {"io": "int4"}}),
      "target_options.tflite-int8-full.io"),
@@ -168,6 +170,32 @@ def test_full_recipe_packs_a_smaller_model_with_its_stage_table(workspace, tmp_p
 
 
 @pytest.mark.slow
+def test_a_calibrated_recipe_packs_the_bias_into_every_target(workspace, tmp_path):
+    """calibrate after finetune: its row says the bias it fit, and the exported artifact carries it (parity
+    against the calibrated fp32 model)."""
+    stages = [FINETUNE, {"calibrate": {"label": "travel"}}]
+    path = _write(workspace, "calibrate.yaml", _recipe(workspace, stages, calib_samples=32))
+    out = tmp_path / "bundle"
+    assert pack_from_recipe(path, out, force=False, archive=False, progress=False) == 0
+    manifest = Manifest.load(out)
+    rows = {r["stage"]: r for r in manifest.stages}
+    assert [r["stage"] for r in manifest.stages][:3] == ["input", "finetune", "calibrate"]
+    details = rows["calibrate"]["details"]
+    assert details["label"] == "travel" and details["validation_share"] == 0.25 and not details["at_bound"]
+    assert rows["calibrate"]["description"] == f"calibrate 'travel' logit {details['bias']:+.2f} on validation"
+    (target,) = manifest.targets
+    assert target.status == "ok" and target.parity.accuracy >= 0.85
+
+
+def test_a_calibrate_label_the_data_lacks_fails_before_any_training(workspace, tmp_path):
+    path = _write(workspace, "calibrate-bad.yaml", _recipe(workspace, [FINETUNE, {"calibrate": {"label": "travl"}}]))
+    out = tmp_path / "out"
+    with pytest.raises(EdgepackError, match=r"^recipe calibrate.label: 'travl' is not one of the data's labels "
+                                            r"\(did you mean 'travel'\?\)$"):
+        pack_from_recipe(path, out, force=False, archive=False, progress=False)
+    assert not out.exists()
+
+
 def test_gate_fails_a_recipe_that_destroys_accuracy(workspace, tmp_path):
     stages = [FINETUNE, {"prune": {"method": "magnitude", "sparsity": 0.95, "recovery": None}}]
     path = _write(workspace, "bad.yaml", _recipe(workspace, stages, gate={"max_accuracy_drop": 0.02}))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import RecipeError
-from ...records import check_range
+from ...records import additive, check_range
 from ...training.options import DistillationOptions
 from ..base import Knob
 
@@ -86,10 +86,10 @@ class AugmentSpec:
     #: spliced texts per training text: its first words joined to the last words of another training text. They
     #: lie between the labelled ones, where a classifier with an out-of-scope class decides "none of these", so
     #: the student sees the teacher's decisions there too; 0: none
-    splice: int = 0
+    splice: int = additive(0)
     #: word strings per training text: as many words as it has, drawn from the training words in random order.
     #: Off the data, where the teacher often says "none of these" and a small student agrees with it least; 0: none
-    words: int = 0
+    words: int = additive(0)
 
 
 @dataclass

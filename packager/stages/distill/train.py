@@ -30,6 +30,7 @@ from typing import Any
 from ...errors import EdgepackError
 from ...labelled_data import LabelledData, LabelledSplit
 from ...progress import substep
+from ...records import record_key
 from ...training.common import (
     encoder_layers,
     run_info,
@@ -113,7 +114,7 @@ def distill(teacher, tokenizer, data: LabelledData, spec: DistillSpec, *, seq_le
     with_vectors = spec.sentence_weight > 0
     if data.unlabeled or spec.augment is not None or not live or with_vectors:
         transfer, logits, vectors, counts = _shared(
-            shared_transfer, (repr(spec.augment), seq_len, seed, with_vectors),
+            shared_transfer, (record_key(spec.augment), seq_len, seed, with_vectors),
             lambda: transfer_set(teacher, tokenizer, data, spec, seq_len, seed, vectors=with_vectors))
     else:
         transfer, logits, vectors = data.train, None, None
