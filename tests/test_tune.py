@@ -410,12 +410,13 @@ def test_each_stage_declares_its_knobs_and_the_distill_search_reads_them():
     from packager.stages import STAGES
     from packager.stages.distill.spec import TRAINING_KNOBS, SearchSpec
 
-    assert list(STAGES) == ["finetune", "distill", "prune", "trim_vocab"]
+    assert list(STAGES) == ["finetune", "distill", "prune", "trim_vocab", "calibrate"]
     assert {k.option for k in STAGES["distill"].search_space} == {"alpha", "temperature", "epochs", "lr",
                                                                    "sentence_weight", "student.layers"}
     assert {k.option for k in STAGES["prune"].search_space} == {"heads", "ffn"}
     assert {k.option for k in STAGES["trim_vocab"].search_space} == {"keep_top"}
     assert STAGES["finetune"].search_space == () and not STAGES["finetune"].compresses
+    assert STAGES["calibrate"].search_space == () and not STAGES["calibrate"].compresses
     search = SearchSpec(lr=None)
     assert [(k.option, b) for k, b in search.searched()] == [(k.option, list(k.bounds)) for k in TRAINING_KNOBS[:3]]
 
