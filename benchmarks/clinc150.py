@@ -641,7 +641,8 @@ def write_levers(args, rows: list[dict[str, Any]], teacher_acc: float, alone_acc
     lines += ["", "```", command, "```", ""]
     (args.out / f"{name}.md").write_text("\n".join(lines))
     (args.out / f"{name}.json").write_text(json.dumps({"teacher_accuracy": teacher_acc, "alone_accuracy": alone_acc,
-                                                       "teacher_calibrated": teacher_calibrated, "rows": rows, "isa": cpu_isa(), "command": command},
+                                                       "teacher_calibrated": teacher_calibrated, "rows": rows,
+                                                       "isa": cpu_isa(), "command": command},
                                                       indent=1, default=str))
 
 
