@@ -431,7 +431,7 @@ def test_families_check_targets_and_stages(monkeypatch):
     assert check_support("edgepack_pruned_bert", "feature-extraction", ["tflite-int8"]).name == "bert"
     assert check_support("xlm-roberta", "sequence-classification", ["onnx-int8"], ["finetune", "prune"]).name == "roberta"
     with pytest.raises(EdgepackError, match=r"albert family does not support recipe stage\(s\) prune \(prune: "
-                                            r"ALBERT shares one block's weights .*; supported: finetune, trim_vocab\)"):
+                                            r"ALBERT shares one block's weights .*; supported: finetune, trim_vocab, calibrate\)"):
         check_support("albert", "sequence-classification", ["onnx-int8"], ["finetune", "prune"])
     with pytest.raises(EdgepackError, match=r"mpnet family does not support target\(s\) tflite-int8-full "
                                             r"\(tflite-int8-full: MPNet's relative-position bucketing"):
