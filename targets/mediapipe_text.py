@@ -221,7 +221,7 @@ class MediaPipeText(Target):
             graph_path = ctx.workdir / f"{self.name}.int8.tflite"
             try:
                 with quiet_converter():
-                    quantizer._quantizer(float_path, "tensorwise", [], "hadamard").quantize().export_model(
+                    quantizer._quantizer(float_path, "tensorwise", [], ("hadamard", None)).quantize().export_model(
                         str(graph_path), overwrite=True)
             except Exception as exc:
                 raise TargetError(f"ai-edge-quantizer ({recipe_name}) failed: "

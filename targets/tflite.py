@@ -9,6 +9,8 @@ they read carries BERT's outlier features, which the rotation spreads over every
 no longer loses the rest. Measured on MiniLM (220 unseen texts, AVX-512 VNNI + AMX host): worst cosine 0.990
 unrotated, 0.9965 with the Q/K/V inputs rotated (1.09x the unrotated time), 0.998 with every input rotated
 (``rotation=hadamard``, 2.5x: the FFN output's 1536-wide rotation is most of the cost and little of the fidelity).
+The rotation runs as a float matmul on blocks of the input (``rotation_block``, 64 by default: half the multiply-adds
+of ai-edge-quantizer's own 128 on a 384-wide input; ``benchmarks/tflite_variants.py --study rotation_block``).
 """
 from __future__ import annotations
 
@@ -349,6 +351,28 @@ def _signature_samples(path: Path, ctx: ExportContext, samples: int) -> dict[str
     return data
 
 
+#: the largest Hadamard block of ``tflite-int8``'s rotation (ai-edge-quantizer's own choice: the input width's
+#: largest power-of-two factor, 128 for MiniLM's 384)
+ROTATION_BLOCK = 64
+
+
+def _power_of_two(value: int) -> None:
+    if value < 2 or value & (value - 1):
+        raise ValueError(f"{value} is not a power of two (2, 4, … 64, 128 …)")
+
+
+def _blocked(entries: list[dict], block: int | None) -> list[dict]:
+    """ai-edge-quantizer's Hadamard recipe entries with their rotation capped at ``block`` (its
+    ``max_hadamard_size``; None: its own choice)."""
+    if block is None:
+        return entries
+    out = copy.deepcopy(entries)
+    for entry in out:
+        config = entry["op_config"]["weight_tensor_config"]
+        config["algorithm_params"] = {**config.get("algorithm_params", {}), "max_hadamard_size": block}
+    return out
+
+
 @register
 class TFLiteInt8(_TFLite, FloatFallback):
     name = "tflite-int8"
@@ -365,6 +389,11 @@ class TFLiteInt8(_TFLite, FloatFallback):
                                  "input (the wide FFN output's rotation is most of the cost, little of the "
                                  "fidelity); none: plain dynamic int8 (fewest ops, least faithful)",
                                  choices=tuple(RECIPES)),
+        "rotation_block": TargetOption(int, ROTATION_BLOCK, "the largest Hadamard block the rotation uses (a power "
+                                       "of two; the input width's largest power-of-two factor where smaller): the "
+                                       "rotation is a float matmul per block at run time, so its cost grows with "
+                                       "the block, its spreading of outliers little beyond 64",
+                                       check=_power_of_two),
         "embedding": TargetOption(str, "tensorwise", "int8 scales of the embedding tables: tensorwise (one per table) "
                                   "or channelwise (one per row: TFLite stores a row's scale and zero point again in "
                                   "every bucket's signature, ~0.37 MB per bucket for a 30k vocabulary)",
@@ -372,22 +401,28 @@ class TFLiteInt8(_TFLite, FloatFallback):
         FLOAT_OPS: FLOAT_OPS_OPTION,
     }
 
-    def _rotation(self, ctx: ExportContext) -> str:
-        return str(ctx.options.get("rotation", "attention"))
+    def _rotation(self, ctx: ExportContext) -> tuple[str, int]:
+        """(``rotation``, ``rotation_block``) of this export."""
+        return (str(ctx.options.get("rotation", "attention")),
+                int(ctx.options.get("rotation_block", ROTATION_BLOCK)))
 
-    def _quantizer(self, float_path: Path, embedding: str, keep_float: list[str], rotation: str):
-        """The quantizer of ``rotation`` for ``float_path``, with the ops named in ``keep_float`` left unquantized."""
+    def _quantizer(self, float_path: Path, embedding: str, keep_float: list[str], rotation: tuple[str, int | None]):
+        """The quantizer of ``rotation`` (kind, largest block; None: ai-edge-quantizer's own) for ``float_path``,
+        with the ops named in ``keep_float`` left unquantized."""
         from ai_edge_quantizer import qtyping, quantizer, recipe
 
+        kind, block = rotation
         q = quantizer.Quantizer(str(float_path))
         fc = _fully_connected_ops_of(str(float_path), *_file_version(float_path))
-        if rotation == "attention" and fc.attention_inputs:
+        if kind == "attention" and fc.attention_inputs:
             rotate = "^(?:" + "|".join(re.escape(op) for op in fc.attention_inputs) + ");$"
             q.load_quantization_recipe(recipe.dynamic_wi8_afp32() + [
                 dict(entry, regex=rotate, operation=qtyping.TFLOperationName.FULLY_CONNECTED.value)
-                for entry in recipe.dynamic_wi8c_hr_afp32()])
-        else:  # no attention found (not a transformer graph): every input rotated
-            q.load_quantization_recipe(getattr(recipe, self.RECIPES["none" if rotation == "none" else "hadamard"])())
+                for entry in _blocked(recipe.dynamic_wi8c_hr_afp32(), block)])
+        elif kind == "none":
+            q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        else:  # hadamard, or no attention found (not a transformer graph): every input rotated
+            q.load_quantization_recipe(_blocked(recipe.dynamic_wi8c_hr_afp32(), block))
         keep_float = list(keep_float) + fc.activation_weighted
         if embedding == "tensorwise":
             q.add_dynamic_config(".*", qtyping.TFLOperationName.EMBEDDING_LOOKUP, 8,
@@ -403,7 +438,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
         shapes = FP32_CACHE.convert(ctx, float_path)
         embedding = ctx.options.get("embedding", "tensorwise")
         rotation = self._rotation(ctx)
-        recipe_name = self.RECIPES[rotation]
+        recipe_name = self.RECIPES[rotation[0]]
         patterns = list(ctx.options.get(FLOAT_OPS) or ())
         kept: list[str] = []
         ops: list[str] = []
@@ -427,7 +462,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
         fp32_size = float_path.stat().st_size
         float_path.unlink()
         notes = [f"ai-edge-quantizer recipe {recipe_name}"
-                 + (" (Hadamard-rotated inputs)" if rotation == "hadamard" else "")
+                 + (f" (Hadamard blocks of up to {rotation[1]})" if rotation[0] != "none" else "")
                  + (", embedding tables int8 per tensor" if embedding == "tensorwise" else "")]
         if kept:
             notes.append(f"{len(kept)} of {len(ops)} quantized ops kept in float ({FLOAT_OPS})")
@@ -435,6 +470,7 @@ class TFLiteInt8(_TFLite, FloatFallback):
             precision="dynamic-int8",
             notes=notes,
             details={"converter": "litert-torch", "quantizer_recipe": recipe_name,
+                     "rotation_block": rotation[1] if rotation[0] != "none" else None,
                      "embedding_scales": embedding,
                      "fp32_tflite_size_bytes": fp32_size, "buffer_sharing": sharing,
                      "float_ops": kept, "int8_op_count": len(ops) - len(kept)},
