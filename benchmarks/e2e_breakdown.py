@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from device_bench.fingerprint import cpu_isa, int8_kernel_family
     from device_bench.predict import Bundle, BundleError
+    from report import publish
 
     texts = [t for t, _ in json.loads(CLINC.read_text())["test"]][:args.n]
     try:
@@ -87,12 +88,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{' '.join(cpu_isa())} (int8 family `{family}`); load average {load:.2f} at the end.", "",
              "| piece | µs per text | share of end to end |", "|---|---:|---:|"]
     lines += [f"| {name} | {us:.1f} | {us / total:.1%} |" for name, us in figures.items()]
-    command = "python benchmarks/e2e_breakdown.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    lines += ["", "```", command, "```", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"e2e_breakdown_{family}.md"
-    path.write_text("\n".join(lines))
-    print("\n".join(lines))
+    publish(args.out, f"e2e_breakdown_{family}.md", lines, "e2e_breakdown.py", argv)
     return 0
 
 

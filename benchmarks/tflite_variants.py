@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from fused_int8 import CLINC, fidelity, time_side_by_side
+    from report import publish
     from int8_parity_by_isa import unseen_texts
 
     if not CLINC.is_file():
@@ -145,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{quality[label]['min_cosine']:.5f} | {parity[label].min_cosine:.5f} |" for label in variants]
     lines += [""] + [f"{label} ÷ {baseline}: 1 thread {speed[1][label] / speed[1][baseline]:.3f}, 2 threads "
                      f"{speed[2][label] / speed[2][baseline]:.3f}." for label in others]
-    lines += ["", "```", "python benchmarks/tflite_variants.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "```", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"tflite_{args.study}_{family}.md"
-    path.write_text("\n".join(lines))
-    print("\n".join(lines))
+    publish(args.out, f"tflite_{args.study}_{family}.md", lines, "tflite_variants.py", argv)
     return 0
 
 
