@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import os
 import subprocess
 import sys
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pack-only", help=argparse.SUPPRESS)  # the per-variant pack process: the variant's label
     args = ap.parse_args(argv)
     title, variants = STUDIES[args.study]
+    # one folder per model: a --model run never times another model's cached packs
+    args.cache = args.cache / ("builtin" if args.model is None else
+                               hashlib.sha256(str(Path(args.model).resolve()).encode()).hexdigest()[:12])
     if args.pack_only:
         variant = variants[args.pack_only]
         pack(args.model, args.cache / variant.name, variant)
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"packing {label} …", file=sys.stderr, flush=True)
             extra = ["--model", args.model] if args.model else []
             subprocess.run([sys.executable, __file__, "--study", args.study, "--pack-only", label,
-                            "--cache", str(args.cache), *extra], check=True)
+                            "--cache", str(args.cache.parent), *extra], check=True)
 
     from sentence_transformers import SentenceTransformer
 
