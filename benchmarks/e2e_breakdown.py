@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"e2e_breakdown: {path}: {what}", file=sys.stderr)
             return 2
 
-    from device_bench.fingerprint import cpu_isa, int8_kernel_family
+    from device_bench.fingerprint import cpu_isa, kernel_tag, mask_note
     from device_bench.predict import Bundle, BundleError
     from report import publish
 
@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
         pieces["compiled model run (run_by_index alone)"] = lambda i: compiled.model.run_by_index(*calls[i])
     figures = {name: clock(fn, len(texts), args.rounds) for name, fn in pieces.items()}
     load = os.getloadavg()[0]
-    family = int8_kernel_family(cpu_isa())
+    family = kernel_tag(cpu_isa())
     total = figures["predict, end to end"]
     lines = [f"# End to end, piece by piece: {bundle.target.name} ({type(bundle.runner).__name__}), {args.threads} thread(s)",
              "", f"{len(texts)} CLINC150 test texts, batch 1, median of {args.rounds} rounds. Host ISA: "
-             f"{' '.join(cpu_isa())} (int8 family `{family}`); load average {load:.2f} at the end.", "",
+             f"{' '.join(cpu_isa())} (int8 family `{family}`{mask_note()}); load average {load:.2f} at the end.", "",
              "| piece | µs per text | share of end to end |", "|---|---:|---:|"]
     lines += [f"| {name} | {us:.1f} | {us / total:.1%} |" for name, us in figures.items()]
     publish(args.out, f"e2e_breakdown_{family}.md", lines, "e2e_breakdown.py", argv)

@@ -23,7 +23,7 @@ rounds; the figure is the median over rounds of the mean ms per text, with its r
 Goals (issue #23): the artifact ``Bundle()`` / ``edgepack run`` picks in the default bundle is >= 1.3x faster than
 the best of the two ORT peers at equal or better min cosine, and within 5% of the fastest artifact of its bundle.
 The host's ISA and load average are recorded with the figures: ratios hold on this host, at this load.
-Writes ``benchmarks/results/fused_int8_<int8 kernel family>.{md,json}`` (``_avx2``, ``_amx_int8``, ...).
+Writes ``benchmarks/results/fused_int8_<int8 kernel family>.{md,json}`` (``_avx2``, ``_amx_int8``, ...; ``_avx2_masked`` under ``edgepack isa-mask avx2``).
 """
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family
+    from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family, isa_mask, kernel_tag, mask_note
     from device_bench.manifest import Manifest
     from device_bench.predict import Bundle
     from device_bench.runners.tflite import API_ENV as TFLITE_API_ENV
@@ -250,12 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     fused_ops = {label: Manifest.load(b).target("onnx-int8").details.get("fused_ops", {}) for label, b in bundles.items()}
     doc = {"command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0]] + (argv or sys.argv[1:])),
            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_model(),
-           "isa": kernel, "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm",
+           "isa": kernel, "isa_mask": isa_mask(), "isa_note": mask_note(), "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm",
                                                                                   "sse4", "fma"))],
            "cores": len(os.sched_getaffinity(0)), "model": model_dir, "texts": len(texts),
            "model_name": args.model or "all-MiniLM-L6-v2 (built-in)",
            "fused_ops": fused_ops, "runs": runs}
-    stem = RESULTS.with_name(f"{RESULTS.name}_{kernel}")  # one table per int8 kernel family: hosts add up
+    stem = RESULTS.with_name(f"{RESULTS.name}_{kernel_tag(isa)}")  # one table per int8 kernel family: hosts add up
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(doc))
@@ -288,7 +288,7 @@ def markdown(doc: dict) -> str:
     out = [f"# Fused ONNX int8 vs the ORT exports — {name}, {doc['texts']} unseen CLINC150 texts",
            "", f"`{doc['command']}` ({doc['measured_at']})", "",
            f"Host: {doc['cpu']}, {doc['cores']} CPUs, int8 kernels: **{doc['isa']}** "
-           f"(flags: {' '.join(doc['isa_flags'])}). Shared host: figures are ratios within one run; the load "
+           f"(flags: {' '.join(doc['isa_flags'])}){doc.get('isa_note', '')}. Shared host: figures are ratios within one run; the load "
            "average (1 min) before and after each timing is given.", "",
            "Fused ops (onnxruntime BERT fusion) per bundle: " + "; ".join(
                f"{k}: {', '.join(f'{n} {op}' for op, n in v.items()) or 'none'}" for k, v in doc["fused_ops"].items()),

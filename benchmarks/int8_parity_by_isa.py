@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     from sentence_transformers import SentenceTransformer
 
-    from device_bench.fingerprint import cpu_isa, cpu_model, int8_kernel_family
+    from device_bench.fingerprint import cpu_isa, cpu_model, kernel_tag
     from device_bench.manifest import Manifest
     from device_bench.parity import cosines
     from device_bench.predict import Bundle
@@ -62,7 +62,7 @@ def main() -> int:
         parser.error(f"--model: give one per --bundle ({len(args.bundle)}), 'default' for the manifest's own")
     texts = unseen_texts(args.texts, args.n)
     isa = cpu_isa()
-    kernel = int8_kernel_family(isa)
+    kernel = kernel_tag(isa)  # avx2_masked: `edgepack isa-mask avx2` on a newer CPU, a row of its own
     rows = []
     runners = []
     for i, bundle in enumerate(args.bundle):

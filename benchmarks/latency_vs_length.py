@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from device_bench.compute import gmac_per_s
-    from device_bench.fingerprint import cpu_isa, fingerprint, int8_kernel_family
+    from device_bench.fingerprint import cpu_isa, fingerprint, kernel_tag
     from device_bench.manifest import Manifest
     from packager.calib import builtin_sample
     from packager.models import load_model
@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in [str(Path(sys.argv[0]))] + (argv or sys.argv[1:]))
     isa = cpu_isa()
     doc = {"command": command, "fingerprint": fingerprint(), "model": str(model_dir), "seq_len": args.seq_len,
-           "isa": int8_kernel_family(isa),
+           "isa": kernel_tag(isa),
            "isa_flags": [f for f in isa if any(k in f for k in ("avx", "vnni", "amx", "asimd", "i8mm", "fma"))],
            "load_average": [round(x, 2) for x in os.getloadavg()],
            "lengths": lengths, "datasets": {k: {"n": len(v), "mean_tokens": float(np.mean([f["input_ids"].shape[1] for f in v]))}

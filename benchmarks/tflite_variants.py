@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sentence_transformers import SentenceTransformer
 
-    from device_bench.fingerprint import cpu_isa, int8_kernel_family
+    from device_bench.fingerprint import cpu_isa, kernel_tag, mask_note
     from device_bench.manifest import Manifest
     from device_bench.predict import Bundle
     from packager.models import default_model_path
@@ -138,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         speed[threads] = time_side_by_side(fns, texts, args.rounds)
     load.append(round(os.getloadavg()[0], 2))
 
-    family = int8_kernel_family(cpu_isa())
+    family = kernel_tag(cpu_isa())
     baseline, *others = variants
     lines = [f"# tflite-int8: {title}, side by side", "",
              f"{args.n} unseen CLINC150 test texts, batch 1, end to end through `Bundle`, median over {args.rounds} "
-             f"interleaved rounds of the mean ms per text. Host ISA: {' '.join(cpu_isa())} (int8 family `{family}`); "
+             f"interleaved rounds of the mean ms per text. Host ISA: {' '.join(cpu_isa())} (int8 family `{family}`{mask_note()}); "
              f"load average {load[0]} → {load[1]}.", "",
              "| variant | ops per signature | 1 thread ms/text | 2 threads ms/text | unseen min cos | pack parity min cos |",
              "|---|---:|---:|---:|---:|---:|"]

@@ -27,6 +27,7 @@ from .compute import MacsPerLength, gmac_per_s
 from .energy import EnergyConfig, EnergyError, EnergyMeter
 from .extra_runners import ExtraRunnerError, register_extra_runners
 from .fingerprint import cpu_model, device_model, device_runtimes, fingerprint
+from .isa_mask.launch import IsaMaskError, masked_environ, masked_isa, profile_named
 from .manifest import Manifest, ManifestError, TargetEntry, verify_files
 from .parity import DeviceParity
 from .records import RecordError, hints, matches, one_line
@@ -201,8 +202,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResult | DeviceParity:
-    """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason.
+def run_worker(args: WorkerArgs, timeout_s: float, isa: str | None = None) -> TimingResult | MemoryResult | DeviceParity:
+    """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason. ``isa``: an
+    ``edgepack isa-mask`` profile the worker runs under (its kernels are that x86 family's).
 
     Whatever happens here (timeout, a bad argument, an exception while talking
     to it), the worker's process group is killed before this returns: no
@@ -211,6 +213,8 @@ def run_worker(args: WorkerArgs, timeout_s: float) -> TimingResult | MemoryResul
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if isa is not None:
+        env = masked_environ(profile_named(isa), env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "device_bench.worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -401,13 +405,14 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
     return res
 
 
-def device_parity(args: WorkerArgs, manifest: Manifest, timeout_s: float) -> DeviceParity | None:
-    """The pack's parity gates recomputed here, in a worker of their own; None for a bundle without parity inputs
-    (packed before they were recorded). A check that cannot run says why instead of passing."""
+def device_parity(args: WorkerArgs, manifest: Manifest, timeout_s: float, isa: str | None = None) -> DeviceParity | None:
+    """The pack's parity gates recomputed here (``isa``: with that ``edgepack isa-mask`` profile's kernels), in a
+    worker of their own; None for a bundle without parity inputs (packed before they were recorded). A check that
+    cannot run says why instead of passing."""
     if manifest.parity_inputs is None:
         return None
     try:
-        return run_worker(dataclasses.replace(args, mode="parity"), timeout_s)
+        return run_worker(dataclasses.replace(args, mode="parity"), timeout_s, isa)
     except WorkerCrash as exc:
         return DeviceParity(passed=False, error=f"parity check failed: {exc}")
 
@@ -447,12 +452,18 @@ def protocol(opts: BenchOptions, energy: EnergyConfig | None, thermal: ThermalCo
 
 
 def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s: float = 600.0,
-                      memory_limit_mb: int | None = None) -> ParityCheck:
-    """Recompute every runnable target's parity gates with this device's runtimes (torch-free; a worker each)."""
+                      memory_limit_mb: int | None = None, isa: str | None = None) -> ParityCheck:
+    """Recompute every runnable target's parity gates with this device's runtimes (torch-free; a worker each).
+    ``isa``: with the kernels of that ``edgepack isa-mask`` profile's x86 family instead of this CPU's own."""
     try:
         register_extra_runners()
     except ExtraRunnerError as exc:
         raise BenchError(str(exc)) from None
+    if isa is not None:
+        try:
+            masked_environ(profile_named(isa))  # refused here, once, before any worker (and built once)
+        except (IsaMaskError, OSError) as exc:
+            raise BenchError(f"--isa {isa}: {exc}") from None
     manifest = load_bundle(bundle)
     if manifest.parity_inputs is None:
         raise BenchError(f"{bundle}: the bundle carries no parity inputs (packed before edgepack recorded them): "
@@ -461,6 +472,8 @@ def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s:
     runtimes = device_runtimes()
     problems = _integrity_problems(bundle, manifest, entries)
     check = ParityCheck(bundle=bundle.name, task=manifest.task, fingerprint=fingerprint())
+    if isa is not None:  # what the workers' runtimes saw
+        check.fingerprint.update(isa=masked_isa(profile_named(isa)), isa_mask=isa)
     limit = default_memory_limit_mb() if memory_limit_mb is None else (memory_limit_mb or None)
     for entry in entries:
         row = ParityRow(target=entry.name, runtime=entry.runtime, precision=entry.precision, threads=None,
@@ -470,7 +483,7 @@ def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s:
             row.status, row.error = reason
         else:
             row.device_parity = device_parity(worker_args(entry, bundle, manifest, None, limit, "parity"), manifest,
-                                              timeout_s)
+                                              timeout_s, isa)
         check.results.append(row)
     return check
 

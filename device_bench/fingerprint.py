@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from .isa_mask.profiles import active_profile, masked_flags
 from .runners import RUNNERS, runner_class
 
 AGENT_DISTRIBUTION = "edgepack"
@@ -48,15 +49,42 @@ KERNEL_ISA_FLAGS = (
 )
 
 
-def cpu_isa(proc_root: Path = Path("/proc")) -> list[str]:
-    """The kernel-relevant ISA flags of the first CPU in ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``):
-    int8 numerics and which artifact is fastest depend on them."""
+def cpu_flags(proc_root: Path = Path("/proc")) -> set[str]:
+    """Every flag of the first CPU in ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``) as this process's
+    runtimes see them: less what an active ``edgepack isa-mask`` profile hides from CPUID."""
     for line in (_read(proc_root / "cpuinfo") or "").splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() in ("flags", "Features"):
-            present = set(value.split())
-            return [flag for flag in KERNEL_ISA_FLAGS if flag in present]
-    return []
+            return set(value.split()) - masked_flags()
+    return set()
+
+
+def cpu_isa(proc_root: Path = Path("/proc")) -> list[str]:
+    """The kernel-relevant ISA flags (``cpu_flags``): int8 numerics and which artifact is fastest depend on them."""
+    present = cpu_flags(proc_root)
+    return [flag for flag in KERNEL_ISA_FLAGS if flag in present]
+
+
+def isa_mask() -> str | None:
+    """The ``edgepack isa-mask`` profile this process runs under (None: the host's own kernels)."""
+    profile = active_profile()
+    return profile.name if profile else None
+
+
+def mask_note() -> str:
+    """What a report says after the host's ISA when a mask is active ("" without one)."""
+    mask = isa_mask()
+    if not mask:
+        return ""
+    return (f" — emulated: `edgepack isa-mask {mask}` on {cpu_model()} (CPUID masked: that ISA's kernels and int8 "
+            "numerics; the timings are this core running them, a proxy for that CPU's)")
+
+
+def kernel_tag(isa: list[str] | None = None) -> str:
+    """The int8 kernel family, marked when it comes from a mask (``avx2_masked``): results files of an emulated
+    ISA never overwrite a real host's."""
+    family = int8_kernel_family(isa)
+    return f"{family}_masked" if isa_mask() else family
 
 
 #: the int8 kernel families, most capable first: the first present names the kernels a host's int8 runs on
@@ -122,6 +150,7 @@ def fingerprint(sys_root: Path = Path("/sys"), proc_root: Path = Path("/proc")) 
         "device_model": device_model(proc_root),
         "cpu_model": cpu_model(proc_root),
         "isa": cpu_isa(proc_root),
+        "isa_mask": isa_mask(),
         "machine": platform.machine(),
         "cores_physical": psutil.cpu_count(logical=False),
         "cores_logical": psutil.cpu_count(logical=True),

@@ -22,8 +22,9 @@ from .records import RecordError, from_dict, load_json
 #: embedding-pipeline / task fields (pooling_source, dense, prompt, label thresholds, parity reference…).
 #: Minor 2 added ``parity_inputs``: the parity texts' inputs and fp32 outputs, for the device's own check.
 #: Minor 3 added ``model.macs``: multiply-accumulates per inference as a function of the length.
+#: Minor 4 added ``targets[].parity_by_isa``: the gates recomputed on other x86 kernel families at pack time.
 SCHEMA_VERSION = 1
-SCHEMA_MINOR = 3
+SCHEMA_MINOR = 4
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is ~10 KB; the agent refuses more (413)
 SAMPLES_NAME = "samples.npz"
@@ -160,6 +161,19 @@ class Parity:
 
 
 @dataclass
+class IsaParity:
+    """The artifact's parity gates recomputed at pack time with another x86 kernel family's kernels (an
+    ``edgepack isa-mask`` profile on the packing host: that family's int8 numerics); minor 4."""
+
+    isa: str  # the profile: "avx2", "avx512_vnni"
+    passed: bool
+    metrics: dict[str, float] = field(default_factory=dict)  # the calibration rows', as ``Parity``'s
+    shortfalls: list[str] = field(default_factory=list)  # the gates missed, per length
+    emulated_on: str = ""  # the packing host's CPU
+    error: str | None = None
+
+
+@dataclass
 class TargetEntry:
     name: str
     status: str
@@ -176,6 +190,7 @@ class TargetEntry:
     details: dict[str, Any] = field(default_factory=dict)
     shapes: Shapes | None = None  # None: static [1, seq_len] (bundles before minor 1)
     parity_by_length: list[LengthParity] = field(default_factory=list)
+    parity_by_isa: list[IsaParity] = field(default_factory=list)  # minor 4
 
 
 @dataclass

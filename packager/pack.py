@@ -48,6 +48,7 @@ from .calib import token_counts, tokenize
 from .declarations import parse_runtime_declarations  # noqa: F401  (re-exported: pack's TARGET=SPEC parser)
 from .errors import EdgepackError
 from .families import check_support
+from .isa_parity import check_isas, resolve_isas
 from .compute import count_macs
 from .models import LoadedModel, max_seq_len, model_info
 from .native_output import native_output_silenced
@@ -223,6 +224,7 @@ def pack_model(
     finalize: Callable[[Manifest], None] | None = None,
     sample_texts: list[str] | None = None,
     threads: int | None = None,
+    verify_isa: list[str] | None = None,
 ) -> PackResult:
     """Export, verify and bundle ``loaded`` for each target; see the module docstring.
 
@@ -233,7 +235,8 @@ def pack_model(
     inputs at their real lengths (default: the calibration texts). ``fallback``: an int8 artifact below its
     parity gate keeps its worst op groups in float until it passes (False, ``--no-fallback``: it fails).
     ``threads``: the runtime sessions' threads while verifying (default ``threads.pool_threads()``: this
-    process's CPUs, not the host's)."""
+    process's CPUs, not the host's). ``verify_isa``: ``edgepack isa-mask`` profiles (or "all") whose kernels every
+    artifact's gates are recomputed with too (``packager.isa_parity``)."""
     from targets import ExportContext, TargetError, get_target
 
     out_dir = Path(out_dir)
@@ -243,6 +246,7 @@ def pack_model(
         raise EdgepackError("no calibration texts")
     runtimes = runtimes or {}
     validate_runtimes(runtimes, targets)
+    isas = resolve_isas(verify_isa)
     options = resolve_target_options(target_options or {}, targets)
     step = progress or (lambda _msg: None)
     from .threads import pool_threads
@@ -334,6 +338,9 @@ def pack_model(
         if finalize is not None:
             finalize(manifest)
         manifest.write(stage)
+        if isas:
+            check_isas(stage, manifest, isas, step)
+            manifest.write(stage)
         write_usage(manifest, stage)
         step("publish bundle")
         publish(stage, out_dir)

@@ -38,7 +38,7 @@ TINY_LABELS = ["weather", "music", "banking", "travel"]
 DEVICE_SIDE_MODULES = {
     "test_agent_cli", "test_agent_fuzz", "test_agent_hardening", "test_agent_isolation", "test_agent_remote",
     "test_agent_security", "test_agent_tls", "test_base_install", "test_bench_local", "test_device_bench_fixture",
-    "test_device_bench_thermal", "test_device_parity", "test_device_side_imports", "test_energy_backends",
+    "test_device_bench_thermal", "test_device_parity", "test_isa_mask", "test_device_side_imports", "test_energy_backends",
     "test_speed_profile", "test_task_outputs",
     "test_uploads_extract",
 }

@@ -92,6 +92,7 @@ FINETUNE = {"finetune": {"epochs": 10, "lr": 2.0e-3, "batch_size": 16}}
     (lambda r: r["stages"].append({"trim_vocab": {"splits": ["dev"]}}), "stages[1].trim_vocab.splits[0]"),
     (lambda r: r["stages"].append({"calibrate": {}}), "stages[1].calibrate.label"),
     (lambda r: r["stages"].append({"calibrate": {"label": "travel", "bound": 0}}), "stages[1].calibrate.bound"),
+    (lambda r: r.update(parity={"isas": ["avx9"]}), "parity.isas"),
     (lambda r: r.update(target_options={"tflite-int8": {"io": "int8"}}), "target_options.tflite-int8"),
     (lambda r: r.update(targets=["tflite-int8-full"], target_options={"tflite-int8-full": {"io": "int4"}}),
      "target_options.tflite-int8-full.io"),

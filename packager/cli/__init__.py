@@ -47,6 +47,8 @@ COMMANDS: Registry[CommandSpec] = Registry("command", [
     ("bench", CommandSpec("device_bench.host_cli:bench", "Benchmark a bundle here, on an agent, or on a fleet.")),
     ("devices", CommandSpec("device_bench.host_cli:devices", "Manage the devices of a fleet (devices.yaml).")),
     ("agent", CommandSpec("device_bench.cli:main", "The on-device agent (the same as edgepack-agent).")),
+    ("isa-mask", CommandSpec("device_bench.isa_mask.cli:isa_mask_cmd", "Run a command with the kernels an older "
+                             "x86 CPU would get (AVX2, AVX-512 VNNI without AMX): its int8 numerics, here.")),
     ("report", CommandSpec("packager.cli.report:report", "Compare bundles and bench reports: the accuracy-latency-"
                            "size trade-off.")),
     ("targets", CommandSpec("packager.cli.pack:targets_cmd", "List the conversion targets (and what this host "

@@ -67,15 +67,20 @@ def check_bundle(bundle: Path, declarations: list[tuple[str, str]]) -> list[dict
 @click.option("--texts", "texts_file", type=click.Path(path_type=Path),
               help="--browser: the texts, one per line (default: device_bench/web/unseen_texts.txt).")
 @click.option("--targets", "target_list", help="--on-device / --browser: comma-separated targets (default: every one).")
+@click.option("--isa", "isa", metavar="PROFILE",
+              help="--on-device: with the kernels another x86 CPU would get (avx2, avx512_vnni), emulated on this "
+                   "one (see `edgepack isa-mask`): that CPU's int8 numerics.")
 @click.option("--strict", is_flag=True, help="Treat an undecided verdict (between two known releases), or with "
                                              "--on-device a target below its parity gate here, as a failure (exit 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON.")
 def check(bundle: Path, runtime_specs: tuple[str, ...], on_device: bool, browser: bool, texts_file: Path | None,
-          target_list: str | None, strict: bool, as_json: bool) -> None:
+          target_list: str | None, isa: str | None, strict: bool, as_json: bool) -> None:
     """Check a bundle's artifacts against device runtimes (exit 1 if one is incompatible), their parity on this
     device's kernels (--on-device), or in headless Chromium (--browser)."""
     if not (bundle / "manifest.json").is_file():
         raise EdgepackError(f"{bundle}: not a bundle folder (no manifest.json)")
+    if isa is not None and not on_device:
+        raise EdgepackError("--isa applies to --on-device")
     if [on_device, browser, bool(runtime_specs)].count(True) != 1:
         raise EdgepackError("give --runtime TARGET=SPEC (runtime compatibility), --on-device (parity here) or "
                             "--browser (parity in Chromium), one of them")
@@ -89,7 +94,7 @@ def check(bundle: Path, runtime_specs: tuple[str, ...], on_device: bool, browser
         return
     if on_device:
         _check_on_device(bundle, [t.strip() for t in target_list.split(",") if t.strip()] if target_list else None,
-                         strict, as_json)
+                         strict, as_json, isa)
         return
     rows = check_bundle(bundle, parse_runtime_declarations(runtime_specs))
     if as_json:
@@ -109,21 +114,24 @@ def check(bundle: Path, runtime_specs: tuple[str, ...], on_device: bool, browser
         sys.exit(EXIT_INCOMPATIBLE)
 
 
-def _check_on_device(bundle: Path, targets: list[str] | None, strict: bool, as_json: bool) -> None:
+def _check_on_device(bundle: Path, targets: list[str] | None, strict: bool, as_json: bool,
+                     isa: str | None = None) -> None:
     import dataclasses
 
     from device_bench.bench import BenchError, check_parity_here
     from device_bench.parity import gate_summary
 
     try:
-        result = check_parity_here(bundle, targets)
+        result = check_parity_here(bundle, targets, isa=isa)
     except BenchError as exc:
         raise EdgepackError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result), indent=2))
     else:
         fp = result.fingerprint
-        click.echo(f"parity on this device: {fp['cpu_model']} ({fp['machine']}; ISA {' '.join(fp['isa']) or 'unknown'}); "
+        where = (f"{isa} kernels emulated on {fp['cpu_model']}" if isa else
+                 f"this device: {fp['cpu_model']}")
+        click.echo(f"parity on {where} ({fp['machine']}; ISA {' '.join(fp['isa']) or 'unknown'}); "
                    f"runtimes {', '.join(f'{k} {v}' for k, v in fp['runtimes'].items() if v) or 'none'}")
         for row in result.results:
             parity = row.device_parity

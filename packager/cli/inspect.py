@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from device_bench.decoders import DECODERS
-from device_bench.manifest import Manifest, verify_files
+from device_bench.manifest import IsaParity, Manifest, verify_files
 from device_bench.speed_profile import SpeedProfile, stored_profiles
 
 from .common import EXIT_TARGET_FAILED, stdout_console
@@ -70,6 +70,9 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
             console.print(f"  {t.name}: {accepts}" + (f"; worst mean cosine per length {worst:.4f}" if worst else ""),
                           highlight=False)
     for t in manifest.targets:
+        for isa in t.parity_by_isa:
+            console.print(f"  {t.name}: {isa_parity_line(isa)}", highlight=False)
+    for t in manifest.targets:
         for note in ([t.error] if t.error else []) + t.notes:
             console.print(f"  {t.name}: {note}", highlight=False)
         compat = t.details.get("compatibility") if t.details else None
@@ -84,6 +87,17 @@ def print_manifest(manifest: Manifest, bundle_dir: Path, problems: list[str] | N
                       highlight=False)
     for problem in problems or []:
         console.print(f"[red]integrity:[/] {problem}")
+
+
+def isa_parity_line(isa: IsaParity) -> str:
+    """One artifact's gates on another x86 kernel family (``pack --verify-isa``), in one line."""
+    where = f"on {isa.isa} kernels (emulated on {isa.emulated_on})"
+    if isa.error:
+        return f"{where}: not checked: {isa.error}"
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in isa.metrics.items() if k in ("mean_cosine", "min_cosine")
+                        or k.endswith("agreement"))
+    verdict = "ok" if isa.passed else "BELOW GATE"
+    return f"{where}: {verdict}" + (f": {figures}" if figures else "") + "".join(f"; {s}" for s in isa.shortfalls)
 
 
 def speed_lines(profiles: list[tuple[Path, SpeedProfile | None, str | None]]) -> list[str]:

@@ -168,6 +168,10 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--fallback/--no-fallback", default=True, show_default=True,
               help="An int8 artifact below the parity gate on this host's kernels keeps its worst op groups in float "
                    "until it passes (recorded in the manifest); --no-fallback: it fails instead.")
+@click.option("--verify-isa", "verify_isa_text", default=None, metavar="PROFILE,…|all",
+              help="Also recompute every artifact's parity gates with the kernels of other x86 CPUs (avx2, "
+                   "avx512_vnni; all: every one this host can emulate), emulated here (see `edgepack isa-mask`); "
+                   "recorded in the manifest, reported, never dropped.")
 @click.option("--runtime", "runtime_specs", multiple=True, metavar="TARGET=SPEC",
               help="Declared device runtime for a target, checked at pack time (e.g. tflite-int8=tflite-runtime==2.14).")
 @click.option("-O", "--option", "option_values", multiple=True, metavar="TARGET.KEY=VALUE",
@@ -198,8 +202,8 @@ def _parse_runtimes(values: tuple[str, ...]) -> dict[str, str]:
 @click.pass_context
 def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, calib, calib_column, calib_limit, out_dir,
              force, archive,
-             min_cosine, min_agreement, allow_parity_failure, fallback, runtime_specs, option_values, recipe, search_trials,
-             stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
+             min_cosine, min_agreement, allow_parity_failure, fallback, verify_isa_text, runtime_specs, option_values, recipe,
+             search_trials, stage_specs, train_path, validation_path, test_path, text_column, label_column, gate_max_drop,
              set_values, list_targets, as_json, threads) -> None:
     """Convert a model for each target, verify every artifact, and write a bundle.
 
@@ -231,6 +235,8 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
                                    "min_cosine", "min_agreement", "allow_parity_failure", "fallback", "threads")
                  if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
         explicit = {name: ctx.params[name] for name in given}
+        if verify_isa_text is not None:
+            explicit["verify_isa"] = _split_list(verify_isa_text)
         if runtime_specs:
             explicit["runtimes"] = _parse_runtimes(runtime_specs)
         if option_values:
@@ -274,6 +280,9 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
     check_support(model_type_of(resolve_source(model)), task, targets)
     runtimes = _parse_runtimes(runtime_specs)
     validate_runtimes(runtimes, targets)
+    from ..isa_parity import resolve_isas
+
+    isas = resolve_isas(_split_list(verify_isa_text) if verify_isa_text is not None else None)
     target_options = parse_option_assignments(option_values)
     resolve_target_options(target_options, targets)
     check_destination(out_dir, force)
@@ -298,10 +307,11 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
                 and not any(head in a for a in loaded.config.architectures):
             console.print(f"[yellow]warning:[/] the checkpoint has no {head.removeprefix('For')} head: it is "
                           "randomly initialised (fine-tune it first)")
-    result = _run_with_progress(console, len(targets) + 2, lambda step: pack_model(
+    result = _run_with_progress(console, len(targets) + 2 + len(isas), lambda step: pack_model(
         loaded, out_dir, targets, seq_len, texts, runtimes=runtimes, force=force, archive=archive,
         min_cosine=min_cosine, min_agreement=min_agreement, allow_parity_failure=allow_parity_failure,
-        fallback=fallback, target_options=target_options, progress=step, buckets=buckets, threads=threads))
+        fallback=fallback, target_options=target_options, progress=step, buckets=buckets, threads=threads,
+        verify_isa=isas))
     if as_json:
         click.echo(result.manifest.to_json())
     else:
@@ -313,6 +323,10 @@ def pack_cmd(ctx, model, task, pooling, target_list, seq_len, buckets_text, cali
             if entry.name in result.failed:
                 click.echo(f"edgepack: target {entry.name} failed: {entry.error}", err=True)
         sys.exit(EXIT_TARGET_FAILED)
+
+
+def _split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _run_with_progress(console, total: int, work):

@@ -23,7 +23,7 @@ NOT_FOR_RECIPES = {
 FLAG_KEYS = {"model": "model", "task": "task", "target_list": "targets", "seq_len": "seq_len",
              "calib_limit": "calib_samples", "min_cosine": "parity.min_cosine",
              "min_agreement": "parity.min_agreement", "fallback": "parity.fallback", "runtimes": "runtimes", "target_options": "target_options",
-             "threads": "threads"}
+             "threads": "threads", "verify_isa": "parity.isas"}
 DATA_SPLITS = ("train", "validation", "test")
 
 

@@ -193,10 +193,12 @@ def run_recipe(recipe: Recipe, out_dir: Path, *, force: bool = False, archive: b
     rank 0 alone packs and publishes, the others return rank 0's exit code and message."""
     from .. import pruned_bert  # noqa: F401  (registers the pruned-BERT config for from_pretrained)
     from ..bundle import check_destination
+    from ..isa_parity import resolve_isas
 
     out_dir = Path(out_dir)
     targets = recipe_targets(recipe)
     check_destination(out_dir, force)  # before hours of training, not after
+    resolve_isas(recipe.parity.isas, "recipe parity.isas")  # likewise: a host that cannot emulate one
     import torch
 
     ranks = distributed.setup()
@@ -345,7 +347,8 @@ def pack_and_gate(recipe: Recipe, out_dir: Path, targets: list[str], loaded, mod
                         force=force, archive=archive, min_cosine=recipe.parity.min_cosine,
                         min_agreement=recipe.parity.min_agreement, fallback=recipe.parity.fallback,
                         target_options=recipe.target_options, runtimes=recipe.runtimes, progress=step, finalize=finalize,
-                        buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"), threads=threads)
+                        buckets=recipe_buckets(recipe.buckets, recipe.seq_len, "buckets"), threads=threads,
+                        verify_isa=recipe.parity.isas)
     gate = verdict["gate"]
     failed = list(result.failed)
     if gate is not None and not gate.passed:

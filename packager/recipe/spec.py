@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from device_bench.isa_mask.profiles import PROFILES
+
 from ..errors import EdgepackError, RecipeError
 from ..records import build, check_range
 from ..stages import STAGES, Stage, parse_stage
@@ -51,6 +53,8 @@ class ParitySpec:
     min_agreement: float = 0.98
     #: an int8 artifact below the gate keeps its worst op groups in float until it passes (false: it fails)
     fallback: bool = True
+    #: `edgepack isa-mask` profiles (or "all") whose kernels every artifact's gates are recomputed with too
+    isas: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -199,6 +203,9 @@ def parse_recipe(raw: Any, base_dir: Path | str = ".") -> Recipe:
         check_range(recipe.gate.max_accuracy_drop, 0.0, 1.0, "gate.max_accuracy_drop")
     check_range(recipe.parity.min_cosine, -1.0, 1.0, "parity.min_cosine")
     check_range(recipe.parity.min_agreement, 0.0, 1.0, "parity.min_agreement")
+    unknown = [name for name in recipe.parity.isas if name not in (*PROFILES, "all")]
+    if unknown:
+        raise RecipeError(f"recipe parity.isas: {unknown[0]!r} is not one of {', '.join(PROFILES)}, all")
     if recipe.gate.max_accuracy_drop is not None and recipe.data.test is None:
         raise RecipeError("recipe gate.max_accuracy_drop: the gate needs data.test")
     required = {}
