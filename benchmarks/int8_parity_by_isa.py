@@ -120,7 +120,8 @@ def write_results(rows: list[dict], n_texts: int) -> None:
     RESULTS.with_suffix(".md").write_text(
         f"# int8 parity by ISA: {n_texts} unseen CLINC150 test texts vs SentenceTransformer.encode\n\n"
         "Written by `benchmarks/int8_parity_by_isa.py` (one row per ISA × bundle × target; each row from the host "
-        "named).\n\n" + "\n".join(lines) + "\n")
+        "named; `_masked`: that family's kernels emulated on the CPU named, by `edgepack isa-mask`).\n\n"
+        + "\n".join(lines) + "\n")
 
 
 def _scheme(row: dict) -> str:
