@@ -27,7 +27,7 @@ import numpy as np
 
 from .decoders import DecoderError, Prediction, decoder_for
 from .extra_runners import ExtraRunnerError, register_extra_runners
-from .fingerprint import device_runtimes
+from .fingerprint import device_runtimes, int8_kernel_family
 from .manifest import STATUS_OK, Manifest, ManifestError, TargetEntry, verify_files
 from .runners import RUNNERS, Runner, RunnerUnavailable, load_target, runner_class
 from .shapes import padded_length
@@ -70,8 +70,9 @@ def _runtime_problem(entry: TargetEntry, installed: dict[str, str | None]) -> st
 
 def choose_target(manifest: Manifest, name: str | None = None,
                   installed: dict[str, str | None] | None = None) -> TargetEntry:
-    """``name``'s entry, checked; else the best target this device can run: parity passed first, then
-    runtimes that do not load torch (tflite, onnxruntime), then the bundle's own order (``pack --targets``)."""
+    """``name``'s entry, checked; else the best target this device can run: parity passed first (at pack time,
+    and on this device's int8 kernel family where the pack checked it), then runtimes that do not load torch
+    (tflite, onnxruntime), then the bundle's own order (``pack --targets``)."""
     installed = device_runtimes() if installed is None else installed
     if name is not None:
         known = {t.name: t for t in manifest.targets}
@@ -91,12 +92,34 @@ def choose_target(manifest: Manifest, name: str | None = None,
     if not candidates:
         why = "; ".join(f"{t.name}: {_runtime_problem(t, installed)}" for t in runnable)
         raise BundleError(f"no target of this bundle can run here ({why})")
-    return min(candidates, key=lambda it: (it[1].status != STATUS_OK, it[1].runtime in TORCH_RUNTIMES, it[0]))[1]
+    family = int8_kernel_family()
+    return min(candidates, key=lambda it: (it[1].status != STATUS_OK or family_shortfall(it[1], family) is not None,
+                                           it[1].runtime in TORCH_RUNTIMES, it[0]))[1]
 
 
-def verified_here(manifest: Manifest, installed: dict[str, str | None]) -> list[TargetEntry]:
-    """The verified artifacts (parity passed at pack time) whose runtime this device has, in pack order."""
-    return [t for t in manifest.runnable_targets() if t.status == STATUS_OK and _runtime_problem(t, installed) is None]
+def family_shortfall(entry: TargetEntry, family: str) -> str | None:
+    """Why ``entry`` is not verified for an int8 kernel family: its pack-time check with that family's kernels
+    (``pack --verify-isa``) missed the gate. None when it passed there, or was not (or could not be) checked."""
+    for record in entry.parity_by_isa:
+        if record.isa == family and not record.passed and record.error is None:
+            missed = "; ".join(record.shortfalls) or "below the gate"
+            return f"{entry.name}: below its parity gate on {family} kernels at pack time ({missed})"
+    return None
+
+
+def passed_over(manifest: Manifest, family: str | None = None) -> list[str]:
+    """Why each artifact missing its gate on this device's int8 family at pack time is not chosen (``Choice.notes``)."""
+    family = int8_kernel_family() if family is None else family
+    return [why for t in manifest.runnable_targets() if (why := family_shortfall(t, family))]
+
+
+def verified_here(manifest: Manifest, installed: dict[str, str | None],
+                  family: str | None = None) -> list[TargetEntry]:
+    """The verified artifacts (parity passed at pack time, and on this device's int8 kernel family where the pack
+    checked it) whose runtime this device has, in pack order."""
+    family = int8_kernel_family() if family is None else family
+    return [t for t in manifest.runnable_targets() if t.status == STATUS_OK and _runtime_problem(t, installed) is None
+            and family_shortfall(t, family) is None]
 
 
 def probe_candidates(manifest: Manifest, installed: dict[str, str | None]) -> list[TargetEntry]:
@@ -140,7 +163,7 @@ class Bundle:
         if target is not None or choose == CHOOSE_ORDER:
             self.target = choose_target(self.manifest, target)
             self.choice = speed.Choice(self.target.name, speed.HOW_TARGET if target is not None else speed.HOW_ORDER,
-                                       threads=threads)
+                                       notes=[] if target is not None else passed_over(self.manifest), threads=threads)
         if not self.manifest.tokenizer:
             raise BundleError(f"{self.path}: the bundle has no tokenizer (manifest 'tokenizer' is empty)")
         try:
@@ -167,16 +190,17 @@ class Bundle:
         """The fastest verified artifact here: the stored profile's, else the probe's (stored for next time).
         Returns the probe's loaded runner of the winner too (None: load it)."""
         installed = device_runtimes()
-        usable = {t.name: t for t in verified_here(self.manifest, installed)}
+        family = int8_kernel_family()
+        usable = {t.name: t for t in verified_here(self.manifest, installed, family)}
+        notes = passed_over(self.manifest, family)
         thread_options = speed.thread_options(self.threads)
         if not usable or (len(usable) == 1 and len(thread_options) == 1):  # nothing to compare (or nothing
             entry = next(iter(usable.values()), None) or choose_target(self.manifest, None, installed)  # verified)
-            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER,
+            return entry, speed.Choice(entry.name, speed.HOW_ONLY if usable else speed.HOW_ORDER, notes=notes,
                                        threads=self.threads), None
         candidates = probe_candidates(self.manifest, installed)
         fields = speed.speed_fingerprint(self.threads)
         key, bundle_id = speed.device_key(fields), speed.bundle_identity(self.manifest)
-        notes: list[str] = []
         profile = speed.load_profile(bundle_id, key, notes)  # a bench's measured every artifact, torch's too
         if profile is not None and profile.chosen in usable and speed.covers(profile, [t.name for t in candidates]):
             return usable[profile.chosen], speed.Choice(profile.chosen, speed.HOW_PROFILE, key, profile,

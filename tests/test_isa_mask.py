@@ -135,3 +135,32 @@ def test_a_host_without_the_kept_flag_or_cpuid_faulting_is_refused(monkeypatch):
 
 def test_kernel_tag_is_the_family_without_a_mask():
     assert not kernel_tag().endswith("_masked")
+
+
+def test_an_artifact_below_its_gate_on_this_hosts_family_at_pack_time_is_not_chosen(tmp_path_factory, tmp_path):
+    """`pack --verify-isa` recorded tflite-int8 below its gate on this host's int8 family: `Bundle()` and the fixed
+    order pass it over and say why; a record whose check could not run, or another family's, changes nothing."""
+    from device_bench.fingerprint import int8_kernel_family
+    from device_bench.manifest import IsaParity, Manifest
+    from device_bench.predict import CHOOSE_ORDER, Bundle, verified_here
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle_dir(tmp_path_factory), copy)
+    manifest = Manifest.load(copy)
+    family = int8_kernel_family()
+    entry = manifest.target("tflite-int8")
+    entry.parity_by_isa = [IsaParity(isa="not-this-family", passed=False, shortfalls=["length 16: low"]),
+                           IsaParity(isa=family, passed=False, error="the check could not run")]
+    manifest.write(copy)
+    assert Bundle(copy, choose=CHOOSE_ORDER, threads=1).target.name == "tflite-int8"
+    entry.parity_by_isa.append(IsaParity(isa=family, passed=False, metrics={"mean_cosine": 0.98},
+                                         shortfalls=["length 16: mean_cosine=0.98 < 0.99"]))
+    manifest.write(copy)
+    manifest = Manifest.load(copy)
+    assert "tflite-int8" not in [t.name for t in verified_here(manifest, {"tflite": "x", "torch-lite": "y"})]
+    assert Bundle(copy, choose=CHOOSE_ORDER, threads=1).target.name == "tflite-fp32"
+    fastest = Bundle(copy, threads=1)
+    assert fastest.target.name != "tflite-int8"
+    assert any(f"tflite-int8: below its parity gate on {family} kernels at pack time (length 16: mean_cosine=0.98"
+               in note for note in fastest.choice.notes), fastest.choice.notes
+    assert Bundle(copy, target="tflite-int8", threads=1).target.name == "tflite-int8"  # asked for: still runs
