@@ -202,19 +202,18 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_worker(args: WorkerArgs, timeout_s: float, isa: str | None = None) -> TimingResult | MemoryResult | DeviceParity:
-    """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason. ``isa``: an
-    ``edgepack isa-mask`` profile the worker runs under (its kernels are that x86 family's).
+def run_worker(args: WorkerArgs, timeout_s: float,
+               base_env: dict[str, str] | None = None) -> TimingResult | MemoryResult | DeviceParity:
+    """Run one worker process; its typed result, or ``WorkerCrash`` with a one-line reason. ``base_env``: the
+    worker's environment (default this process's; ``isa_mask.launch.masked_environ``: another x86 family's kernels).
 
     Whatever happens here (timeout, a bad argument, an exception while talking
     to it), the worker's process group is killed before this returns: no
     worker outlives its measurement.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if base_env is None else base_env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if isa is not None:
-        env = masked_environ(profile_named(isa), env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "device_bench.worker"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -405,14 +404,15 @@ def _measure(entry: TargetEntry, threads: int | None, bundle: Path, manifest: Ma
     return res
 
 
-def device_parity(args: WorkerArgs, manifest: Manifest, timeout_s: float, isa: str | None = None) -> DeviceParity | None:
-    """The pack's parity gates recomputed here (``isa``: with that ``edgepack isa-mask`` profile's kernels), in a
+def device_parity(args: WorkerArgs, manifest: Manifest, timeout_s: float,
+                  base_env: dict[str, str] | None = None) -> DeviceParity | None:
+    """The pack's parity gates recomputed here (``base_env``: the worker's environment, see ``run_worker``), in a
     worker of their own; None for a bundle without parity inputs (packed before they were recorded). A check that
     cannot run says why instead of passing."""
     if manifest.parity_inputs is None:
         return None
     try:
-        return run_worker(dataclasses.replace(args, mode="parity"), timeout_s, isa)
+        return run_worker(dataclasses.replace(args, mode="parity"), timeout_s, base_env)
     except WorkerCrash as exc:
         return DeviceParity(passed=False, error=f"parity check failed: {exc}")
 
@@ -459,9 +459,10 @@ def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s:
         register_extra_runners()
     except ExtraRunnerError as exc:
         raise BenchError(str(exc)) from None
+    base_env = None
     if isa is not None:
-        try:
-            masked_environ(profile_named(isa))  # refused here, once, before any worker (and built once)
+        try:  # once, before any worker: refused here, or every worker's environment
+            base_env = masked_environ(profile_named(isa))
         except (IsaMaskError, OSError) as exc:
             raise BenchError(f"--isa {isa}: {exc}") from None
     manifest = load_bundle(bundle)
@@ -483,7 +484,7 @@ def check_parity_here(bundle: Path, targets: list[str] | None = None, timeout_s:
             row.status, row.error = reason
         else:
             row.device_parity = device_parity(worker_args(entry, bundle, manifest, None, limit, "parity"), manifest,
-                                              timeout_s, isa)
+                                              timeout_s, base_env)
         check.results.append(row)
     return check
 

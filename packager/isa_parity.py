@@ -14,8 +14,7 @@ from typing import Callable
 
 from device_bench.bench import BenchError, check_parity_here
 from device_bench.fingerprint import cpu_model
-from device_bench.isa_mask.launch import IsaMaskError, check_host, profile_named
-from device_bench.isa_mask.profiles import PROFILES
+from device_bench.isa_mask.launch import IsaMaskError, check_host, host_verdicts, profile_named
 from device_bench.manifest import STATUS_FAILED, IsaParity, Manifest
 
 from .errors import EdgepackError
@@ -30,14 +29,7 @@ def resolve_isas(names: list[str] | None, key: str = "--verify-isa") -> list[str
     if not names:
         return []
     if ALL in names:
-        applicable = []
-        for name, profile in PROFILES.items():
-            try:
-                check_host(profile)
-            except IsaMaskError:
-                continue
-            applicable.append(name)
-        return applicable
+        return [name for name, why_not in host_verdicts().items() if why_not is None]
     for name in names:
         try:
             check_host(profile_named(name))

@@ -5,7 +5,7 @@ import os
 
 import click
 
-from .launch import IsaMaskError, check_host, masked_environ, profile_named
+from .launch import IsaMaskError, host_verdicts, masked_environ, profile_named
 from .profiles import PROFILES
 
 
@@ -29,13 +29,8 @@ def isa_mask_cmd(profile: str | None, command: tuple[str, ...], list_profiles: b
     edgepack isa-mask avx512_vnni -- python benchmarks/fused_int8.py
     """
     if list_profiles:
-        for name, item in PROFILES.items():
-            try:
-                check_host(item)
-                verdict = "available here"
-            except IsaMaskError as exc:
-                verdict = f"not here: {exc}"
-            click.echo(f"{name}: {item.like} — {verdict}")
+        for name, why_not in host_verdicts().items():
+            click.echo(f"{name}: {PROFILES[name].like} — {f'not here: {why_not}' if why_not else 'available here'}")
         return
     if command[:1] == ("--",):
         command = command[1:]

@@ -43,6 +43,18 @@ def check_host(profile: Profile) -> None:
                            f"{' '.join(cpu_isa()) or 'no listed ISA flags'}")
 
 
+def host_verdicts() -> dict[str, str | None]:
+    """Every profile -> why this host cannot apply it (None: it can)."""
+    verdicts: dict[str, str | None] = {}
+    for name, profile in PROFILES.items():
+        try:
+            check_host(profile)
+            verdicts[name] = None
+        except IsaMaskError as exc:
+            verdicts[name] = str(exc)
+    return verdicts
+
+
 def masked_isa(profile: Profile) -> list[str]:
     """This host's kernel-relevant ISA flags as a process under ``profile`` sees them."""
     return [flag for flag in cpu_isa() if flag not in profile.clears]
